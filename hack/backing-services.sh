@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Real MariaDB and Redis servers for the service's store tests, on loopback,
+# with private data directories: nothing is shared with a system install.
+#
+#   hack/backing-services.sh start   # installs (Debian) and starts both; idempotent
+#   hack/backing-services.sh env     # prints the KEA_TEST_*_URL exports for the tests
+#   hack/backing-services.sh stop    # stops both and removes their data
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+STATE_DIR="$KEA_RUN_DIR/backing"
+MYSQL_PORT=${KEA_TEST_MYSQL_PORT:-33306}
+REDIS_PORT=${KEA_TEST_REDIS_PORT:-36379}
+MYSQL_URL="mysql://kea:kea@127.0.0.1:$MYSQL_PORT/kea_test"
+REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
+
+install_packages() {
+  local missing=()
+  command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || missing+=(mariadb-server)
+  command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+  [ ${#missing[@]} -eq 0 ] && return 0
+  log "installing ${missing[*]} from Debian"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  # policy-rc.d keeps the packages from starting system-wide servers.
+  apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+start_mariadb() {
+  local dir="$STATE_DIR/mariadb"
+  if pid_alive "$dir/mariadbd.pid"; then log "MariaDB already running on :$MYSQL_PORT"; return 0; fi
+  mkdir -p "$dir"
+  if [ ! -d "$dir/data/mysql" ]; then
+    mariadb-install-db --no-defaults --user=root --datadir="$dir/data" \
+      --auth-root-authentication-method=socket >"$dir/install.log" 2>&1 \
+      || die "mariadb-install-db failed: see $dir/install.log"
+  fi
+  /usr/sbin/mariadbd --no-defaults --user=root --datadir="$dir/data" \
+    --bind-address=127.0.0.1 --port="$MYSQL_PORT" --socket="$dir/mysqld.sock" \
+    --pid-file="$dir/mariadbd.pid" --log-error="$dir/error.log" \
+    --skip-name-resolve --innodb-buffer-pool-size=64M >/dev/null 2>&1 &
+  local i
+  for i in $(seq 1 60); do
+    mariadb --no-defaults --socket="$dir/mysqld.sock" -uroot -e 'SELECT 1' >/dev/null 2>&1 && break
+    [ "$i" = 60 ] && die "MariaDB did not start: see $dir/error.log"
+    sleep 0.5
+  done
+  mariadb --no-defaults --socket="$dir/mysqld.sock" -uroot <<'SQL'
+CREATE DATABASE IF NOT EXISTS kea_test CHARACTER SET utf8mb4;
+CREATE USER IF NOT EXISTS 'kea'@'127.0.0.1' IDENTIFIED BY 'kea';
+GRANT ALL PRIVILEGES ON kea_test.* TO 'kea'@'127.0.0.1';
+SQL
+  log "MariaDB ready on 127.0.0.1:$MYSQL_PORT"
+}
+
+start_redis() {
+  local dir="$STATE_DIR/redis"
+  if pid_alive "$dir/redis.pid"; then log "Redis already running on :$REDIS_PORT"; return 0; fi
+  mkdir -p "$dir"
+  redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$dir" --save "" --appendonly no \
+    --daemonize yes --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" >/dev/null
+  local i
+  for i in $(seq 1 40); do
+    redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break
+    [ "$i" = 40 ] && die "Redis did not start: see $dir/redis.log"
+    sleep 0.25
+  done
+  log "Redis ready on 127.0.0.1:$REDIS_PORT"
+}
+
+stop_pid() {
+  local pidfile=$1 i
+  pid_alive "$pidfile" || return 0
+  local pid; pid=$(cat "$pidfile")
+  kill "$pid" 2>/dev/null || true
+  for i in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.25; done
+  kill -9 "$pid" 2>/dev/null || true
+}
+
+case "${1:-}" in
+  start) install_packages; start_mariadb; start_redis ;;
+  stop)
+    stop_pid "$STATE_DIR/mariadb/mariadbd.pid"
+    stop_pid "$STATE_DIR/redis/redis.pid"
+    rm -rf "$STATE_DIR"
+    log "MariaDB and Redis stopped" ;;
+  env)
+    echo "export KEA_TEST_MYSQL_URL=$MYSQL_URL"
+    echo "export KEA_TEST_REDIS_URL=$REDIS_URL" ;;
+  *) die "usage: $0 start|stop|env" ;;
+esac

@@ -1,0 +1,32 @@
+# Shared helpers for the hack/ scripts. Source it; do not run it.
+set -euo pipefail
+
+HACK_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_ROOT=$(cd "$HACK_DIR/.." && pwd)
+# shellcheck source=versions.env
+source "$HACK_DIR/versions.env"
+
+# The toolchain cache lives outside the checkout so fresh clones reuse it.
+KEA_CACHE_DIR=${KEA_CACHE_DIR:-$HOME/.cache/kea}
+TOOLCHAIN_DIR="$KEA_CACHE_DIR/toolchain"
+# Where the local control plane keeps its state, certificates and logs.
+KEA_RUN_DIR=${KEA_RUN_DIR:-$KEA_CACHE_DIR/run}
+
+log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# tool_bin NAME VERSION: the cached path of a built binary.
+tool_bin() { echo "$TOOLCHAIN_DIR/$1-$2/$1"; }
+
+# Put every built tool on PATH (cached binaries only; nothing is built here).
+toolchain_path() {
+  local d
+  for d in "$TOOLCHAIN_DIR"/*/; do
+    [ -d "$d" ] && PATH="${d%/}:$PATH"
+  done
+  export PATH
+}
+
+require_cmd() {
+  command -v "$1" >/dev/null 2>&1 || die "'$1' is not installed: $2"
+}

@@ -1,0 +1,118 @@
+//! Configuration from flags and environment variables (flags win).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+/// Largest accepted request body. Items are small; anything bigger is a mistake or abuse.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// kea-service: the KEA demo microservice, with its own relational and NoSQL stores.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "kea-service", version, about)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "KEA_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+
+    /// Directory of the embedded stores (SQLite, redb); the only place the service writes.
+    #[arg(long, env = "KEA_DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+
+    /// MySQL/MariaDB URL (mysql://user:password@host/db) for /mysqldata; embedded SQLite when unset.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// Redis URL (redis://host:6379/0) for /nosqldata; embedded redb when unset.
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+
+    /// Prefix of the keys the service owns in Redis, so services can share a server.
+    #[arg(long, env = "KEA_REDIS_KEY_PREFIX", default_value = "kea")]
+    pub redis_key_prefix: String,
+
+    /// Deadline of one store operation, e.g. `2s` or `500ms`.
+    #[arg(long, env = "KEA_STORE_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
+    pub store_timeout: Duration,
+
+    /// Deadline of a whole request; slower requests get a 503.
+    #[arg(long, env = "KEA_REQUEST_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+
+    /// Requests served at once; more are shed with a 503 instead of queueing without bound.
+    #[arg(long, env = "KEA_MAX_CONCURRENCY", default_value_t = 1024)]
+    pub max_concurrency: usize,
+
+    /// Deadline of one call to a dependency (each `<NAME>_URL` variable).
+    #[arg(long, env = "KEA_DEPENDENCY_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
+    pub dependency_timeout: Duration,
+
+    /// After SIGTERM: how long to stay up but unready, so load balancers stop sending traffic.
+    #[arg(long, env = "KEA_SHUTDOWN_DELAY", default_value = "3s", value_parser = parse_duration)]
+    pub shutdown_delay: Duration,
+
+    /// After the delay: how long in-flight requests get to finish before the process exits.
+    #[arg(long, env = "KEA_DRAIN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+
+    /// Log format.
+    #[arg(long, env = "KEA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One JSON object per line, for log collectors.
+    Json,
+    /// Human-readable text, for a terminal.
+    Text,
+}
+
+impl Config {
+    /// The configuration with every default and no stores configured: what
+    /// the service runs with when started with no flags.
+    pub fn with_data_dir(data_dir: impl Into<PathBuf>) -> Self {
+        let mut config = Self::parse_from(["kea-service"]);
+        config.data_dir = data_dir.into();
+        config.database_url = None;
+        config.redis_url = None;
+        config
+    }
+}
+
+/// Parses `250ms`, `2s`, `1m` or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(split) => text.split_at(split),
+        None => (text, "s"),
+    };
+    let value: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration: use e.g. 500ms, 2s or 1m"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(value)),
+        "s" => Ok(Duration::from_secs(value)),
+        "m" => Ok(Duration::from_secs(value.saturating_mul(60))),
+        _ => Err(format!("`{text}` has an unknown unit: use ms, s or m")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert!(parse_duration("fast").is_err());
+        assert!(parse_duration("5h").is_err());
+        assert!(parse_duration("").is_err());
+    }
+}

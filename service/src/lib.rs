@@ -1,0 +1,154 @@
+//! kea-service: the seed's Flask demo rebuilt as a production-grade axum
+//! microservice.
+//!
+//! - [`routes`]: the HTTP surface (seed routes, data routes, probes, faults);
+//! - [`store`]: the service's own relational and NoSQL stores;
+//! - [`dependencies`]: calls to other services, with timeouts, retries and circuit breakers;
+//! - [`dto`]: the JSON shapes at the boundary; [`error`]: the one error type;
+//! - [`config`], [`telemetry`]: configuration, logs and metrics.
+
+pub mod config;
+pub mod dependencies;
+pub mod dto;
+pub mod error;
+pub mod routes;
+pub mod store;
+pub mod telemetry;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Router;
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::dependencies::{Dependencies, DependencyTarget, targets_from_env};
+use crate::routes::{AppState, Flags, Limits};
+use crate::store::{StoreError, Stores};
+
+/// Why the service could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// A store is misconfigured (bad URL, unusable data directory).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The listen address cannot be bound.
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        /// The configured address.
+        address: std::net::SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Serving failed.
+    #[error("the server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Builds the application: stores opened, dependencies read from the
+/// environment. Returns the router and the state shared with it.
+pub async fn build(config: &Config) -> Result<(Router, AppState), StartupError> {
+    build_with_dependencies(config, targets_from_env(std::env::vars())).await
+}
+
+/// [`build`] with the dependencies given rather than read from the environment.
+pub async fn build_with_dependencies(
+    config: &Config,
+    targets: Vec<DependencyTarget>,
+) -> Result<(Router, AppState), StartupError> {
+    let stores = Stores::open(config).await?;
+    let state = AppState {
+        stores,
+        dependencies: Arc::new(Dependencies::new(targets, config.dependency_timeout)),
+        metrics: Arc::default(),
+        flags: Arc::new(Flags::default()),
+    };
+    state.flags.enabled.store(true, Ordering::Relaxed);
+    let limits = Limits {
+        request_timeout: config.request_timeout,
+        max_concurrency: config.max_concurrency,
+    };
+    Ok((routes::router(state.clone(), limits), state))
+}
+
+/// Serves until SIGTERM or Ctrl-C, then shuts down gracefully: readiness
+/// turns false at once, the service keeps serving for `shutdown_delay` (so
+/// the platform stops routing to it), then stops accepting and gives
+/// in-flight requests up to `drain_timeout` to finish.
+pub async fn run(config: Config) -> Result<(), StartupError> {
+    let (app, state) = build(&config).await?;
+    let listener =
+        TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| StartupError::Listen {
+                address: config.listen,
+                source,
+            })?;
+    tracing::info!(
+        address = %config.listen,
+        relational = state.stores.relational.backend(),
+        nosql = state.stores.nosql.backend(),
+        "kea-service listening"
+    );
+
+    let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
+    let flags = Arc::clone(&state.flags);
+    let shutdown_delay = config.shutdown_delay;
+    let stop_accepting = async move {
+        termination_signal().await;
+        flags.draining.store(true, Ordering::Relaxed);
+        tracing::info!(?shutdown_delay, "termination requested: unready, draining");
+        tokio::time::sleep(shutdown_delay).await;
+        let _ = drained_tx.send(());
+    };
+    let server = axum::serve(listener, app).with_graceful_shutdown(stop_accepting);
+    let server = tokio::spawn(async move { server.await });
+
+    // The deadline starts once the server stops accepting.
+    let mut server = server;
+    tokio::select! {
+        result = &mut server => return finish(result),
+        _ = drained_rx => {}
+    }
+    match tokio::time::timeout(config.drain_timeout, &mut server).await {
+        Ok(result) => finish(result),
+        Err(_) => {
+            tracing::warn!(drain_timeout = ?config.drain_timeout, "requests still in flight at the drain deadline; exiting");
+            Ok(())
+        }
+    }
+}
+
+fn finish(result: Result<std::io::Result<()>, tokio::task::JoinError>) -> Result<(), StartupError> {
+    match result {
+        Ok(Ok(())) => {
+            tracing::info!("drained; bye");
+            Ok(())
+        }
+        Ok(Err(error)) => Err(StartupError::Serve(error)),
+        Err(join) => Err(StartupError::Serve(std::io::Error::other(join))),
+    }
+}
+
+async fn termination_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut sigterm) => {
+                tokio::select! {
+                    _ = sigterm.recv() => {}
+                    _ = ctrl_c => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

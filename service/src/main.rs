@@ -1,0 +1,18 @@
+//! Entry point of the reference microservice: parse configuration, set up
+//! logging, serve until SIGTERM.
+
+use clap::Parser;
+use kea_service::config::Config;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let config = Config::parse();
+    kea_service::telemetry::init_logging(config.log_format);
+    match kea_service::run(config).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, "kea-service stopped");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! The data routes: `/mysqldata` (relational store) and `/nosqldata` (NoSQL
+//! store). `GET` lists items, `POST` creates one.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+
+use super::AppState;
+use crate::dto::{Item, ItemList, JsonBody, ListParams, NewItem, QueryParams};
+use crate::error::{ApiError, ErrorBody};
+use crate::store::ItemStore;
+
+async fn list(store: &dyn ItemStore, params: &ListParams) -> Result<Json<ItemList>, ApiError> {
+    let items = store.list(params.limit()?).await?;
+    Ok(Json(ItemList {
+        store: store.backend().to_owned(),
+        items,
+    }))
+}
+
+async fn create(
+    store: &dyn ItemStore,
+    item: NewItem,
+) -> Result<(StatusCode, Json<Item>), ApiError> {
+    let item = store.create(item.validated()?).await?;
+    Ok((StatusCode::CREATED, Json(item)))
+}
+
+/// Items of the relational store (MySQL, or SQLite when none is configured).
+#[utoipa::path(get, path = "/mysqldata", tag = "data", params(ListParams),
+    responses((status = 200, body = ItemList), (status = 400, body = ErrorBody),
+        (status = 503, description = "The store is unavailable", body = ErrorBody)))]
+pub async fn list_relational(
+    State(state): State<AppState>,
+    QueryParams(params): QueryParams<ListParams>,
+) -> Result<Json<ItemList>, ApiError> {
+    list(state.stores.relational.as_ref(), &params).await
+}
+
+/// Creates an item in the relational store.
+#[utoipa::path(post, path = "/mysqldata", tag = "data", request_body = NewItem,
+    responses((status = 201, body = Item), (status = 400, body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
+        (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn create_relational(
+    State(state): State<AppState>,
+    JsonBody(item): JsonBody<NewItem>,
+) -> Result<(StatusCode, Json<Item>), ApiError> {
+    create(state.stores.relational.as_ref(), item).await
+}
+
+/// Items of the NoSQL store (Redis, or redb when none is configured).
+#[utoipa::path(get, path = "/nosqldata", tag = "data", params(ListParams),
+    responses((status = 200, body = ItemList), (status = 400, body = ErrorBody),
+        (status = 503, description = "The store is unavailable", body = ErrorBody)))]
+pub async fn list_nosql(
+    State(state): State<AppState>,
+    QueryParams(params): QueryParams<ListParams>,
+) -> Result<Json<ItemList>, ApiError> {
+    list(state.stores.nosql.as_ref(), &params).await
+}
+
+/// Creates an item in the NoSQL store.
+#[utoipa::path(post, path = "/nosqldata", tag = "data", request_body = NewItem,
+    responses((status = 201, body = Item), (status = 400, body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
+        (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn create_nosql(
+    State(state): State<AppState>,
+    JsonBody(item): JsonBody<NewItem>,
+) -> Result<(StatusCode, Json<Item>), ApiError> {
+    create(state.stores.nosql.as_ref(), item).await
+}

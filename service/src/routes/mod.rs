@@ -1,0 +1,139 @@
+//! The HTTP surface: every route, the shared state, and the layers that
+//! protect the service (limits, timeout, load shedding, metrics).
+
+pub mod data;
+pub mod faults;
+pub mod ops;
+pub mod seed;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::DefaultBodyLimit;
+use axum::http::Uri;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{BoxError, Router, middleware};
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use utoipa::OpenApi;
+
+use crate::config::MAX_BODY_BYTES;
+use crate::dependencies::Dependencies;
+use crate::error::ApiError;
+use crate::store::Stores;
+use crate::telemetry::{self, Metrics};
+
+/// Switches that readiness reads.
+#[derive(Debug, Default)]
+pub struct Flags {
+    /// Cleared by `POST /readyz/disable`.
+    pub enabled: AtomicBool,
+    /// Set on SIGTERM.
+    pub draining: AtomicBool,
+}
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// The two data stores.
+    pub stores: Stores,
+    /// The services this one calls.
+    pub dependencies: Arc<Dependencies>,
+    /// Request metrics.
+    pub metrics: Arc<Metrics>,
+    /// Readiness switches.
+    pub flags: Arc<Flags>,
+}
+
+/// Limits applied to every request.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Deadline of a whole request.
+    pub request_timeout: Duration,
+    /// Requests served at once before shedding.
+    pub max_concurrency: usize,
+}
+
+/// The OpenAPI document, generated from the handlers and DTOs.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "kea-service", description = "The KEA demo microservice: seed routes, two data stores, probes and fault demos."),
+    paths(
+        seed::hello, seed::oscheck,
+        data::list_relational, data::create_relational, data::list_nosql, data::create_nosql,
+        ops::healthz, ops::readyz, ops::enable_readiness, ops::disable_readiness,
+        ops::metrics, ops::version, ops::dependencies, ops::openapi,
+        faults::status, faults::delay,
+    ),
+    tags(
+        (name = "seed", description = "The seed demo's routes"),
+        (name = "data", description = "The service's own stores"),
+        (name = "operations", description = "Probes, metrics and reports"),
+        (name = "faults", description = "Failure demos"),
+    )
+)]
+pub struct ApiDoc;
+
+/// Builds the router with every route and protective layer.
+pub fn router(state: AppState, limits: Limits) -> Router {
+    let metrics = Arc::clone(&state.metrics);
+    let request_timeout = limits.request_timeout;
+    Router::new()
+        .route("/", get(seed::hello))
+        .route("/oscheck", get(seed::oscheck))
+        .route(
+            "/mysqldata",
+            get(data::list_relational).post(data::create_relational),
+        )
+        .route("/nosqldata", get(data::list_nosql).post(data::create_nosql))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/readyz/enable", post(ops::enable_readiness))
+        .route("/readyz/disable", post(ops::disable_readiness))
+        .route("/metrics", get(ops::metrics))
+        .route("/version", get(ops::version))
+        .route("/openapi.json", get(ops::openapi))
+        .route("/api/dependencies", get(ops::dependencies))
+        .route("/status/{code}", get(faults::status))
+        .route("/delay/{ms}", get(faults::delay))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+        .layer(
+            ServiceBuilder::new()
+                .layer(CatchPanicLayer::custom(|_| {
+                    ApiError::Internal("the request handler failed".into()).into_response()
+                }))
+                .layer(middleware::from_fn_with_state(metrics, telemetry::track))
+                .layer(HandleErrorLayer::new(move |error: BoxError| async move {
+                    overload_or_timeout(&error, request_timeout)
+                }))
+                .load_shed()
+                .concurrency_limit(limits.max_concurrency)
+                .timeout(limits.request_timeout)
+                .layer(DefaultBodyLimit::max(MAX_BODY_BYTES)),
+        )
+}
+
+fn overload_or_timeout(error: &BoxError, timeout: Duration) -> Response {
+    if error.is::<tower::timeout::error::Elapsed>() {
+        ApiError::Timeout(timeout).into_response()
+    } else if error.is::<tower::load_shed::error::Overloaded>() {
+        ApiError::Overloaded.into_response()
+    } else {
+        ApiError::Internal(error.to_string()).into_response()
+    }
+}
+
+async fn not_found(uri: Uri) -> ApiError {
+    // Echo at most a bounded prefix of the path: it is client input.
+    let path: String = uri.path().chars().take(100).collect();
+    ApiError::NotFound(path)
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}

@@ -1,0 +1,133 @@
+//! The embedded NoSQL store behind `/nosqldata` when no Redis is configured:
+//! a redb key-value file in the data directory (ACID, crash-safe), with items
+//! as JSON values keyed by id.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use chrono::Utc;
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+
+use super::{ItemStore, NOSQL_SEED_ITEM, StoreError, StoreFuture};
+use crate::dto::{Item, NewItem};
+
+const ITEMS: TableDefinition<u64, &str> = TableDefinition::new("items");
+
+/// A redb database file. redb's API is blocking, so every operation runs on
+/// tokio's blocking pool.
+pub struct RedbStore {
+    database: Arc<Database>,
+}
+
+impl RedbStore {
+    const BACKEND: &'static str = "redb";
+
+    /// Opens (or creates) the file, its table and the seed item.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        let path = path.to_owned();
+        let database = tokio::task::spawn_blocking(move || -> Result<Database, StoreError> {
+            let database = Database::create(&path).map_err(|e| {
+                StoreError::new(
+                    Self::BACKEND,
+                    format!("cannot open {}: {e}", path.display()),
+                )
+            })?;
+            let transaction = database.begin_write().map_err(store_error)?;
+            {
+                let mut table = transaction.open_table(ITEMS).map_err(store_error)?;
+                if table.is_empty().map_err(store_error)? {
+                    let seed = Item {
+                        id: 1,
+                        name: NOSQL_SEED_ITEM.into(),
+                        created_at: Utc::now(),
+                    };
+                    table
+                        .insert(seed.id, to_json(&seed)?.as_str())
+                        .map_err(store_error)?;
+                }
+            }
+            transaction.commit().map_err(store_error)?;
+            Ok(database)
+        })
+        .await
+        .map_err(store_error)??;
+        Ok(Self {
+            database: Arc::new(database),
+        })
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        operation: impl FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let database = Arc::clone(&self.database);
+        tokio::task::spawn_blocking(move || operation(&database))
+            .await
+            .map_err(store_error)?
+    }
+}
+
+impl ItemStore for RedbStore {
+    fn backend(&self) -> &'static str {
+        Self::BACKEND
+    }
+
+    fn list(&self, limit: u32) -> StoreFuture<'_, Vec<Item>> {
+        Box::pin(self.blocking(move |database| {
+            let transaction = database.begin_read().map_err(store_error)?;
+            let table = transaction.open_table(ITEMS).map_err(store_error)?;
+            let mut items = Vec::new();
+            for entry in table.iter().map_err(store_error)?.take(limit as usize) {
+                let (_, value) = entry.map_err(store_error)?;
+                let item = serde_json::from_str(value.value()).map_err(|e| {
+                    StoreError::new(
+                        Self::BACKEND,
+                        format!("a stored item is not valid JSON: {e}"),
+                    )
+                })?;
+                items.push(item);
+            }
+            Ok(items)
+        }))
+    }
+
+    fn create(&self, new_item: NewItem) -> StoreFuture<'_, Item> {
+        Box::pin(self.blocking(move |database| {
+            let transaction = database.begin_write().map_err(store_error)?;
+            let item = {
+                let mut table = transaction.open_table(ITEMS).map_err(store_error)?;
+                let last_id = table
+                    .last()
+                    .map_err(store_error)?
+                    .map_or(0, |(key, _)| key.value());
+                let item = Item {
+                    id: last_id + 1,
+                    name: new_item.name,
+                    created_at: Utc::now(),
+                };
+                table
+                    .insert(item.id, to_json(&item)?.as_str())
+                    .map_err(store_error)?;
+                item
+            };
+            transaction.commit().map_err(store_error)?;
+            Ok(item)
+        }))
+    }
+
+    fn ping(&self) -> StoreFuture<'_, ()> {
+        Box::pin(self.blocking(|database| {
+            let transaction = database.begin_read().map_err(store_error)?;
+            transaction.open_table(ITEMS).map_err(store_error)?;
+            Ok(())
+        }))
+    }
+}
+
+fn store_error(error: impl std::fmt::Display) -> StoreError {
+    StoreError::new(RedbStore::BACKEND, error)
+}
+
+fn to_json(item: &Item) -> Result<String, StoreError> {
+    serde_json::to_string(item).map_err(store_error)
+}

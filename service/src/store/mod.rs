@@ -1,0 +1,145 @@
+//! The service's own data stores ("each service has its own resources and
+//! data storages"). Both routes speak to an [`ItemStore`]; which backend sits
+//! behind it is configuration:
+//!
+//! | route        | configured (`DATABASE_URL` / `REDIS_URL`) | nothing configured        |
+//! |--------------|-------------------------------------------|---------------------------|
+//! | `/mysqldata` | MySQL or MariaDB ([`sql::MySqlStore`])    | SQLite ([`sql::SqliteStore`]) |
+//! | `/nosqldata` | Redis ([`redis::RedisStore`])             | redb ([`embedded_kv::RedbStore`]) |
+//!
+//! The embedded backends keep their files in the data directory, so the
+//! service runs with no setup and keeps its data across restarts.
+
+pub mod embedded_kv;
+pub mod redis;
+pub mod sql;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+
+use crate::config::Config;
+use crate::dto::{Item, NewItem};
+
+/// Name of the item every relational store starts with, as the seed's `/mysqldata` answered.
+pub const RELATIONAL_SEED_ITEM: &str = "Test MySQL";
+/// Name of the item every NoSQL store starts with, as the seed's `/nosqldata` answered.
+pub const NOSQL_SEED_ITEM: &str = "Test NoSQL";
+
+/// A boxed future, so [`ItemStore`] can be used as a trait object.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// What the data routes need from a store. Implementations create their
+/// schema on first use, so a store that is down at start-up does not stop the
+/// service from starting: its route answers 503 until it comes back.
+pub trait ItemStore: Send + Sync {
+    /// Short backend name reported to clients: `mysql`, `sqlite`, `redis`, `redb`.
+    fn backend(&self) -> &'static str;
+    /// Up to `limit` items, oldest first.
+    fn list(&self, limit: u32) -> StoreFuture<'_, Vec<Item>>;
+    /// Stores a new, already validated item and returns it with its id.
+    fn create(&self, item: NewItem) -> StoreFuture<'_, Item>;
+    /// Checks that the store answers (and its schema exists).
+    fn ping(&self) -> StoreFuture<'_, ()>;
+}
+
+/// A store failure. The message names the backend and the cause but never a
+/// connection URL, which may hold a password.
+#[derive(Debug, thiserror::Error)]
+#[error("the {backend} store is unavailable: {reason}")]
+pub struct StoreError {
+    /// The backend that failed.
+    pub backend: &'static str,
+    /// Why, in words.
+    pub reason: String,
+}
+
+impl StoreError {
+    /// Wraps any displayable cause.
+    pub fn new(backend: &'static str, reason: impl std::fmt::Display) -> Self {
+        Self {
+            backend,
+            reason: reason.to_string(),
+        }
+    }
+}
+
+/// The two stores of the service.
+#[derive(Clone)]
+pub struct Stores {
+    /// Behind `/mysqldata`.
+    pub relational: Arc<dyn ItemStore>,
+    /// Behind `/nosqldata`.
+    pub nosql: Arc<dyn ItemStore>,
+}
+
+impl Stores {
+    /// Opens the stores the configuration asks for. Only a configuration
+    /// error (a bad URL, an unusable data directory) fails here; a server that
+    /// is down is reported later, per request and by readiness.
+    pub async fn open(config: &Config) -> Result<Self, StoreError> {
+        let relational: Arc<dyn ItemStore> = match &config.database_url {
+            Some(url) => Arc::new(sql::MySqlStore::connect_lazy(url, config.store_timeout)?),
+            None => {
+                ensure_data_dir(config)?;
+                Arc::new(sql::SqliteStore::open(&config.data_dir.join("relational.sqlite")).await?)
+            }
+        };
+        let nosql: Arc<dyn ItemStore> = match &config.redis_url {
+            Some(url) => Arc::new(redis::RedisStore::new(
+                url,
+                &config.redis_key_prefix,
+                config.store_timeout,
+            )?),
+            None => {
+                ensure_data_dir(config)?;
+                Arc::new(embedded_kv::RedbStore::open(&config.data_dir.join("nosql.redb")).await?)
+            }
+        };
+        Ok(Self { relational, nosql })
+    }
+}
+
+fn ensure_data_dir(config: &Config) -> Result<(), StoreError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+        StoreError::new(
+            "embedded",
+            format!(
+                "cannot create the data directory {}: {e}; set --data-dir to a writable directory",
+                config.data_dir.display()
+            ),
+        )
+    })
+}
+
+/// Runs a store operation with a deadline, so a hung server becomes a 503
+/// rather than a request that never ends.
+pub async fn with_timeout<T>(
+    backend: &'static str,
+    timeout: Duration,
+    operation: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    tokio::time::timeout(timeout, operation)
+        .await
+        .unwrap_or_else(|_| {
+            Err(StoreError::new(
+                backend,
+                format!("no answer within {timeout:?}"),
+            ))
+        })
+}
+
+/// Milliseconds since the Unix epoch, as stored by the SQL backends.
+pub(crate) fn to_millis(time: DateTime<Utc>) -> i64 {
+    time.timestamp_millis()
+}
+
+/// The inverse of [`to_millis`]; out-of-range values (a corrupt row) map to the epoch.
+pub(crate) fn from_millis(millis: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(millis)
+        .single()
+        .unwrap_or_default()
+}

@@ -1,0 +1,228 @@
+//! The relational store behind `/mysqldata`: MySQL/MariaDB when configured,
+//! an embedded SQLite file otherwise. Timestamps are stored as Unix
+//! milliseconds so both dialects share one row shape.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::Utc;
+use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use tokio::sync::OnceCell;
+
+use super::{
+    ItemStore, RELATIONAL_SEED_ITEM, StoreError, StoreFuture, from_millis, to_millis, with_timeout,
+};
+use crate::dto::{Item, NewItem};
+
+const LIST_ITEMS: &str = "SELECT id, name, created_at_ms FROM items ORDER BY id LIMIT ?";
+const INSERT_ITEM: &str = "INSERT INTO items (name, created_at_ms) VALUES (?, ?)";
+
+/// MySQL or MariaDB, reached through a connection pool that connects lazily.
+pub struct MySqlStore {
+    pool: MySqlPool,
+    /// Set once the schema exists; retried on each call until then.
+    schema: OnceCell<()>,
+    timeout: Duration,
+}
+
+impl MySqlStore {
+    const BACKEND: &'static str = "mysql";
+
+    /// Parses the URL and prepares the pool without connecting, so the
+    /// service starts even while the database is down.
+    pub fn connect_lazy(url: &str, timeout: Duration) -> Result<Self, StoreError> {
+        let invalid = |reason: String| {
+            StoreError::new(
+                Self::BACKEND,
+                format!("DATABASE_URL is not a valid mysql:// URL ({reason})"),
+            )
+        };
+        if !url.starts_with("mysql://") {
+            return Err(invalid("it must start with mysql://".into()));
+        }
+        let options = MySqlConnectOptions::from_str(url).map_err(|e| invalid(e.to_string()))?;
+        let pool = MySqlPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(timeout)
+            .connect_lazy_with(options);
+        Ok(Self {
+            pool,
+            schema: OnceCell::new(),
+            timeout,
+        })
+    }
+
+    async fn ready_pool(&self) -> Result<&MySqlPool, StoreError> {
+        self.schema
+            .get_or_try_init(|| async {
+                sqlx::query(
+                    "CREATE TABLE IF NOT EXISTS items (
+                        id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
+                        name VARCHAR(200) NOT NULL,
+                        created_at_ms BIGINT NOT NULL
+                    ) CHARACTER SET utf8mb4",
+                )
+                .execute(&self.pool)
+                .await?;
+                // A fixed id makes the seed row idempotent across replicas and restarts.
+                sqlx::query("INSERT IGNORE INTO items (id, name, created_at_ms) VALUES (1, ?, ?)")
+                    .bind(RELATIONAL_SEED_ITEM)
+                    .bind(to_millis(Utc::now()))
+                    .execute(&self.pool)
+                    .await?;
+                Ok::<(), sqlx::Error>(())
+            })
+            .await
+            .map_err(|e| StoreError::new(Self::BACKEND, e))?;
+        Ok(&self.pool)
+    }
+}
+
+impl ItemStore for MySqlStore {
+    fn backend(&self) -> &'static str {
+        Self::BACKEND
+    }
+
+    fn list(&self, limit: u32) -> StoreFuture<'_, Vec<Item>> {
+        Box::pin(with_timeout(Self::BACKEND, self.timeout, async move {
+            let pool = self.ready_pool().await?;
+            let rows: Vec<(u64, String, i64)> = sqlx::query_as(LIST_ITEMS)
+                .bind(limit)
+                .fetch_all(pool)
+                .await
+                .map_err(|e| StoreError::new(Self::BACKEND, e))?;
+            Ok(rows.into_iter().map(item_from_row).collect())
+        }))
+    }
+
+    fn create(&self, item: NewItem) -> StoreFuture<'_, Item> {
+        Box::pin(with_timeout(Self::BACKEND, self.timeout, async move {
+            let pool = self.ready_pool().await?;
+            let created_at = Utc::now();
+            let result = sqlx::query(INSERT_ITEM)
+                .bind(&item.name)
+                .bind(to_millis(created_at))
+                .execute(pool)
+                .await
+                .map_err(|e| StoreError::new(Self::BACKEND, e))?;
+            Ok(Item {
+                id: result.last_insert_id(),
+                name: item.name,
+                created_at: from_millis(to_millis(created_at)),
+            })
+        }))
+    }
+
+    fn ping(&self) -> StoreFuture<'_, ()> {
+        Box::pin(with_timeout(Self::BACKEND, self.timeout, async move {
+            let pool = self.ready_pool().await?;
+            sqlx::query("SELECT 1")
+                .execute(pool)
+                .await
+                .map_err(|e| StoreError::new(Self::BACKEND, e))?;
+            Ok(())
+        }))
+    }
+}
+
+/// An SQLite database file in the data directory.
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    const BACKEND: &'static str = "sqlite";
+
+    /// Opens (or creates) the database file and its schema.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(|e| {
+                StoreError::new(
+                    Self::BACKEND,
+                    format!("cannot open {}: {e}", path.display()),
+                )
+            })?;
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS items (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                name TEXT NOT NULL,
+                created_at_ms INTEGER NOT NULL
+            )",
+        )
+        .execute(&pool)
+        .await
+        .map_err(|e| StoreError::new(Self::BACKEND, e))?;
+        sqlx::query("INSERT OR IGNORE INTO items (id, name, created_at_ms) VALUES (1, ?, ?)")
+            .bind(RELATIONAL_SEED_ITEM)
+            .bind(to_millis(Utc::now()))
+            .execute(&pool)
+            .await
+            .map_err(|e| StoreError::new(Self::BACKEND, e))?;
+        Ok(Self { pool })
+    }
+}
+
+impl ItemStore for SqliteStore {
+    fn backend(&self) -> &'static str {
+        Self::BACKEND
+    }
+
+    fn list(&self, limit: u32) -> StoreFuture<'_, Vec<Item>> {
+        Box::pin(async move {
+            let rows: Vec<(i64, String, i64)> = sqlx::query_as(LIST_ITEMS)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| StoreError::new(Self::BACKEND, e))?;
+            Ok(rows
+                .into_iter()
+                .map(|(id, name, created)| item_from_row((id.unsigned_abs(), name, created)))
+                .collect())
+        })
+    }
+
+    fn create(&self, item: NewItem) -> StoreFuture<'_, Item> {
+        Box::pin(async move {
+            let created_at = Utc::now();
+            let result = sqlx::query(INSERT_ITEM)
+                .bind(&item.name)
+                .bind(to_millis(created_at))
+                .execute(&self.pool)
+                .await
+                .map_err(|e| StoreError::new(Self::BACKEND, e))?;
+            Ok(Item {
+                id: result.last_insert_rowid().unsigned_abs(),
+                name: item.name,
+                created_at: from_millis(to_millis(created_at)),
+            })
+        })
+    }
+
+    fn ping(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            sqlx::query("SELECT 1")
+                .execute(&self.pool)
+                .await
+                .map_err(|e| StoreError::new(Self::BACKEND, e))?;
+            Ok(())
+        })
+    }
+}
+
+fn item_from_row((id, name, created_at_ms): (u64, String, i64)) -> Item {
+    Item {
+        id,
+        name,
+        created_at: from_millis(created_at_ms),
+    }
+}

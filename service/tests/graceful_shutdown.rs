@@ -1,0 +1,86 @@
+//! The real binary under SIGTERM: it turns unready, finishes every request in
+//! flight, and exits 0.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn sigterm_drains_in_flight_requests_and_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kea-service"))
+        .env("KEA_LISTEN", format!("127.0.0.1:{port}"))
+        .env("KEA_DATA_DIR", dir.path())
+        .env("KEA_SHUTDOWN_DELAY", "700ms")
+        .env("KEA_DRAIN_TIMEOUT", "5s")
+        .env_remove("DATABASE_URL")
+        .env_remove("REDIS_URL")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+
+    let started = Instant::now();
+    while client
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .map(|r| r.status())
+        .ok()
+        != Some(reqwest::StatusCode::OK)
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the service did not become ready"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Requests that are still running when SIGTERM arrives, and after the delay.
+    let in_flight: Vec<_> = (0..20)
+        .map(|_| {
+            let request = client.get(format!("{base}/delay/1500")).send();
+            tokio::spawn(async move { request.await.map(|r| r.status()) })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    // During the shutdown delay the service still answers, but unready.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let readiness = client.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(readiness.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
+    let body: serde_json::Value = readiness.json().await.unwrap();
+    assert_eq!(body["draining"], true);
+
+    for request in in_flight {
+        assert_eq!(
+            request.await.unwrap().unwrap(),
+            reqwest::StatusCode::OK,
+            "no request is dropped"
+        );
+    }
+    let exit = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(exit.success(), "exit status {exit:?}");
+    assert!(
+        client.get(format!("{base}/healthz")).send().await.is_err(),
+        "nothing listens after exit"
+    );
+}

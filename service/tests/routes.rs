@@ -1,0 +1,396 @@
+//! Every route through the router (`tower::ServiceExt::oneshot`), on the
+//! embedded stores: the seed's contract, the data routes, probes, metrics,
+//! fault demos and bad input.
+
+mod common;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use common::{embedded_app, get, post_json, send};
+use kea_service::config::Config;
+
+#[tokio::test]
+async fn seed_routes_keep_their_contract() {
+    let (app, _dir) = embedded_app().await;
+    let hello = get(&app, "/").await;
+    assert_eq!(hello.status, StatusCode::OK);
+    assert_eq!(hello.text, "Hello KEA!");
+    assert!(hello.content_type.starts_with("text/plain"));
+
+    let os = get(&app, "/oscheck").await;
+    assert_eq!(os.status, StatusCode::OK);
+    assert_eq!(
+        os.text,
+        format!("Your operation system is: {}", expected_os())
+    );
+}
+
+fn expected_os() -> &'static str {
+    if cfg!(target_os = "linux") {
+        "Linux"
+    } else {
+        std::env::consts::OS
+    }
+}
+
+#[tokio::test]
+async fn data_routes_start_with_the_seed_items() {
+    let (app, _dir) = embedded_app().await;
+    let relational = get(&app, "/mysqldata").await.json();
+    assert_eq!(relational["store"], "sqlite");
+    assert_eq!(relational["items"][0]["name"], "Test MySQL");
+    let nosql = get(&app, "/nosqldata").await.json();
+    assert_eq!(nosql["store"], "redb");
+    assert_eq!(nosql["items"][0]["name"], "Test NoSQL");
+}
+
+#[tokio::test]
+async fn items_are_created_listed_and_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config::with_data_dir(dir.path());
+    {
+        let (app, _) = kea_service::build_with_dependencies(&config, vec![])
+            .await
+            .unwrap();
+        for route in ["/mysqldata", "/nosqldata"] {
+            let created = post_json(&app, route, r#"{"name": "  Ærø café  "}"#).await;
+            assert_eq!(
+                created.status,
+                StatusCode::CREATED,
+                "{route}: {}",
+                created.text
+            );
+            let item = created.json();
+            assert_eq!(item["name"], "Ærø café", "names are trimmed");
+            assert_eq!(item["id"], 2, "the seed item has id 1");
+            let second = post_json(&app, route, r#"{"name": "second"}"#).await.json();
+            assert_eq!(second["id"], 3);
+        }
+    }
+    // A new process on the same data directory sees everything.
+    let (app, _) = kea_service::build_with_dependencies(&config, vec![])
+        .await
+        .unwrap();
+    for route in ["/mysqldata", "/nosqldata"] {
+        let names: Vec<String> = get(&app, route).await.json()["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|item| item["name"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(names[1..], ["Ærø café", "second"], "{route}");
+    }
+    let limited = get(&app, "/nosqldata?limit=2").await.json();
+    assert_eq!(limited["items"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn bad_bodies_get_clear_json_errors_and_store_nothing() {
+    let (app, _dir) = embedded_app().await;
+    let oversized = format!(r#"{{"name": "{}"}}"#, "x".repeat(100_000));
+    let too_long_name = format!(r#"{{"name": "{}"}}"#, "é".repeat(201));
+    let cases: [(&str, StatusCode, &str); 8] = [
+        ("{not json", StatusCode::BAD_REQUEST, "bad_request"),
+        (
+            r#"{"name": 42}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+        ),
+        (
+            r#"{"title": "x"}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+        ),
+        (
+            r#"{"name": "x", "extra": 1}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+        ),
+        (
+            r#"{"name": "   "}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+        ),
+        (
+            r#"{"name": "a\nb"}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+        ),
+        (
+            &too_long_name,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+        ),
+        (
+            &oversized,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+        ),
+    ];
+    for route in ["/mysqldata", "/nosqldata"] {
+        for (body, status, code) in &cases {
+            let answer = post_json(&app, route, body).await;
+            let shown: String = body.chars().take(40).collect();
+            assert_eq!(answer.status, *status, "{route} {shown}: {}", answer.text);
+            assert_eq!(answer.error_code(), *code, "{route} {shown}");
+            assert!(
+                !answer.json()["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .is_empty()
+            );
+        }
+        let no_content_type = send(
+            &app,
+            Request::post(route)
+                .body(Body::from(r#"{"name": "x"}"#))
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(no_content_type.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        assert_eq!(no_content_type.error_code(), "unsupported_media_type");
+
+        let items = get(&app, route).await.json();
+        assert_eq!(
+            items["items"].as_array().unwrap().len(),
+            1,
+            "{route}: only the seed item"
+        );
+    }
+}
+
+#[tokio::test]
+async fn bad_paths_queries_and_methods_get_json_errors() {
+    let (app, _dir) = embedded_app().await;
+    let huge = format!("/status/{}", "9".repeat(60_000));
+    let cases = [
+        ("/no/such/route", StatusCode::NOT_FOUND, "not_found"),
+        (huge.as_str(), StatusCode::BAD_REQUEST, "bad_request"),
+        ("/status/abc", StatusCode::BAD_REQUEST, "bad_request"),
+        ("/status/99", StatusCode::BAD_REQUEST, "bad_request"),
+        ("/status/600", StatusCode::BAD_REQUEST, "bad_request"),
+        ("/delay/10001", StatusCode::BAD_REQUEST, "bad_request"),
+        ("/delay/-1", StatusCode::BAD_REQUEST, "bad_request"),
+        ("/mysqldata?limit=0", StatusCode::BAD_REQUEST, "bad_request"),
+        (
+            "/nosqldata?limit=1001",
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            "/nosqldata?limit=many",
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            "/mysqldata?color=red",
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+    ];
+    for (uri, status, code) in cases {
+        let answer = get(&app, uri).await;
+        let shown: String = uri.chars().take(40).collect();
+        assert_eq!(answer.status, status, "{shown}: {}", answer.text);
+        assert_eq!(answer.error_code(), code, "{shown}");
+        assert!(
+            answer.text.len() < 1000,
+            "errors do not echo huge input back"
+        );
+    }
+    let delete = send(
+        &app,
+        Request::delete("/mysqldata").body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(delete.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(delete.error_code(), "method_not_allowed");
+}
+
+#[tokio::test]
+async fn fault_demos_answer_as_asked() {
+    let (app, _dir) = embedded_app().await;
+    let teapot = get(&app, "/status/418").await;
+    assert_eq!(teapot.status, StatusCode::IM_A_TEAPOT);
+    assert_eq!(teapot.json()["status"], 418);
+    assert_eq!(
+        get(&app, "/status/503").await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+
+    let start = std::time::Instant::now();
+    let delayed = get(&app, "/delay/120").await;
+    assert_eq!(delayed.status, StatusCode::OK);
+    assert_eq!(delayed.json()["delay_ms"], 120);
+    assert!(start.elapsed() >= std::time::Duration::from_millis(120));
+}
+
+#[tokio::test]
+async fn probes_report_and_can_be_switched() {
+    let (app, _dir) = embedded_app().await;
+    assert_eq!(get(&app, "/healthz").await.json()["status"], "ok");
+
+    let ready = get(&app, "/readyz").await;
+    assert_eq!(ready.status, StatusCode::OK, "{}", ready.text);
+    assert_eq!(ready.json()["relational"], "ok");
+
+    let disable = send(
+        &app,
+        Request::post("/readyz/disable")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(disable.status, StatusCode::ACCEPTED);
+    let unready = get(&app, "/readyz").await;
+    assert_eq!(unready.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(unready.json()["enabled"], false);
+    assert_eq!(
+        get(&app, "/healthz").await.status,
+        StatusCode::OK,
+        "liveness is unaffected"
+    );
+
+    send(
+        &app,
+        Request::post("/readyz/enable").body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(get(&app, "/readyz").await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_template_and_status() {
+    let (app, _dir) = embedded_app().await;
+    get(&app, "/").await;
+    get(&app, "/status/418").await;
+    get(&app, "/status/418").await;
+    get(&app, "/nowhere").await;
+    let metrics = get(&app, "/metrics").await;
+    assert_eq!(metrics.status, StatusCode::OK);
+    assert!(
+        metrics
+            .content_type
+            .starts_with("application/openmetrics-text")
+    );
+    let text = metrics.text;
+    assert!(
+        text.contains(
+            r#"kea_service_http_requests_total{method="GET",route="/status/{code}",status="418"} 2"#
+        ),
+        "{text}"
+    );
+    assert!(text.contains(r#"route="/",status="200"} 1"#), "{text}");
+    assert!(
+        text.contains(r#"route="unmatched",status="404"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains("kea_service_http_request_duration_seconds_bucket"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn version_and_openapi_describe_the_service() {
+    let (app, _dir) = embedded_app().await;
+    let version = get(&app, "/version").await.json();
+    assert_eq!(version["name"], "kea-service");
+    assert_eq!(version["version"], env!("CARGO_PKG_VERSION"));
+
+    let doc = get(&app, "/openapi.json").await.json();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    for path in [
+        "/",
+        "/oscheck",
+        "/mysqldata",
+        "/nosqldata",
+        "/readyz",
+        "/api/dependencies",
+        "/status/{code}",
+    ] {
+        assert!(
+            doc["paths"][path].is_object(),
+            "OpenAPI document lacks {path}"
+        );
+    }
+    assert!(doc["components"]["schemas"]["NewItem"].is_object());
+    assert!(doc["paths"]["/mysqldata"]["post"]["requestBody"].is_object());
+}
+
+#[tokio::test]
+async fn a_store_that_is_down_fails_only_its_route() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::with_data_dir(dir.path());
+    // Nothing listens on port 1: both servers are "down".
+    config.database_url = Some("mysql://kea:kea@127.0.0.1:1/kea".into());
+    config.redis_url = Some("redis://127.0.0.1:1/0".into());
+    config.store_timeout = std::time::Duration::from_millis(500);
+    let (app, _) = kea_service::build_with_dependencies(&config, vec![])
+        .await
+        .unwrap();
+
+    for route in ["/mysqldata", "/nosqldata"] {
+        let answer = get(&app, route).await;
+        assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE, "{route}");
+        assert_eq!(answer.error_code(), "store_unavailable");
+        let created = post_json(&app, route, r#"{"name": "x"}"#).await;
+        assert_eq!(created.status, StatusCode::SERVICE_UNAVAILABLE);
+    }
+    assert_eq!(
+        get(&app, "/").await.text,
+        "Hello KEA!",
+        "the rest keeps serving"
+    );
+    let ready = get(&app, "/readyz").await;
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+    let body = ready.json();
+    assert!(
+        body["relational"]
+            .as_str()
+            .unwrap()
+            .contains("mysql store is unavailable"),
+        "{body}"
+    );
+    assert!(
+        body["nosql"]
+            .as_str()
+            .unwrap()
+            .contains("redis store is unavailable"),
+        "{body}"
+    );
+    assert!(
+        !ready.text.contains("kea:kea"),
+        "readiness never shows credentials"
+    );
+}
+
+#[tokio::test]
+async fn misconfigured_store_urls_fail_at_start_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::with_data_dir(dir.path());
+    config.database_url = Some("postgres://nope".into());
+    let error = kea_service::build_with_dependencies(&config, vec![])
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        error
+            .to_string()
+            .contains("DATABASE_URL is not a valid mysql:// URL"),
+        "{error}"
+    );
+
+    let mut config = Config::with_data_dir(dir.path());
+    config.redis_url = Some("http://not-redis".into());
+    let error = kea_service::build_with_dependencies(&config, vec![])
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        error
+            .to_string()
+            .contains("REDIS_URL is not a valid redis:// URL"),
+        "{error}"
+    );
+}
