@@ -1,6 +1,8 @@
 //! "Let it fail" across real sockets: a dependency that answers, one that is
 //! down, the circuit breaker opening, and the dependency recovering.
 
+#![allow(clippy::unwrap_used)] // Tests fail loudly on the unexpected.
+
 mod common;
 
 use std::net::SocketAddr;

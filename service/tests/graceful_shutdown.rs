@@ -1,6 +1,8 @@
 //! The real binary under SIGTERM: it turns unready, finishes every request in
 //! flight, and exits 0.
 
+#![allow(clippy::unwrap_used)] // Tests fail loudly on the unexpected.
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 

@@ -2,6 +2,8 @@
 //! embedded stores: the seed's contract, the data routes, probes, metrics,
 //! fault demos and bad input.
 
+#![allow(clippy::unwrap_used)] // Tests fail loudly on the unexpected.
+
 mod common;
 
 use axum::body::Body;

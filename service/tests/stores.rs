@@ -1,6 +1,8 @@
 //! The server-backed stores against REAL servers: MariaDB for `/mysqldata`
 //! and Redis for `/nosqldata` (`hack/backing-services.sh start`).
 
+#![allow(clippy::unwrap_used)] // Tests fail loudly on the unexpected.
+
 mod common;
 
 use std::sync::Arc;

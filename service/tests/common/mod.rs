@@ -1,5 +1,6 @@
 //! Helpers shared by the service's integration tests.
 #![allow(dead_code)]
+#![allow(clippy::unwrap_used)] // Tests fail loudly on the unexpected.
 
 use axum::Router;
 use axum::body::Body;

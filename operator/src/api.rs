@@ -1,0 +1,483 @@
+//! The `Microservice` custom resource (`kea.dev/v1alpha1`): its spec, its status and the
+//! condition types and reasons the operator reports.
+//!
+//! Every field carries a doc comment: it becomes the field's description in the CRD, which is
+//! what `kubectl explain microservice.spec...` prints. Validation that the API server can do
+//! (bounds, patterns, CEL rules with a message each) lives in the schema, so an invalid object is
+//! rejected at `kubectl apply` time; [`crate::validate`] holds the few checks CEL cannot express.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    EnvFromSource, EnvVar, LocalObjectReference, ResourceRequirements,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The API group of the custom resource.
+pub const GROUP: &str = "kea.dev";
+/// The API version of the custom resource.
+pub const VERSION: &str = "v1alpha1";
+
+/// The desired state of a Microservice: one HTTP service, run as a Deployment behind a Service.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "kea.dev",
+    version = "v1alpha1",
+    kind = "Microservice",
+    plural = "microservices",
+    singular = "microservice",
+    shortname = "ms",
+    category = "kea",
+    namespaced,
+    status = "MicroserviceStatus",
+    derive = "PartialEq",
+    doc = "A Microservice is one HTTP service run by the kea operator: it becomes a Deployment with probes, a restricted security context and a graceful drain, a Service, and where they apply a PodDisruptionBudget and a HorizontalPodAutoscaler.",
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "integer",
+        json_path = ".status.readyReplicas",
+        description = "Pods that are ready"
+    ),
+    printcolumn(
+        name = "Replicas",
+        type_ = "integer",
+        json_path = ".status.replicas",
+        description = "Pods that exist"
+    ),
+    printcolumn(
+        name = "Status",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
+        description = "Why the Microservice is or is not ready"
+    ),
+    printcolumn(
+        name = "URL",
+        type_ = "string",
+        json_path = ".status.url",
+        description = "The in-cluster URL of the Service"
+    ),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    validation = Rule::new("!has(self.spec.dependsOn) || self.spec.dependsOn.all(d, d.name != self.metadata.name)")
+        .message("spec.dependsOn must not name the Microservice itself: remove this Microservice's own name from dependsOn")
+        .field_path(".spec.dependsOn"),
+    validation = Rule::new("self.metadata.name.size() <= 63 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')")
+        .message("metadata.name must be a DNS-1035 label of at most 63 characters (lowercase letters, digits and '-', starting with a letter), because it also names the Service")
+)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "!has(self.autoscaling) || !has(self.resources) || (has(self.resources.requests) && 'cpu' in self.resources.requests)",
+    "message": "autoscaling scales on CPU use relative to the CPU request: set resources.requests.cpu, or leave resources unset to get the default request"
+}]))]
+pub struct MicroserviceSpec {
+    /// Container image of the service, e.g. `registry.example/orders:1.2.0`. The image must
+    /// serve HTTP on `port` and answer the health probes (by default `/healthz` and `/readyz`).
+    #[schemars(length(min = 1, max = 1024))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "!self.matches('\\\\s')",
+        "message": "image must be an image reference without spaces, e.g. registry.example/orders:1.2.0"
+    }]))]
+    pub image: String,
+
+    /// Number of pods. Defaults to 1. Ignored while `autoscaling` is set (the
+    /// HorizontalPodAutoscaler then decides) and while `suspend` is true (then 0). Also set by
+    /// `kubectl scale microservice NAME --replicas=N` through the scale subresource.
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub replicas: i32,
+
+    /// TCP port the container serves HTTP on; the Service exposes the same port. Defaults to 8080.
+    #[serde(default = "default_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+
+    /// Environment variables of the container, in the core/v1 EnvVar form (value or valueFrom).
+    /// The operator adds `KEA_SERVICE_NAME`, `KEA_NAMESPACE`, `KEA_PORT` and one
+    /// `<NAME>_URL` per entry of `dependsOn`; an entry here with the same name wins.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub env: Vec<EnvVar>,
+
+    /// Sources of environment variables (whole ConfigMaps or Secrets), e.g. a Secret that holds
+    /// database URLs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env_from: Vec<EnvFromSource>,
+
+    /// CPU and memory requests and limits of the container. When absent the operator sets
+    /// requests of cpu 50m and memory 32Mi and a memory limit of 128Mi.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+
+    /// HTTP health probes of the container. Liveness (`/healthz`) and readiness (`/readyz`) are on
+    /// by default; the startup probe is off unless set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probes: Option<Probes>,
+
+    /// Other Microservices in the same namespace that this one calls. Each becomes an
+    /// environment variable `<NAME>_URL` (name upper-cased, `-` replaced by `_`) holding the
+    /// dependency's in-cluster URL, and its readiness is reported in the `DependenciesReady`
+    /// condition. A missing dependency does not stop this Microservice from running.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub depends_on: Vec<Dependency>,
+
+    /// Scale the pods on CPU use with a HorizontalPodAutoscaler. While set, `replicas` is ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<Autoscaling>,
+
+    /// Scale the service to zero pods while keeping its Service and configuration. Reported as
+    /// the `Suspended` condition.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub suspend: bool,
+
+    /// When the kubelet pulls the image: `Always`, `IfNotPresent` or `Never`. Defaults to the
+    /// Kubernetes default (`Always` for `:latest` tags, otherwise `IfNotPresent`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<ImagePullPolicy>,
+
+    /// Secrets, in the same namespace, holding credentials for a private image registry.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image_pull_secrets: Vec<LocalObjectReference>,
+
+    /// How the Service is exposed: `ClusterIP` (the default, in-cluster only), `NodePort` or
+    /// `LoadBalancer`.
+    #[serde(default, skip_serializing_if = "ServiceType::is_default")]
+    pub service_type: ServiceType,
+
+    /// Extra labels for the pods. The selector labels `app.kubernetes.io/name` and
+    /// `app.kubernetes.io/instance` are set by the operator and cannot be overridden.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "!('app.kubernetes.io/name' in self) && !('app.kubernetes.io/instance' in self)",
+        "message": "podLabels must not set app.kubernetes.io/name or app.kubernetes.io/instance: the operator sets them to select the pods"
+    }]))]
+    pub pod_labels: BTreeMap<String, String>,
+
+    /// Extra annotations for the pods, e.g. for a metrics scraper.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pod_annotations: BTreeMap<String, String>,
+
+    /// Seconds the application needs after SIGTERM to finish in-flight requests. Before SIGTERM
+    /// the pod first sleeps a few seconds (a preStop hook) so that endpoints stop routing to it;
+    /// the termination grace period covers both. Defaults to 5.
+    #[serde(default = "default_drain_seconds")]
+    #[schemars(range(min = 0, max = 300))]
+    pub drain_seconds: i32,
+
+    /// The writable scratch volume mounted at `/data` for the service's embedded stores (the root
+    /// filesystem is read-only). It is an emptyDir: its content lives as long as the pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_volume: Option<DataVolume>,
+}
+
+/// The three HTTP probes of the container.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Probes {
+    /// Restarts the container when it fails. Defaults to `GET /healthz`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub liveness: Option<ProbeSpec>,
+    /// Takes the pod out of the Service endpoints when it fails. Defaults to `GET /readyz`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness: Option<ProbeSpec>,
+    /// Holds back the other probes until the service has started. Off unless set; its path
+    /// defaults to `/healthz`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub startup: Option<ProbeSpec>,
+}
+
+/// One HTTP GET probe on the container's `http` port. Unset fields keep their defaults.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProbeSpec {
+    /// Set to false to switch this probe off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// HTTP path to GET, starting with `/`. A status from 200 to 399 counts as success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self.startsWith('/')",
+        "message": "probe path must start with '/', e.g. /healthz"
+    }]))]
+    pub path: Option<String>,
+    /// Seconds between two probes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub period_seconds: Option<i32>,
+    /// Consecutive failures before the probe counts as failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub failure_threshold: Option<i32>,
+    /// Seconds before one probe request times out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub timeout_seconds: Option<i32>,
+    /// Seconds after the container started before the first probe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 3600))]
+    pub initial_delay_seconds: Option<i32>,
+}
+
+/// A Microservice, in the same namespace, that this one calls.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Dependency {
+    /// Name of the other Microservice (a DNS-1035 label, like every Service name).
+    #[schemars(length(min = 1, max = 63))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",
+        "message": "dependsOn name must be a DNS-1035 label: lowercase letters, digits and '-', starting with a letter and ending with a letter or digit"
+    }]))]
+    pub name: String,
+}
+
+/// CPU-based autoscaling of the pods (a HorizontalPodAutoscaler, autoscaling/v2).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "self.minReplicas <= self.maxReplicas",
+    "message": "autoscaling.minReplicas must be less than or equal to autoscaling.maxReplicas"
+}]))]
+pub struct Autoscaling {
+    /// Fewest pods. Defaults to 1.
+    #[serde(default = "default_min_replicas")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub min_replicas: i32,
+    /// Most pods.
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_replicas: i32,
+    /// Average CPU use to aim for, in percent of the CPU request. Defaults to 80.
+    #[serde(
+        default = "default_target_cpu",
+        rename = "targetCPUUtilizationPercentage"
+    )]
+    #[schemars(range(min = 1, max = 1000))]
+    pub target_cpu_utilization_percentage: i32,
+}
+
+/// The `/data` volume.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DataVolume {
+    /// Most space the volume may use, e.g. `1Gi`; the pod is evicted past it. Unbounded when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_limit: Option<Quantity>,
+    /// Set to `Memory` to back the volume by RAM (tmpfs); it then counts against the memory limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub medium: Option<StorageMedium>,
+}
+
+/// Storage behind an emptyDir volume.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum StorageMedium {
+    /// RAM (tmpfs).
+    Memory,
+}
+
+/// When the kubelet pulls the image.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum ImagePullPolicy {
+    /// On every container start.
+    Always,
+    /// Only when the node does not have the image.
+    IfNotPresent,
+    /// Never: the image must be on the node.
+    Never,
+}
+
+impl ImagePullPolicy {
+    /// The Kubernetes spelling of the policy.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Always => "Always",
+            Self::IfNotPresent => "IfNotPresent",
+            Self::Never => "Never",
+        }
+    }
+}
+
+/// How the Service is exposed.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ServiceType {
+    /// A cluster-internal virtual IP.
+    #[default]
+    ClusterIP,
+    /// Also a port on every node.
+    NodePort,
+    /// Also an external load balancer, where the cluster provides one.
+    LoadBalancer,
+}
+
+impl ServiceType {
+    /// The Kubernetes spelling of the type.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ClusterIP => "ClusterIP",
+            Self::NodePort => "NodePort",
+            Self::LoadBalancer => "LoadBalancer",
+        }
+    }
+
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// The observed state of a Microservice, written by the operator.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MicroserviceStatus {
+    /// The `metadata.generation` of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Pods that exist (any version).
+    #[serde(default)]
+    pub replicas: i32,
+    /// Pods that are ready.
+    #[serde(default)]
+    pub ready_replicas: i32,
+    /// Pods that run the current version of the spec.
+    #[serde(default)]
+    pub updated_replicas: i32,
+    /// Label selector of the pods, in the string form (used by the scale subresource and HPAs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+    /// In-cluster URL of the Service, e.g. `http://orders.shop.svc.cluster.local:8080`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Conditions: `Ready`, `Available`, `Progressing`, `DependenciesReady` and `Suspended`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// The Microservices named in `spec.dependsOn`, as the operator last saw them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub dependencies: Vec<DependencyStatus>,
+}
+
+/// What the operator knows of one dependency.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DependencyStatus {
+    /// Name of the Microservice depended on.
+    pub name: String,
+    /// The URL injected as `<NAME>_URL`.
+    pub url: String,
+    /// Whether that Microservice exists and is Ready.
+    pub ready: bool,
+    /// Why it is not ready (`NotFound`, `NotReady`), or `Ready`.
+    pub reason: String,
+}
+
+/// Condition types and reasons reported in `status.conditions`.
+///
+/// Semantics, in short:
+/// - `Ready`: the current spec is fully rolled out and every wanted pod is available. A
+///   suspended Microservice is not Ready (reason `Suspended`). Missing dependencies do not
+///   make it unready: they have their own condition, and a service is expected to degrade
+///   gracefully while a dependency is down.
+/// - `Available`: at least the minimum number of pods serve (the Deployment's `Available`).
+/// - `Progressing`: a rollout is under way (`True`), finished (`False`, `RolloutComplete`) or
+///   stuck (`False`, `ProgressDeadlineExceeded`).
+/// - `DependenciesReady`: every Microservice in `dependsOn` exists and is Ready.
+/// - `Suspended`: `spec.suspend` is true.
+pub mod conditions {
+    /// Condition type: the Microservice serves its current spec with every wanted pod.
+    pub const READY: &str = "Ready";
+    /// Condition type: the minimum number of pods are available.
+    pub const AVAILABLE: &str = "Available";
+    /// Condition type: a rollout is under way.
+    pub const PROGRESSING: &str = "Progressing";
+    /// Condition type: all dependencies exist and are ready.
+    pub const DEPENDENCIES_READY: &str = "DependenciesReady";
+    /// Condition type: `spec.suspend` is true.
+    pub const SUSPENDED: &str = "Suspended";
+
+    /// Reasons used in the conditions above.
+    pub mod reasons {
+        /// All wanted pods run the current spec and are available.
+        pub const READY: &str = "Ready";
+        /// The Microservice is scaled to zero by `spec.suspend`.
+        pub const SUSPENDED: &str = "Suspended";
+        /// `spec.suspend` is false.
+        pub const ACTIVE: &str = "Active";
+        /// The Deployment does not exist yet.
+        pub const DEPLOYMENT_PENDING: &str = "DeploymentPending";
+        /// A rollout is under way.
+        pub const ROLLING_OUT: &str = "RollingOut";
+        /// The last rollout finished.
+        pub const ROLLOUT_COMPLETE: &str = "RolloutComplete";
+        /// The rollout made no progress within the Deployment's deadline.
+        pub const PROGRESS_DEADLINE_EXCEEDED: &str = "ProgressDeadlineExceeded";
+        /// Enough pods are available.
+        pub const MINIMUM_REPLICAS_AVAILABLE: &str = "MinimumReplicasAvailable";
+        /// Too few pods are available.
+        pub const MINIMUM_REPLICAS_UNAVAILABLE: &str = "MinimumReplicasUnavailable";
+        /// `dependsOn` is empty.
+        pub const NO_DEPENDENCIES: &str = "NoDependencies";
+        /// Every dependency is ready.
+        pub const DEPENDENCIES_READY: &str = "DependenciesReady";
+        /// A dependency does not exist.
+        pub const DEPENDENCY_MISSING: &str = "DependencyMissing";
+        /// A dependency exists but is not ready.
+        pub const DEPENDENCY_NOT_READY: &str = "DependencyNotReady";
+    }
+}
+
+/// Default of `spec.replicas`.
+pub fn default_replicas() -> i32 {
+    1
+}
+
+/// Default of `spec.port`.
+pub fn default_port() -> i32 {
+    8080
+}
+
+/// Default of `spec.drainSeconds`.
+pub fn default_drain_seconds() -> i32 {
+    5
+}
+
+fn default_min_replicas() -> i32 {
+    1
+}
+
+fn default_target_cpu() -> i32 {
+    80
+}
+
+impl MicroserviceSpec {
+    /// A spec with the given image and every other field at its default.
+    pub fn with_image(image: impl Into<String>) -> Self {
+        Self {
+            image: image.into(),
+            replicas: default_replicas(),
+            port: default_port(),
+            env: Vec::new(),
+            env_from: Vec::new(),
+            resources: None,
+            probes: None,
+            depends_on: Vec::new(),
+            autoscaling: None,
+            suspend: false,
+            image_pull_policy: None,
+            image_pull_secrets: Vec::new(),
+            service_type: ServiceType::default(),
+            pod_labels: BTreeMap::new(),
+            pod_annotations: BTreeMap::new(),
+            drain_seconds: default_drain_seconds(),
+            data_volume: None,
+        }
+    }
+}

@@ -1,0 +1,31 @@
+//! The kea operator: reconciles `Microservice` custom resources (`kea.dev/v1alpha1`) into
+//! Deployments, Services, PodDisruptionBudgets and HorizontalPodAutoscalers.
+//!
+//! - [`api`]: the custom resource types and condition names.
+//! - [`builders`]: pure functions, Microservice -> children.
+//! - [`status`]: pure functions, observed state -> status and conditions.
+//! - [`validate`]: spec checks the CRD schema cannot express.
+//! - [`apply`]: server-side apply without writes at steady state.
+//! - [`reconcile`]: the controller ([`run_controller`] runs it in-process).
+//! - [`leader`]: leader election on a Lease.
+//! - [`http`], [`metrics`]: the operator's own health and metrics endpoints.
+//! - [`crdgen`], [`render`], [`rbac`]: what the CLI prints.
+
+pub mod api;
+pub mod apply;
+pub mod builders;
+pub mod crdgen;
+pub mod error;
+pub mod http;
+pub mod leader;
+pub mod metrics;
+pub mod rbac;
+pub mod reconcile;
+pub mod render;
+pub mod status;
+pub mod validate;
+
+pub use api::{Microservice, MicroserviceSpec, MicroserviceStatus};
+pub use error::{Error, Result};
+pub use metrics::Metrics;
+pub use reconcile::{ControllerConfig, run_controller};

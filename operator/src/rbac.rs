@@ -1,0 +1,119 @@
+//! The permissions the operator needs, from one table, printed by `kea-operator rbac` as a
+//! ClusterRole (everything the controller does) and a Role (the leader Lease, in the
+//! operator's own namespace). No wildcards, no Secrets.
+
+use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule, Role};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+/// One row of the permission table.
+#[derive(Clone, Copy, Debug)]
+pub struct Permission {
+    /// API group ("" for the core group).
+    pub group: &'static str,
+    /// Resource (with `/subresource` where it applies).
+    pub resource: &'static str,
+    /// Verbs, each used by the operator.
+    pub verbs: &'static [&'static str],
+    /// Why the operator needs it.
+    pub why: &'static str,
+}
+
+/// Cluster-wide permissions of the controller. Server-side apply creates missing objects
+/// through PATCH; `create` is listed for that path.
+pub const CLUSTER_PERMISSIONS: &[Permission] = &[
+    Permission {
+        group: "kea.dev",
+        resource: "microservices",
+        verbs: &["get", "list", "watch"],
+        why: "watch the custom resources",
+    },
+    Permission {
+        group: "kea.dev",
+        resource: "microservices/status",
+        verbs: &["get", "patch"],
+        why: "write the status subresource (server-side apply)",
+    },
+    Permission {
+        group: "apps",
+        resource: "deployments",
+        verbs: &["get", "list", "watch", "create", "patch"],
+        why: "own the Deployment (server-side apply; deleted by garbage collection)",
+    },
+    Permission {
+        group: "",
+        resource: "services",
+        verbs: &["get", "list", "watch", "create", "patch"],
+        why: "own the Service (server-side apply; deleted by garbage collection)",
+    },
+    Permission {
+        group: "policy",
+        resource: "poddisruptionbudgets",
+        verbs: &["get", "list", "watch", "create", "patch", "delete"],
+        why: "own the PodDisruptionBudget, deleted when one pod is wanted",
+    },
+    Permission {
+        group: "autoscaling",
+        resource: "horizontalpodautoscalers",
+        verbs: &["get", "list", "watch", "create", "patch", "delete"],
+        why: "own the HorizontalPodAutoscaler, deleted when autoscaling is removed",
+    },
+    Permission {
+        group: "",
+        resource: "pods",
+        verbs: &["list"],
+        why: "read why pods fail (image pull, crash loop) when a Deployment is not available",
+    },
+    Permission {
+        group: "events.k8s.io",
+        resource: "events",
+        verbs: &["create", "patch"],
+        why: "record events on Microservices",
+    },
+];
+
+/// Permissions in the operator's own namespace.
+pub const NAMESPACE_PERMISSIONS: &[Permission] = &[Permission {
+    group: "coordination.k8s.io",
+    resource: "leases",
+    verbs: &["get", "create", "update"],
+    why: "leader election",
+}];
+
+/// Name of the ClusterRole and of the Role.
+pub const ROLE_NAME: &str = "kea-operator";
+
+fn rules(permissions: &[Permission]) -> Vec<PolicyRule> {
+    permissions
+        .iter()
+        .map(|p| PolicyRule {
+            api_groups: Some(vec![p.group.to_owned()]),
+            resources: Some(vec![p.resource.to_owned()]),
+            verbs: p.verbs.iter().map(|v| (*v).to_owned()).collect(),
+            ..Default::default()
+        })
+        .collect()
+}
+
+/// The ClusterRole of the controller.
+pub fn cluster_role() -> ClusterRole {
+    ClusterRole {
+        metadata: ObjectMeta {
+            name: Some(ROLE_NAME.to_owned()),
+            ..Default::default()
+        },
+        rules: Some(rules(CLUSTER_PERMISSIONS)),
+        ..Default::default()
+    }
+}
+
+/// The Role for the leader Lease, in `namespace`.
+pub fn lease_role(namespace: &str) -> Role {
+    Role {
+        metadata: ObjectMeta {
+            name: Some(ROLE_NAME.to_owned()),
+            namespace: Some(namespace.to_owned()),
+            ..Default::default()
+        },
+        rules: Some(rules(NAMESPACE_PERMISSIONS)),
+    }
+}

@@ -1,0 +1,572 @@
+//! The controller: watches Microservices and their children, and reconciles each
+//! Microservice by applying its children ([`crate::builders`]) and writing its status
+//! ([`crate::status`]). Decisions live in those pure modules; this one does the I/O.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
+use kube::{Api, Client, Resource, ResourceExt};
+use tracing::{debug, info, warn};
+
+use crate::api::conditions::{self, reasons};
+use crate::api::{Microservice, MicroserviceStatus};
+use crate::apply::{apply_child, delete_child};
+use crate::builders::{self, DependencyPorts, MANAGER, labels};
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::status::{self, Observed, find_condition};
+use crate::validate;
+
+/// Settings of the controller.
+#[derive(Clone, Debug)]
+pub struct ControllerConfig {
+    /// Watch only this namespace; all namespaces when None. Tests use it to run one
+    /// controller per test namespace.
+    pub namespace: Option<String>,
+    /// Reconciles running at once.
+    pub concurrency: u16,
+    /// Next reconcile of a Ready Microservice when nothing changes (a safety net: watches
+    /// trigger reconciles on every relevant change).
+    pub requeue_ready: Duration,
+    /// Next reconcile of a Microservice that is not Ready, to refresh the reason read from
+    /// its pods (pod events do not trigger reconciles).
+    pub requeue_not_ready: Duration,
+    /// Name of this process in the events it records (the pod name in a cluster).
+    pub instance: Option<String>,
+}
+
+impl Default for ControllerConfig {
+    fn default() -> Self {
+        Self {
+            namespace: None,
+            concurrency: 4,
+            requeue_ready: Duration::from_secs(300),
+            requeue_not_ready: Duration::from_secs(30),
+            instance: None,
+        }
+    }
+}
+
+/// What every reconcile shares.
+pub struct Context {
+    /// The client to the API server.
+    pub client: Client,
+    /// Records Kubernetes events on Microservices.
+    pub recorder: Recorder,
+    /// The controller's metrics.
+    pub metrics: Metrics,
+    /// The controller's cache of Microservices, to look dependencies up without API calls.
+    pub store: Store<Microservice>,
+    /// The settings.
+    pub config: ControllerConfig,
+    /// Consecutive failures per Microservice, for the exponential backoff.
+    failures: Mutex<HashMap<ObjectRef<Microservice>, u32>>,
+}
+
+/// Fails with [`Error::CrdNotInstalled`] when the API server does not serve Microservices.
+pub async fn check_crd_installed(client: &Client) -> Result<()> {
+    let api = Api::<Microservice>::all(client.clone());
+    match api.list(&ListParams::default().limit(1)).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.is_not_found() => Err(Error::CrdNotInstalled),
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// Runs the controller until `shutdown` resolves (then it finishes running reconciles and
+/// returns). Checks first that the CRD is installed.
+///
+/// This is the entry point for an in-process run, e.g. in a test against a real API server:
+///
+/// ```no_run
+/// # async fn example(client: kube::Client) -> kea_operator::Result<()> {
+/// use kea_operator::{ControllerConfig, Metrics, run_controller};
+/// let config = ControllerConfig { namespace: Some("test-ns".into()), ..Default::default() };
+/// let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+/// let handle = tokio::spawn(run_controller(client, config, Metrics::default(), async move {
+///     let _ = stopped.await;
+/// }));
+/// // ... create Microservices, wait for their status ...
+/// let _ = stop.send(());
+/// handle.await.expect("controller task")?;
+/// # Ok(()) }
+/// ```
+pub async fn run_controller(
+    client: Client,
+    config: ControllerConfig,
+    metrics: Metrics,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) -> Result<()> {
+    check_crd_installed(&client).await?;
+
+    let microservices: Api<Microservice> = namespaced_api(&client, config.namespace.as_deref());
+    // Only objects the operator manages: a smaller cache and fewer wake-ups.
+    let children = watcher::Config::default().labels(&format!("{}={MANAGER}", labels::MANAGED_BY));
+
+    let controller = Controller::new(microservices.clone(), watcher::Config::default())
+        .owns(
+            namespaced_api::<Deployment>(&client, config.namespace.as_deref()),
+            children.clone(),
+        )
+        .owns(
+            namespaced_api::<Service>(&client, config.namespace.as_deref()),
+            children.clone(),
+        )
+        .owns(
+            namespaced_api::<PodDisruptionBudget>(&client, config.namespace.as_deref()),
+            children.clone(),
+        )
+        .owns(
+            namespaced_api::<HorizontalPodAutoscaler>(&client, config.namespace.as_deref()),
+            children,
+        );
+    let store = controller.store();
+    let dependents_store = store.clone();
+
+    let reporter = Reporter {
+        controller: MANAGER.to_owned(),
+        instance: config.instance.clone(),
+    };
+    let context = Arc::new(Context {
+        recorder: Recorder::new(client.clone(), reporter),
+        client,
+        metrics,
+        store,
+        config: config.clone(),
+        failures: Mutex::new(HashMap::new()),
+    });
+
+    info!(namespace = ?config.namespace, "starting the Microservice controller");
+    controller
+        .with_config(kube::runtime::controller::Config::default().concurrency(config.concurrency))
+        // A change of one Microservice re-reconciles those that depend on it, so their
+        // `<NAME>_URL` and DependenciesReady follow.
+        .watches(microservices, watcher::Config::default(), move |changed| {
+            dependents(&dependents_store, &changed)
+        })
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, context)
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => debug!(%object, "reconciled"),
+                Err(err) => debug!(error = %err, "reconcile failed"),
+            }
+        })
+        .await;
+    info!("the Microservice controller stopped");
+    Ok(())
+}
+
+fn namespaced_api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(namespace) => Api::namespaced(client.clone(), namespace),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// The Microservices of the same namespace whose `dependsOn` names `changed`.
+pub fn dependents(
+    store: &Store<Microservice>,
+    changed: &Microservice,
+) -> Vec<ObjectRef<Microservice>> {
+    let name = changed.name_any();
+    let namespace = changed.namespace();
+    store
+        .state()
+        .iter()
+        .filter(|ms| ms.namespace() == namespace)
+        .filter(|ms| ms.spec.depends_on.iter().any(|d| d.name == name))
+        .map(|ms| ObjectRef::from_obj(ms.as_ref()))
+        .collect()
+}
+
+/// Reconciles one Microservice: applies its children, deletes those no longer wanted, and
+/// writes its status when it changed.
+pub async fn reconcile(ms: Arc<Microservice>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.start_reconcile();
+    let object_ref = ObjectRef::from_obj(ms.as_ref());
+    if ms.metadata.deletion_timestamp.is_some() {
+        // The garbage collector deletes the children through their ownerReferences.
+        return Ok(Action::await_change());
+    }
+    let name = ms.name_any();
+    let namespace = ms
+        .namespace()
+        .ok_or_else(|| Error::InvalidObject(format!("Microservice {name} has no namespace")))?;
+    let uid = ms
+        .uid()
+        .ok_or_else(|| Error::InvalidObject(format!("Microservice {name} has no uid")))?;
+
+    let dependencies = status::dependency_statuses(&ms, |dependency| {
+        ctx.store
+            .get(&ObjectRef::new(dependency).within(&namespace))
+    });
+    let mut observed = Observed {
+        dependencies,
+        ..Default::default()
+    };
+
+    let problems = validate::spec_problems(&ms.spec);
+    if problems.is_empty() {
+        let ports: DependencyPorts = ms
+            .spec
+            .depends_on
+            .iter()
+            .filter_map(|d| {
+                ctx.store
+                    .get(&ObjectRef::new(&d.name).within(&namespace))
+                    .map(|found| (d.name.clone(), found.spec.port))
+            })
+            .collect();
+        let deployment = apply_children(&ms, &ctx, &namespace, &uid, &ports).await?;
+        if !ms.spec.suspend && !deployment_available(&deployment) {
+            observed.pod_problem = read_pod_problem(&ctx.client, &namespace, &name).await?;
+        }
+        observed.deployment = Some(deployment);
+    } else {
+        observed.invalid_spec = Some(problems.join("; "));
+        // Keep showing the Deployment that still runs the last valid spec.
+        observed.deployment = Api::<Deployment>::namespaced(ctx.client.clone(), &namespace)
+            .get_opt(&name)
+            .await?
+            .filter(|d| crate::apply::is_controlled_by(d, &uid));
+    }
+
+    let now = Time(
+        k8s_openapi::jiff::Timestamp::from_second(k8s_openapi::jiff::Timestamp::now().as_second())
+            .unwrap_or_else(|_| k8s_openapi::jiff::Timestamp::now()),
+    );
+    let new_status = status::compute_status(&ms, &observed, &now);
+    if ms.status.as_ref() != Some(&new_status) {
+        write_status(&ctx, &ms, &namespace, &new_status).await?;
+        publish_transition_events(&ctx, &ms, &new_status).await;
+    }
+
+    ctx.failures
+        .lock()
+        .map(|mut failures| failures.remove(&object_ref))
+        .ok();
+    let ready = find_condition(&new_status.conditions, conditions::READY)
+        .is_some_and(|c| c.status == "True");
+    Ok(Action::requeue(if ready || ms.spec.suspend {
+        ctx.config.requeue_ready
+    } else {
+        ctx.config.requeue_not_ready
+    }))
+}
+
+/// Applies every wanted child and deletes the optional ones no longer wanted. Returns the
+/// Deployment as it is now.
+async fn apply_children(
+    ms: &Microservice,
+    ctx: &Context,
+    namespace: &str,
+    uid: &str,
+    ports: &DependencyPorts,
+) -> Result<Deployment> {
+    let wanted = builders::build_children(ms, ports)?;
+    let name = ms.name_any();
+    let client = &ctx.client;
+    let mut applied = Vec::new();
+    let mut deleted = Vec::new();
+
+    let deployment = apply_child(
+        &Api::<Deployment>::namespaced(client.clone(), namespace),
+        wanted.deployment,
+        uid,
+    )
+    .await?;
+    if deployment.changed {
+        applied.push("Deployment");
+    }
+    if apply_child(
+        &Api::<Service>::namespaced(client.clone(), namespace),
+        wanted.service,
+        uid,
+    )
+    .await?
+    .changed
+    {
+        applied.push("Service");
+    }
+
+    let pdbs = Api::<PodDisruptionBudget>::namespaced(client.clone(), namespace);
+    match wanted.pod_disruption_budget {
+        Some(pdb) => {
+            if apply_child(&pdbs, pdb, uid).await?.changed {
+                applied.push("PodDisruptionBudget");
+            }
+        }
+        None => {
+            if delete_child(&pdbs, &name, uid).await? {
+                deleted.push("PodDisruptionBudget");
+            }
+        }
+    }
+    let hpas = Api::<HorizontalPodAutoscaler>::namespaced(client.clone(), namespace);
+    match wanted.horizontal_pod_autoscaler {
+        Some(hpa) => {
+            if apply_child(&hpas, hpa, uid).await?.changed {
+                applied.push("HorizontalPodAutoscaler");
+            }
+        }
+        None => {
+            if delete_child(&hpas, &name, uid).await? {
+                deleted.push("HorizontalPodAutoscaler");
+            }
+        }
+    }
+
+    for _ in 0..applied.len() + deleted.len() {
+        ctx.metrics.writes.inc();
+    }
+    if !applied.is_empty() {
+        info!(microservice = %name, %namespace, children = ?applied, "applied");
+        publish(
+            ctx,
+            ms,
+            EventType::Normal,
+            "Applied",
+            "Apply",
+            format!("applied {}", applied.join(", ")),
+        )
+        .await;
+    }
+    if !deleted.is_empty() {
+        info!(microservice = %name, %namespace, children = ?deleted, "deleted");
+        publish(
+            ctx,
+            ms,
+            EventType::Normal,
+            "Deleted",
+            "Delete",
+            format!("deleted {}, no longer wanted", deleted.join(", ")),
+        )
+        .await;
+    }
+    Ok(deployment.object)
+}
+
+fn deployment_available(deployment: &Deployment) -> bool {
+    deployment
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|conditions| {
+            conditions
+                .iter()
+                .any(|c| c.type_ == "Available" && c.status == "True")
+        })
+}
+
+/// Reads the Microservice's pods (one list call, by label selector) for a reason they fail.
+async fn read_pod_problem(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<status::PodProblem>> {
+    let pods = Api::<Pod>::namespaced(client.clone(), namespace)
+        .list(&ListParams::default().labels(&builders::selector_string(name)))
+        .await?;
+    Ok(status::pod_problem(&pods.items))
+}
+
+async fn write_status(
+    ctx: &Context,
+    ms: &Microservice,
+    namespace: &str,
+    status: &MicroserviceStatus,
+) -> Result<()> {
+    let api = Api::<Microservice>::namespaced(ctx.client.clone(), namespace);
+    let patch = serde_json::json!({
+        "apiVersion": Microservice::api_version(&()),
+        "kind": Microservice::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &ms.name_any(),
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    ctx.metrics.writes.inc();
+    Ok(())
+}
+
+/// Records an event for each condition change worth a human's attention.
+async fn publish_transition_events(ctx: &Context, ms: &Microservice, new: &MicroserviceStatus) {
+    let old: &[Condition] = ms
+        .status
+        .as_ref()
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or(&[]);
+    for event in status_events(old, &new.conditions) {
+        publish(ctx, ms, event.type_, event.reason, "Reconcile", event.note).await;
+    }
+}
+
+/// An event derived from a change of conditions.
+#[derive(Debug, PartialEq)]
+pub struct StatusEvent {
+    /// Normal or Warning.
+    pub type_: EventType,
+    /// The event reason.
+    pub reason: &'static str,
+    /// The human-readable note.
+    pub note: String,
+}
+
+/// The events to record when the conditions go from `old` to `new`: Ready and NotReady when
+/// `Ready` flips or its reason changes, DependencyMissing when a dependency disappears, and
+/// InvalidSpec when the spec becomes invalid. Nothing when nothing changed.
+pub fn status_events(old: &[Condition], new: &[Condition]) -> Vec<StatusEvent> {
+    let changed = |type_: &str| -> Option<&Condition> {
+        let new = find_condition(new, type_)?;
+        match find_condition(old, type_) {
+            Some(old) if old.status == new.status && old.reason == new.reason => None,
+            _ => Some(new),
+        }
+    };
+    let mut events = Vec::new();
+    if let Some(ready) = changed(conditions::READY) {
+        let (type_, reason) = match (ready.status.as_str(), ready.reason.as_str()) {
+            ("True", _) => (EventType::Normal, "Ready"),
+            (_, status::REASON_INVALID_SPEC) => (EventType::Warning, "InvalidSpec"),
+            (_, reasons::SUSPENDED) => (EventType::Normal, "Suspended"),
+            _ => (EventType::Warning, "NotReady"),
+        };
+        events.push(StatusEvent {
+            type_,
+            reason,
+            note: format!("{}: {}", ready.reason, ready.message),
+        });
+    }
+    if let Some(deps) = changed(conditions::DEPENDENCIES_READY)
+        && deps.reason == reasons::DEPENDENCY_MISSING
+    {
+        events.push(StatusEvent {
+            type_: EventType::Warning,
+            reason: "DependencyMissing",
+            note: deps.message.clone(),
+        });
+    }
+    events
+}
+
+async fn publish(
+    ctx: &Context,
+    ms: &Microservice,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
+    let event = Event {
+        type_,
+        reason: reason.to_owned(),
+        note: Some(note),
+        action: action.to_owned(),
+        secondary: None,
+    };
+    // Events are best effort: failing to record one must not fail the reconcile.
+    if let Err(err) = ctx.recorder.publish(&event, &ms.object_ref(&())).await {
+        warn!(error = %err, "could not record an event");
+    } else {
+        ctx.metrics.writes.inc();
+    }
+}
+
+/// Retries a failed reconcile after an exponential backoff per Microservice.
+pub fn error_policy(ms: Arc<Microservice>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.record_error(error);
+    let failures = ctx
+        .failures
+        .lock()
+        .map(|mut failures| {
+            let count = failures
+                .entry(ObjectRef::from_obj(ms.as_ref()))
+                .or_insert(0);
+            *count = count.saturating_add(1);
+            *count
+        })
+        .unwrap_or(1);
+    let delay = backoff_delay(failures);
+    warn!(
+        microservice = %ms.name_any(),
+        namespace = ms.namespace().unwrap_or_default(),
+        error = %error,
+        retry_in = ?delay,
+        "reconcile failed"
+    );
+    Action::requeue(delay)
+}
+
+/// The wait before retry number `failures` (1 for the first): 1 s doubling up to 5 minutes.
+pub fn backoff_delay(failures: u32) -> Duration {
+    const MAX: Duration = Duration::from_secs(300);
+    let exponent = failures.saturating_sub(1).min(16);
+    Duration::from_secs(1u64 << exponent).min(MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn condition(type_: &str, status: &str, reason: &str) -> Condition {
+        Condition {
+            type_: type_.into(),
+            status: status.into(),
+            reason: reason.into(),
+            message: "m".into(),
+            observed_generation: None,
+            last_transition_time: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_five_minutes() {
+        assert_eq!(backoff_delay(1), Duration::from_secs(1));
+        assert_eq!(backoff_delay(2), Duration::from_secs(2));
+        assert_eq!(backoff_delay(5), Duration::from_secs(16));
+        assert_eq!(backoff_delay(20), Duration::from_secs(300));
+        assert_eq!(backoff_delay(u32::MAX), Duration::from_secs(300));
+    }
+
+    #[test]
+    fn events_only_on_changes() {
+        let ready = vec![condition(conditions::READY, "True", reasons::READY)];
+        assert!(status_events(&ready, &ready).is_empty());
+
+        let crashing = vec![condition(conditions::READY, "False", "CrashLoopBackOff")];
+        let events = status_events(&ready, &crashing);
+        assert_eq!(events.len(), 1);
+        assert_eq!(
+            (events[0].reason, &events[0].type_),
+            ("NotReady", &EventType::Warning)
+        );
+
+        let missing = vec![condition(
+            conditions::DEPENDENCIES_READY,
+            "False",
+            reasons::DEPENDENCY_MISSING,
+        )];
+        let events = status_events(&[], &missing);
+        assert_eq!(events[0].reason, "DependencyMissing");
+    }
+}

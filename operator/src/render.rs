@@ -1,0 +1,62 @@
+//! `kea-operator render FILE`: the children of the Microservices in a YAML file, printed as
+//! a multi-document YAML stream. No cluster needed; dependencies get the default port.
+
+use serde::Serialize;
+
+use crate::api::Microservice;
+use crate::builders::{Children, DependencyPorts, build_children};
+use crate::error::{Error, Result};
+use crate::validate;
+
+/// Namespace used for a Microservice that names none.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// Parses one or more Microservices (a multi-document YAML stream) and renders their children.
+/// Spec problems that the API server would not catch are reported as an error.
+pub fn render_yaml(input: &str) -> Result<String> {
+    let microservices: Vec<Microservice> = serde_saphyr::from_multiple(input)
+        .map_err(|err| Error::Serialization(format!("not a Microservice: {err}")))?;
+    if microservices.is_empty() {
+        return Err(Error::Serialization("no Microservice in the input".into()));
+    }
+    let mut documents = Vec::new();
+    for mut ms in microservices {
+        if ms.metadata.namespace.is_none() {
+            ms.metadata.namespace = Some(DEFAULT_NAMESPACE.to_owned());
+        }
+        let problems = validate::spec_problems(&ms.spec);
+        if !problems.is_empty() {
+            return Err(Error::InvalidSpec(problems.join("; ")));
+        }
+        documents.extend(children_as_values(build_children(
+            &ms,
+            &DependencyPorts::new(),
+        )?)?);
+    }
+    to_yaml_stream(&documents)
+}
+
+/// The children in a fixed order: Deployment, Service, PodDisruptionBudget, HPA.
+pub fn children_as_values(children: Children) -> Result<Vec<serde_json::Value>> {
+    let mut values = vec![
+        serde_json::to_value(&children.deployment)?,
+        serde_json::to_value(&children.service)?,
+    ];
+    if let Some(pdb) = &children.pod_disruption_budget {
+        values.push(serde_json::to_value(pdb)?);
+    }
+    if let Some(hpa) = &children.horizontal_pod_autoscaler {
+        values.push(serde_json::to_value(hpa)?);
+    }
+    Ok(values)
+}
+
+/// Serializes values as a multi-document YAML stream.
+pub fn to_yaml_stream<T: Serialize>(documents: &[T]) -> Result<String> {
+    serde_saphyr::to_string_multiple(documents).map_err(|err| Error::Serialization(err.to_string()))
+}
+
+/// Serializes one value as YAML.
+pub fn to_yaml<T: Serialize>(document: &T) -> Result<String> {
+    serde_saphyr::to_string(document).map_err(|err| Error::Serialization(err.to_string()))
+}

@@ -1,0 +1,742 @@
+//! Pure functions that compute a Microservice's status from what the operator observed: the
+//! Deployment, the pods when something is wrong, and the dependencies.
+//!
+//! Conditions keep their `lastTransitionTime` unless their status flips, and messages only
+//! change when the facts do, so a status computed twice from the same facts is equal and the
+//! reconciler writes nothing at steady state. See [`crate::api::conditions`] for the meaning of
+//! each condition.
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::ResourceExt;
+
+use crate::api::conditions::{self, reasons};
+use crate::api::{DependencyStatus, Microservice, MicroserviceStatus, default_port};
+use crate::builders::{self, ReplicaControl};
+
+/// Container states that explain why pods do not become ready, worst first.
+const POD_PROBLEM_REASONS: &[&str] = &[
+    "InvalidImageName",
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "RunContainerError",
+    "CrashLoopBackOff",
+];
+
+/// Longest condition message; a pod's message can be long, and a status is no log.
+const MAX_MESSAGE_LEN: usize = 512;
+
+/// Why the pods of a Microservice are not ready, as read from one of them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodProblem {
+    /// A short CamelCase reason, e.g. `ImagePullBackOff`, `CrashLoopBackOff`, `Unschedulable`.
+    pub reason: String,
+    /// Which pod and container, and what Kubernetes says about it.
+    pub message: String,
+}
+
+/// What the reconciler observed, the input of [`compute_status`].
+#[derive(Clone, Debug, Default)]
+pub struct Observed {
+    /// The Deployment as the API server returned it (None before it exists).
+    pub deployment: Option<Deployment>,
+    /// Why pods are not ready, looked up only when the Deployment is not available.
+    pub pod_problem: Option<PodProblem>,
+    /// The dependencies, from [`dependency_statuses`].
+    pub dependencies: Vec<DependencyStatus>,
+    /// Set when the spec breaks a rule the schema cannot check: nothing is applied then.
+    pub invalid_spec: Option<String>,
+}
+
+/// Reason of the `Ready` condition when [`Observed::invalid_spec`] is set.
+pub const REASON_INVALID_SPEC: &str = "InvalidSpec";
+
+/// The status of `ms` given what was observed. `now` stamps conditions whose status changed.
+pub fn compute_status(ms: &Microservice, observed: &Observed, now: &Time) -> MicroserviceStatus {
+    let name = ms.name_any();
+    let namespace = ms.namespace().unwrap_or_default();
+    let generation = ms.metadata.generation;
+    let previous = ms
+        .status
+        .as_ref()
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or(&[]);
+    let rollout = Rollout::new(ms, observed.deployment.as_ref());
+    let suspended = ms.spec.suspend;
+
+    let mut new = Vec::with_capacity(5);
+    let mut add = |type_: &str, status: bool, reason: &str, message: String| {
+        new.push(condition(type_, status, reason, message, generation, now));
+    };
+
+    // Ready
+    if let Some(problem) = &observed.invalid_spec {
+        add(
+            conditions::READY,
+            false,
+            REASON_INVALID_SPEC,
+            problem.clone(),
+        );
+    } else if suspended {
+        add(
+            conditions::READY,
+            false,
+            reasons::SUSPENDED,
+            "scaled to zero by spec.suspend".into(),
+        );
+    } else if rollout.complete && rollout.available == Some(true) {
+        add(
+            conditions::READY,
+            true,
+            reasons::READY,
+            format!("{} of {} pods ready", rollout.ready, rollout.desired),
+        );
+    } else {
+        let (reason, message) = rollout.not_ready_explanation(observed.pod_problem.as_ref());
+        add(conditions::READY, false, &reason, message);
+    }
+
+    // Available
+    if suspended {
+        add(
+            conditions::AVAILABLE,
+            false,
+            reasons::SUSPENDED,
+            "scaled to zero by spec.suspend".into(),
+        );
+    } else {
+        match rollout.available {
+            None => add(
+                conditions::AVAILABLE,
+                false,
+                reasons::DEPLOYMENT_PENDING,
+                "the Deployment does not exist yet".into(),
+            ),
+            Some(true) => add(
+                conditions::AVAILABLE,
+                true,
+                reasons::MINIMUM_REPLICAS_AVAILABLE,
+                format!("{} pods available", rollout.available_replicas),
+            ),
+            Some(false) => {
+                let (reason, message) = match &observed.pod_problem {
+                    Some(problem) => (problem.reason.clone(), problem.message.clone()),
+                    None => (
+                        reasons::MINIMUM_REPLICAS_UNAVAILABLE.to_owned(),
+                        format!(
+                            "{} of {} pods available",
+                            rollout.available_replicas, rollout.desired
+                        ),
+                    ),
+                };
+                add(conditions::AVAILABLE, false, &reason, message);
+            }
+        }
+    }
+
+    // Progressing
+    if rollout.deadline_exceeded {
+        let message = observed
+            .pod_problem
+            .as_ref()
+            .map(|p| p.message.clone())
+            .unwrap_or_else(|| "the rollout made no progress within its deadline".into());
+        add(
+            conditions::PROGRESSING,
+            false,
+            reasons::PROGRESS_DEADLINE_EXCEEDED,
+            message,
+        );
+    } else if rollout.complete {
+        add(
+            conditions::PROGRESSING,
+            false,
+            reasons::ROLLOUT_COMPLETE,
+            "the current spec is rolled out".into(),
+        );
+    } else {
+        add(
+            conditions::PROGRESSING,
+            true,
+            reasons::ROLLING_OUT,
+            rollout.progress_message(),
+        );
+    }
+
+    // DependenciesReady
+    let (deps_ready, deps_reason, deps_message) = dependencies_condition(&observed.dependencies);
+    add(
+        conditions::DEPENDENCIES_READY,
+        deps_ready,
+        deps_reason,
+        deps_message,
+    );
+
+    // Suspended
+    if suspended {
+        add(
+            conditions::SUSPENDED,
+            true,
+            reasons::SUSPENDED,
+            "spec.suspend is true".into(),
+        );
+    } else {
+        add(
+            conditions::SUSPENDED,
+            false,
+            reasons::ACTIVE,
+            "spec.suspend is false".into(),
+        );
+    }
+
+    MicroserviceStatus {
+        observed_generation: generation,
+        replicas: rollout.replicas,
+        ready_replicas: rollout.ready,
+        updated_replicas: rollout.updated,
+        selector: Some(builders::selector_string(&name)),
+        url: Some(builders::service_url(&name, &namespace, ms.spec.port)),
+        conditions: merge_conditions(previous, new),
+        dependencies: observed.dependencies.clone(),
+    }
+}
+
+/// Returns `new`, where each condition whose status did not change keeps the
+/// `lastTransitionTime` it had in `previous`.
+pub fn merge_conditions(previous: &[Condition], new: Vec<Condition>) -> Vec<Condition> {
+    new.into_iter()
+        .map(|mut condition| {
+            if let Some(old) = previous.iter().find(|old| old.type_ == condition.type_)
+                && old.status == condition.status
+            {
+                condition.last_transition_time = old.last_transition_time.clone();
+            }
+            condition
+        })
+        .collect()
+}
+
+/// The condition of the given type, if present.
+pub fn find_condition<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
+    conditions.iter().find(|c| c.type_ == type_)
+}
+
+/// Whether a Microservice reports `Ready=True` for its current generation.
+pub fn is_ready(ms: &Microservice) -> bool {
+    ms.status
+        .as_ref()
+        .and_then(|s| find_condition(&s.conditions, conditions::READY))
+        .is_some_and(|c| c.status == "True" && c.observed_generation == ms.metadata.generation)
+}
+
+/// The status of each dependency of `ms`; `lookup` finds a Microservice of the same namespace
+/// by name (the reconciler reads its cache, tests pass a closure over a slice).
+pub fn dependency_statuses(
+    ms: &Microservice,
+    lookup: impl Fn(&str) -> Option<std::sync::Arc<Microservice>>,
+) -> Vec<DependencyStatus> {
+    let namespace = ms.namespace().unwrap_or_default();
+    ms.spec
+        .depends_on
+        .iter()
+        .map(|dependency| match lookup(&dependency.name) {
+            Some(found) => {
+                let ready = is_ready(&found);
+                DependencyStatus {
+                    name: dependency.name.clone(),
+                    url: builders::service_url(&dependency.name, &namespace, found.spec.port),
+                    ready,
+                    reason: if ready { "Ready" } else { "NotReady" }.to_owned(),
+                }
+            }
+            None => DependencyStatus {
+                name: dependency.name.clone(),
+                url: builders::service_url(&dependency.name, &namespace, default_port()),
+                ready: false,
+                reason: "NotFound".to_owned(),
+            },
+        })
+        .collect()
+}
+
+fn dependencies_condition(dependencies: &[DependencyStatus]) -> (bool, &'static str, String) {
+    if dependencies.is_empty() {
+        return (true, reasons::NO_DEPENDENCIES, "dependsOn is empty".into());
+    }
+    let missing: Vec<&str> = dependencies
+        .iter()
+        .filter(|d| d.reason == "NotFound")
+        .map(|d| d.name.as_str())
+        .collect();
+    let not_ready: Vec<&str> = dependencies
+        .iter()
+        .filter(|d| !d.ready && d.reason != "NotFound")
+        .map(|d| d.name.as_str())
+        .collect();
+    if !missing.is_empty() {
+        let mut message = format!("Microservices not found: {}", missing.join(", "));
+        if !not_ready.is_empty() {
+            message.push_str(&format!("; not ready: {}", not_ready.join(", ")));
+        }
+        (false, reasons::DEPENDENCY_MISSING, message)
+    } else if !not_ready.is_empty() {
+        (
+            false,
+            reasons::DEPENDENCY_NOT_READY,
+            format!("Microservices not ready: {}", not_ready.join(", ")),
+        )
+    } else {
+        (
+            true,
+            reasons::DEPENDENCIES_READY,
+            format!("all {} dependencies are ready", dependencies.len()),
+        )
+    }
+}
+
+/// The first pod problem found among `pods` (sorted by name, so the answer is stable).
+pub fn pod_problem(pods: &[Pod]) -> Option<PodProblem> {
+    let mut pods: Vec<&Pod> = pods.iter().collect();
+    pods.sort_by_key(|p| p.metadata.name.clone());
+    for pod in pods {
+        let pod_name = pod.metadata.name.as_deref().unwrap_or("<unnamed>");
+        let Some(status) = &pod.status else { continue };
+        let containers = status
+            .init_container_statuses
+            .iter()
+            .flatten()
+            .chain(status.container_statuses.iter().flatten());
+        for container in containers {
+            let waiting = container.state.as_ref().and_then(|s| s.waiting.as_ref());
+            if let Some(waiting) = waiting
+                && let Some(reason) = waiting.reason.as_deref()
+                && POD_PROBLEM_REASONS.contains(&reason)
+            {
+                let detail = waiting.message.as_deref().unwrap_or(reason);
+                return Some(PodProblem {
+                    reason: reason.to_owned(),
+                    message: truncate(format!(
+                        "pod {pod_name}, container {}: {detail}",
+                        container.name
+                    )),
+                });
+            }
+        }
+        let unschedulable = status.conditions.iter().flatten().find(|c| {
+            c.type_ == "PodScheduled"
+                && c.status == "False"
+                && c.reason.as_deref() == Some("Unschedulable")
+        });
+        if let Some(condition) = unschedulable {
+            return Some(PodProblem {
+                reason: "Unschedulable".to_owned(),
+                message: truncate(format!(
+                    "pod {pod_name}: {}",
+                    condition
+                        .message
+                        .as_deref()
+                        .unwrap_or("cannot be scheduled")
+                )),
+            });
+        }
+    }
+    None
+}
+
+/// The rollout state of the Deployment, reduced to what the conditions need.
+struct Rollout {
+    desired: i32,
+    replicas: i32,
+    ready: i32,
+    updated: i32,
+    available_replicas: i32,
+    /// The Deployment's `Available` condition; None when there is no Deployment.
+    available: Option<bool>,
+    /// The Deployment controller has seen the latest spec and every pod runs it.
+    complete: bool,
+    deadline_exceeded: bool,
+}
+
+impl Rollout {
+    fn new(ms: &Microservice, deployment: Option<&Deployment>) -> Self {
+        let control = builders::replica_control(&ms.spec);
+        let Some(deployment) = deployment else {
+            return Self {
+                desired: control.min_replicas(),
+                replicas: 0,
+                ready: 0,
+                updated: 0,
+                available_replicas: 0,
+                available: None,
+                complete: false,
+                deadline_exceeded: false,
+            };
+        };
+        let status = deployment.status.clone().unwrap_or_default();
+        let desired = match control {
+            ReplicaControl::Fixed(n) => n,
+            // The autoscaler owns the number: whatever the Deployment currently asks for.
+            ReplicaControl::Autoscaled { min, .. } => deployment
+                .spec
+                .as_ref()
+                .and_then(|s| s.replicas)
+                .unwrap_or(min),
+        };
+        let conditions = status.conditions.clone().unwrap_or_default();
+        let available = conditions
+            .iter()
+            .find(|c| c.type_ == "Available")
+            .is_some_and(|c| c.status == "True");
+        let deadline_exceeded = conditions.iter().any(|c| {
+            c.type_ == "Progressing"
+                && c.status == "False"
+                && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
+        });
+        let caught_up = match (status.observed_generation, deployment.metadata.generation) {
+            (Some(observed), Some(generation)) => observed >= generation,
+            _ => false,
+        };
+        let replicas = status.replicas.unwrap_or(0);
+        let updated = status.updated_replicas.unwrap_or(0);
+        let available_replicas = status.available_replicas.unwrap_or(0);
+        Self {
+            desired,
+            replicas,
+            ready: status.ready_replicas.unwrap_or(0),
+            updated,
+            available_replicas,
+            available: Some(available),
+            complete: caught_up
+                && updated >= desired
+                && replicas == updated
+                && available_replicas >= desired,
+            deadline_exceeded,
+        }
+    }
+
+    fn progress_message(&self) -> String {
+        if self.available.is_none() {
+            return "waiting for the Deployment to be created".into();
+        }
+        format!(
+            "{} of {} pods updated, {} available",
+            self.updated, self.desired, self.available_replicas
+        )
+    }
+
+    fn not_ready_explanation(&self, pod_problem: Option<&PodProblem>) -> (String, String) {
+        if let Some(problem) = pod_problem {
+            return (problem.reason.clone(), problem.message.clone());
+        }
+        if self.available.is_none() {
+            return (
+                reasons::DEPLOYMENT_PENDING.to_owned(),
+                self.progress_message(),
+            );
+        }
+        if self.deadline_exceeded {
+            return (
+                reasons::PROGRESS_DEADLINE_EXCEEDED.to_owned(),
+                self.progress_message(),
+            );
+        }
+        if self.available == Some(false) {
+            return (
+                reasons::MINIMUM_REPLICAS_UNAVAILABLE.to_owned(),
+                self.progress_message(),
+            );
+        }
+        (reasons::ROLLING_OUT.to_owned(), self.progress_message())
+    }
+}
+
+fn condition(
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: String,
+    observed_generation: Option<i64>,
+    now: &Time,
+) -> Condition {
+    Condition {
+        type_: type_.to_owned(),
+        status: if status { "True" } else { "False" }.to_owned(),
+        reason: reason.to_owned(),
+        message: truncate(message),
+        observed_generation,
+        last_transition_time: now.clone(),
+    }
+}
+
+fn truncate(mut message: String) -> String {
+    if message.len() > MAX_MESSAGE_LEN {
+        let mut end = MAX_MESSAGE_LEN;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+        message.push('…');
+    }
+    message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{Dependency, MicroserviceSpec};
+    use k8s_openapi::api::apps::v1::{DeploymentCondition, DeploymentSpec, DeploymentStatus};
+    use k8s_openapi::api::core::v1::{
+        ContainerState, ContainerStateWaiting, ContainerStatus, PodStatus,
+    };
+    use k8s_openapi::jiff::Timestamp;
+
+    fn time(second: i64) -> Time {
+        Time(Timestamp::from_second(second).expect("valid time"))
+    }
+
+    fn microservice(spec: MicroserviceSpec) -> Microservice {
+        let mut ms = Microservice::new("orders", spec);
+        ms.metadata.namespace = Some("shop".into());
+        ms.metadata.generation = Some(2);
+        ms
+    }
+
+    fn deployment(replicas: i32, ready: i32, updated: i32, available: bool) -> Deployment {
+        let mut d = Deployment::default();
+        d.metadata.generation = Some(4);
+        d.spec = Some(DeploymentSpec {
+            replicas: Some(replicas),
+            ..Default::default()
+        });
+        d.status = Some(DeploymentStatus {
+            observed_generation: Some(4),
+            replicas: Some(updated.max(replicas)),
+            ready_replicas: Some(ready),
+            updated_replicas: Some(updated),
+            available_replicas: Some(ready),
+            conditions: Some(vec![DeploymentCondition {
+                type_: "Available".into(),
+                status: if available { "True" } else { "False" }.into(),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        });
+        d
+    }
+
+    fn get<'a>(status: &'a MicroserviceStatus, type_: &str) -> &'a Condition {
+        find_condition(&status.conditions, type_).expect("condition present")
+    }
+
+    #[test]
+    fn a_rolled_out_deployment_is_ready() {
+        let ms = microservice(MicroserviceSpec::with_image("img:1"));
+        let observed = Observed {
+            deployment: Some(deployment(1, 1, 1, true)),
+            ..Default::default()
+        };
+        let status = compute_status(&ms, &observed, &time(100));
+        assert_eq!(get(&status, conditions::READY).status, "True");
+        assert_eq!(
+            get(&status, conditions::PROGRESSING).reason,
+            reasons::ROLLOUT_COMPLETE
+        );
+        assert_eq!(
+            get(&status, conditions::DEPENDENCIES_READY).reason,
+            reasons::NO_DEPENDENCIES
+        );
+        assert_eq!(get(&status, conditions::SUSPENDED).status, "False");
+        assert_eq!(status.observed_generation, Some(2));
+        assert_eq!(
+            status.url.as_deref(),
+            Some("http://orders.shop.svc.cluster.local:8080")
+        );
+        assert_eq!(
+            status.selector.as_deref(),
+            Some("app.kubernetes.io/instance=orders,app.kubernetes.io/name=orders")
+        );
+        assert!(
+            status
+                .conditions
+                .iter()
+                .all(|c| c.observed_generation == Some(2))
+        );
+    }
+
+    #[test]
+    fn the_pod_problem_explains_why_it_is_not_ready() {
+        let ms = microservice(MicroserviceSpec::with_image("img:1"));
+        let observed = Observed {
+            deployment: Some(deployment(1, 0, 1, false)),
+            pod_problem: Some(PodProblem {
+                reason: "ImagePullBackOff".into(),
+                message: "pod orders-1, container app: Back-off pulling image".into(),
+            }),
+            ..Default::default()
+        };
+        let status = compute_status(&ms, &observed, &time(100));
+        let ready = get(&status, conditions::READY);
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "ImagePullBackOff")
+        );
+        assert_eq!(
+            get(&status, conditions::AVAILABLE).reason,
+            "ImagePullBackOff"
+        );
+        assert_eq!(get(&status, conditions::PROGRESSING).status, "True");
+    }
+
+    #[test]
+    fn a_rollout_in_progress_is_not_ready() {
+        let ms = microservice(MicroserviceSpec::with_image("img:1"));
+        let mut rolling = deployment(2, 2, 1, true);
+        if let Some(status) = rolling.status.as_mut() {
+            status.replicas = Some(3);
+        }
+        let observed = Observed {
+            deployment: Some(rolling),
+            ..Default::default()
+        };
+        let status = compute_status(&ms, &observed, &time(100));
+        assert_eq!(get(&status, conditions::READY).reason, reasons::ROLLING_OUT);
+        assert_eq!(get(&status, conditions::AVAILABLE).status, "True");
+    }
+
+    #[test]
+    fn suspended_is_reported_everywhere() {
+        let mut spec = MicroserviceSpec::with_image("img:1");
+        spec.suspend = true;
+        let observed = Observed {
+            deployment: Some(deployment(0, 0, 0, true)),
+            ..Default::default()
+        };
+        let status = compute_status(&microservice(spec), &observed, &time(100));
+        assert_eq!(get(&status, conditions::READY).reason, reasons::SUSPENDED);
+        assert_eq!(get(&status, conditions::READY).status, "False");
+        assert_eq!(get(&status, conditions::SUSPENDED).status, "True");
+        assert_eq!(
+            get(&status, conditions::AVAILABLE).reason,
+            reasons::SUSPENDED
+        );
+    }
+
+    #[test]
+    fn transition_times_change_only_when_the_status_flips() {
+        let mut ms = microservice(MicroserviceSpec::with_image("img:1"));
+        let ready = Observed {
+            deployment: Some(deployment(1, 1, 1, true)),
+            ..Default::default()
+        };
+        let first = compute_status(&ms, &ready, &time(100));
+        ms.status = Some(first.clone());
+        let again = compute_status(&ms, &ready, &time(200));
+        assert_eq!(first, again, "same facts, same status: nothing to write");
+
+        let broken = Observed {
+            deployment: Some(deployment(1, 0, 1, false)),
+            ..Default::default()
+        };
+        let later = compute_status(&ms, &broken, &time(300));
+        assert_eq!(
+            get(&later, conditions::READY).last_transition_time,
+            time(300)
+        );
+        assert_eq!(
+            get(&later, conditions::SUSPENDED).last_transition_time,
+            time(100),
+            "an unchanged condition keeps its time"
+        );
+    }
+
+    #[test]
+    fn dependencies_are_looked_up_and_reported() {
+        let mut spec = MicroserviceSpec::with_image("img:1");
+        spec.depends_on = vec![
+            Dependency {
+                name: "users".into(),
+            },
+            Dependency {
+                name: "stock".into(),
+            },
+        ];
+        let ms = microservice(spec);
+        let mut users = microservice(MicroserviceSpec::with_image("users:1"));
+        users.spec.port = 80;
+        users.status = Some(compute_status(
+            &users,
+            &Observed {
+                deployment: Some(deployment(1, 1, 1, true)),
+                ..Default::default()
+            },
+            &time(1),
+        ));
+        let users = std::sync::Arc::new(users);
+        let dependencies =
+            dependency_statuses(&ms, |name| (name == "users").then(|| users.clone()));
+        assert_eq!(dependencies[0].url, "http://users.shop.svc.cluster.local");
+        assert!(dependencies[0].ready);
+        assert_eq!(dependencies[1].reason, "NotFound");
+        assert_eq!(
+            dependencies[1].url,
+            "http://stock.shop.svc.cluster.local:8080"
+        );
+
+        let observed = Observed {
+            deployment: Some(deployment(1, 1, 1, true)),
+            dependencies,
+            ..Default::default()
+        };
+        let status = compute_status(&ms, &observed, &time(100));
+        let deps = get(&status, conditions::DEPENDENCIES_READY);
+        assert_eq!(deps.reason, reasons::DEPENDENCY_MISSING);
+        assert!(deps.message.contains("stock"));
+        assert_eq!(
+            get(&status, conditions::READY).status,
+            "True",
+            "dependencies do not gate Ready"
+        );
+    }
+
+    #[test]
+    fn pod_problems_are_read_from_waiting_containers() {
+        let waiting = |reason: &str| Pod {
+            metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                name: Some(format!("pod-{reason}")),
+                ..Default::default()
+            },
+            spec: None,
+            status: Some(PodStatus {
+                container_statuses: Some(vec![ContainerStatus {
+                    name: "app".into(),
+                    state: Some(ContainerState {
+                        waiting: Some(ContainerStateWaiting {
+                            reason: Some(reason.into()),
+                            message: Some("details".into()),
+                        }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+        };
+        assert_eq!(pod_problem(&[waiting("ContainerCreating")]), None);
+        let problem = pod_problem(&[waiting("ContainerCreating"), waiting("CrashLoopBackOff")])
+            .expect("a problem");
+        assert_eq!(problem.reason, "CrashLoopBackOff");
+        assert_eq!(
+            problem.message,
+            "pod pod-CrashLoopBackOff, container app: details"
+        );
+    }
+
+    #[test]
+    fn long_messages_are_cut() {
+        let cut = truncate("é".repeat(600));
+        assert!(cut.len() <= MAX_MESSAGE_LEN + '…'.len_utf8());
+    }
+}

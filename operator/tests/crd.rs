@@ -1,0 +1,78 @@
+//! The checked-in CRD must be exactly what the Rust types generate.
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
+
+const CHECKED_IN: &str = include_str!("../crd/microservices.kea.dev.yaml");
+
+#[test]
+fn checked_in_crd_is_up_to_date() {
+    let generated = kea_operator::crdgen::crd_yaml().expect("the CRD serializes");
+    assert!(
+        generated == CHECKED_IN,
+        "operator/crd/microservices.kea.dev.yaml is out of date: run `{}`",
+        kea_operator::crdgen::REGENERATE
+    );
+}
+
+#[test]
+fn checked_in_crd_parses_back_to_the_generated_object() {
+    let parsed: CustomResourceDefinition =
+        serde_saphyr::from_str(CHECKED_IN).expect("the CRD YAML parses");
+    assert_eq!(parsed, kea_operator::Microservice::crd());
+}
+
+#[test]
+fn every_schema_property_has_a_description() {
+    fn walk(path: &str, schema: &serde_json::Value, missing: &mut Vec<String>) {
+        if let Some(properties) = schema.get("properties").and_then(|p| p.as_object()) {
+            for (name, property) in properties {
+                let here = format!("{path}.{name}");
+                if property.get("description").is_none() {
+                    missing.push(here.clone());
+                }
+                walk(&here, property, missing);
+            }
+        }
+        if let Some(items) = schema.get("items") {
+            walk(&format!("{path}[]"), items, missing);
+        }
+    }
+    let crd = serde_json::to_value(kea_operator::Microservice::crd()).expect("CRD to JSON");
+    let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+    let mut missing = Vec::new();
+    walk("", &schema["properties"]["spec"], &mut missing);
+    walk("", &schema["properties"]["status"], &mut missing);
+    assert!(
+        missing.is_empty(),
+        "properties without a description: {missing:?}"
+    );
+}
+
+#[test]
+fn every_cel_rule_has_a_message() {
+    fn walk(schema: &serde_json::Value, rules: &mut Vec<serde_json::Value>) {
+        match schema {
+            serde_json::Value::Object(fields) => {
+                if let Some(serde_json::Value::Array(found)) =
+                    fields.get("x-kubernetes-validations")
+                {
+                    rules.extend(found.iter().cloned());
+                }
+                fields.values().for_each(|v| walk(v, rules));
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|v| walk(v, rules)),
+            _ => {}
+        }
+    }
+    let crd = serde_json::to_value(kea_operator::Microservice::crd()).expect("CRD to JSON");
+    let mut rules = Vec::new();
+    walk(&crd, &mut rules);
+    assert!(rules.len() >= 7, "expected the CEL rules, found {rules:?}");
+    for rule in rules {
+        assert!(
+            rule.get("message").is_some(),
+            "CEL rule without a message: {rule}"
+        );
+    }
+}
