@@ -19,7 +19,7 @@ trap 'rm -rf "$WORK"' EXIT
 kube_minor=${KUBERNETES_VERSION#v1.}; kube_minor=${kube_minor%%.*}
 staging_version="v0.${KUBERNETES_VERSION#v1.}"
 
-cached() { [ -x "$(tool_bin "$1" "$2")" ]; }
+cached() { [ -f "$(tool_bin "$1" "$2")" ] && [ -x "$(tool_bin "$1" "$2")" ]; }
 
 # install_binary NAME VERSION BUILT_FILE: move a built binary into the cache.
 install_binary() {
@@ -77,8 +77,10 @@ build_etcd() {
   mkdir -p "$mod" && cd "$mod"
   go mod init kea.dev/toolchain/etcd >/dev/null 2>&1
   go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION" >/dev/null
-  timed go build -ldflags "-s -w" -o "$WORK/etcd" go.etcd.io/etcd/server/v3
-  install_binary etcd "$ETCD_VERSION" "$WORK/etcd"
+  # Not "$WORK/etcd": that is the module's directory, and -o into a directory
+  # writes the binary inside it (named "server").
+  timed go build -ldflags "-s -w" -o "$WORK/etcd-bin" go.etcd.io/etcd/server/v3
+  install_binary etcd "$ETCD_VERSION" "$WORK/etcd-bin"
   cd - >/dev/null
 }
 

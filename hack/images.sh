@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Builds the project's container images with the local Docker engine:
+#   kea.dev/kea-service:$TAG and kea.dev/kea-operator:$TAG   (TAG defaults to "dev")
+#
+# The binaries are compiled on the host (release profile) and copied onto a
+# base image that holds only the C runtime (what distroless/cc is). With a
+# registry, set BASE_IMAGE=gcr.io/distroless/cc-debian12:nonroot; without one
+# (the default here), the base is assembled from this machine's Debian
+# libraries and imported with `docker import`: no image is pulled.
+#
+#   hack/images.sh [TAG]
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+require_cmd docker "start the engine with hack/docker.sh start"
+docker info >/dev/null 2>&1 || die "the Docker engine does not answer: start it with hack/docker.sh start"
+
+TAG=${1:-dev}
+LOCAL_BASE=kea.dev/cc-base:bookworm
+BASE_IMAGE=${BASE_IMAGE:-$LOCAL_BASE}
+export DOCKER_BUILDKIT=0 # the machine's docker CLI has no buildx
+
+# A distroless/cc equivalent: glibc, libgcc_s, libm, CA certificates,
+# passwd/group with root and nonroot (65532), and a writable /tmp.
+build_local_base() {
+  docker image inspect "$LOCAL_BASE" >/dev/null 2>&1 && return 0
+  log "assembling $LOCAL_BASE from this machine's libraries"
+  local root; root=$(mktemp -d)
+  mkdir -p "$root"/{etc/ssl/certs,lib/x86_64-linux-gnu,lib64,tmp,home/nonroot}
+  chmod 1777 "$root/tmp"
+  local lib
+  for lib in libc.so.6 libm.so.6 libgcc_s.so.1; do
+    cp -L "/lib/x86_64-linux-gnu/$lib" "$root/lib/x86_64-linux-gnu/"
+  done
+  cp -L /lib64/ld-linux-x86-64.so.2 "$root/lib64/"
+  [ -f /etc/ssl/certs/ca-certificates.crt ] && cp -L /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/"
+  printf 'root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n' >"$root/etc/passwd"
+  printf 'root:x:0:\nnonroot:x:65532:\n' >"$root/etc/group"
+  chown 65532:65532 "$root/home/nonroot"
+  tar -C "$root" -c . | docker import -c 'USER 65532:65532' -c 'WORKDIR /home/nonroot' - "$LOCAL_BASE" >/dev/null
+  rm -rf "$root"
+}
+
+log "compiling kea-service and kea-operator (release)"
+(cd "$REPO_ROOT" && cargo build -q --release -p kea-service -p kea-operator --bins)
+TARGET_DIR=$(cd "$REPO_ROOT" && cargo metadata --format-version 1 --no-deps \
+  | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+
+[ "$BASE_IMAGE" = "$LOCAL_BASE" ] && build_local_base
+CONTEXT=$(mktemp -d)
+trap 'rm -rf "$CONTEXT"' EXIT
+mkdir -p "$CONTEXT/bin"
+cp "$REPO_ROOT/images/Dockerfile" "$CONTEXT/"
+for binary in kea-service kea-operator; do
+  cp "$TARGET_DIR/release/$binary" "$CONTEXT/bin/"
+  docker build -q --build-arg BASE_IMAGE="$BASE_IMAGE" --build-arg BINARY="$binary" \
+    -t "kea.dev/$binary:$TAG" "$CONTEXT" >/dev/null
+  size=$(docker image inspect "kea.dev/$binary:$TAG" --format '{{.Size}}')
+  log "built kea.dev/$binary:$TAG ($(awk -v s="$size" 'BEGIN {printf "%.1f MB", s / 1e6}'))"
+done

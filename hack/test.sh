@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# The project's single test command: formatting and lints (fast fail), then every
+# test of the workspace against a real control plane (hack/control-plane.sh) and the
+# backing services the service's tests need. Whatever it starts is stopped on exit,
+# pass or fail.
+#
+#   hack/test.sh
+#
+# The first run builds the control-plane toolchain from the Go module proxy (tens of
+# minutes on 2 cores, cached in $KEA_CACHE_DIR afterwards).
+# shellcheck source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$REPO_ROOT"
+
+# Hooks for the databases the service's integration tests use (hack/backing-services.sh).
+backing_services_up() {
+  "$HACK_DIR/backing-services.sh" start
+  eval "$("$HACK_DIR/backing-services.sh" env)"
+  # The store tests fail, rather than skip, when a server is missing.
+  export KEA_REQUIRE_BACKENDS=1
+}
+backing_services_down() {
+  "$HACK_DIR/backing-services.sh" stop
+}
+
+# phase NAME COMMAND...: run a step and say how long it took.
+phase() {
+  local name=$1 start=$SECONDS
+  shift
+  log "== $name"
+  "$@"
+  log "== $name: ok ($((SECONDS - start))s)"
+}
+
+lint() {
+  cargo fmt --all --check
+  cargo clippy --workspace --all-targets -- -D warnings
+}
+
+ensure_toolchain() {
+  local tool
+  for tool in "etcd $ETCD_VERSION" "kwok $KWOK_VERSION" "kube-apiserver $KUBERNETES_VERSION" \
+    "kube-controller-manager $KUBERNETES_VERSION" "kube-scheduler $KUBERNETES_VERSION" \
+    "kubectl $KUBERNETES_VERSION"; do
+    # shellcheck disable=SC2086 # "name version" splits into two arguments
+    if [ ! -f "$(tool_bin $tool)" ] || [ ! -x "$(tool_bin $tool)" ]; then
+      "$HACK_DIR/toolchain.sh" control-plane
+      return
+    fi
+  done
+}
+
+started_control_plane=false
+cleanup() {
+  local status=$?
+  backing_services_down || log "stopping the backing services failed"
+  if $started_control_plane; then
+    "$HACK_DIR/control-plane.sh" down || log "stopping the control plane failed"
+  fi
+  exit $status
+}
+trap cleanup EXIT
+
+start_control_plane() {
+  # A control plane a developer started by hand is used and left running.
+  if "$HACK_DIR/control-plane.sh" status >/dev/null 2>&1; then
+    log "using the control plane that is already running (left running afterwards)"
+  else
+    started_control_plane=true
+    "$HACK_DIR/control-plane.sh" up
+  fi
+}
+
+total=$SECONDS
+phase "cargo fmt --check, cargo clippy -D warnings" lint
+phase "control-plane toolchain" ensure_toolchain
+phase "control plane" start_control_plane
+phase "backing services" backing_services_up
+# Tests needing the control plane fail, rather than skip, when it is missing.
+export KEA_REQUIRE_CLUSTER=1
+eval "$("$HACK_DIR/control-plane.sh" env)"
+phase "cargo test --workspace --all-targets" cargo test --workspace --all-targets
+log "all tests passed ($((SECONDS - total))s)"
