@@ -1,0 +1,54 @@
+{{/* Name of the chart, or nameOverride. */}}
+{{- define "kea-operator.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Full name: fullnameOverride, else the release name when it contains the chart name, else both. */}}
+{{- define "kea-operator.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Labels that select the operator's pods; never change them in an upgrade. */}}
+{{- define "kea-operator.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "kea-operator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* Labels of every object. hack/manifests.sh drops the two Helm-only ones for deploy/. */}}
+{{- define "kea-operator.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{ include "kea-operator.selectorLabels" . }}
+app.kubernetes.io/version: {{ include "kea-operator.imageTag" . | quote }}
+app.kubernetes.io/component: operator
+app.kubernetes.io/part-of: kea
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{- define "kea-operator.imageTag" -}}
+{{- .Values.image.tag | default .Chart.AppVersion }}
+{{- end }}
+
+{{- define "kea-operator.image" -}}
+{{- printf "%s:%s" .Values.image.repository (include "kea-operator.imageTag" .) }}
+{{- end }}
+
+{{- define "kea-operator.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "kea-operator.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "kea-operator.metricsServiceName" -}}
+{{- printf "%s-metrics" (include "kea-operator.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
