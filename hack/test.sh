@@ -37,6 +37,12 @@ lint() {
   cargo clippy --workspace --all-targets -- -D warnings
 }
 
+# Generated files (CRD, chart templates, deploy/ manifests) must match their sources.
+generated_files() {
+  "$HACK_DIR/toolchain.sh" helm
+  "$HACK_DIR/manifests.sh" --check
+}
+
 ensure_toolchain() {
   local tool
   for tool in "etcd $ETCD_VERSION" "kwok $KWOK_VERSION" "kube-apiserver $KUBERNETES_VERSION" \
@@ -74,6 +80,7 @@ start_control_plane() {
 total=$SECONDS
 phase "cargo fmt --check, cargo clippy -D warnings" lint
 phase "control-plane toolchain" ensure_toolchain
+phase "generated files are up to date" generated_files
 phase "control plane" start_control_plane
 phase "backing services" backing_services_up
 # Tests needing the control plane fail, rather than skip, when it is missing.

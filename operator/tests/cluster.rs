@@ -1,0 +1,600 @@
+//! The controller against a REAL control plane (etcd, kube-apiserver,
+//! kube-controller-manager and kwok: `hack/control-plane.sh up`). Each test
+//! runs its own controller, limited to a fresh namespace, in-process.
+
+#![allow(clippy::unwrap_used)] // Tests fail loudly on the unexpected.
+
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kea_operator::{ControllerConfig, Metrics, Microservice, run_controller};
+use kea_testkit::{TestNamespace, has_status_condition, wait_for, wait_for_deletion};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::wait::conditions;
+use kube::{Client, CustomResourceExt, ResourceExt};
+use serde_json::json;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Installs (or updates) the CRD and waits until the API serves it.
+async fn install_crd(client: &Client) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd = Microservice::crd();
+    let name = crd.name_any();
+    crds.patch(
+        &name,
+        &PatchParams::apply("kea-tests").force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .unwrap();
+    wait_for(&crds, &name, conditions::is_crd_established(), TIMEOUT)
+        .await
+        .unwrap();
+}
+
+/// A controller running in this test's namespace.
+struct Operator {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<kea_operator::Result<()>>,
+    metrics: Metrics,
+}
+
+impl Operator {
+    fn start(namespace: &TestNamespace) -> Self {
+        let config = ControllerConfig {
+            namespace: Some(namespace.name().to_owned()),
+            requeue_not_ready: Duration::from_secs(2),
+            ..ControllerConfig::default()
+        };
+        let metrics = Metrics::default();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(run_controller(
+            namespace.client(),
+            config,
+            metrics.clone(),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        Self {
+            stop,
+            task,
+            metrics,
+        }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+async fn setup(prefix: &str) -> Option<(TestNamespace, Api<Microservice>)> {
+    let namespace = TestNamespace::create_or_skip(prefix).await?;
+    install_crd(&namespace.client()).await;
+    let microservices = namespace.api::<Microservice>();
+    Some((namespace, microservices))
+}
+
+fn microservice(name: &str, spec: serde_json::Value) -> Microservice {
+    serde_json::from_value(json!({
+        "apiVersion": "kea.dev/v1alpha1",
+        "kind": "Microservice",
+        "metadata": {"name": name},
+        "spec": spec,
+    }))
+    .unwrap()
+}
+
+async fn create(api: &Api<Microservice>, name: &str, spec: serde_json::Value) {
+    api.create(&PostParams::default(), &microservice(name, spec))
+        .await
+        .unwrap();
+}
+
+async fn merge_spec(api: &Api<Microservice>, name: &str, spec: serde_json::Value) {
+    api.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": spec})),
+    )
+    .await
+    .unwrap();
+}
+
+async fn wait_ready(api: &Api<Microservice>, name: &str) -> Microservice {
+    wait_for(api, name, has_status_condition("Ready", "True"), TIMEOUT)
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+fn condition<'a>(
+    ms: &'a Microservice,
+    type_: &str,
+) -> &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+    ms.status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
+        .unwrap_or_else(|| panic!("no {type_} condition in {:?}", ms.status))
+}
+
+fn container_env(deployment: &Deployment) -> Vec<(String, String)> {
+    deployment
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0]
+        .env
+        .iter()
+        .flatten()
+        .map(|e| (e.name.clone(), e.value.clone().unwrap_or_default()))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_microservice_becomes_a_ready_deployment_and_service() {
+    let Some((namespace, microservices)) = setup("ms-create").await else {
+        return;
+    };
+    let operator = Operator::start(&namespace);
+    create(
+        &microservices,
+        "hello",
+        json!({"image": "kea.dev/kea-service:dev"}),
+    )
+    .await;
+
+    let ready = wait_ready(&microservices, "hello").await;
+    let status = ready.status.as_ref().unwrap();
+    assert_eq!(status.ready_replicas, 1);
+    assert_eq!(status.observed_generation, ready.metadata.generation);
+    assert_eq!(
+        status.url.as_deref(),
+        Some(format!("http://hello.{}.svc.cluster.local:8080", namespace.name()).as_str())
+    );
+    assert_eq!(condition(&ready, "Available").status, "True");
+
+    let deployment = namespace.api::<Deployment>().get("hello").await.unwrap();
+    let owner = &deployment.owner_references()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.controller),
+        ("Microservice", Some(true))
+    );
+    let pod = deployment
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap();
+    let container = &pod.containers[0];
+    assert_eq!(
+        container
+            .readiness_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap()
+            .path
+            .as_deref(),
+        Some("/readyz")
+    );
+    assert_eq!(
+        container
+            .liveness_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap()
+            .path
+            .as_deref(),
+        Some("/healthz")
+    );
+    let security = container.security_context.as_ref().unwrap();
+    assert_eq!(security.read_only_root_filesystem, Some(true));
+    assert_eq!(security.allow_privilege_escalation, Some(false));
+
+    let service = namespace.api::<Service>().get("hello").await.unwrap();
+    assert_eq!(
+        service.spec.as_ref().unwrap().ports.as_ref().unwrap()[0].port,
+        8080
+    );
+    assert_eq!(service.owner_references()[0].kind, "Microservice");
+
+    // Steady state: once Ready, the operator writes nothing while nothing changes.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let writes = operator.metrics.writes.get();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(
+        operator.metrics.writes.get(),
+        writes,
+        "no API writes at steady state"
+    );
+
+    operator.stop().await;
+    namespace.cleanup().await.unwrap();
+}
+
+#[tokio::test]
+async fn updates_reach_the_deployment_and_drift_is_corrected() {
+    let Some((namespace, microservices)) = setup("ms-update").await else {
+        return;
+    };
+    let operator = Operator::start(&namespace);
+    create(
+        &microservices,
+        "app",
+        json!({"image": "kea.dev/kea-service:1"}),
+    )
+    .await;
+    wait_ready(&microservices, "app").await;
+    let deployments = namespace.api::<Deployment>();
+
+    // Image, replicas and env changes are applied.
+    merge_spec(
+        &microservices,
+        "app",
+        json!({
+            "image": "kea.dev/kea-service:2",
+            "replicas": 2,
+            "env": [{"name": "GREETING", "value": "hej"}],
+        }),
+    )
+    .await;
+    let updated = wait_for(
+        &deployments,
+        "app",
+        |d: Option<&Deployment>| {
+            d.and_then(|d| d.spec.as_ref()).is_some_and(|s| {
+                s.replicas == Some(2)
+                    && s.template.spec.as_ref().unwrap().containers[0]
+                        .image
+                        .as_deref()
+                        == Some("kea.dev/kea-service:2")
+            })
+        },
+        TIMEOUT,
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(container_env(&updated).contains(&("GREETING".into(), "hej".into())));
+    // More than one replica gets a PodDisruptionBudget.
+    wait_for(
+        &namespace.api::<PodDisruptionBudget>(),
+        "app",
+        conditions::is_created(),
+        TIMEOUT,
+    )
+    .await
+    .unwrap();
+    wait_ready(&microservices, "app").await;
+
+    // Drift: replicas changed by hand are reverted.
+    deployments
+        .patch(
+            "app",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 5}})),
+        )
+        .await
+        .unwrap();
+    wait_for(
+        &deployments,
+        "app",
+        |d: Option<&Deployment>| {
+            d.and_then(|d| d.spec.as_ref())
+                .is_some_and(|s| s.replicas == Some(2))
+        },
+        TIMEOUT,
+    )
+    .await
+    .unwrap();
+
+    // Drift: a deleted Deployment comes back.
+    let old_uid = deployments.get("app").await.unwrap().uid();
+    deployments
+        .delete("app", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for(
+        &deployments,
+        "app",
+        move |d: Option<&Deployment>| d.is_some_and(|d| d.uid() != old_uid),
+        TIMEOUT,
+    )
+    .await
+    .unwrap();
+
+    // Back to one replica: the PodDisruptionBudget goes away.
+    merge_spec(&microservices, "app", json!({"replicas": 1})).await;
+    wait_for_deletion(&namespace.api::<PodDisruptionBudget>(), "app", TIMEOUT)
+        .await
+        .unwrap();
+
+    operator.stop().await;
+    namespace.cleanup().await.unwrap();
+}
+
+#[tokio::test]
+async fn deleting_a_microservice_garbage_collects_its_children() {
+    let Some((namespace, microservices)) = setup("ms-delete").await else {
+        return;
+    };
+    let operator = Operator::start(&namespace);
+    create(
+        &microservices,
+        "short-lived",
+        json!({"image": "kea.dev/kea-service:dev"}),
+    )
+    .await;
+    wait_ready(&microservices, "short-lived").await;
+
+    microservices
+        .delete("short-lived", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for_deletion(&namespace.api::<Deployment>(), "short-lived", TIMEOUT)
+        .await
+        .unwrap();
+    wait_for_deletion(&namespace.api::<Service>(), "short-lived", TIMEOUT)
+        .await
+        .unwrap();
+    let replica_sets = namespace.api::<ReplicaSet>();
+    let started = std::time::Instant::now();
+    while !replica_sets
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .is_empty()
+    {
+        assert!(
+            started.elapsed() < TIMEOUT,
+            "ReplicaSets were not garbage-collected"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    operator.stop().await;
+    namespace.cleanup().await.unwrap();
+}
+
+#[tokio::test]
+async fn depends_on_injects_urls_and_reports_dependencies_ready() {
+    let Some((namespace, microservices)) = setup("ms-deps").await else {
+        return;
+    };
+    let operator = Operator::start(&namespace);
+    create(
+        &microservices,
+        "frontend",
+        json!({
+            "image": "kea.dev/kea-service:dev",
+            "dependsOn": [{"name": "users"}],
+        }),
+    )
+    .await;
+
+    // The dependency does not exist yet: the URL is injected anyway, and the condition says so.
+    let waiting = wait_for(
+        &microservices,
+        "frontend",
+        has_status_condition("DependenciesReady", "False"),
+        TIMEOUT,
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(
+        condition(&waiting, "DependenciesReady").reason,
+        "DependencyMissing"
+    );
+    let deployment = namespace.api::<Deployment>().get("frontend").await.unwrap();
+    let expected_url = format!("http://users.{}.svc.cluster.local:9000", namespace.name());
+    let env = container_env(&deployment);
+    assert!(env.iter().any(|(name, _)| name == "USERS_URL"), "{env:?}");
+
+    create(
+        &microservices,
+        "users",
+        json!({"image": "kea.dev/kea-service:dev", "port": 9000}),
+    )
+    .await;
+    let ready = wait_for(
+        &microservices,
+        "frontend",
+        has_status_condition("DependenciesReady", "True"),
+        TIMEOUT,
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let dependency = &ready.status.as_ref().unwrap().dependencies[0];
+    assert_eq!(
+        (dependency.name.as_str(), dependency.ready),
+        ("users", true)
+    );
+    assert_eq!(dependency.url, expected_url);
+    // The dependency's real port reaches the dependent's environment.
+    let deployments = namespace.api::<Deployment>();
+    wait_for(
+        &deployments,
+        "frontend",
+        move |d: Option<&Deployment>| {
+            d.is_some_and(|d| {
+                container_env(d).contains(&("USERS_URL".into(), expected_url.clone()))
+            })
+        },
+        TIMEOUT,
+    )
+    .await
+    .unwrap();
+
+    operator.stop().await;
+    namespace.cleanup().await.unwrap();
+}
+
+#[tokio::test]
+async fn suspend_scales_to_zero_and_says_so() {
+    let Some((namespace, microservices)) = setup("ms-suspend").await else {
+        return;
+    };
+    let operator = Operator::start(&namespace);
+    create(
+        &microservices,
+        "sleepy",
+        json!({"image": "kea.dev/kea-service:dev", "replicas": 2}),
+    )
+    .await;
+    wait_ready(&microservices, "sleepy").await;
+
+    merge_spec(&microservices, "sleepy", json!({"suspend": true})).await;
+    let suspended = wait_for(
+        &microservices,
+        "sleepy",
+        has_status_condition("Suspended", "True"),
+        TIMEOUT,
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(condition(&suspended, "Ready").status, "False");
+    assert_eq!(condition(&suspended, "Ready").reason, "Suspended");
+    wait_for(
+        &namespace.api::<Deployment>(),
+        "sleepy",
+        |d: Option<&Deployment>| {
+            d.and_then(|d| d.spec.as_ref())
+                .is_some_and(|s| s.replicas == Some(0))
+        },
+        TIMEOUT,
+    )
+    .await
+    .unwrap();
+
+    merge_spec(&microservices, "sleepy", json!({"suspend": false})).await;
+    wait_ready(&microservices, "sleepy").await;
+
+    operator.stop().await;
+    namespace.cleanup().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_scale_subresource_drives_replicas() {
+    let Some((namespace, microservices)) = setup("ms-scale").await else {
+        return;
+    };
+    let operator = Operator::start(&namespace);
+    create(
+        &microservices,
+        "scalable",
+        json!({"image": "kea.dev/kea-service:dev"}),
+    )
+    .await;
+    wait_ready(&microservices, "scalable").await;
+
+    // What `kubectl scale ms scalable --replicas=3` sends.
+    microservices
+        .patch_scale(
+            "scalable",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 3}})),
+        )
+        .await
+        .unwrap();
+    let scaled = wait_for(
+        &microservices,
+        "scalable",
+        |m: Option<&Microservice>| {
+            m.and_then(|m| m.status.as_ref())
+                .is_some_and(|s| s.ready_replicas == 3)
+        },
+        TIMEOUT,
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let scale = microservices.get_scale("scalable").await.unwrap();
+    assert_eq!(scale.status.as_ref().unwrap().replicas, 3);
+    assert!(
+        scale
+            .status
+            .as_ref()
+            .unwrap()
+            .selector
+            .as_deref()
+            .unwrap_or_default()
+            .contains("scalable")
+    );
+    assert_eq!(scaled.spec.replicas, 3);
+
+    operator.stop().await;
+    namespace.cleanup().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_restarted_operator_converges_fifty_microservices() {
+    let Some((namespace, microservices)) = setup("ms-restart").await else {
+        return;
+    };
+    let names: Vec<String> = (0..50).map(|i| format!("svc-{i:02}")).collect();
+    let operator = Operator::start(&namespace);
+    for name in &names {
+        create(
+            &microservices,
+            name,
+            json!({"image": "kea.dev/kea-service:dev"}),
+        )
+        .await;
+    }
+    // Killed in the middle of reconciling: abort without a graceful stop.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    operator.task.abort();
+    let _ = operator.task.await;
+
+    let operator = Operator::start(&namespace);
+    for name in &names {
+        wait_ready(&microservices, name).await;
+    }
+    let deployments = namespace
+        .api::<Deployment>()
+        .list(&Default::default())
+        .await
+        .unwrap();
+    let services = namespace
+        .api::<Service>()
+        .list(&Default::default())
+        .await
+        .unwrap();
+    let mut deployment_names: Vec<String> = deployments
+        .items
+        .iter()
+        .map(ResourceExt::name_any)
+        .collect();
+    let mut service_names: Vec<String> = services.items.iter().map(ResourceExt::name_any).collect();
+    deployment_names.sort();
+    service_names.sort();
+    assert_eq!(
+        deployment_names, names,
+        "exactly one Deployment per Microservice"
+    );
+    assert_eq!(service_names, names, "exactly one Service per Microservice");
+
+    operator.stop().await;
+    namespace.cleanup().await.unwrap();
+}
