@@ -14,10 +14,7 @@ CONNECTIONS=${2:-16}
 SEED_APP_DIR=${SEED_APP_DIR:-$REPO_ROOT/../shared/bench}
 [ -f "$SEED_APP_DIR/seed_flask_app.py" ] || die "seed_flask_app.py not found in $SEED_APP_DIR (set SEED_APP_DIR)"
 
-if ! command -v wrk >/dev/null 2>&1; then
-  log "installing wrk from Debian"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
-fi
+apt_install wrk
 VENV="$KEA_CACHE_DIR/bench-venv"
 if [ ! -x "$VENV/bin/gunicorn" ]; then
   log "installing Flask and gunicorn into $VENV"

@@ -13,18 +13,6 @@ REDIS_PORT=${KEA_TEST_REDIS_PORT:-36379}
 MYSQL_URL="mysql://kea:kea@127.0.0.1:$MYSQL_PORT/kea_test"
 REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
 
-install_packages() {
-  local missing=()
-  command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || missing+=(mariadb-server)
-  command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
-  [ ${#missing[@]} -eq 0 ] && return 0
-  log "installing ${missing[*]} from Debian"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  # policy-rc.d keeps the packages from starting system-wide servers.
-  apt-get install -y -qq "${missing[@]}" >/dev/null
-}
-
 pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
 start_mariadb() {
@@ -79,7 +67,7 @@ stop_pid() {
 }
 
 case "${1:-}" in
-  start) install_packages; start_mariadb; start_redis ;;
+  start) apt_install mariadb-server mariadb-client redis-server redis-tools; start_mariadb; start_redis ;;
   stop)
     stop_pid "$STATE_DIR/mariadb/mariadbd.pid"
     stop_pid "$STATE_DIR/redis/redis.pid"

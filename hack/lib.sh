@@ -30,3 +30,17 @@ toolchain_path() {
 require_cmd() {
   command -v "$1" >/dev/null 2>&1 || die "'$1' is not installed: $2"
 }
+
+# apt_install PACKAGE...: installs Debian packages that are missing (updates the lists once).
+apt_install() {
+  local missing=() package
+  for package in "$@"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || missing+=("$package")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  log "installing ${missing[*]} from Debian"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  # policy-rc.d keeps packaged servers from starting system-wide.
+  apt-get install -y -qq "${missing[@]}" >/dev/null
+}

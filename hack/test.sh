@@ -37,10 +37,12 @@ lint() {
   cargo clippy --workspace --all-targets -- -D warnings
 }
 
-# Generated files (CRD, chart templates, deploy/ manifests) must match their sources.
+# Generated files (CRD, chart templates, deploy/ manifests, diagrams) must match their sources.
 generated_files() {
   "$HACK_DIR/toolchain.sh" helm
   "$HACK_DIR/manifests.sh" --check
+  apt_install plantuml graphviz
+  "$HACK_DIR/diagrams.sh" --check
 }
 
 ensure_toolchain() {

@@ -9,12 +9,13 @@
 //! - [`reconcile`]: the controller ([`run_controller`] runs it in-process).
 //! - [`leader`]: leader election on a Lease.
 //! - [`http`], [`metrics`]: the operator's own health and metrics endpoints.
-//! - [`crdgen`], [`render`], [`rbac`]: what the CLI prints.
+//! - [`crdgen`], [`render`], [`rbac`], [`diagram`]: what the CLI prints.
 
 pub mod api;
 pub mod apply;
 pub mod builders;
 pub mod crdgen;
+pub mod diagram;
 pub mod error;
 pub mod http;
 pub mod leader;

@@ -1,5 +1,6 @@
 //! The `kea-operator` command: runs the controller (`run`, the default), or prints the CRD
-//! (`crd`), the children of a Microservice file (`render FILE`) or the RBAC rules (`rbac`).
+//! (`crd`), the children of a Microservice file (`render FILE`), the RBAC rules (`rbac`) or a
+//! PlantUML diagram of the Microservices in a namespace (`diagram`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -42,6 +43,8 @@ enum Command {
         #[arg(long, default_value = "kea-system")]
         namespace: String,
     },
+    /// Print the Microservices of a namespace, their dependencies and stores as PlantUML.
+    Diagram(kea_operator::diagram::DiagramArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -90,6 +93,7 @@ async fn main() -> ExitCode {
             .and_then(|input| render::render_yaml(&input))
             .map(|yaml| print!("{yaml}")),
         Some(Command::Rbac { namespace }) => print_rbac(&namespace),
+        Some(Command::Diagram(args)) => kea_operator::diagram::run(&args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,632 @@
+//! `kea-operator diagram`: the Microservices of one namespace as the cluster reports them, printed
+//! as a PlantUML component diagram.
+//!
+//! One component per Microservice with its URL, its Service and its ready/desired pods; an arrow
+//! per `dependsOn` entry, labelled with the `<NAME>_URL` variable that carries it; a database per
+//! store the Microservice is pointed at through `DATABASE_URL` or `REDIS_URL`, and a note for
+//! the stores it keeps embedded in `/data` (SQLite, redb) when it is not.
+//!
+//! [`render_plantuml`] is a pure function of the objects read, so it is tested without a
+//! cluster; [`run`] reads them with the kube client and prints the result.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+
+use k8s_openapi::api::core::v1::{EnvVar, Pod, Service};
+use kube::api::{Api, ListParams};
+use kube::{Client, ResourceExt};
+
+use crate::api::{Microservice, conditions};
+use crate::builders::{self, DATA_MOUNT_PATH, MANAGER, ReplicaControl, labels};
+use crate::error::Result;
+use crate::reconcile::check_crd_installed;
+use crate::status::find_condition;
+
+/// Arguments of `kea-operator diagram`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct DiagramArgs {
+    /// Namespace to draw; defaults to the namespace of the current kubeconfig context.
+    #[arg(long, short = 'n')]
+    pub namespace: Option<String>,
+}
+
+/// Reads the Microservices, Services and pods of a namespace and prints the diagram.
+pub async fn run(args: &DiagramArgs) -> Result<()> {
+    let client = Client::try_default().await?;
+    let namespace = args
+        .namespace
+        .clone()
+        .unwrap_or_else(|| client.default_namespace().to_owned());
+    check_crd_installed(&client).await?;
+    let managed = ListParams::default().labels(&format!("{}={MANAGER}", labels::MANAGED_BY));
+    let microservices = Api::<Microservice>::namespaced(client.clone(), &namespace)
+        .list(&ListParams::default())
+        .await?
+        .items;
+    let services = Api::<Service>::namespaced(client.clone(), &namespace)
+        .list(&managed)
+        .await?
+        .items;
+    let pods = Api::<Pod>::namespaced(client, &namespace)
+        .list(&managed)
+        .await?
+        .items;
+    print!(
+        "{}",
+        render_plantuml(&namespace, &microservices, &services, &pods)
+    );
+    Ok(())
+}
+
+/// The PlantUML source of the diagram of `namespace`.
+///
+/// Ready pods come from `status.readyReplicas`; a Microservice without a status yet (the
+/// operator has not reconciled it) counts its ready pods in `pods` instead. The output depends
+/// only on the arguments, and is sorted by name, so the same objects give the same text.
+pub fn render_plantuml(
+    namespace: &str,
+    microservices: &[Microservice],
+    services: &[Service],
+    pods: &[Pod],
+) -> String {
+    let mut sorted: Vec<&Microservice> = microservices
+        .iter()
+        .filter(|ms| ms.metadata.deletion_timestamp.is_none())
+        .collect();
+    sorted.sort_by_key(|ms| ms.name_any());
+    let known: BTreeSet<String> = sorted.iter().map(|ms| ms.name_any()).collect();
+
+    let mut out = String::new();
+    out.push_str("@startuml\n");
+    let _ = writeln!(
+        out,
+        "' The Microservices of namespace {namespace}, as `kea-operator diagram --namespace {namespace}` read them."
+    );
+    out.push_str(concat!(
+        "skinparam shadowing false\n",
+        "skinparam componentStyle uml2\n",
+        "skinparam defaultTextAlignment center\n",
+        "skinparam component {\n",
+        "  BorderColor #37474F\n",
+        "}\n",
+        "skinparam database {\n",
+        "  BackgroundColor #E3F2FD\n",
+        "  BorderColor #1565C0\n",
+        "}\n",
+        "skinparam note {\n",
+        "  BackgroundColor #FFFDE7\n",
+        "  BorderColor #9E9D24\n",
+        "}\n",
+    ));
+    let _ = writeln!(out, "title Microservices in namespace {}", quote(namespace));
+    out.push('\n');
+    let _ = writeln!(out, "rectangle \"namespace {}\" {{", quote(namespace));
+
+    let mut edges = Vec::new();
+    let mut notes = Vec::new();
+    let mut missing = BTreeSet::new();
+    for ms in &sorted {
+        let name = ms.name_any();
+        let ms_alias = alias("ms", &name);
+        let (color, lines) = component_lines(ms, namespace, services, pods);
+        let _ = writeln!(
+            out,
+            "  component \"{}\" <<Microservice>> as {ms_alias} {color}",
+            lines.join("\\n")
+        );
+
+        for dependency in &ms.spec.depends_on {
+            let variable = builders::dependency_env_name(&dependency.name);
+            if known.contains(&dependency.name) {
+                edges.push(format!(
+                    "{ms_alias} --> {} : {variable}",
+                    alias_of_ms(&dependency.name)
+                ));
+            } else {
+                missing.insert(dependency.name.clone());
+                edges.push(format!(
+                    "{ms_alias} ..> {} : {variable}\\n(not found)",
+                    alias("missing", &dependency.name)
+                ));
+            }
+        }
+
+        let mut embedded = Vec::new();
+        for store in STORES {
+            match find_env(ms, store.variable) {
+                Some(var) => {
+                    let store_alias = alias(&format!("store_{}", store.role), &name);
+                    let _ = writeln!(
+                        out,
+                        "  database \"{}\\n{}\" as {store_alias}",
+                        store.product(var),
+                        quote(&store_origin(var)),
+                    );
+                    edges.push(format!("{ms_alias} --> {store_alias} : {}", store.variable));
+                }
+                None => embedded.push(store.embedded),
+            }
+        }
+        if !embedded.is_empty() {
+            let mut note = format!(
+                "note bottom of {ms_alias}\n  embedded in {DATA_MOUNT_PATH}:\n  {}\n",
+                embedded.join(", ")
+            );
+            let sources: Vec<String> = ms
+                .spec
+                .env_from
+                .iter()
+                .filter_map(|source| {
+                    let secret = source
+                        .secret_ref
+                        .as_ref()
+                        .map(|s| format!("Secret {}", s.name));
+                    let config_map = source
+                        .config_map_ref
+                        .as_ref()
+                        .map(|c| format!("ConfigMap {}", c.name));
+                    secret.or(config_map)
+                })
+                .collect();
+            if !sources.is_empty() {
+                let _ = writeln!(
+                    note,
+                    "  unless set by envFrom ({})",
+                    quote(&sources.join(", "))
+                );
+            }
+            note.push_str("end note");
+            notes.push(note);
+        }
+    }
+    for name in &missing {
+        let _ = writeln!(
+            out,
+            "  component \"<b>{name}</b>\\nno such Microservice\" as {} #FFEBEE",
+            alias("missing", name)
+        );
+    }
+    for note in &notes {
+        out.push_str(note);
+        out.push('\n');
+    }
+    out.push_str("}\n");
+    if !edges.is_empty() {
+        out.push('\n');
+    }
+    for edge in &edges {
+        out.push_str(edge);
+        out.push('\n');
+    }
+    out.push_str("@enduml\n");
+    out
+}
+
+/// A store the reference service can be pointed at through an environment variable.
+struct Store {
+    role: &'static str,
+    variable: &'static str,
+    embedded: &'static str,
+}
+
+const STORES: [Store; 2] = [
+    Store {
+        role: "relational",
+        variable: "DATABASE_URL",
+        embedded: "SQLite (relational)",
+    },
+    Store {
+        role: "nosql",
+        variable: "REDIS_URL",
+        embedded: "redb (NoSQL)",
+    },
+];
+
+impl Store {
+    /// The product the URL names (by scheme), or the one the service expects for the variable.
+    fn product(&self, var: &EnvVar) -> &'static str {
+        let scheme = var
+            .value
+            .as_deref()
+            .and_then(|url| url.split_once("://"))
+            .map(|(scheme, _)| scheme.to_ascii_lowercase());
+        match (self.variable, scheme.as_deref()) {
+            (_, Some("mariadb")) => "MariaDB",
+            ("DATABASE_URL", _) => "MySQL",
+            _ => "Redis",
+        }
+    }
+}
+
+/// The fill colour and the text lines of a Microservice's component.
+fn component_lines(
+    ms: &Microservice,
+    namespace: &str,
+    services: &[Service],
+    pods: &[Pod],
+) -> (&'static str, Vec<String>) {
+    let name = ms.name_any();
+    let status = ms.status.as_ref();
+    let url = status
+        .and_then(|s| s.url.clone())
+        .unwrap_or_else(|| builders::service_url(&name, namespace, ms.spec.port));
+    let ready_pods = match status {
+        Some(status) => status.ready_replicas,
+        None => ready_pods_of(&name, pods),
+    };
+    let pods_line = match builders::replica_control(&ms.spec) {
+        ReplicaControl::Fixed(desired) => format!("{ready_pods}/{desired} pods ready"),
+        ReplicaControl::Autoscaled { min, max } => {
+            format!("{ready_pods} pods ready (autoscaled {min}..{max})")
+        }
+    };
+    let service_line = match services.iter().find(|s| s.name_any() == name) {
+        Some(service) => {
+            let spec = service.spec.as_ref();
+            let type_ = spec.and_then(|s| s.type_.as_deref()).unwrap_or("ClusterIP");
+            let ports: Vec<String> = spec
+                .and_then(|s| s.ports.as_ref())
+                .map(|ports| ports.iter().map(|p| p.port.to_string()).collect())
+                .unwrap_or_default();
+            format!("Service {type_} :{}", ports.join(","))
+        }
+        None => "no Service yet".to_owned(),
+    };
+    let ready = status.and_then(|s| find_condition(&s.conditions, conditions::READY));
+    let (color, state) = match ready {
+        _ if ms.spec.suspend => ("#ECEFF1", "Suspended".to_owned()),
+        Some(c) if c.status == "True" => ("#E8F5E9", "Ready".to_owned()),
+        Some(c) => ("#FFF3E0", format!("not ready: {}", c.reason)),
+        None => ("#FFF3E0", "not reconciled yet".to_owned()),
+    };
+    let lines = vec![
+        format!("<b>{name}</b>"),
+        quote(&url),
+        service_line,
+        format!("{pods_line}, {}", quote(&state)),
+    ];
+    (color, lines)
+}
+
+/// Ready, not terminating pods selected by the Microservice's selector labels.
+fn ready_pods_of(name: &str, pods: &[Pod]) -> i32 {
+    let selector = builders::selector_labels(name);
+    let count = pods
+        .iter()
+        .filter(|pod| pod.metadata.deletion_timestamp.is_none())
+        .filter(|pod| {
+            let pod_labels = pod.labels();
+            selector.iter().all(|(k, v)| pod_labels.get(k) == Some(v))
+        })
+        .filter(|pod| {
+            pod.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        })
+        .count();
+    i32::try_from(count).unwrap_or(i32::MAX)
+}
+
+fn find_env<'a>(ms: &'a Microservice, variable: &str) -> Option<&'a EnvVar> {
+    ms.spec.env.iter().find(|var| var.name == variable)
+}
+
+/// Where a store URL comes from, without credentials: `host:port/db` for a literal value, the
+/// Secret or ConfigMap key for a reference.
+fn store_origin(var: &EnvVar) -> String {
+    if let Some(value) = &var.value {
+        return redacted_address(value);
+    }
+    let from = var.value_from.as_ref();
+    if let Some(secret) = from.and_then(|f| f.secret_key_ref.as_ref()) {
+        return format!("from Secret {}/{}", secret.name, secret.key);
+    }
+    if let Some(config_map) = from.and_then(|f| f.config_map_key_ref.as_ref()) {
+        return format!("from ConfigMap {}/{}", config_map.name, config_map.key);
+    }
+    "from valueFrom".to_owned()
+}
+
+/// `mysql://user:secret@db.shop:3306/orders?ssl-mode=required` -> `db.shop:3306/orders`.
+fn redacted_address(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let rest = rest.split(['?', '#']).next().unwrap_or_default();
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    if path.is_empty() {
+        host.to_owned()
+    } else {
+        format!("{host}/{path}")
+    }
+}
+
+/// A PlantUML identifier: names are DNS labels, so only `-` needs replacing.
+fn alias(prefix: &str, name: &str) -> String {
+    format!("{prefix}_{}", name.replace('-', "_"))
+}
+
+fn alias_of_ms(name: &str) -> String {
+    alias("ms", name)
+}
+
+/// Text safe inside a PlantUML double-quoted label.
+fn quote(text: &str) -> String {
+    text.replace('"', "'").replace(['\n', '\r'], " ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{PodCondition, PodStatus};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    /// The example system of `deploy/examples/`: `frontend` calls `users` and `orders`,
+    /// `orders` calls `users`; each keeps its data in its embedded stores.
+    const EXAMPLE: &str = r#"
+apiVersion: kea.dev/v1alpha1
+kind: Microservice
+metadata: {name: users, namespace: kea-demo}
+spec:
+  image: kea.dev/kea-service:dev
+  replicas: 1
+  dataVolume: {sizeLimit: 256Mi}
+status:
+  url: http://users.kea-demo.svc.cluster.local:8080
+  replicas: 1
+  readyReplicas: 1
+  conditions:
+    - {type: Ready, status: "True", reason: Ready, message: 1 of 1 pods ready, lastTransitionTime: "2025-01-01T00:00:00Z"}
+---
+apiVersion: kea.dev/v1alpha1
+kind: Microservice
+metadata: {name: frontend, namespace: kea-demo}
+spec:
+  image: kea.dev/kea-service:dev
+  dependsOn: [{name: users}, {name: orders}]
+  autoscaling: {minReplicas: 2, maxReplicas: 5, targetCPUUtilizationPercentage: 80}
+status:
+  url: http://frontend.kea-demo.svc.cluster.local:8080
+  replicas: 2
+  readyReplicas: 2
+  conditions:
+    - {type: Ready, status: "True", reason: Ready, message: 2 of 2 pods ready, lastTransitionTime: "2025-01-01T00:00:00Z"}
+---
+apiVersion: kea.dev/v1alpha1
+kind: Microservice
+metadata: {name: orders, namespace: kea-demo}
+spec:
+  image: kea.dev/kea-service:dev
+  replicas: 1
+  dependsOn: [{name: users}]
+  dataVolume: {sizeLimit: 256Mi}
+status:
+  url: http://orders.kea-demo.svc.cluster.local:8080
+  replicas: 1
+  readyReplicas: 0
+  conditions:
+    - {type: Ready, status: "False", reason: MinimumReplicasUnavailable, message: 0 of 1 pods available, lastTransitionTime: "2025-01-01T00:00:00Z"}
+"#;
+
+    /// Stores configured through the environment: a Secret reference, a literal URL with a
+    /// password, and an envFrom that may set the other variable.
+    const STORES: &str = r#"
+apiVersion: kea.dev/v1alpha1
+kind: Microservice
+metadata: {name: orders, namespace: shop}
+spec:
+  image: kea.dev/kea-service:dev
+  env:
+    - name: DATABASE_URL
+      valueFrom: {secretKeyRef: {name: orders-db, key: url}}
+    - name: REDIS_URL
+      value: redis://:s3cret@orders-redis.shop.svc.cluster.local:6379/0
+---
+apiVersion: kea.dev/v1alpha1
+kind: Microservice
+metadata: {name: users, namespace: shop}
+spec:
+  image: kea.dev/kea-service:dev
+  env:
+    - name: DATABASE_URL
+      value: mariadb://users:s3cret@users-db.shop.svc.cluster.local:3306/users?ssl-mode=required
+  envFrom:
+    - secretRef: {name: users-stores}
+"#;
+
+    const SERVICES: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: frontend, namespace: kea-demo}
+spec: {type: ClusterIP, ports: [{name: http, port: 8080}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: orders, namespace: kea-demo}
+spec: {type: ClusterIP, ports: [{name: http, port: 8080}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: users, namespace: kea-demo}
+spec: {type: ClusterIP, ports: [{name: http, port: 8080}]}
+"#;
+
+    fn microservices(yaml: &str) -> Vec<Microservice> {
+        serde_saphyr::from_multiple(yaml).expect("fixture Microservices parse")
+    }
+
+    fn services() -> Vec<Service> {
+        serde_saphyr::from_multiple(SERVICES).expect("fixture Services parse")
+    }
+
+    fn pod(name: &str, microservice: &str, ready: bool) -> Pod {
+        Pod {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("kea-demo".into()),
+                labels: Some(builders::selector_labels(microservice)),
+                ..Default::default()
+            },
+            spec: None,
+            status: Some(PodStatus {
+                conditions: Some(vec![PodCondition {
+                    type_: "Ready".into(),
+                    status: if ready { "True" } else { "False" }.into(),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+        }
+    }
+
+    fn example() -> String {
+        render_plantuml("kea-demo", &microservices(EXAMPLE), &services(), &[])
+    }
+
+    /// The rendered example is checked in as `docs/diagrams/cluster-example.puml` and rendered
+    /// to SVG by `hack/diagrams.sh`. After an intended change, regenerate it with
+    /// `UPDATE_GOLDEN=1 cargo test -p kea-operator --lib diagram` and run `hack/diagrams.sh`.
+    #[test]
+    fn example_system_matches_the_checked_in_diagram() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../docs/diagrams/cluster-example.puml"
+        );
+        let rendered = example();
+        if std::env::var_os("UPDATE_GOLDEN").is_some() {
+            std::fs::write(path, &rendered).expect("docs/diagrams is writable");
+            return;
+        }
+        let checked_in = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            checked_in == rendered,
+            "docs/diagrams/cluster-example.puml differs from render_plantuml; if intended, run \
+             `UPDATE_GOLDEN=1 cargo test -p kea-operator --lib diagram` and hack/diagrams.sh\n{rendered}"
+        );
+    }
+
+    #[test]
+    fn one_component_per_microservice_with_url_and_pods() {
+        let text = example();
+        assert!(text.starts_with("@startuml\n") && text.ends_with("@enduml\n"));
+        assert!(text.contains(
+            "component \"<b>frontend</b>\\nhttp://frontend.kea-demo.svc.cluster.local:8080\\n\
+             Service ClusterIP :8080\\n2 pods ready (autoscaled 2..5), Ready\" <<Microservice>> as ms_frontend #E8F5E9"
+        ));
+        assert!(text.contains("\\n1/1 pods ready, Ready\" <<Microservice>> as ms_users #E8F5E9"));
+        assert!(text.contains(
+            "\\n0/1 pods ready, not ready: MinimumReplicasUnavailable\" <<Microservice>> as ms_orders #FFF3E0"
+        ));
+        // Sorted by name, whatever the input order.
+        let position = |alias: &str| text.find(&format!(" as {alias} ")).expect(alias);
+        assert!(position("ms_frontend") < position("ms_orders"));
+        assert!(position("ms_orders") < position("ms_users"));
+    }
+
+    #[test]
+    fn depends_on_becomes_an_arrow_named_after_the_variable() {
+        let text = example();
+        assert!(text.contains("ms_frontend --> ms_users : USERS_URL\n"));
+        assert!(text.contains("ms_frontend --> ms_orders : ORDERS_URL\n"));
+        assert!(text.contains("ms_orders --> ms_users : USERS_URL\n"));
+        assert_eq!(text.matches(" --> ms_").count(), 3);
+    }
+
+    #[test]
+    fn embedded_stores_are_a_note() {
+        let text = example();
+        for name in ["frontend", "orders", "users"] {
+            assert!(text.contains(&format!(
+                "note bottom of ms_{name}\n  embedded in /data:\n  SQLite (relational), redb (NoSQL)\nend note"
+            )));
+        }
+        assert!(!text.contains("  database \""));
+    }
+
+    #[test]
+    fn configured_stores_are_databases_without_credentials() {
+        let text = render_plantuml("shop", &microservices(STORES), &[], &[]);
+        assert!(
+            text.contains(
+                "database \"MySQL\\nfrom Secret orders-db/url\" as store_relational_orders"
+            )
+        );
+        assert!(text.contains(
+            "database \"Redis\\norders-redis.shop.svc.cluster.local:6379/0\" as store_nosql_orders"
+        ));
+        assert!(text.contains(
+            "database \"MariaDB\\nusers-db.shop.svc.cluster.local:3306/users\" as store_relational_users"
+        ));
+        assert!(!text.contains("s3cret"), "a password leaked:\n{text}");
+        assert!(text.contains("ms_orders --> store_relational_orders : DATABASE_URL\n"));
+        assert!(text.contains("ms_orders --> store_nosql_orders : REDIS_URL\n"));
+        assert!(!text.contains("note bottom of ms_orders"));
+        // users: MariaDB configured, redb embedded unless its envFrom Secret sets REDIS_URL.
+        assert!(text.contains(
+            "note bottom of ms_users\n  embedded in /data:\n  redb (NoSQL)\n  unless set by envFrom (Secret users-stores)\nend note"
+        ), "{text}");
+    }
+
+    #[test]
+    fn missing_dependencies_are_drawn_as_such() {
+        let yaml = r#"
+apiVersion: kea.dev/v1alpha1
+kind: Microservice
+metadata: {name: frontend, namespace: shop}
+spec:
+  image: kea.dev/kea-service:dev
+  dependsOn: [{name: payment-gateway}]
+"#;
+        let text = render_plantuml("shop", &microservices(yaml), &[], &[]);
+        assert!(text.contains(
+            "component \"<b>payment-gateway</b>\\nno such Microservice\" as missing_payment_gateway #FFEBEE"
+        ));
+        assert!(text.contains(
+            "ms_frontend ..> missing_payment_gateway : PAYMENT_GATEWAY_URL\\n(not found)\n"
+        ));
+        // No status yet: the default URL, no Service, and an unreconciled state.
+        assert!(text.contains(
+            "http://frontend.shop.svc.cluster.local:8080\\nno Service yet\\n0/1 pods ready, not reconciled yet"
+        ));
+    }
+
+    #[test]
+    fn without_a_status_ready_pods_are_counted() {
+        let mut ms = microservices(EXAMPLE);
+        for m in &mut ms {
+            m.status = None;
+        }
+        let pods = [
+            pod("users-a", "users", true),
+            pod("orders-a", "orders", false),
+            pod("frontend-a", "frontend", true),
+            pod("frontend-b", "frontend", true),
+        ];
+        let text = render_plantuml("kea-demo", &ms, &services(), &pods);
+        assert!(text.contains("\\n1/1 pods ready, not reconciled yet\""));
+        assert!(text.contains("\\n2 pods ready (autoscaled 2..5), not reconciled yet\""));
+        assert!(text.contains("\\n0/1 pods ready, not reconciled yet\""));
+    }
+
+    #[test]
+    fn output_is_deterministic() {
+        let mut reversed = microservices(EXAMPLE);
+        reversed.reverse();
+        assert_eq!(
+            render_plantuml("kea-demo", &reversed, &services(), &[]),
+            example()
+        );
+    }
+
+    #[test]
+    fn addresses_drop_credentials_and_options() {
+        assert_eq!(
+            redacted_address("mysql://u:p@db.shop:3306/orders?ssl-mode=required"),
+            "db.shop:3306/orders"
+        );
+        assert_eq!(redacted_address("redis://:pw@cache:6379"), "cache:6379");
+        assert_eq!(redacted_address("redis://cache"), "cache");
+    }
+}
