@@ -4,39 +4,22 @@
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly on the unexpected.
 
+mod common;
+
 use std::time::Duration;
 
+use common::{TIMEOUT, microservice, namespace_with_crd};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kea_operator::{ControllerConfig, Metrics, Microservice, run_controller};
 use kea_testkit::{TestNamespace, has_status_condition, wait_for, wait_for_deletion};
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::wait::conditions;
-use kube::{Client, CustomResourceExt, ResourceExt};
 use serde_json::json;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-
-const TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Installs (or updates) the CRD and waits until the API serves it.
-async fn install_crd(client: &Client) {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let crd = Microservice::crd();
-    let name = crd.name_any();
-    crds.patch(
-        &name,
-        &PatchParams::apply("kea-tests").force(),
-        &Patch::Apply(&crd),
-    )
-    .await
-    .unwrap();
-    wait_for(&crds, &name, conditions::is_crd_established(), TIMEOUT)
-        .await
-        .unwrap();
-}
 
 /// A controller running in this test's namespace.
 struct Operator {
@@ -76,20 +59,9 @@ impl Operator {
 }
 
 async fn setup(prefix: &str) -> Option<(TestNamespace, Api<Microservice>)> {
-    let namespace = TestNamespace::create_or_skip(prefix).await?;
-    install_crd(&namespace.client()).await;
+    let namespace = namespace_with_crd(prefix).await?;
     let microservices = namespace.api::<Microservice>();
     Some((namespace, microservices))
-}
-
-fn microservice(name: &str, spec: serde_json::Value) -> Microservice {
-    serde_json::from_value(json!({
-        "apiVersion": "kea.dev/v1alpha1",
-        "kind": "Microservice",
-        "metadata": {"name": name},
-        "spec": spec,
-    }))
-    .unwrap()
 }
 
 async fn create(api: &Api<Microservice>, name: &str, spec: serde_json::Value) {

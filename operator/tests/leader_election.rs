@@ -3,19 +3,17 @@
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly on the unexpected.
 
+mod common;
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{TIMEOUT, microservice, namespace_with_crd};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kea_operator::Microservice;
-use kea_testkit::{TestNamespace, has_status_condition, wait_for};
-use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::runtime::wait::conditions;
-use kube::{CustomResourceExt, ResourceExt};
+use kea_testkit::{has_status_condition, wait_for};
+use kube::api::{Api, PostParams};
 use serde_json::json;
-
-const TIMEOUT: Duration = Duration::from_secs(60);
 
 struct Replica {
     identity: &'static str,
@@ -120,27 +118,9 @@ where
 
 #[tokio::test]
 async fn two_replicas_one_leader_and_a_failover() {
-    let Some(namespace) = TestNamespace::create_or_skip("ms-leader").await else {
+    let Some(namespace) = namespace_with_crd("ms-leader").await else {
         return;
     };
-    let client = namespace.client();
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let crd = Microservice::crd();
-    crds.patch(
-        &crd.name_any(),
-        &PatchParams::apply("kea-tests").force(),
-        &Patch::Apply(&crd),
-    )
-    .await
-    .unwrap();
-    wait_for(
-        &crds,
-        &crd.name_any(),
-        conditions::is_crd_established(),
-        TIMEOUT,
-    )
-    .await
-    .unwrap();
 
     let mut replicas = vec![
         Replica::start("replica-a", namespace.name()),
@@ -170,10 +150,7 @@ async fn two_replicas_one_leader_and_a_failover() {
 
     // The leader reconciles.
     let microservices = namespace.api::<Microservice>();
-    let first: Microservice = serde_json::from_value(json!({
-        "apiVersion": "kea.dev/v1alpha1", "kind": "Microservice",
-        "metadata": {"name": "first"}, "spec": {"image": "kea.dev/kea-service:dev"}}))
-    .unwrap();
+    let first = microservice("first", json!({"image": "kea.dev/kea-service:dev"}));
     microservices
         .create(&PostParams::default(), &first)
         .await

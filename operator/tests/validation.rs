@@ -3,14 +3,11 @@
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly on the unexpected.
 
-use std::time::Duration;
+mod common;
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use common::namespace_with_crd;
 use kea_operator::Microservice;
-use kea_testkit::{TestNamespace, wait_for};
-use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
-use kube::runtime::wait::conditions;
-use kube::{CustomResourceExt, ResourceExt};
+use kube::api::{Api, ApiResource, DynamicObject, PostParams};
 use serde_json::json;
 
 /// (name, spec, a fragment the API server's message must contain)
@@ -79,28 +76,10 @@ fn bad_specs() -> Vec<(&'static str, serde_json::Value, &'static str)> {
 
 #[tokio::test]
 async fn invalid_microservices_are_rejected_with_readable_messages() {
-    let Some(namespace) = TestNamespace::create_or_skip("ms-invalid").await else {
+    let Some(namespace) = namespace_with_crd("ms-invalid").await else {
         return;
     };
     let client = namespace.client();
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let crd = Microservice::crd();
-    crds.patch(
-        &crd.name_any(),
-        &PatchParams::apply("kea-tests").force(),
-        &Patch::Apply(&crd),
-    )
-    .await
-    .unwrap();
-    wait_for(
-        &crds,
-        &crd.name_any(),
-        conditions::is_crd_established(),
-        Duration::from_secs(60),
-    )
-    .await
-    .unwrap();
-
     let resource = ApiResource::erase::<Microservice>(&());
     let microservices: Api<DynamicObject> =
         Api::namespaced_with(client, namespace.name(), &resource);
