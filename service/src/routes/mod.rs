@@ -77,28 +77,68 @@ pub struct Limits {
 )]
 pub struct ApiDoc;
 
+/// Every route template the router serves, in one place: the router is built
+/// from these, and metrics use them as `'static` labels without allocating.
+pub mod paths {
+    pub const ROOT: &str = "/";
+    pub const OSCHECK: &str = "/oscheck";
+    pub const MYSQLDATA: &str = "/mysqldata";
+    pub const NOSQLDATA: &str = "/nosqldata";
+    pub const HEALTHZ: &str = "/healthz";
+    pub const READYZ: &str = "/readyz";
+    pub const READYZ_ENABLE: &str = "/readyz/enable";
+    pub const READYZ_DISABLE: &str = "/readyz/disable";
+    pub const METRICS: &str = "/metrics";
+    pub const VERSION: &str = "/version";
+    pub const OPENAPI: &str = "/openapi.json";
+    pub const DEPENDENCIES: &str = "/api/dependencies";
+    pub const STATUS: &str = "/status/{code}";
+    pub const DELAY: &str = "/delay/{ms}";
+
+    /// All of the above.
+    pub const ALL: [&str; 14] = [
+        ROOT,
+        OSCHECK,
+        MYSQLDATA,
+        NOSQLDATA,
+        HEALTHZ,
+        READYZ,
+        READYZ_ENABLE,
+        READYZ_DISABLE,
+        METRICS,
+        VERSION,
+        OPENAPI,
+        DEPENDENCIES,
+        STATUS,
+        DELAY,
+    ];
+}
+
 /// Builds the router with every route and protective layer.
 pub fn router(state: AppState, limits: Limits) -> Router {
     let metrics = Arc::clone(&state.metrics);
     let request_timeout = limits.request_timeout;
     Router::new()
-        .route("/", get(seed::hello))
-        .route("/oscheck", get(seed::oscheck))
+        .route(paths::ROOT, get(seed::hello))
+        .route(paths::OSCHECK, get(seed::oscheck))
         .route(
-            "/mysqldata",
+            paths::MYSQLDATA,
             get(data::list_relational).post(data::create_relational),
         )
-        .route("/nosqldata", get(data::list_nosql).post(data::create_nosql))
-        .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
-        .route("/readyz/enable", post(ops::enable_readiness))
-        .route("/readyz/disable", post(ops::disable_readiness))
-        .route("/metrics", get(ops::metrics))
-        .route("/version", get(ops::version))
-        .route("/openapi.json", get(ops::openapi))
-        .route("/api/dependencies", get(ops::dependencies))
-        .route("/status/{code}", get(faults::status))
-        .route("/delay/{ms}", get(faults::delay))
+        .route(
+            paths::NOSQLDATA,
+            get(data::list_nosql).post(data::create_nosql),
+        )
+        .route(paths::HEALTHZ, get(ops::healthz))
+        .route(paths::READYZ, get(ops::readyz))
+        .route(paths::READYZ_ENABLE, post(ops::enable_readiness))
+        .route(paths::READYZ_DISABLE, post(ops::disable_readiness))
+        .route(paths::METRICS, get(ops::metrics))
+        .route(paths::VERSION, get(ops::version))
+        .route(paths::OPENAPI, get(ops::openapi))
+        .route(paths::DEPENDENCIES, get(ops::dependencies))
+        .route(paths::STATUS, get(faults::status))
+        .route(paths::DELAY, get(faults::delay))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
