@@ -128,8 +128,8 @@ pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: 
         .unwrap_or("unmatched");
     let response = next.run(request).await;
     metrics.observe(
-        &method,
-        &route,
+        method,
+        route,
         response.status().as_u16(),
         start.elapsed().as_secs_f64(),
     );
