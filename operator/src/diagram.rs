@@ -37,25 +37,27 @@ pub async fn run(args: &DiagramArgs) -> Result<()> {
         .namespace
         .clone()
         .unwrap_or_else(|| client.default_namespace().to_owned());
-    check_crd_installed(&client).await?;
+    print!("{}", from_cluster(&client, &namespace).await?);
+    Ok(())
+}
+
+/// The diagram of `namespace` as the cluster shows it now.
+pub async fn from_cluster(client: &Client, namespace: &str) -> Result<String> {
+    check_crd_installed(client).await?;
     let managed = ListParams::default().labels(&format!("{}={MANAGER}", labels::MANAGED_BY));
-    let microservices = Api::<Microservice>::namespaced(client.clone(), &namespace)
+    let microservices = Api::<Microservice>::namespaced(client.clone(), namespace)
         .list(&ListParams::default())
         .await?
         .items;
-    let services = Api::<Service>::namespaced(client.clone(), &namespace)
+    let services = Api::<Service>::namespaced(client.clone(), namespace)
         .list(&managed)
         .await?
         .items;
-    let pods = Api::<Pod>::namespaced(client, &namespace)
+    let pods = Api::<Pod>::namespaced(client.clone(), namespace)
         .list(&managed)
         .await?
         .items;
-    print!(
-        "{}",
-        render_plantuml(&namespace, &microservices, &services, &pods)
-    );
-    Ok(())
+    Ok(render_plantuml(namespace, &microservices, &services, &pods))
 }
 
 /// The PlantUML source of the diagram of `namespace`.

@@ -570,3 +570,69 @@ async fn a_restarted_operator_converges_fifty_microservices() {
     operator.stop().await;
     namespace.cleanup().await.unwrap();
 }
+
+/// The example system of `deploy/examples` (users, orders, frontend) converges on
+/// the real API server, and `kea-operator diagram` draws it from the cluster.
+#[tokio::test]
+async fn the_example_system_converges_and_draws_itself() {
+    let Some((namespace, microservices)) = setup("ms-examples").await else {
+        return;
+    };
+    let operator = Operator::start(&namespace);
+    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/examples");
+    let names = ["users", "orders", "frontend"];
+    for (file, name) in ["10-users.yaml", "20-orders.yaml", "30-frontend.yaml"]
+        .iter()
+        .zip(names)
+    {
+        let text = std::fs::read_to_string(format!("{examples}/{file}")).unwrap();
+        let mut example: Microservice = serde_saphyr::from_str(&text).unwrap();
+        assert_eq!(example.name_any(), name);
+        example.metadata.namespace = None;
+        microservices
+            .create(&PostParams::default(), &example)
+            .await
+            .unwrap();
+    }
+    for name in names {
+        wait_ready(&microservices, name).await;
+    }
+    let frontend = wait_for(
+        &microservices,
+        "frontend",
+        has_status_condition("DependenciesReady", "True"),
+        TIMEOUT,
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(frontend.status.as_ref().unwrap().dependencies.len(), 2);
+
+    let diagram = kea_operator::diagram::from_cluster(&namespace.client(), namespace.name())
+        .await
+        .unwrap();
+    let ns = namespace.name();
+    for expected in [
+        format!("title Microservices in namespace {ns}"),
+        format!("<b>users</b>\\nhttp://users.{ns}.svc.cluster.local:8080"),
+        format!("<b>orders</b>\\nhttp://orders.{ns}.svc.cluster.local:8080"),
+        format!("<b>frontend</b>\\nhttp://frontend.{ns}.svc.cluster.local:8080"),
+        "ms_frontend --> ms_users : USERS_URL".to_owned(),
+        "ms_frontend --> ms_orders : ORDERS_URL".to_owned(),
+        "ms_orders --> ms_users : USERS_URL".to_owned(),
+        "SQLite (relational), redb (NoSQL)".to_owned(),
+    ] {
+        assert!(
+            diagram.contains(&expected),
+            "diagram lacks {expected:?}:\n{diagram}"
+        );
+    }
+    assert_eq!(
+        diagram.matches(", Ready\"").count(),
+        3,
+        "all three drawn Ready:\n{diagram}"
+    );
+
+    operator.stop().await;
+    namespace.cleanup().await.unwrap();
+}
