@@ -1,0 +1,282 @@
+#!/usr/bin/env bash
+# Assembles a kind node image for $KUBERNETES_VERSION without a registry: `kind build
+# node-image` pulls images, so this builds the same thing from Debian packages, kind's
+# own files (its Go module source) and the binaries hack/toolchain.sh cached.
+#
+#   hack/kind-node-image.sh            # everything (idempotent; cached steps are skipped)
+#   hack/kind-node-image.sh rootfs     # just the debootstrap'd node rootfs tarball
+#   hack/kind-node-image.sh images     # just the control-plane images (docker tarballs)
+#   hack/kind-node-image.sh name       # print the node image name
+#
+# Steps, each cached under $KEA_CACHE_DIR/kind/:
+#   1. rootfs: debootstrap bookworm + systemd, containerd, runc, iptables, CNI plugins...,
+#      plus kind's base files (entrypoint, containerd config, kubelet unit).
+#   2. images: kube-apiserver, kube-controller-manager, kube-scheduler, kube-proxy, etcd,
+#      coredns, pause, each FROM scratch around the toolchain's binaries (kube-proxy on
+#      a small iptables base), tagged exactly as `kubeadm config images list` names them,
+#      saved as docker tarballs.
+#   3. node: rootfs + kubeadm/kubelet/kubectl, crictl + /kind/version + the tarballs (imported
+#      into containerd's k8s.io namespace by kea-preload-images.service at node start,
+#      before the kubelet runs), `docker import`ed as $KEA_KIND_NODE_IMAGE.
+#
+# Rebuild from scratch: KEA_KIND_REBUILD=1, or delete $KEA_CACHE_DIR/kind.
+# shellcheck source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+KIND_CACHE="$KEA_CACHE_DIR/kind"
+NODE_IMAGE=${KEA_KIND_NODE_IMAGE:-kea.dev/kind-node:$KUBERNETES_VERSION}
+SUITE=bookworm
+MIRROR=${KEA_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+KIND_FILES="$(go env GOMODCACHE 2>/dev/null || echo "$HOME/go/pkg/mod")/sigs.k8s.io/kind@$KIND_VERSION/images/base/files"
+export DOCKER_BUILDKIT=0 # the machine's docker CLI has no buildx
+
+# What the node needs (kind's base image list, minus what it builds from source:
+# Debian's containerd/runc/CNI plugins stand in for those).
+PACKAGES=(
+  systemd systemd-sysv dbus containerd runc containernetworking-plugins
+  iptables nftables conntrack iproute2 ethtool socat util-linux mount kmod
+  libseccomp2 bash ca-certificates jq procps
+)
+# Keyed by the package list, the recipe (build_rootfs) and the files it adds from hack/kind/.
+ROOTFS_KEY=$( {
+  printf '%s\n' "$SUITE" "$KIND_VERSION" "$PAUSE_VERSION" "${PACKAGES[@]}"
+  sed -n '/^build_rootfs()/,/^}/p' "${BASH_SOURCE[0]}"
+  cat "$HACK_DIR"/kind/{10-kea-bridge.conflist,kea-preload-images.service,kubelet-kea.conf,default-storage.yaml,preload-images.sh}
+} | sha256sum | cut -c1-12)
+ROOTFS_TAR="$KIND_CACHE/rootfs-$SUITE-$ROOTFS_KEY.tar"
+# Keyed by the recipes below too: changing an image's recipe rebuilds the images.
+IMAGES_DIR="$KIND_CACHE/images-$KUBERNETES_VERSION-$(sed -n '/^build_images()/,/^}/p' "${BASH_SOURCE[0]}" | sha256sum | cut -c1-8)"
+
+[ "${KEA_KIND_REBUILD:-0}" = 1 ] && rm -rf "$ROOTFS_TAR" "$IMAGES_DIR" && docker rmi -f "$NODE_IMAGE" >/dev/null 2>&1
+
+step() { log "==> $*"; }
+
+# 1. The node rootfs: debootstrap (slow once, ~5 min) then kind's files and settings.
+build_rootfs() {
+  if [ -f "$ROOTFS_TAR" ]; then
+    log "rootfs cached: $ROOTFS_TAR ($(du -h "$ROOTFS_TAR" | cut -f1))"
+    return 0
+  fi
+  [ "$(id -u)" -eq 0 ] || die "debootstrap needs root"
+  command -v debootstrap >/dev/null || apt-get install -y -q debootstrap >/dev/null ||
+    die "apt-get install debootstrap failed"
+  [ -d "$KIND_FILES" ] || (cd /tmp && go mod download "sigs.k8s.io/kind@$KIND_VERSION") ||
+    die "could not fetch sigs.k8s.io/kind@$KIND_VERSION from the Go module proxy"
+  local start=$SECONDS root="$KIND_CACHE/rootfs.tmp"
+  rm -rf "$root" && mkdir -p "$root"
+  step "debootstrap $SUITE into $root (${#PACKAGES[@]} packages + dependencies)"
+  debootstrap --variant=minbase --include="$(IFS=,; echo "${PACKAGES[*]}")" \
+    "$SUITE" "$root" "$MIRROR" >"$KIND_CACHE/debootstrap.log" 2>&1 ||
+    { tail -n 20 "$KIND_CACHE/debootstrap.log" >&2; die "debootstrap failed (log: $KIND_CACHE/debootstrap.log)"; }
+  log "  debootstrap took $((SECONDS - start))s"
+
+  step "adding kind $KIND_VERSION base files"
+  install -m 0755 "$KIND_FILES"/usr/local/bin/* "$root/usr/local/bin/"
+  mkdir -p "$root/kind/bin" "$root/etc/containerd" "$root/etc/systemd/system/kubelet.service.d"
+  cp -r "$KIND_FILES/kind/." "$root/kind/"
+  chmod 0755 "$root/kind/bin" "$root"/kind/bin/*
+  install -m 0644 "$KIND_FILES/etc/crictl.yaml" "$root/etc/"
+  install -m 0644 "$KIND_FILES"/etc/containerd/* "$root/etc/containerd/"
+  install -m 0644 "$KIND_FILES"/etc/default/* "$root/etc/default/"
+  install -m 0644 "$KIND_FILES"/etc/sysctl.d/* "$root/etc/sysctl.d/"
+  find "$KIND_FILES/etc/systemd/system" -maxdepth 1 -type f -exec install -m 0644 {} "$root/etc/systemd/system/" \;
+  install -m 0644 "$KIND_FILES"/etc/systemd/system/kubelet.service.d/* "$root/etc/systemd/system/kubelet.service.d/"
+  # Debian installs containerd, ctr and the CNI plugins elsewhere than kind's build.
+  ln -sf /usr/bin/containerd "$root/usr/local/bin/containerd"
+  ln -sf /usr/bin/ctr "$root/usr/local/bin/ctr"
+  mkdir -p "$root/opt/cni/bin"
+  for plugin in "$root"/usr/lib/cni/*; do ln -sf "/usr/lib/cni/$(basename "$plugin")" "$root/opt/cni/bin/"; done
+  # Local additions (hack/kind/): the static CNI config, the image
+  # preload unit, and a no-op default storage manifest.
+  install -m 0644 "$HACK_DIR/kind/kea-preload-images.service" "$root/etc/systemd/system/"
+  install -m 0644 "$HACK_DIR/kind/kubelet-kea.conf" "$root/etc/systemd/system/kubelet.service.d/20-kea.conf"
+  install -m 0644 "$HACK_DIR/kind/10-kea-bridge.conflist" -D "$root/etc/cni/net.d/10-kea-bridge.conflist"
+  install -m 0644 "$HACK_DIR/kind/default-storage.yaml" -D "$root/kind/manifests/default-storage.yaml"
+  install -m 0755 "$HACK_DIR/kind/preload-images.sh" "$root/kind/bin/preload-images.sh"
+
+  step "configuring systemd and containerd in the rootfs"
+  # What kind's base Dockerfile does after installing its packages.
+  # shellcheck disable=SC2016 # expanded in the chroot
+  chroot "$root" /bin/bash -euc '
+    find /lib/systemd/system/sysinit.target.wants/ -name systemd-tmpfiles-setup.service -delete
+    rm -f /lib/systemd/system/multi-user.target.wants/* /etc/systemd/system/*.wants/*
+    rm -f /lib/systemd/system/local-fs.target.wants/* /lib/systemd/system/sockets.target.wants/*udev*
+    rm -f /lib/systemd/system/sockets.target.wants/*initctl* /lib/systemd/system/basic.target.wants/*
+    echo ReadKMsg=no >> /etc/systemd/journald.conf
+    ln -sf "$(command -v systemd)" /sbin/init
+    systemctl enable kubelet.service containerd.service undo-mount-hacks.service kea-preload-images.service
+    systemctl mask systemd-binfmt.service
+    mkdir -p /etc/kubernetes/manifests /kind/images
+    # kind sets this in its build: the base runtime spec, with its product-files hook
+    ctr oci spec \
+      | jq ".hooks.createContainer[.hooks.createContainer | length] |= . + {\"path\": \"/kind/bin/mount-product-files.sh\"}" \
+      | jq "del(.process.rlimits)" > /etc/containerd/cri-base.json
+    apt-get clean; rm -rf /var/lib/apt/lists/* /var/cache/debconf/*-old /usr/share/doc/* /usr/share/man/*
+  '
+  # kind's containerd config, with the pause tag kubeadm expects (kind's names an older
+  # one) and container OOM scores clamped to containerd's own: without CAP_SYS_RESOURCE
+  # (see hack/runc-drop-cap-sys-resource) runc cannot lower them to the -997 the kubelet
+  # asks for critical pods. On normal hosts the clamp changes nothing for kea.
+  sed -i -e "s|sandbox_image = .*|sandbox_image = \"registry.k8s.io/pause:$PAUSE_VERSION\"|" \
+    -e 's/restrict_oom_score_adj = false/restrict_oom_score_adj = true/' "$root/etc/containerd/config.toml"
+  tar -C "$root" --numeric-owner -cf "$ROOTFS_TAR.tmp" . && mv "$ROOTFS_TAR.tmp" "$ROOTFS_TAR"
+  find "$KIND_CACHE" -maxdepth 1 -name "rootfs-$SUITE-*.tar" ! -path "$ROOTFS_TAR" -delete # older recipes
+  rm -rf "$root"
+  log "rootfs ready: $ROOTFS_TAR ($(du -h "$ROOTFS_TAR" | cut -f1), $((SECONDS - start))s)"
+}
+
+# import_dir DIR TAG [DOCKER_IMPORT_CHANGES...]: a FROM-scratch image from a folder.
+import_dir() {
+  local dir=$1 tag=$2; shift 2
+  local changes=(-c 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin') change
+  for change in "$@"; do changes+=(-c "$change"); done
+  tar -C "$dir" --numeric-owner -c . | docker import "${changes[@]}" - "$tag" >/dev/null
+  log "  $tag ($(docker image inspect "$tag" --format '{{.Size}}' | awk '{printf "%.1f MB", $1 / 1e6}'))"
+}
+
+# copy_with_libs ROOT DEST FILE...: copy FILEs (paths inside ROOT) and the shared
+# libraries they load into DEST, keeping their paths.
+copy_with_libs() {
+  local root=$1 dest=$2 file lib; shift 2
+  for file in "$@"; do
+    mkdir -p "$dest$(dirname "$file")" && cp -a "$root$file" "$dest$file"
+    for lib in $(chroot "$root" ldd "$file" 2>/dev/null | grep -o '/[^ ]*' | sort -u); do
+      mkdir -p "$dest$(dirname "$lib")" && cp -L "$root$lib" "$dest$lib"
+    done
+  done
+}
+
+# The pause binary: Kubernetes' own pause.c (from its Go module source), static.
+build_pause() {
+  local out=$1 src
+  src="$(go env GOMODCACHE)/k8s.io/kubernetes@$KUBERNETES_VERSION/build/pause/linux/pause.c"
+  [ -f "$src" ] || (cd /tmp && go mod download "k8s.io/kubernetes@$KUBERNETES_VERSION")
+  command -v gcc >/dev/null || apt-get install -y -q gcc libc6-dev >/dev/null
+  gcc -Os -Wall -Werror -static -DVERSION="v$PAUSE_VERSION-kea" -o "$out" "$src"
+  strip "$out"
+}
+
+# 2. The images `kubeadm config images list` names, around the toolchain's binaries.
+build_images() {
+  local tarball="$IMAGES_DIR/kube-images.tar"
+  if [ -f "$tarball" ]; then
+    log "control-plane images cached: $tarball ($(du -h "$tarball" | cut -f1))"
+    return 0
+  fi
+  local kubeadm start=$SECONDS work name image images=()
+  kubeadm=$(tool_bin kubeadm "$KUBERNETES_VERSION")
+  for name in kube-apiserver kube-controller-manager kube-scheduler kube-proxy kubeadm kubelet kubectl; do
+    [ -x "$(tool_bin "$name" "$KUBERNETES_VERSION")" ] || die "$name $KUBERNETES_VERSION is not built yet: hack/toolchain.sh kind control-plane"
+  done
+  [ -x "$(tool_bin etcd "$ETCD_VERSION")" ] || die "etcd $ETCD_VERSION is not built yet: hack/toolchain.sh control-plane"
+  [ -x "$(tool_bin coredns "$COREDNS_VERSION")" ] || die "coredns $COREDNS_VERSION is not built yet: hack/toolchain.sh kind"
+  mapfile -t images < <("$kubeadm" config images list --kubernetes-version "$KUBERNETES_VERSION")
+  step "building ${#images[@]} control-plane images FROM scratch"
+  work=$(mktemp -d)
+  # shellcheck disable=SC2064 # expand now
+  trap "rm -rf '$work'" RETURN
+  for image in "${images[@]}"; do
+    name=${image##*/}; name=${name%%:*}
+    rm -rf "$work/root" && mkdir -p "$work/root/usr/local/bin" "$work/root/tmp" "$work/root/etc"
+    chmod 1777 "$work/root/tmp"
+    printf 'root:x:0:0:root:/root:/sbin/nologin\nnobody:x:65534:65534:nobody:/:/sbin/nologin\n' >"$work/root/etc/passwd"
+    printf 'root:x:0:\nnobody:x:65534:\n' >"$work/root/etc/group"
+    case "$name" in
+      kube-apiserver | kube-controller-manager | kube-scheduler)
+        cp "$(tool_bin "$name" "$KUBERNETES_VERSION")" "$work/root/usr/local/bin/"
+        import_dir "$work/root" "$image" ;;
+      etcd)
+        # kubeadm names its own etcd tag; the binary is the pinned $ETCD_VERSION.
+        cp "$(tool_bin etcd "$ETCD_VERSION")" "$work/root/usr/local/bin/"
+        mkdir -p "$work/root/var/lib/etcd"
+        import_dir "$work/root" "$image" "LABEL dev.kea.etcd-version=$ETCD_VERSION" ;;
+      coredns)
+        cp "$(tool_bin coredns "$COREDNS_VERSION")" "$work/root/coredns"
+        import_dir "$work/root" "$image" 'ENTRYPOINT ["/coredns"]' 'EXPOSE 53 53/udp' ;;
+      pause)
+        build_pause "$work/root/pause"
+        import_dir "$work/root" "$image" 'ENTRYPOINT ["/pause"]' 'USER 65535:65535' ;;
+      kube-proxy)
+        # kube-proxy runs iptables: take it (nft and legacy), its extensions and
+        # libraries from the node rootfs; plain "iptables" is the nft variant.
+        local rootfs="$work/rootfs" variant cmd extensions
+        mkdir -p "$rootfs"
+        tar -C "$rootfs" -xf "$ROOTFS_TAR" ./usr ./lib ./lib64 ./bin ./sbin 2>/dev/null || true
+        copy_with_libs "$rootfs" "$work/root" /usr/sbin/xtables-nft-multi /usr/sbin/xtables-legacy-multi /usr/sbin/conntrack
+        # the match/target extensions iptables dlopens, and their own libraries
+        mapfile -t extensions < <(cd "$rootfs" && find usr/lib/x86_64-linux-gnu/xtables -name '*.so' -printf '/%p\n')
+        copy_with_libs "$rootfs" "$work/root" "${extensions[@]}"
+        for variant in nft legacy; do
+          for cmd in iptables iptables-save iptables-restore ip6tables ip6tables-save ip6tables-restore; do
+            ln -sf "xtables-$variant-multi" "$work/root/usr/sbin/${cmd/tables/tables-$variant}"
+            if [ "$variant" = nft ]; then ln -sf xtables-nft-multi "$work/root/usr/sbin/$cmd"; fi
+          done
+        done
+        mkdir -p "$work/root/run" "$work/root/var/run"
+        cp "$(tool_bin kube-proxy "$KUBERNETES_VERSION")" "$work/root/usr/local/bin/"
+        import_dir "$work/root" "$image" ;;
+      *) die "no recipe for image $image" ;;
+    esac
+  done
+  mkdir -p "$IMAGES_DIR"
+  docker save "${images[@]}" -o "$tarball.tmp" && mv "$tarball.tmp" "$tarball"
+  find "$KIND_CACHE" -maxdepth 1 -name "images-$KUBERNETES_VERSION-*" ! -path "$IMAGES_DIR" -exec rm -rf {} + # older recipes
+  log "control-plane images ready: $tarball ($(du -h "$tarball" | cut -f1), $((SECONDS - start))s)"
+}
+
+# 3. The node image: the rootfs imported as a base (with the entrypoint and env of
+# kind's base image; `docker import` takes no STOPSIGNAL, the build step sets it), then
+# the Kubernetes binaries and the image tarball on top.
+build_node() {
+  local base inputs work name start=$SECONDS
+  base="kea.dev/kind-base:$SUITE-$ROOTFS_KEY"
+  inputs=$( {
+    echo "$ROOTFS_KEY"
+    for name in kubeadm kubelet kubectl; do sha256sum "$(tool_bin "$name" "$KUBERNETES_VERSION")"; done
+    sha256sum "$(tool_bin crictl "$CRICTL_VERSION")"
+    ls -l --time-style=+%s "$IMAGES_DIR/kube-images.tar"
+  } | sha256sum | cut -c1-16)
+  if [ "$(docker image inspect "$NODE_IMAGE" --format '{{index .Config.Labels "dev.kea.inputs"}}' 2>/dev/null)" = "$inputs" ]; then
+    log "node image up to date: $NODE_IMAGE"
+    return 0
+  fi
+  if ! docker image inspect "$base" >/dev/null 2>&1; then
+    step "docker import $(basename "$ROOTFS_TAR") as $base"
+    docker import \
+      -c 'ENTRYPOINT ["/usr/local/bin/entrypoint", "/sbin/init"]' \
+      -c 'ENV container=docker' \
+      "$ROOTFS_TAR" "$base" >/dev/null
+    # older base images (other recipes); still used by the node image until it is rebuilt
+    docker images --format '{{.Repository}}:{{.Tag}}' kea.dev/kind-base | grep -vxF "$base" |
+      xargs -r docker rmi >/dev/null 2>&1 || true
+  fi
+  step "building $NODE_IMAGE on $base"
+  work=$(mktemp -d)
+  # shellcheck disable=SC2064 # expand now
+  trap "rm -rf '$work'" RETURN
+  for name in kubeadm kubelet kubectl; do cp "$(tool_bin "$name" "$KUBERNETES_VERSION")" "$work/"; done
+  cp "$(tool_bin crictl "$CRICTL_VERSION")" "$work/"
+  cp "$IMAGES_DIR/kube-images.tar" "$work/"
+  echo "$KUBERNETES_VERSION" >"$work/version"
+  printf '%s\n' "FROM $base" \
+    'COPY kubeadm kubelet kubectl /usr/bin/' \
+    'COPY crictl /usr/local/bin/' \
+    'COPY version /kind/version' \
+    'COPY kube-images.tar /kind/images/kube-images.tar' \
+    'STOPSIGNAL SIGRTMIN+3' \
+    "LABEL dev.kea.inputs=$inputs dev.kea.kubernetes-version=$KUBERNETES_VERSION" >"$work/Dockerfile"
+  docker build -q -t "$NODE_IMAGE" "$work" >"$work/build.log" 2>&1 ||
+    { cat "$work/build.log" >&2; die "docker build failed"; }
+  log "node image ready: $NODE_IMAGE ($(docker image inspect "$NODE_IMAGE" --format '{{.Size}}' | awk '{printf "%.0f MB", $1 / 1e6}'), $((SECONDS - start))s)"
+}
+
+case "${1:-all}" in
+  rootfs) build_rootfs ;;
+  images) build_rootfs; build_images ;;
+  all)
+    start=$SECONDS
+    build_rootfs; build_images; build_node
+    log "done in $((SECONDS - start))s: $NODE_IMAGE" ;;
+  name) echo "$NODE_IMAGE" ;;
+  *) die "unknown step '$1'" ;;
+esac

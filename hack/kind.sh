@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# A one-node kind cluster ("kea") for end-to-end checks, offline by default.
+#
+#   hack/kind.sh up      # build/reuse the node image, create the cluster, load kea's images
+#   hack/kind.sh load    # (re)load kea.dev/kea-service:dev and kea.dev/kea-operator:dev
+#   hack/kind.sh e2e     # deploy/ + deploy/examples/, then check the demo through port-forward
+#   hack/kind.sh down    # delete the cluster
+#   hack/kind.sh status
+#
+# Without a registry (the default) the node image comes from hack/kind-node-image.sh.
+# With one, KEA_KIND_REGISTRY=1 uses kind's stock node image for its release instead
+# (or KEA_KIND_NODE_IMAGE=<image> names any image).
+# The kubeconfig is $KEA_CACHE_DIR/kind/kubeconfig (not ~/.kube/config):
+#   export KUBECONFIG=$HOME/.cache/kea/kind/kubeconfig
+# shellcheck source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+toolchain_path
+
+CLUSTER=${KEA_KIND_CLUSTER:-kea}
+CONFIG="$HACK_DIR/kind/cluster.yaml"
+export KUBECONFIG=${KEA_KIND_KUBECONFIG:-$KEA_CACHE_DIR/kind/kubeconfig}
+KEA_IMAGES=("kea.dev/kea-service:${KEA_IMAGE_TAG:-dev}" "kea.dev/kea-operator:${KEA_IMAGE_TAG:-dev}")
+WAIT=${KEA_KIND_WAIT:-300s}
+
+require_cmd kind "build it with hack/toolchain.sh kind"
+require_cmd kubectl "build it with hack/toolchain.sh kind"
+docker info >/dev/null 2>&1 || die "the Docker engine does not answer: hack/docker.sh start"
+
+exists() { kind get clusters 2>/dev/null | grep -qx "$CLUSTER"; }
+
+node_image() {
+  if [ -n "${KEA_KIND_NODE_IMAGE:-}" ]; then
+    echo "$KEA_KIND_NODE_IMAGE"
+  elif [ "${KEA_KIND_REGISTRY:-0}" = 1 ]; then
+    echo "" # kind's default image for its release
+  else
+    "$HACK_DIR/kind-node-image.sh" >&2 || die "building the node image failed"
+    "$HACK_DIR/kind-node-image.sh" name
+  fi
+}
+
+load() {
+  local image
+  for image in "${KEA_IMAGES[@]}"; do
+    docker image inspect "$image" >/dev/null 2>&1 || die "$image is missing: build it with hack/images.sh"
+    log "loading $image into $CLUSTER"
+    kind load docker-image --name "$CLUSTER" "$image" >/dev/null
+  done
+}
+
+up() {
+  local start=$SECONDS image args=()
+  if exists; then
+    log "cluster $CLUSTER exists (hack/kind.sh down to recreate)"
+  else
+    image=$(node_image)
+    local config=$CONFIG
+    if [ -n "$image" ]; then
+      args+=(--image "$image")
+    else
+      # kind's stock image pulls its CNI (kindnet): keep kind's default CNI there; the
+      # static bridge of hack/kind/cluster.yaml is in our offline image only.
+      config=$(mktemp)
+      grep -v disableDefaultCNI "$CONFIG" >"$config"
+    fi
+    # kind bind-mounts the host's /lib/modules; some VMs have none.
+    if [ ! -d /lib/modules ]; then
+      log "creating an empty /lib/modules (kind mounts it; this host has none)"
+      mkdir -p /lib/modules
+    fi
+    mkdir -p "$(dirname "$KUBECONFIG")"
+    log "creating kind cluster $CLUSTER (${image:-the stock node image of kind $KIND_VERSION})"
+    local t=$SECONDS
+    kind create cluster --name "$CLUSTER" --config "$config" --kubeconfig "$KUBECONFIG" \
+      --wait "$WAIT" "${args[@]}"
+    log "  kind create took $((SECONDS - t))s"
+  fi
+  load
+  log "waiting for the node and CoreDNS"
+  kubectl wait --for=condition=Ready node --all --timeout="$WAIT" >/dev/null
+  kubectl -n kube-system rollout status deployment/coredns --timeout="$WAIT" >/dev/null
+  log "cluster $CLUSTER ready in $((SECONDS - start))s; export KUBECONFIG=$KUBECONFIG"
+}
+
+down() {
+  if exists; then
+    log "deleting kind cluster $CLUSTER"
+    kind delete cluster --name "$CLUSTER" --kubeconfig "$KUBECONFIG"
+  else
+    log "no kind cluster $CLUSTER"
+  fi
+}
+
+# e2e: the operator and the example Microservices on the cluster, checked from outside
+# through `kubectl port-forward` (no image can be pulled for an in-cluster curl).
+e2e() {
+  exists || die "no kind cluster $CLUSTER: hack/kind.sh up"
+  local start=$SECONDS port=${KEA_E2E_PORT:-28080} pf answer ms
+  command -v jq >/dev/null || die "jq is needed"
+  log "applying deploy/ (CRD, RBAC, operator)"
+  kubectl apply -f "$REPO_ROOT/deploy/" >/dev/null
+  kubectl wait --for=condition=Established crd/microservices.kea.dev --timeout=60s >/dev/null
+  kubectl -n kea-system rollout status deployment/kea-operator --timeout="$WAIT" >/dev/null
+  log "  operator running ($((SECONDS - start))s)"
+  log "applying deploy/examples/ (users, orders, frontend)"
+  kubectl apply -f "$REPO_ROOT/deploy/examples/" >/dev/null
+  for ms in users orders frontend; do
+    kubectl -n kea-demo wait --for=jsonpath='{.status.conditions[?(@.type=="Ready")].status}'=True \
+      "microservice/$ms" --timeout="$WAIT" >/dev/null || die "Microservice $ms not Ready"
+    kubectl -n kea-demo rollout status "deployment/$ms" --timeout="$WAIT" >/dev/null
+  done
+  log "  Microservices Ready ($((SECONDS - start))s)"
+  kubectl get microservices -n kea-demo >&2
+  ss -ltn 2>/dev/null | grep -q "127.0.0.1:$port " && die "port $port is taken: set KEA_E2E_PORT"
+  kubectl -n kea-demo port-forward --address 127.0.0.1 svc/frontend "$port:8080" >/dev/null 2>&1 &
+  pf=$!
+  # shellcheck disable=SC2064 # expand now
+  trap "kill $pf 2>/dev/null || true" EXIT
+  for _ in $(seq 50); do curl -fs "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break; sleep 0.2; done
+  answer=$(curl -fsS "http://127.0.0.1:$port/") || die "GET / failed"
+  log "GET / -> $answer"
+  [ "$answer" = "Hello KEA!" ] || die "unexpected answer to GET /"
+  answer=$(curl -fsS "http://127.0.0.1:$port/api/dependencies") || die "GET /api/dependencies failed"
+  log "GET /api/dependencies -> $(jq -c '[.dependencies[] | {name, up, status}]' <<<"$answer")"
+  [ "$(jq '[.dependencies[] | select(.up)] | length' <<<"$answer")" = 2 ] ||
+    die "users and orders are not both up"
+  log "e2e passed in $((SECONDS - start))s"
+}
+
+status() {
+  exists || { echo "no kind cluster $CLUSTER"; return 1; }
+  kubectl get nodes -o wide
+  kubectl get pods -A
+}
+
+case "${1:-}" in
+  up) up ;;
+  down) down ;;
+  load) load ;;
+  e2e) e2e ;;
+  status) status ;;
+  *) die "usage: $0 up|down|load|e2e|status" ;;
+esac
