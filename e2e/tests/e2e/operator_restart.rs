@@ -1,0 +1,116 @@
+//! Item 5: the operator's leader is killed mid-rollout and the system still converges.
+
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Pod;
+use kea_e2e::{
+    OPERATOR_LEASE, OPERATOR_NAMESPACE, TestNamespace, enabled, eventually, microservice,
+    wait_ready, wait_ready_pods,
+};
+use kea_operator::Microservice;
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+
+const TIMEOUT: Duration = Duration::from_secs(240);
+
+#[tokio::test]
+async fn killing_the_leader_mid_rollout_converges() {
+    if !enabled("killing_the_leader_mid_rollout_converges") {
+        return;
+    }
+    let ns = TestNamespace::create("leader").await.unwrap();
+    let api = ns.api::<Microservice>();
+    let pods = ns.api::<Pod>();
+    api.create(&PostParams::default(), &microservice("survivor", 2))
+        .await
+        .unwrap();
+    wait_ready(&api, "survivor", TIMEOUT).await.unwrap();
+
+    let leases: Api<Lease> = Api::namespaced(ns.client.clone(), OPERATOR_NAMESPACE);
+    let operator_pods: Api<Pod> = Api::namespaced(ns.client.clone(), OPERATOR_NAMESPACE);
+    let leader = eventually("an operator leader", TIMEOUT, || {
+        let leases = leases.clone();
+        async move {
+            Ok(leases
+                .get(OPERATOR_LEASE)
+                .await?
+                .spec
+                .and_then(|s| s.holder_identity)
+                .filter(|h| !h.is_empty()))
+        }
+    })
+    .await
+    .unwrap();
+    let leader_uid = operator_pods.get(&leader).await.unwrap().uid();
+
+    // Start a rollout (env change), then kill the leader at once, without grace: a crash.
+    let patch =
+        serde_json::json!({ "spec": { "env": [{ "name": "E2E_REVISION", "value": "2" }] } });
+    let generation = api
+        .patch("survivor", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap()
+        .metadata
+        .generation;
+    operator_pods
+        .delete(
+            &leader,
+            &DeleteParams {
+                grace_period_seconds: Some(0),
+                ..DeleteParams::default()
+            },
+        )
+        .await
+        .unwrap();
+    eprintln!(
+        "killed operator leader {leader} right after the change to generation {generation:?}"
+    );
+    // Mid-rollout indeed: the new pods cannot be up and past minReadySeconds yet.
+    assert!(
+        !kea_e2e::is_ready(&api.get("survivor").await.unwrap()),
+        "the rollout finished before the kill"
+    );
+
+    // The Microservice converges: Ready with the new generation observed. The rollout takes
+    // longer than the kill (new pods must start, pass their probes and the Deployment's
+    // minReadySeconds), so this Ready, once all pods run the new spec, can only have been
+    // written by the operator replica that took the Lease over.
+    let ms = wait_ready(&api, "survivor", TIMEOUT).await.unwrap();
+    assert_eq!(ms.status.as_ref().unwrap().observed_generation, generation);
+    let running = wait_ready_pods(&pods, "survivor", 2, TIMEOUT)
+        .await
+        .unwrap();
+    for pod in &running {
+        let env = pod.spec.as_ref().unwrap().containers[0]
+            .env
+            .clone()
+            .unwrap_or_default();
+        assert!(
+            env.iter().any(|e| e.name == "E2E_REVISION"),
+            "pod {} runs the old spec",
+            pod.name_any()
+        );
+    }
+    // The Lease is held by a live operator pod (another one, or the killed one's replacement).
+    let holder = eventually("a live leader", TIMEOUT, || {
+        let (leases, operator_pods, leader_uid) =
+            (leases.clone(), operator_pods.clone(), leader_uid.clone());
+        async move {
+            let Some(holder) = leases
+                .get(OPERATOR_LEASE)
+                .await?
+                .spec
+                .and_then(|s| s.holder_identity)
+            else {
+                return Ok(None);
+            };
+            let pod = operator_pods.get_opt(&holder).await?;
+            Ok(pod.filter(|p| p.uid() != leader_uid).map(|_| holder))
+        }
+    })
+    .await
+    .unwrap();
+    eprintln!("new leader: {holder}");
+    ns.cleanup().await.unwrap();
+}

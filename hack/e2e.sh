@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# The end-to-end suite (crate e2e/, kea-e2e) on the local kind cluster, with the operator
+# installed one way or the other:
+#
+#   hack/e2e.sh kubectl   # kubectl apply -f deploy/, deploy/examples/, the suite, uninstall
+#   hack/e2e.sh helm      # helm install kea-operator charts/kea-operator, same steps
+#   hack/e2e.sh all       # both modes in turn on one cluster, then hack/kind.sh down
+#
+# The cluster is created first if missing (hack/kind.sh up; the images must be built:
+# hack/images.sh). Each mode uninstalls everything it installed, so the other mode can run on
+# the same cluster. The suite itself is cluster-agnostic: against any cluster with the
+# operator and the examples installed, run
+#   KUBECONFIG=... KEA_E2E=1 cargo test -p kea-e2e -- --test-threads=2
+# Env: KEA_E2E_KEEP=1 leaves the installation (and failed tests' namespaces) in place;
+# KEA_E2E_TEST_ARGS adds arguments for the test binary (e.g. a test name filter).
+# shellcheck source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+toolchain_path
+
+export KUBECONFIG=${KEA_KIND_KUBECONFIG:-$KEA_CACHE_DIR/kind/kubeconfig}
+# The testkit's own variable, should anything in the suite go through it.
+export KEA_KUBECONFIG=$KUBECONFIG
+WAIT=${KEA_E2E_WAIT:-300s}
+OPERATOR_NS=$(awk '/^  name:/ {print $2; exit}' "$REPO_ROOT/deploy/01-namespace.yaml")
+DEMO_NS=$(awk '/^  name:/ {print $2; exit}' "$REPO_ROOT/deploy/examples/00-namespace.yaml")
+RELEASE=kea-operator
+TIMES=()
+
+require_cmd kubectl "build it with hack/toolchain.sh kind"
+require_cmd helm "build it with hack/toolchain.sh helm"
+require_cmd cargo "install Rust"
+
+# timed LABEL CMD...: runs CMD and records its wall time for the summary.
+timed() {
+  local label=$1 start=$SECONDS rc=0
+  shift
+  log "== $label"
+  "$@" || rc=$?
+  TIMES+=("$(printf '%-38s %4ss%s' "$label" "$((SECONDS - start))" "$([ $rc = 0 ] || echo "  FAILED (exit $rc)")")")
+  return $rc
+}
+
+summary() {
+  log "wall times:"
+  local line
+  for line in "${TIMES[@]}"; do log "  $line"; done
+}
+
+cluster_up() {
+  if kind get clusters 2>/dev/null | grep -qx kea && kubectl get --raw /readyz >/dev/null 2>&1; then
+    log "kind cluster kea is up"
+  else
+    "$HACK_DIR/kind.sh" up
+  fi
+}
+
+install_operator() {
+  local mode=$1
+  case "$mode" in
+    kubectl)
+      kubectl apply -f "$REPO_ROOT/deploy/" >/dev/null
+      ;;
+    helm)
+      # The namespace with its Pod Security labels, as deploy/ has it.
+      kubectl apply -f "$REPO_ROOT/deploy/01-namespace.yaml" >/dev/null
+      helm install "$RELEASE" "$REPO_ROOT/charts/kea-operator" -n "$OPERATOR_NS" --wait \
+        --timeout "$WAIT" >/dev/null
+      ;;
+  esac
+  kubectl wait --for=condition=Established crd/microservices.kea.dev --timeout=60s >/dev/null
+  kubectl -n "$OPERATOR_NS" rollout status deployment/kea-operator --timeout="$WAIT" >/dev/null
+  kubectl -n "$OPERATOR_NS" get pods >&2
+}
+
+install_examples() {
+  local ms
+  kubectl apply -f "$REPO_ROOT/deploy/examples/" >/dev/null
+  for ms in users orders frontend; do
+    kubectl -n "$DEMO_NS" wait --for=jsonpath='{.status.conditions[?(@.type=="Ready")].status}'=True \
+      "microservice/$ms" --timeout="$WAIT" >/dev/null || die "Microservice $ms not Ready"
+    kubectl -n "$DEMO_NS" rollout status "deployment/$ms" --timeout="$WAIT" >/dev/null
+  done
+  kubectl -n "$DEMO_NS" get microservices >&2
+}
+
+run_suite() {
+  # shellcheck disable=SC2086 # KEA_E2E_TEST_ARGS is a list of words
+  (cd "$REPO_ROOT" && KEA_E2E=1 cargo test -p kea-e2e --test e2e -- --test-threads=2 ${KEA_E2E_TEST_ARGS:-})
+}
+
+uninstall() {
+  local mode=$1
+  # The test namespaces first, while the operator still runs; then the examples.
+  kubectl delete namespace -l kea.dev/e2e=true --wait=true --timeout="$WAIT" >/dev/null 2>&1 || true
+  kubectl delete -f "$REPO_ROOT/deploy/examples/" --ignore-not-found --wait=true --timeout="$WAIT" >/dev/null
+  case "$mode" in
+    kubectl)
+      kubectl delete -f "$REPO_ROOT/deploy/" --ignore-not-found --wait=true --timeout="$WAIT" >/dev/null
+      ;;
+    helm)
+      helm uninstall "$RELEASE" -n "$OPERATOR_NS" --wait --timeout "$WAIT" >/dev/null || true
+      # The chart keeps its CRD on uninstall (crds.keep): remove it, and the namespace, so
+      # that the other mode starts from a clean cluster.
+      kubectl delete crd microservices.kea.dev --ignore-not-found --wait=true --timeout="$WAIT" >/dev/null
+      kubectl delete -f "$REPO_ROOT/deploy/01-namespace.yaml" --ignore-not-found --wait=true \
+        --timeout="$WAIT" >/dev/null
+      ;;
+  esac
+}
+
+# mode MODE: install, test, uninstall; returns the suite's result.
+mode() {
+  local mode=$1 rc=0
+  timed "[$mode] install operator" install_operator "$mode" || rc=$?
+  [ $rc = 0 ] && { timed "[$mode] apply examples, wait Ready" install_examples || rc=$?; }
+  [ $rc = 0 ] && { timed "[$mode] cargo test -p kea-e2e" run_suite || rc=$?; }
+  if [ "${KEA_E2E_KEEP:-0}" = 1 ]; then
+    log "KEA_E2E_KEEP=1: leaving the $mode installation in place"
+  else
+    timed "[$mode] uninstall" uninstall "$mode" || rc=$?
+  fi
+  return $rc
+}
+
+main() {
+  local what=${1:-kubectl} rc=0 start=$SECONDS
+  case "$what" in
+    kubectl | helm)
+      timed "cluster up" cluster_up || { summary; exit 1; }
+      mode "$what" || rc=$?
+      ;;
+    all)
+      timed "cluster up" cluster_up || { summary; exit 1; }
+      mode kubectl || rc=$?
+      mode helm || rc=$?
+      timed "cluster down" "$HACK_DIR/kind.sh" down || true
+      ;;
+    *) die "usage: $0 [kubectl|helm|all]" ;;
+  esac
+  TIMES+=("$(printf '%-38s %4ss' total "$((SECONDS - start))")")
+  summary
+  if [ $rc = 0 ]; then log "e2e ($what) passed"; else log "e2e ($what) FAILED"; fi
+  return $rc
+}
+
+main "$@"
