@@ -50,6 +50,12 @@ load() {
 
 up() {
   local start=$SECONDS image args=()
+  # A cluster whose node container was stopped (e.g. dockerd was killed) does not come
+  # back by itself: recreate it.
+  if exists && ! kubectl --kubeconfig "$KUBECONFIG" get --raw /readyz >/dev/null 2>&1; then
+    log "cluster $CLUSTER exists but does not answer: recreating it"
+    kind delete cluster --name "$CLUSTER" >/dev/null 2>&1 || true
+  fi
   if exists; then
     log "cluster $CLUSTER exists (hack/kind.sh down to recreate)"
   else
