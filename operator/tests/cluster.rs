@@ -335,8 +335,9 @@ async fn deleting_a_microservice_garbage_collects_its_children() {
         .items
         .is_empty()
     {
+        // The garbage collector works through one queue for the whole cluster: give it time.
         assert!(
-            started.elapsed() < TIMEOUT,
+            started.elapsed() < 2 * TIMEOUT,
             "ReplicaSets were not garbage-collected"
         );
         tokio::time::sleep(Duration::from_millis(250)).await;

@@ -12,7 +12,7 @@ use kube::{CustomResourceExt, ResourceExt};
 use serde_json::json;
 
 /// How long a test waits for the cluster to get somewhere.
-pub const TIMEOUT: Duration = Duration::from_secs(60);
+pub const TIMEOUT: Duration = Duration::from_secs(120);
 
 /// A fresh namespace with the CRD installed (or updated, with server-side
 /// apply) and served; `None` when the test is skipped for lack of a cluster.
