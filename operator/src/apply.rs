@@ -70,12 +70,17 @@ pub fn json_contains(actual: &Value, wanted: &Value) -> bool {
     }
 }
 
+/// Whether a wanted value may be missing from the stored object: the API server drops
+/// Go zero values of `omitempty` fields (`initialDelaySeconds: 0`, `""`, `false`), so their
+/// absence is no difference, and treating it as one would re-apply on every reconcile.
 fn is_empty(value: &Value) -> bool {
     match value {
         Value::Null => true,
         Value::Array(items) => items.is_empty(),
         Value::Object(fields) => fields.is_empty(),
-        _ => false,
+        Value::Number(number) => number.as_f64() == Some(0.0),
+        Value::String(text) => text.is_empty(),
+        Value::Bool(flag) => !flag,
     }
 }
 
@@ -172,6 +177,21 @@ mod tests {
         assert!(!json_contains(&actual, &json!({"a": 2})));
         assert!(!json_contains(&actual, &json!({"b": {"c": [{"x": 4}]}})));
         assert!(!json_contains(&actual, &json!({"missing": "x"})));
+    }
+
+    #[test]
+    fn zero_values_the_server_omits_are_no_difference() {
+        // The stored probe lacks `initialDelaySeconds: 0`, as the API server stores it.
+        let stored = json!({"probe": {"periodSeconds": 5}});
+        assert!(json_contains(
+            &stored,
+            &json!({"probe": {"periodSeconds": 5, "initialDelaySeconds": 0, "host": "", "x": false}})
+        ));
+        assert!(!json_contains(
+            &stored,
+            &json!({"probe": {"initialDelaySeconds": 3}})
+        ));
+        assert!(!json_contains(&stored, &json!({"probe": {"x": true}})));
     }
 
     #[test]

@@ -33,6 +33,8 @@ impl Operator {
         let config = ControllerConfig {
             namespace: Some(namespace.name().to_owned()),
             requeue_not_ready: Duration::from_secs(2),
+            // Frequent reconciles at steady state, so that a needless write shows within a test.
+            requeue_ready: Duration::from_secs(2),
             ..ControllerConfig::default()
         };
         let metrics = Metrics::default();

@@ -1,0 +1,424 @@
+#!/usr/bin/env bash
+# Benchmarks kea-operator at scale on the real control plane (hack/control-plane.sh), in
+# one run, and prints a table:
+#   - operator arm: N Microservices applied at once in a fresh namespace, watched by a
+#     release build of the operator run as a host process; time until every one reports
+#     Ready=True, the operator's peak RSS (VmHWM), and at steady state (10 s after all are
+#     Ready, over a 30 s window) the writes it makes: its own counter
+#     (kea_operator_api_writes_total), the objects whose kea-operator managedFields entry
+#     changed in the window, and the API server's mutating requests (apiserver_request_total).
+#   - baseline arm: the same N Deployments and Services (rendered by `kea-operator render`,
+#     without the operator) applied directly in a second namespace; time until every
+#     Deployment is Available with its rollout complete.
+# Target: no writes at steady state.
+#
+#   bench/operator.sh [N]     # N defaults to 1000
+#
+# Each arm's YAML is applied by KEA_BENCH_APPLIERS concurrent `kubectl apply --server-side`
+# (default 4), so that one serial client is not the bottleneck. Environment also:
+# KEA_BENCH_TIMEOUT (seconds per arm to wait for readiness, default 1800), KEA_BENCH_SETTLE
+# and KEA_BENCH_WINDOW (seconds after all are Ready before the steady-state window, and its
+# length: 10 and 30), KEA_CONCURRENCY (passed to the operator, default the operator's).
+# Pods run on the kwok node(s): when their free pod slots, CPU or memory do not fit 2N
+# more pods, the first kwok node's status capacity and allocatable are raised for the run
+# and restored on exit. The CRD is installed (server-side apply) and left installed.
+# If the control plane is down, it is started and stopped again on exit.
+# shellcheck source=hack/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../hack/lib.sh"
+cd "$REPO_ROOT" || exit 1
+toolchain_path
+
+N=${1:-1000}
+[[ $N =~ ^[1-9][0-9]*$ ]] || die "usage: bench/operator.sh [N] (N a positive integer, got '$N')"
+TIMEOUT=${KEA_BENCH_TIMEOUT:-1800}
+APPLIERS=${KEA_BENCH_APPLIERS:-4}
+[[ $APPLIERS =~ ^[1-9][0-9]*$ ]] || die "KEA_BENCH_APPLIERS must be a positive integer"
+POLL=2
+SETTLE=${KEA_BENCH_SETTLE:-10}
+WINDOW=${KEA_BENCH_WINDOW:-30}
+IMAGE=registry.example/kea-service:0.1.0
+OPERATOR_KINDS="deployments services microservices poddisruptionbudgets horizontalpodautoscalers events"
+
+require_cmd kubectl "run hack/toolchain.sh control-plane"
+require_cmd curl "apt-get install -y curl"
+require_cmd python3 "apt-get install -y python3"
+
+RUN_ID=$(date +%H%M%S)-$$
+NS_OP=kea-bench-op-$RUN_ID
+NS_DIRECT=kea-bench-direct-$RUN_ID
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/kea-bench-operator.XXXXXX")
+OPERATOR_PID=
+STARTED_CONTROL_PLANE=
+NODE_PATCHED=
+
+# --- helpers (Python, for JSON and quantities) ---------------------------------------
+
+cat >"$WORK/bench.py" <<'PY'
+import json, math, re, sys, time
+from datetime import datetime, timezone
+
+def cpu_milli(q):
+    q = str(q)
+    return int(q[:-1]) if q.endswith("m") else int(float(q) * 1000)
+
+MEM = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+def mem_bytes(q):
+    m = re.fullmatch(r"([0-9.]+)([A-Za-z]*)", str(q))
+    return int(float(m.group(1)) * MEM.get(m.group(2), 1))
+
+def cond(obj, type_):
+    for c in (obj.get("status") or {}).get("conditions") or []:
+        if c.get("type") == type_:
+            return c
+    return None
+
+def gen_ms(n, namespace, image):
+    # One multi-document file of N minimal Microservices (replicas defaults to 1).
+    for i in range(n):
+        print(f"---\napiVersion: kea.dev/v1alpha1\nkind: Microservice\nmetadata:\n"
+              f"  name: svc-{i:05d}\n  namespace: {namespace}\nspec:\n  image: {image}")
+
+def split(path, parts):
+    # Deals the documents of a multi-document YAML file round-robin into PATH.0 .. PATH.<parts-1>.
+    docs = [d for d in re.split(r"^---[ \t]*$", open(path).read(), flags=re.M) if d.strip()]
+    for k in range(parts):
+        with open(f"{path}.{k}", "w") as out:
+            for doc in docs[k::parts]:
+                out.write("---\n" + doc.strip("\n") + "\n")
+
+def count_ready():
+    items = json.load(sys.stdin)["items"]
+    ready = 0
+    for ms in items:
+        c = cond(ms, "Ready")
+        if c and c.get("status") == "True" and c.get("observedGeneration") == ms["metadata"].get("generation"):
+            ready += 1
+    print(ready, len(items))
+
+def count_available():
+    items = json.load(sys.stdin)["items"]
+    ready = 0
+    for d in items:
+        s, want = d.get("status") or {}, d["spec"].get("replicas", 1)
+        c = cond(d, "Available")
+        if (c and c.get("status") == "True" and s.get("observedGeneration") == d["metadata"]["generation"]
+                and s.get("updatedReplicas", 0) == want and s.get("availableReplicas", 0) == want
+                and s.get("replicas", 0) == want):
+            ready += 1
+    print(ready, len(items))
+
+def pod_requests():
+    # The requests of one pod of the rendered Deployment (kubectl's JSON of it).
+    text, docs, pos, decoder = sys.stdin.read(), [], 0, json.JSONDecoder()
+    while text[pos:].strip():  # kubectl prints one JSON object per document
+        doc, pos = decoder.raw_decode(text, len(text) - len(text[pos:].lstrip()))
+        docs.append(doc)
+    deploy = next(o for o in docs if o["kind"] == "Deployment")
+    cpu = mem = 0
+    for c in deploy["spec"]["template"]["spec"]["containers"]:
+        req = (c.get("resources") or {}).get("requests") or {}
+        cpu += cpu_milli(req.get("cpu", "0"))
+        mem += mem_bytes(req.get("memory", "0"))
+    print(cpu, mem)
+
+def capacity_patch(node_file, pods_file, count, cpu_each, mem_each):
+    # Prints "<status patch> <restore patch>" as JSON lines, or nothing when the node has room.
+    node, pods = json.load(open(node_file)), json.load(open(pods_file))["items"]
+    alloc = node["status"]["allocatable"]
+    live = [p for p in pods if (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")]
+    used_cpu = used_mem = 0
+    for p in live:
+        for c in p["spec"]["containers"]:
+            req = (c.get("resources") or {}).get("requests") or {}
+            used_cpu += cpu_milli(req.get("cpu", "0"))
+            used_mem += mem_bytes(req.get("memory", "0"))
+    need_pods = len(live) + count
+    need_cpu = used_cpu + count * cpu_each
+    need_mem = used_mem + count * mem_each
+    if (int(alloc["pods"]) >= need_pods and cpu_milli(alloc["cpu"]) >= need_cpu
+            and mem_bytes(alloc["memory"]) >= need_mem):
+        return
+    new = dict(alloc)  # only what is short is raised, with some headroom
+    if int(alloc["pods"]) < need_pods:
+        new["pods"] = str(need_pods + 10)
+    if cpu_milli(alloc["cpu"]) < need_cpu:
+        new["cpu"] = str(math.ceil(need_cpu / 1000) + 1)
+    if mem_bytes(alloc["memory"]) < need_mem:
+        new["memory"] = f"{math.ceil(need_mem / 2**30) + 1}Gi"
+    cap = node["status"]["capacity"]
+    changed = [r for r in ("pods", "cpu", "memory") if new[r] != alloc[r]]
+    print(json.dumps({"status": {"capacity": {r: new[r] for r in changed},
+                                 "allocatable": {r: new[r] for r in changed}}}))
+    print(json.dumps({"status": {"capacity": {r: cap[r] for r in changed},
+                                 "allocatable": {r: alloc[r] for r in changed}}}))
+    print(", ".join(f"{r} {alloc[r]} -> {new[r]}" for r in changed) + " (capacity and allocatable)")
+
+def node_is(node_file, patch):
+    # Whether the node's capacity and allocatable still equal those of the patch.
+    status = json.load(open(node_file))["status"]
+    want = json.loads(patch)["status"]
+    value = {"cpu": cpu_milli, "memory": mem_bytes, "pods": int}  # the API normalizes quantities
+    ok = all(r in status.get(k, {}) and value[r](status[k][r]) == value[r](v)
+             for k in want for r, v in want[k].items())
+    sys.exit(0 if ok else 1)
+
+def operator_metrics(name):
+    # Sum of one metric family of the operator's /metrics text (all label sets).
+    total = 0.0
+    for line in sys.stdin:
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            total += float(line.rsplit(" ", 1)[1])
+    print(int(total))
+
+def apiserver_mutating(kinds):
+    # "<all mutating requests> <those on the operator's kinds>" from apiserver /metrics.
+    kinds = set(kinds.split())
+    verbs = {"POST", "PUT", "PATCH", "DELETE", "DELETECOLLECTION", "APPLY"}
+    every = ours = 0.0
+    for line in sys.stdin:
+        if not line.startswith("apiserver_request_total{"):
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}", 1)[0]))
+        if labels.get("verb") in verbs:
+            value = float(line.rsplit(" ", 1)[1])
+            every += value
+            if labels.get("resource") in kinds:
+                ours += value
+    print(int(every), int(ours))
+
+def manager_writes(manager, start, end):
+    # Objects whose entry of this field manager was updated within (start, end] (epoch s).
+    count = 0
+    for item in json.load(sys.stdin)["items"]:
+        for entry in item["metadata"].get("managedFields") or []:
+            if entry.get("manager") != manager or not entry.get("time"):
+                continue
+            t = datetime.strptime(entry["time"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc).timestamp()
+            if int(float(start)) < t <= float(end):
+                count += 1
+    print(count)
+
+cmd, args = sys.argv[1], sys.argv[2:]
+if cmd == "gen-ms": gen_ms(int(args[0]), args[1], args[2])
+elif cmd == "split": split(args[0], int(args[1]))
+elif cmd == "count-ready": count_ready()
+elif cmd == "count-available": count_available()
+elif cmd == "pod-requests": pod_requests()
+elif cmd == "capacity-patch": capacity_patch(args[0], args[1], int(args[2]), int(args[3]), int(args[4]))
+elif cmd == "node-is": node_is(args[0], args[1])
+elif cmd == "operator-metric": operator_metrics(args[0])
+elif cmd == "apiserver-mutating": apiserver_mutating(args[0])
+elif cmd == "manager-writes": manager_writes(args[0], args[1], args[2])
+else: sys.exit(f"unknown command {cmd}")
+PY
+py() { python3 "$WORK/bench.py" "$@"; }
+now() { date +%s.%N; }
+elapsed() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.1f", b - a}'; }
+
+# --- cleanup --------------------------------------------------------------------------
+
+stop_operator() {
+  [ -n "$OPERATOR_PID" ] || return 0
+  kill -TERM "$OPERATOR_PID" 2>/dev/null || true
+  local _
+  for _ in $(seq 100); do kill -0 "$OPERATOR_PID" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$OPERATOR_PID" 2>/dev/null || true
+  wait "$OPERATOR_PID" 2>/dev/null || true
+  OPERATOR_PID=
+}
+
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  stop_operator
+  if [ -z "$STARTED_CONTROL_PLANE" ]; then
+    log "deleting namespaces $NS_OP and $NS_DIRECT"
+    kubectl delete namespace "$NS_OP" "$NS_DIRECT" --ignore-not-found --wait=true --timeout=600s >/dev/null ||
+      log "warning: the namespaces are still being deleted"
+    if [ -n "$NODE_PATCHED" ]; then
+      kubectl get node "$NODE_PATCHED" -o json >"$WORK/node-now.json" 2>/dev/null || true
+      if py node-is "$WORK/node-now.json" "$(sed -n 1p "$WORK/capacity")"; then
+        kubectl patch node "$NODE_PATCHED" --subresource=status --type=merge \
+          -p "$(sed -n 2p "$WORK/capacity")" >/dev/null && log "restored the capacity of node $NODE_PATCHED"
+      else
+        log "warning: node $NODE_PATCHED's capacity was changed by someone else: not restoring it"
+      fi
+    fi
+  else
+    "$HACK_DIR/control-plane.sh" down
+  fi
+  rm -f "$WORK"/*.yaml "$WORK"/*.json
+  log "operator log and figures kept in $WORK"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# --- setup ----------------------------------------------------------------------------
+
+eval "$("$HACK_DIR/control-plane.sh" env)"
+if ! kubectl get --raw /readyz >/dev/null 2>&1; then
+  log "the control plane is down: starting it (stopped again on exit)"
+  STARTED_CONTROL_PLANE=1
+  "$HACK_DIR/control-plane.sh" up
+  eval "$("$HACK_DIR/control-plane.sh" env)"
+fi
+
+log "building kea-operator (release)"
+cargo build -q --release -p kea-operator
+TARGET_DIR=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+OPERATOR="$TARGET_DIR/release/kea-operator"
+
+log "installing the CRD"
+"$OPERATOR" crd | kubectl apply --server-side --force-conflicts -f - >/dev/null
+kubectl wait --for=condition=Established --timeout=60s crd/microservices.kea.dev >/dev/null
+
+log "generating $N Microservices and, for the baseline, their rendered Deployments and Services"
+py gen-ms "$N" "$NS_OP" "$IMAGE" >"$WORK/microservices.yaml"
+py gen-ms "$N" "$NS_DIRECT" "$IMAGE" >"$WORK/direct-ms.yaml"
+"$OPERATOR" render "$WORK/direct-ms.yaml" >"$WORK/direct.yaml"
+[ "$(grep -c '^kind: Deployment' "$WORK/direct.yaml")" -eq "$N" ] || die "render did not give $N Deployments"
+py gen-ms 1 "$NS_DIRECT" "$IMAGE" >"$WORK/one-ms.yaml"
+read -r CPU_EACH MEM_EACH < <("$OPERATOR" render "$WORK/one-ms.yaml" |
+  kubectl create --dry-run=client -o json -f - | py pod-requests)
+
+# Room for 2N pods on the first kwok node (the operator arm's pods may still be
+# terminating when the baseline's start).
+NODE=$(kubectl get nodes -o json |
+  python3 -c 'import json,sys; print(next((n["metadata"]["name"] for n in json.load(sys.stdin)["items"] if n["metadata"].get("annotations", {}).get("kwok.x-k8s.io/node") == "fake"), ""))')
+[ -n "$NODE" ] || die "no kwok node (annotation kwok.x-k8s.io/node=fake) in the cluster"
+kubectl get node "$NODE" -o json >"$WORK/node.json"
+kubectl get pods -A --field-selector "spec.nodeName=$NODE" -o json >"$WORK/node-pods.json"
+py capacity-patch "$WORK/node.json" "$WORK/node-pods.json" $((2 * N)) "$CPU_EACH" "$MEM_EACH" >"$WORK/capacity"
+NODE_NOTE="node $NODE has room for $((2 * N)) more pods: not patched"
+if [ -s "$WORK/capacity" ]; then
+  NODE_NOTE="patched node $NODE status for the run: $(sed -n 3p "$WORK/capacity")"
+  kubectl patch node "$NODE" --subresource=status --type=merge -p "$(sed -n 1p "$WORK/capacity")" >/dev/null
+  NODE_PATCHED=$NODE
+  sleep 2
+  kubectl get node "$NODE" -o json >"$WORK/node-now.json"
+  py node-is "$WORK/node-now.json" "$(sed -n 1p "$WORK/capacity")" || die "the capacity patch of node $NODE did not stick"
+fi
+log "$NODE_NOTE"
+
+kubectl create namespace "$NS_OP" >/dev/null
+kubectl create namespace "$NS_DIRECT" >/dev/null
+
+PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+METRICS_URL="http://127.0.0.1:$PORT/metrics"
+log "starting kea-operator on namespace $NS_OP (metrics on 127.0.0.1:$PORT, log $WORK/operator.log)"
+KEA_HTTP_ADDR="127.0.0.1:$PORT" KEA_WATCH_NAMESPACE="$NS_OP" KEA_LOG_FORMAT=json RUST_LOG=info \
+  "$OPERATOR" run --leader-elect=false >"$WORK/operator.log" 2>&1 &
+OPERATOR_PID=$!
+for _ in $(seq 100); do
+  curl -fsS "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1 && break
+  kill -0 "$OPERATOR_PID" 2>/dev/null || { tail -n 20 "$WORK/operator.log" >&2; die "kea-operator exited"; }
+  sleep 0.1
+done
+curl -fsS "http://127.0.0.1:$PORT/readyz" >/dev/null || die "kea-operator is not ready"
+
+# apply_all FILE: server-side apply of FILE by $APPLIERS concurrent kubectl processes.
+apply_all() {
+  local k pids=()
+  py split "$1" "$APPLIERS"
+  for ((k = 0; k < APPLIERS; k++)); do
+    [ -s "$1.$k" ] || continue
+    kubectl apply --server-side -f "$1.$k" >"$1.$k.out" 2>&1 &
+    pids+=($!)
+  done
+  for k in "${pids[@]}"; do
+    wait "$k" || { cat "$1".*.out >&2; die "kubectl apply of $1 failed"; }
+  done
+}
+
+# wait_all WHAT RESOURCE NAMESPACE COUNTER START: poll every $POLL s until COUNTER says
+# all N objects are ready; prints the seconds since START.
+wait_all() {
+  local what=$1 resource=$2 namespace=$3 counter=$4 start=$5 ready total last=-1
+  while :; do
+    read -r ready total < <(kubectl get "$resource" -n "$namespace" -o json | py "$counter")
+    if [ "$ready" -ne "$last" ]; then
+      log "$what: $ready/$N ready ($total exist) after $(elapsed "$start" "$(now)")s"
+      last=$ready
+    fi
+    [ "$ready" -ge "$N" ] && break
+    [ "$(elapsed "$start" "$(now)" | cut -d. -f1)" -lt "$TIMEOUT" ] || die "$what: only $ready/$N ready after ${TIMEOUT}s"
+    [ -z "$OPERATOR_PID" ] || kill -0 "$OPERATOR_PID" 2>/dev/null || die "kea-operator died (log: $WORK/operator.log)"
+    sleep "$POLL"
+  done
+  elapsed "$start" "$(now)" >"$WORK/$what.seconds"
+}
+
+# --- operator arm ---------------------------------------------------------------------
+
+log "operator arm: applying $N Microservices to $NS_OP ($APPLIERS kubectl processes)"
+START=$(now)
+apply_all "$WORK/microservices.yaml"
+APPLY_OP=$(elapsed "$START" "$(now)")
+log "operator arm: applied in ${APPLY_OP}s"
+wait_all operator microservices.kea.dev "$NS_OP" count-ready "$START"
+T_OP=$(cat "$WORK/operator.seconds")
+
+log "steady state: waiting ${SETTLE}s, then measuring writes over ${WINDOW}s"
+sleep "$SETTLE"
+snapshot() { # snapshot NAME: operator counters and apiserver mutating requests
+  curl -fsS "$METRICS_URL" >"$WORK/$1.operator.txt"
+  kubectl get --raw /metrics >"$WORK/$1.apiserver.txt"
+}
+W_START=$(now)
+snapshot before
+sleep "$WINDOW"
+snapshot after
+W_END=$(now)
+metric() { py operator-metric "$2" <"$WORK/$1.operator.txt"; }
+OP_WRITES=$(($(metric after kea_operator_api_writes_total) - $(metric before kea_operator_api_writes_total)))
+OP_RECONCILES=$(($(metric after kea_operator_reconciles_total) - $(metric before kea_operator_reconciles_total)))
+OP_ERRORS=$(metric after kea_operator_reconcile_errors_total)
+OP_WRITES_TOTAL=$(metric after kea_operator_api_writes_total)
+read -r API_ALL_0 API_OURS_0 < <(py apiserver-mutating "$OPERATOR_KINDS" <"$WORK/before.apiserver.txt")
+read -r API_ALL_1 API_OURS_1 < <(py apiserver-mutating "$OPERATOR_KINDS" <"$WORK/after.apiserver.txt")
+API_ALL=$((API_ALL_1 - API_ALL_0))
+API_OURS=$((API_OURS_1 - API_OURS_0))
+MANAGER_WRITES=$(kubectl get deployments,services,microservices.kea.dev -n "$NS_OP" -o json |
+  py manager-writes kea-operator "$W_START" "$W_END")
+RSS_MIB=$(awk '/^VmHWM/ {printf "%.1f", $2 / 1024}' "/proc/$OPERATOR_PID/status")
+log "operator arm: stopping kea-operator and deleting $NS_OP"
+stop_operator
+kubectl delete namespace "$NS_OP" --wait=true --timeout=600s >/dev/null ||
+  log "warning: $NS_OP is still being deleted; the baseline runs alongside"
+
+# --- baseline arm ---------------------------------------------------------------------
+
+log "baseline arm: applying $N Deployments and $N Services to $NS_DIRECT ($APPLIERS kubectl processes)"
+START=$(now)
+apply_all "$WORK/direct.yaml"
+APPLY_DIRECT=$(elapsed "$START" "$(now)")
+log "baseline arm: applied in ${APPLY_DIRECT}s"
+wait_all direct deployments.apps "$NS_DIRECT" count-available "$START"
+T_DIRECT=$(cat "$WORK/direct.seconds")
+
+# --- report ---------------------------------------------------------------------------
+
+{
+  echo
+  echo "kea-operator at scale ($(date -u +%Y-%m-%d), $(nproc) cores, Kubernetes $KUBERNETES_VERSION, kwok $KWOK_VERSION; times to +-${POLL}s)"
+  printf '| %-64s | %10s |\n' "measure" "value"
+  printf '|%s|%s|\n' "$(printf -- '-%.0s' $(seq 66))" "$(printf -- '-%.0s' $(seq 12))"
+  row() { printf '| %-64s | %10s |\n' "$1" "$2"; }
+  row "N (Microservices; Deployments + Services in the baseline)" "$N"
+  row "operator: seconds until all Microservices Ready" "$T_OP"
+  row "  of which the client's apply" "$APPLY_OP"
+  row "baseline: seconds until all Deployments Available" "$T_DIRECT"
+  row "  of which the client's apply" "$APPLY_DIRECT"
+  row "ratio operator / baseline" "$(awk -v a="$T_OP" -v b="$T_DIRECT" 'BEGIN {printf "%.2f", a / b}')"
+  row "operator peak RSS (VmHWM), MiB" "$RSS_MIB"
+  row "operator writes in the ${WINDOW}s steady-state window (target 0)" "$OP_WRITES"
+  row "objects changed by field manager kea-operator in the window" "$MANAGER_WRITES"
+  row "apiserver mutating requests in the window, all" "$API_ALL"
+  row "  of which on deploy/svc/ms/pdb/hpa/events (any namespace)" "$API_OURS"
+  echo
+  echo "operator: $OP_WRITES_TOTAL writes ($(awk -v w="$OP_WRITES_TOTAL" -v n="$N" 'BEGIN {printf "%.1f", w / n}') per Microservice) and $OP_ERRORS failed reconciles in all, $OP_RECONCILES reconciles in the window"
+  echo "$NODE_NOTE"
+  echo "apiserver counts are cluster-wide (kwok's node and lease updates, other clients included)"
+} | tee "$WORK/report.txt"
