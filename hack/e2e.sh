@@ -63,7 +63,9 @@ install_operator() {
     helm)
       # The namespace with its Pod Security labels, as deploy/ has it.
       kubectl apply -f "$REPO_ROOT/deploy/01-namespace.yaml" >/dev/null
+      # No registry: the store servers are the images hack/images.sh builds.
       helm install "$RELEASE" "$REPO_ROOT/charts/kea-operator" -n "$OPERATOR_NS" --wait \
+        --set stores.images.mariadb=kea.dev/kea-mariadb:dev --set stores.images.redis=kea.dev/kea-redis:dev \
         --timeout "$WAIT" >/dev/null
       ;;
   esac

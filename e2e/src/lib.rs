@@ -476,6 +476,39 @@ fn parse_response(raw: &[u8]) -> anyhow::Result<Option<Answer>> {
     }
 }
 
+/// One request to the Service `name` (its `http` port) through the API server's Service
+/// proxy: the API server picks a ready endpoint, as any client of the Service would get.
+pub async fn service_http(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    method: &str,
+    path: &str,
+    json_body: Option<&str>,
+) -> anyhow::Result<Answer> {
+    let uri = format!("/api/v1/namespaces/{namespace}/services/{name}:http/proxy{path}");
+    let mut request = http::Request::builder().method(method).uri(&uri);
+    if json_body.is_some() {
+        request = request.header("content-type", "application/json");
+    }
+    let request = request.body(json_body.unwrap_or_default().as_bytes().to_vec())?;
+    let call = async {
+        let response = client.send(request.map(kube::client::Body::from)).await?;
+        let status = response.status().as_u16();
+        let bytes = http_body_util::BodyExt::collect(response.into_body())
+            .await?
+            .to_bytes();
+        anyhow::Ok(Answer {
+            status,
+            body: String::from_utf8_lossy(&bytes).to_string(),
+        })
+    };
+    tokio::time::timeout(Duration::from_secs(20), call)
+        .await
+        .with_context(|| format!("{method} {path} on Service {namespace}/{name} timed out"))?
+        .with_context(|| format!("{method} {path} on Service {namespace}/{name}"))
+}
+
 /// GET through a port-forward to the first Ready pod of the Microservice `name`.
 pub async fn get_from_service_pod(
     client: &Client,

@@ -35,7 +35,7 @@ pub const VERSION: &str = "v1alpha1";
     namespaced,
     status = "MicroserviceStatus",
     derive = "PartialEq",
-    doc = "A Microservice is one HTTP service run by the kea operator: it becomes a Deployment with probes, a restricted security context and a graceful drain, a Service, and where they apply a PodDisruptionBudget and a HorizontalPodAutoscaler.",
+    doc = "A Microservice is one HTTP service run by the kea operator: it becomes a Deployment with probes, a restricted security context and a graceful drain, a Service, where they apply a PodDisruptionBudget and a HorizontalPodAutoscaler, and the data stores it declares (a dedicated MariaDB or Redis, or a volume for SQLite or redb).",
     scale(
         spec_replicas_path = ".spec.replicas",
         status_replicas_path = ".status.replicas",
@@ -70,13 +70,21 @@ pub const VERSION: &str = "v1alpha1";
         .message("spec.dependsOn must not name the Microservice itself: remove this Microservice's own name from dependsOn")
         .field_path(".spec.dependsOn"),
     validation = Rule::new("self.metadata.name.size() <= 63 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')")
-        .message("metadata.name must be a DNS-1035 label of at most 63 characters (lowercase letters, digits and '-', starting with a letter), because it also names the Service")
+        .message("metadata.name must be a DNS-1035 label of at most 63 characters (lowercase letters, digits and '-', starting with a letter), because it also names the Service"),
+    validation = Rule::new("!has(self.spec.stores) || self.metadata.name.size() <= 45")
+        .message("a Microservice with stores must have a name of at most 45 characters, because its stores' StatefulSets and Services are named after it (e.g. NAME-mariadb)")
 )]
 #[serde(rename_all = "camelCase")]
-#[schemars(extend("x-kubernetes-validations" = [{
-    "rule": "!has(self.autoscaling) || !has(self.resources) || (has(self.resources.requests) && 'cpu' in self.resources.requests)",
-    "message": "autoscaling scales on CPU use relative to the CPU request: set resources.requests.cpu, or leave resources unset to get the default request"
-}]))]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "!has(self.autoscaling) || !has(self.resources) || (has(self.resources.requests) && 'cpu' in self.resources.requests)",
+        "message": "autoscaling scales on CPU use relative to the CPU request: set resources.requests.cpu, or leave resources unset to get the default request"
+    },
+    {
+        "rule": "!has(self.stores) || !((has(self.stores.sql) && self.stores.sql.engine == 'sqlite') || (has(self.stores.nosql) && self.stores.nosql.engine == 'redb')) || (self.replicas <= 1 && !has(self.autoscaling))",
+        "message": "embedded stores live in one pod's volume; use mariadb/redis to run more than one replica (or set replicas to 1 and remove autoscaling)"
+    }
+]))]
 pub struct MicroserviceSpec {
     /// Container image of the service, e.g. `registry.example/orders:1.2.0`. The image must
     /// serve HTTP on `port` and answer the health probes (by default `/healthz` and `/readyz`).
@@ -173,10 +181,157 @@ pub struct MicroserviceSpec {
     #[schemars(range(min = 0, max = 300))]
     pub drain_seconds: i32,
 
-    /// The writable scratch volume mounted at `/data` for the service's embedded stores (the root
-    /// filesystem is read-only). It is an emptyDir: its content lives as long as the pod.
+    /// The writable scratch volume mounted at `/data` (the root filesystem is read-only). It is
+    /// an emptyDir: its content lives as long as the pod. Without `stores`, the service's
+    /// embedded stores (SQLite, redb) live here and are lost with the pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_volume: Option<DataVolume>,
+
+    /// The service's own data stores, provisioned by the operator and kept when pods come and
+    /// go. A server engine (`mariadb`, `redis`) gets a dedicated instance (a StatefulSet with a
+    /// PersistentVolumeClaim, a Service and a Secret with generated credentials, handed to the
+    /// service as `DATABASE_URL` / `REDIS_URL`); an embedded engine (`sqlite`, `redb`) gets a
+    /// PersistentVolumeClaim mounted into the service's pod. Without `stores` the service keeps
+    /// its embedded stores on the `/data` emptyDir: ephemeral, lost when a pod is deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stores: Option<Stores>,
+}
+
+/// The data stores of one Microservice: at most one relational and one NoSQL store.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Stores {
+    /// The relational store, behind the service's `/mysqldata`: `mariadb` (a dedicated MariaDB
+    /// server, `DATABASE_URL`) or `sqlite` (a file on a volume).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sql: Option<SqlStore>,
+    /// The NoSQL store, behind the service's `/nosqldata`: `redis` (a dedicated Redis server
+    /// with append-only persistence, `REDIS_URL`) or `redb` (a file on a volume).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nosql: Option<NosqlStore>,
+}
+
+/// One store: its engine and the persistent volume it keeps its data on.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.storageClassName) == has(oldSelf.storageClassName)",
+    "message": "storageClassName cannot be added or removed once the store exists: its volume is already provisioned"
+}]))]
+pub struct Store<E> {
+    /// The engine. Cannot change once set.
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self == oldSelf",
+        "message": "engine cannot change once set (the data would be left behind): delete and re-create the Microservice, or create another Microservice"
+    }]))]
+    pub engine: E,
+    /// Capacity of the volume, e.g. `1Gi` or `512Mi`. Defaults to `1Gi`. Cannot change once set.
+    #[serde(default = "default_store_size")]
+    #[schemars(length(min = 1, max = 64))]
+    #[schemars(extend("x-kubernetes-validations" = [
+        {
+            "rule": "isQuantity(self) && quantity(self).isGreaterThan(quantity('0'))",
+            "message": "size must be a positive quantity such as 1Gi or 512Mi"
+        },
+        {
+            "rule": "self == oldSelf",
+            "message": "size cannot change once set: the volume exists already"
+        }
+    ]))]
+    pub size: String,
+    /// StorageClass of the volume; the cluster's default class when unset. Cannot change once set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    #[schemars(extend("x-kubernetes-validations" = [
+        {
+            "rule": "self.matches('^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$')",
+            "message": "storageClassName must be the name of a StorageClass: lowercase letters, digits, '-' and '.'"
+        },
+        {
+            "rule": "self == oldSelf",
+            "message": "storageClassName cannot change once set: the volume exists already"
+        }
+    ]))]
+    pub storage_class_name: Option<String>,
+    /// What happens to the data when the Microservice is deleted: `Retain` (the default) keeps
+    /// the volume and the credentials, and a Microservice created again with the same name
+    /// gets them back; `Delete` removes them with the Microservice.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+}
+
+/// The relational store.
+pub type SqlStore = Store<SqlEngine>;
+/// The NoSQL store.
+pub type NosqlStore = Store<NosqlEngine>;
+
+/// Relational engines.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SqlEngine {
+    /// A dedicated MariaDB server (StatefulSet), reached through `DATABASE_URL`.
+    Mariadb,
+    /// An SQLite file on a volume of the service's own pod (one replica at most).
+    Sqlite,
+}
+
+/// NoSQL engines.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum NosqlEngine {
+    /// A dedicated Redis server (StatefulSet) with append-only persistence, reached through
+    /// `REDIS_URL`.
+    Redis,
+    /// A redb file on a volume of the service's own pod (one replica at most).
+    Redb,
+}
+
+/// What happens to a store's data when its Microservice is deleted.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum DeletionPolicy {
+    /// Keep the volume and the Secret; a Microservice of the same name adopts them.
+    #[default]
+    Retain,
+    /// Delete the volume and the Secret with the Microservice.
+    Delete,
+}
+
+/// Default of a store's `size`.
+pub fn default_store_size() -> String {
+    "1Gi".to_owned()
+}
+
+impl SqlEngine {
+    /// The engine's name as written in the spec.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Mariadb => "mariadb",
+            Self::Sqlite => "sqlite",
+        }
+    }
+}
+
+impl NosqlEngine {
+    /// The engine's name as written in the spec.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Redis => "redis",
+            Self::Redb => "redb",
+        }
+    }
+}
+
+impl Stores {
+    /// Whether a store lives in the service's own pod (so the pod cannot be replicated).
+    pub fn has_embedded(&self) -> bool {
+        self.sql
+            .as_ref()
+            .is_some_and(|s| s.engine == SqlEngine::Sqlite)
+            || self
+                .nosql
+                .as_ref()
+                .is_some_and(|s| s.engine == NosqlEngine::Redb)
+    }
 }
 
 /// The three HTTP probes of the container.
@@ -355,7 +510,8 @@ pub struct MicroserviceStatus {
     /// In-cluster URL of the Service, e.g. `http://orders.shop.svc.cluster.local:8080`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
-    /// Conditions: `Ready`, `Available`, `Progressing`, `DependenciesReady` and `Suspended`.
+    /// Conditions: `Ready`, `Available`, `Progressing`, `DependenciesReady`, `StoresReady` and
+    /// `Suspended`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
@@ -363,6 +519,35 @@ pub struct MicroserviceStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub dependencies: Vec<DependencyStatus>,
+    /// The stores of `spec.stores`, as the operator last saw them. Never holds a credential.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub stores: Vec<StoreStatus>,
+}
+
+/// What the operator knows of one store.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StoreStatus {
+    /// `sql` or `nosql`.
+    pub name: String,
+    /// The engine, e.g. `mariadb`.
+    pub engine: String,
+    /// Whether the store can be used: its server is ready, or its volume is bound.
+    pub ready: bool,
+    /// Where a server engine listens (`HOST:PORT`); empty for an embedded engine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// The PersistentVolumeClaim that holds the data.
+    pub volume: String,
+    /// What happens to the data when the Microservice is deleted.
+    pub deletion_policy: DeletionPolicy,
+    /// `Ready`, or why the store is not ready (e.g. `StorageClassNotFound`, `VolumeNotBound`,
+    /// `ImagePullBackOff`, `StorePodNotReady`).
+    pub reason: String,
+    /// Details of the reason.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
 }
 
 /// What the operator knows of one dependency.
@@ -390,6 +575,8 @@ pub struct DependencyStatus {
 /// - `Progressing`: a rollout is under way (`True`), finished (`False`, `RolloutComplete`) or
 ///   stuck (`False`, `ProgressDeadlineExceeded`).
 /// - `DependenciesReady`: every Microservice in `dependsOn` exists and is Ready.
+/// - `StoresReady`: every store of `spec.stores` can be used (its server is ready, its volume
+///   is bound). `Ready` requires it: a service without its data is not ready.
 /// - `Suspended`: `spec.suspend` is true.
 pub mod conditions {
     /// Condition type: the Microservice serves its current spec with every wanted pod.
@@ -402,6 +589,8 @@ pub mod conditions {
     pub const DEPENDENCIES_READY: &str = "DependenciesReady";
     /// Condition type: `spec.suspend` is true.
     pub const SUSPENDED: &str = "Suspended";
+    /// Condition type: every store of `spec.stores` can be used.
+    pub const STORES_READY: &str = "StoresReady";
 
     /// Reasons used in the conditions above.
     pub mod reasons {
@@ -431,6 +620,20 @@ pub mod conditions {
         pub const DEPENDENCY_MISSING: &str = "DependencyMissing";
         /// A dependency exists but is not ready.
         pub const DEPENDENCY_NOT_READY: &str = "DependencyNotReady";
+        /// `spec.stores` is empty: the service keeps ephemeral embedded stores.
+        pub const NO_STORES: &str = "NoStores";
+        /// Every store is ready.
+        pub const STORES_READY: &str = "StoresReady";
+        /// A store's volume names a StorageClass that does not exist.
+        pub const STORAGE_CLASS_NOT_FOUND: &str = "StorageClassNotFound";
+        /// A store's PersistentVolumeClaim is not bound to a volume (yet).
+        pub const VOLUME_NOT_BOUND: &str = "VolumeNotBound";
+        /// A store's server pod exists but is not ready.
+        pub const STORE_POD_NOT_READY: &str = "StorePodNotReady";
+        /// A store's server has no pod yet.
+        pub const STORE_PENDING: &str = "StorePending";
+        /// An object the store needs exists and belongs to someone else.
+        pub const STORE_CONFLICT: &str = "StoreConflict";
     }
 }
 
@@ -478,6 +681,7 @@ impl MicroserviceSpec {
             pod_annotations: BTreeMap::new(),
             drain_seconds: default_drain_seconds(),
             data_volume: None,
+            stores: None,
         }
     }
 }

@@ -26,6 +26,7 @@ use kube::{Resource, ResourceExt};
 
 use crate::api::{DataVolume, Microservice, MicroserviceSpec, ProbeSpec, default_port};
 use crate::error::{Error, Result};
+use crate::stores::{self, ServiceWiring, StoreChildren, StoreContext, StoreImages};
 
 /// Name of the field manager for server-side apply, and value of `app.kubernetes.io/managed-by`.
 pub const MANAGER: &str = "kea-operator";
@@ -116,21 +117,39 @@ pub struct Children {
     pub pod_disruption_budget: Option<PodDisruptionBudget>,
     /// Wanted while `autoscaling` is set and the Microservice is not suspended.
     pub horizontal_pod_autoscaler: Option<HorizontalPodAutoscaler>,
+    /// The objects of `spec.stores` (the Secrets are made by the reconciler, once).
+    pub stores: Vec<StoreChildren>,
 }
 
 /// Builds every child of `ms`. Fails when `ms` has no namespace.
 ///
 /// Children carry a controller ownerReference when `ms` has a uid (it always does when read
 /// from the API server; a Microservice read from a file for `render` has none).
-pub fn build_children(ms: &Microservice, dependency_ports: &DependencyPorts) -> Result<Children> {
+pub fn build_children(
+    ms: &Microservice,
+    dependency_ports: &DependencyPorts,
+    store_images: &StoreImages,
+) -> Result<Children> {
     let ctx = BuildContext::new(ms)?;
     let control = replica_control(&ms.spec);
+    let planned = stores::plan(&ctx.name, ms.spec.stores.as_ref());
+    let wiring = stores::service_wiring(&planned);
     Ok(Children {
-        deployment: build_deployment(&ctx, ms, control, dependency_ports),
+        deployment: build_deployment(&ctx, ms, control, dependency_ports, &wiring),
         service: build_service(&ctx, ms),
         pod_disruption_budget: (control.min_replicas() > 1).then(|| build_pdb(&ctx)),
         horizontal_pod_autoscaler: build_hpa(&ctx, ms),
+        stores: stores::build_stores(&ctx.store_context(), &planned, store_images),
     })
+}
+
+/// The context of the store objects of `ms` (for the Secrets the reconciler creates).
+pub fn with_store_context<T>(
+    ms: &Microservice,
+    f: impl FnOnce(&StoreContext<'_>) -> T,
+) -> Result<T> {
+    let ctx = BuildContext::new(ms)?;
+    Ok(f(&ctx.store_context()))
 }
 
 /// The in-cluster URL of a Service: `http://NAME.NAMESPACE.svc.cluster.local`, with `:PORT`
@@ -233,6 +252,19 @@ impl BuildContext {
         }
     }
 
+    fn store_context(&self) -> StoreContext<'_> {
+        StoreContext {
+            name: &self.name,
+            namespace: &self.namespace,
+            part_of: self
+                .labels
+                .get(labels::PART_OF)
+                .map(String::as_str)
+                .unwrap_or(&self.namespace),
+            owner: self.owner.as_ref(),
+        }
+    }
+
     fn selector(&self) -> LabelSelector {
         LabelSelector {
             match_labels: Some(selector_labels(&self.name)),
@@ -246,6 +278,7 @@ fn build_deployment(
     ms: &Microservice,
     control: ReplicaControl,
     dependency_ports: &DependencyPorts,
+    wiring: &ServiceWiring,
 ) -> Deployment {
     let spec = &ms.spec;
 
@@ -266,22 +299,14 @@ fn build_deployment(
             selector: ctx.selector(),
             min_ready_seconds: Some(MIN_READY_SECONDS),
             revision_history_limit: Some(5),
-            // Surge first, never go below the wanted number of ready pods: a rollout drops no
-            // request.
-            strategy: Some(DeploymentStrategy {
-                type_: Some("RollingUpdate".to_owned()),
-                rolling_update: Some(RollingUpdateDeployment {
-                    max_surge: Some(IntOrString::String("25%".to_owned())),
-                    max_unavailable: Some(IntOrString::Int(0)),
-                }),
-            }),
+            strategy: Some(deployment_strategy(wiring)),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(pod_labels),
                     annotations: pod_annotations,
                     ..Default::default()
                 }),
-                spec: Some(build_pod_spec(ctx, spec, dependency_ports)),
+                spec: Some(build_pod_spec(ctx, spec, dependency_ports, wiring)),
             },
             ..Default::default()
         }),
@@ -289,15 +314,48 @@ fn build_deployment(
     }
 }
 
+/// Surge first, never go below the wanted number of ready pods: a rollout drops no request.
+/// Except with a store in the pod's volume: a ReadWriteOnce claim and a file lock admit one
+/// pod at a time, so the old pod stops before the new one starts.
+fn deployment_strategy(wiring: &ServiceWiring) -> DeploymentStrategy {
+    if wiring.embedded {
+        return DeploymentStrategy {
+            type_: Some("Recreate".to_owned()),
+            rolling_update: None,
+        };
+    }
+    DeploymentStrategy {
+        type_: Some("RollingUpdate".to_owned()),
+        rolling_update: Some(RollingUpdateDeployment {
+            max_surge: Some(IntOrString::String("25%".to_owned())),
+            max_unavailable: Some(IntOrString::Int(0)),
+        }),
+    }
+}
+
 fn build_pod_spec(
     ctx: &BuildContext,
     spec: &MicroserviceSpec,
     dependency_ports: &DependencyPorts,
+    wiring: &ServiceWiring,
 ) -> PodSpec {
     let drain_seconds = i64::from(spec.drain_seconds.max(0));
     let data_volume = spec.data_volume.clone().unwrap_or_default();
+    let mut volumes = vec![
+        Volume {
+            name: "data".to_owned(),
+            empty_dir: Some(empty_dir(&data_volume)),
+            ..Default::default()
+        },
+        Volume {
+            name: "tmp".to_owned(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Default::default()
+        },
+    ];
+    volumes.extend(wiring.volumes.iter().cloned());
     PodSpec {
-        containers: vec![build_container(ctx, spec, dependency_ports)],
+        containers: vec![build_container(ctx, spec, dependency_ports, wiring)],
         // The service talks to no Kubernetes API: no token in the pod.
         automount_service_account_token: Some(false),
         // Service links would add a dozen variables per Service in the namespace.
@@ -318,18 +376,7 @@ fn build_pod_spec(
         termination_grace_period_seconds: Some(
             PRE_STOP_SLEEP_SECONDS + drain_seconds + TERMINATION_MARGIN_SECONDS,
         ),
-        volumes: Some(vec![
-            Volume {
-                name: "data".to_owned(),
-                empty_dir: Some(empty_dir(&data_volume)),
-                ..Default::default()
-            },
-            Volume {
-                name: "tmp".to_owned(),
-                empty_dir: Some(EmptyDirVolumeSource::default()),
-                ..Default::default()
-            },
-        ]),
+        volumes: Some(volumes),
         ..Default::default()
     }
 }
@@ -345,8 +392,22 @@ fn build_container(
     ctx: &BuildContext,
     spec: &MicroserviceSpec,
     dependency_ports: &DependencyPorts,
+    wiring: &ServiceWiring,
 ) -> Container {
     let probes = spec.probes.clone().unwrap_or_default();
+    let mut volume_mounts = vec![
+        VolumeMount {
+            name: "data".to_owned(),
+            mount_path: DATA_MOUNT_PATH.to_owned(),
+            ..Default::default()
+        },
+        VolumeMount {
+            name: "tmp".to_owned(),
+            mount_path: TMP_MOUNT_PATH.to_owned(),
+            ..Default::default()
+        },
+    ];
+    volume_mounts.extend(wiring.mounts.iter().cloned());
     Container {
         name: CONTAINER_NAME.to_owned(),
         image: Some(spec.image.clone()),
@@ -357,7 +418,7 @@ fn build_container(
             protocol: Some("TCP".to_owned()),
             ..Default::default()
         }]),
-        env: Some(build_env(ctx, spec, dependency_ports)),
+        env: Some(build_env(ctx, spec, dependency_ports, wiring)),
         env_from: (!spec.env_from.is_empty()).then(|| spec.env_from.clone()),
         resources: Some(spec.resources.clone().unwrap_or_else(default_resources)),
         liveness_probe: http_probe(probes.liveness.as_ref(), ProbeDefaults::LIVENESS),
@@ -387,18 +448,7 @@ fn build_container(
         }),
         // A crash-looping container then shows its last log lines in the pod status.
         termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
-        volume_mounts: Some(vec![
-            VolumeMount {
-                name: "data".to_owned(),
-                mount_path: DATA_MOUNT_PATH.to_owned(),
-                ..Default::default()
-            },
-            VolumeMount {
-                name: "tmp".to_owned(),
-                mount_path: TMP_MOUNT_PATH.to_owned(),
-                ..Default::default()
-            },
-        ]),
+        volume_mounts: Some(volume_mounts),
         ..Default::default()
     }
 }
@@ -409,6 +459,7 @@ fn build_env(
     ctx: &BuildContext,
     spec: &MicroserviceSpec,
     dependency_ports: &DependencyPorts,
+    wiring: &ServiceWiring,
 ) -> Vec<EnvVar> {
     let mut ours = vec![
         ("KEA_SERVICE_NAME".to_owned(), ctx.name.clone()),
@@ -437,12 +488,14 @@ fn build_env(
 
     let mut env: Vec<EnvVar> = ours
         .into_iter()
-        .filter(|(name, _)| !spec.env.iter().any(|user| &user.name == name))
         .map(|(name, value)| EnvVar {
             name,
             value: Some(value),
             ..Default::default()
         })
+        // The stores' URLs come from their Secrets, never as literal values.
+        .chain(wiring.env.iter().cloned())
+        .filter(|ours| !spec.env.iter().any(|user| user.name == ours.name))
         .collect();
     env.extend(spec.env.iter().cloned());
     env
@@ -624,6 +677,7 @@ mod tests {
         let children = build_children(
             &microservice(MicroserviceSpec::with_image("img:1")),
             &DependencyPorts::new(),
+            &StoreImages::default(),
         )
         .expect("children");
         let deployment_spec = children.deployment.spec.as_ref().expect("spec");
@@ -671,8 +725,12 @@ mod tests {
             max_replicas: 5,
             target_cpu_utilization_percentage: 70,
         });
-        let children =
-            build_children(&microservice(spec), &DependencyPorts::new()).expect("children");
+        let children = build_children(
+            &microservice(spec),
+            &DependencyPorts::new(),
+            &StoreImages::default(),
+        )
+        .expect("children");
         assert_eq!(
             children.deployment.spec.as_ref().and_then(|s| s.replicas),
             None
@@ -694,8 +752,12 @@ mod tests {
             max_replicas: 5,
             target_cpu_utilization_percentage: 70,
         });
-        let children =
-            build_children(&microservice(spec), &DependencyPorts::new()).expect("children");
+        let children = build_children(
+            &microservice(spec),
+            &DependencyPorts::new(),
+            &StoreImages::default(),
+        )
+        .expect("children");
         assert_eq!(
             children.deployment.spec.as_ref().and_then(|s| s.replicas),
             Some(0)
@@ -721,7 +783,8 @@ mod tests {
             ..Default::default()
         }];
         let ports = DependencyPorts::from([("users".to_owned(), 80)]);
-        let children = build_children(&microservice(spec), &ports).expect("children");
+        let children =
+            build_children(&microservice(spec), &ports, &StoreImages::default()).expect("children");
         let c = container(&children);
         assert_eq!(
             env_value(c, "USERS_URL"),
@@ -747,8 +810,12 @@ mod tests {
             (labels::NAME.to_owned(), "other".to_owned()),
             ("team".to_owned(), "a".to_owned()),
         ]);
-        let children =
-            build_children(&microservice(spec), &DependencyPorts::new()).expect("children");
+        let children = build_children(
+            &microservice(spec),
+            &DependencyPorts::new(),
+            &StoreImages::default(),
+        )
+        .expect("children");
         let template_labels = children
             .deployment
             .spec
@@ -777,8 +844,12 @@ mod tests {
             }),
             startup: Some(ProbeSpec::default()),
         });
-        let children =
-            build_children(&microservice(spec), &DependencyPorts::new()).expect("children");
+        let children = build_children(
+            &microservice(spec),
+            &DependencyPorts::new(),
+            &StoreImages::default(),
+        )
+        .expect("children");
         let c = container(&children);
         assert!(c.liveness_probe.is_none());
         let readiness = c.readiness_probe.as_ref().expect("readiness");
@@ -797,6 +868,6 @@ mod tests {
     #[test]
     fn a_microservice_without_namespace_is_rejected() {
         let ms = Microservice::new("x", MicroserviceSpec::with_image("img:1"));
-        assert!(build_children(&ms, &DependencyPorts::new()).is_err());
+        assert!(build_children(&ms, &DependencyPorts::new(), &StoreImages::default()).is_err());
     }
 }

@@ -3,8 +3,10 @@
 //!
 //! One component per Microservice with its URL, its Service and its ready/desired pods; an arrow
 //! per `dependsOn` entry, labelled with the `<NAME>_URL` variable that carries it; a database per
-//! store the Microservice is pointed at through `DATABASE_URL` or `REDIS_URL`, and a note for
-//! the stores it keeps embedded in `/data` (SQLite, redb) when it is not.
+//! store of `spec.stores`, drawn as that Microservice's own (its server or volume, its state,
+//! what happens to it on delete; never a credential); for a store not declared there, a
+//! database when the Microservice is pointed at one through `DATABASE_URL` or `REDIS_URL`, and
+//! otherwise a note for the ephemeral stores it keeps embedded in `/data` (SQLite, redb).
 //!
 //! [`render_plantuml`] is a pure function of the objects read, so it is tested without a
 //! cluster; [`run`] reads them with the kube client and prints the result.
@@ -16,11 +18,12 @@ use k8s_openapi::api::core::v1::{EnvVar, Pod, Service};
 use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt};
 
-use crate::api::{Microservice, conditions};
+use crate::api::{DeletionPolicy, Microservice, conditions};
 use crate::builders::{self, DATA_MOUNT_PATH, MANAGER, ReplicaControl, labels};
 use crate::error::Result;
 use crate::reconcile::check_crd_installed;
 use crate::status::find_condition;
+use crate::stores::{self, EmbeddedEngine, Engine, PlannedStore, Role, ServerEngine};
 
 /// Arguments of `kea-operator diagram`.
 #[derive(clap::Args, Debug, Clone)]
@@ -133,8 +136,19 @@ pub fn render_plantuml(
             }
         }
 
+        let declared = stores::plan(&name, ms.spec.stores.as_ref());
+        for store in &declared {
+            let (line, edge) = declared_store(ms, store, namespace);
+            let store_alias = alias(&format!("store_{}", role_alias(store.role)), &name);
+            let _ = writeln!(out, "  database \"{line}\" as {store_alias}");
+            edges.push(format!("{ms_alias} --> {store_alias} : {edge}"));
+        }
+
         let mut embedded = Vec::new();
-        for store in STORES {
+        for store in STORES
+            .iter()
+            .filter(|store| !declared.iter().any(|d| role_alias(d.role) == store.role))
+        {
             match find_env(ms, store.variable) {
                 Some(var) => {
                     let store_alias = alias(&format!("store_{}", store.role), &name);
@@ -202,6 +216,63 @@ pub fn render_plantuml(
     }
     out.push_str("@enduml\n");
     out
+}
+
+/// The alias part of a store role (kept from the diagrams drawn before `spec.stores`).
+fn role_alias(role: Role) -> &'static str {
+    match role {
+        Role::Sql => "relational",
+        Role::Nosql => "nosql",
+    }
+}
+
+/// The text of a declared store's database and of its edge from the owner.
+fn declared_store(ms: &Microservice, store: &PlannedStore, namespace: &str) -> (String, String) {
+    let status = ms
+        .status
+        .as_ref()
+        .and_then(|s| s.stores.iter().find(|s| s.name == store.role.as_str()));
+    let state = match status {
+        Some(s) if s.ready => "ready".to_owned(),
+        Some(s) => format!("not ready: {}", s.reason),
+        None => "not provisioned yet".to_owned(),
+    };
+    let policy = match store.deletion_policy {
+        DeletionPolicy::Retain => "kept on delete",
+        DeletionPolicy::Delete => "deleted with it",
+    };
+    let (product, place, edge) = match store.engine {
+        Engine::Server(engine) => (
+            match engine {
+                ServerEngine::Mariadb => "MariaDB",
+                ServerEngine::Redis => "Redis",
+            },
+            format!(
+                "StatefulSet {}\\n{}",
+                store.object_name,
+                quote(&store.host(namespace).unwrap_or_default())
+            ),
+            format!("{}\\n(Secret {})", engine.url_variable(), store.object_name),
+        ),
+        Engine::Embedded(engine) => (
+            match engine {
+                EmbeddedEngine::Sqlite => "SQLite",
+                EmbeddedEngine::Redb => "redb",
+            },
+            format!("in its pod, volume {}", store.claim_name),
+            "own volume".to_owned(),
+        ),
+    };
+    (
+        format!(
+            "<b>{product}</b> of {}\\n{place}\\n{} {}, {policy}\\n{}",
+            ms.name_any(),
+            quote(&store.size),
+            store.role.as_str(),
+            quote(&state)
+        ),
+        edge,
+    )
 }
 
 /// A store the reference service can be pointed at through an environment variable.
@@ -366,7 +437,8 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
     /// The example system of `deploy/examples/`: `frontend` calls `users` and `orders`,
-    /// `orders` calls `users`; each keeps its data in its embedded stores.
+    /// `orders` calls `users`; users keeps its data in embedded stores on its own volumes,
+    /// orders in a MariaDB and a Redis of its own, frontend declares none.
     const EXAMPLE: &str = r#"
 apiVersion: kea.dev/v1alpha1
 kind: Microservice
@@ -374,13 +446,18 @@ metadata: {name: users, namespace: kea-demo}
 spec:
   image: kea.dev/kea-service:dev
   replicas: 1
-  dataVolume: {sizeLimit: 256Mi}
+  stores:
+    sql: {engine: sqlite, size: 256Mi}
+    nosql: {engine: redb, size: 256Mi}
 status:
   url: http://users.kea-demo.svc.cluster.local:8080
   replicas: 1
   readyReplicas: 1
   conditions:
     - {type: Ready, status: "True", reason: Ready, message: 1 of 1 pods ready, lastTransitionTime: "2025-01-01T00:00:00Z"}
+  stores:
+    - {name: sql, engine: sqlite, ready: true, volume: users-sqlite, deletionPolicy: Retain, reason: Ready}
+    - {name: nosql, engine: redb, ready: true, volume: users-redb, deletionPolicy: Retain, reason: Ready}
 ---
 apiVersion: kea.dev/v1alpha1
 kind: Microservice
@@ -401,15 +478,20 @@ kind: Microservice
 metadata: {name: orders, namespace: kea-demo}
 spec:
   image: kea.dev/kea-service:dev
-  replicas: 1
+  replicas: 3
   dependsOn: [{name: users}]
-  dataVolume: {sizeLimit: 256Mi}
+  stores:
+    sql: {engine: mariadb, size: 512Mi}
+    nosql: {engine: redis, size: 256Mi}
 status:
   url: http://orders.kea-demo.svc.cluster.local:8080
-  replicas: 1
+  replicas: 3
   readyReplicas: 0
   conditions:
-    - {type: Ready, status: "False", reason: MinimumReplicasUnavailable, message: 0 of 1 pods available, lastTransitionTime: "2025-01-01T00:00:00Z"}
+    - {type: Ready, status: "False", reason: StorePodNotReady, message: "store sql (mariadb): pod orders-mariadb-0 is not ready yet", lastTransitionTime: "2025-01-01T00:00:00Z"}
+  stores:
+    - {name: sql, engine: mariadb, ready: false, host: "orders-mariadb.kea-demo.svc.cluster.local:3306", volume: data-orders-mariadb-0, deletionPolicy: Retain, reason: StorePodNotReady}
+    - {name: nosql, engine: redis, ready: true, host: "orders-redis.kea-demo.svc.cluster.local:6379", volume: data-orders-redis-0, deletionPolicy: Retain, reason: Ready}
 "#;
 
     /// Stores configured through the environment: a Secret reference, a literal URL with a
@@ -519,7 +601,7 @@ spec: {type: ClusterIP, ports: [{name: http, port: 8080}]}
         ));
         assert!(text.contains("\\n1/1 pods ready, Ready\" <<Microservice>> as ms_users #E8F5E9"));
         assert!(text.contains(
-            "\\n0/1 pods ready, not ready: MinimumReplicasUnavailable\" <<Microservice>> as ms_orders #FFF3E0"
+            "\\n0/3 pods ready, not ready: StorePodNotReady\" <<Microservice>> as ms_orders #FFF3E0"
         ));
         // Sorted by name, whatever the input order.
         let position = |alias: &str| text.find(&format!(" as {alias} ")).expect(alias);
@@ -537,14 +619,32 @@ spec: {type: ClusterIP, ports: [{name: http, port: 8080}]}
     }
 
     #[test]
-    fn embedded_stores_are_a_note() {
+    fn undeclared_embedded_stores_are_a_note() {
         let text = example();
-        for name in ["frontend", "orders", "users"] {
-            assert!(text.contains(&format!(
-                "note bottom of ms_{name}\n  embedded in /data:\n  SQLite (relational), redb (NoSQL)\nend note"
-            )));
-        }
-        assert!(!text.contains("  database \""));
+        assert!(text.contains(
+            "note bottom of ms_frontend\n  embedded in /data:\n  SQLite (relational), redb (NoSQL)\nend note"
+        ));
+        assert_eq!(text.matches("note bottom of").count(), 1, "{text}");
+    }
+
+    #[test]
+    fn declared_stores_are_their_owners_databases() {
+        let text = example();
+        assert!(text.contains(
+            "database \"<b>MariaDB</b> of orders\\nStatefulSet orders-mariadb\\norders-mariadb.kea-demo.svc.cluster.local:3306\\n512Mi sql, kept on delete\\nnot ready: StorePodNotReady\" as store_relational_orders"
+        ), "{text}");
+        assert!(text.contains(
+            "database \"<b>redb</b> of users\\nin its pod, volume users-redb\\n256Mi nosql, kept on delete\\nready\" as store_nosql_users"
+        ), "{text}");
+        assert!(text.contains(
+            "ms_orders --> store_relational_orders : DATABASE_URL\\n(Secret orders-mariadb)\n"
+        ));
+        assert!(
+            text.contains("ms_orders --> store_nosql_orders : REDIS_URL\\n(Secret orders-redis)\n")
+        );
+        assert!(text.contains("ms_users --> store_relational_users : own volume\n"));
+        // Each store has exactly one edge: its owner's.
+        assert_eq!(text.matches(" --> store_").count(), 4);
     }
 
     #[test]
@@ -609,7 +709,7 @@ spec:
         let text = render_plantuml("kea-demo", &ms, &services(), &pods);
         assert!(text.contains("\\n1/1 pods ready, not reconciled yet\""));
         assert!(text.contains("\\n2 pods ready (autoscaled 2..5), not reconciled yet\""));
-        assert!(text.contains("\\n0/1 pods ready, not reconciled yet\""));
+        assert!(text.contains("\\n0/3 pods ready, not reconciled yet\""));
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //!
 //! - [`api`]: the custom resource types and condition names.
 //! - [`builders`]: pure functions, Microservice -> children.
+//! - [`stores`]: pure functions, `spec.stores` -> the stores' StatefulSets, Services, claims, Secrets.
 //! - [`status`]: pure functions, observed state -> status and conditions.
+//! - [`provision`]: the I/O of the stores (Secrets and claims created once, servers applied).
 //! - [`validate`]: spec checks the CRD schema cannot express.
 //! - [`apply`]: server-side apply without writes at steady state.
 //! - [`reconcile`]: the controller ([`run_controller`] runs it in-process).
@@ -20,10 +22,12 @@ pub mod error;
 pub mod http;
 pub mod leader;
 pub mod metrics;
+pub mod provision;
 pub mod rbac;
 pub mod reconcile;
 pub mod render;
 pub mod status;
+pub mod stores;
 pub mod validate;
 
 pub use api::{Microservice, MicroserviceSpec, MicroserviceStatus};

@@ -73,6 +73,12 @@ struct RunArgs {
     /// Log format.
     #[arg(long, env = "KEA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
     log_format: LogFormat,
+    /// Image of the MariaDB servers of `stores.sql.engine: mariadb`.
+    #[arg(long, env = "KEA_MARIADB_IMAGE", default_value = kea_operator::stores::DEFAULT_MARIADB_IMAGE)]
+    mariadb_image: String,
+    /// Image of the Redis servers of `stores.nosql.engine: redis`.
+    #[arg(long, env = "KEA_REDIS_IMAGE", default_value = kea_operator::stores::DEFAULT_REDIS_IMAGE)]
+    redis_image: String,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -140,6 +146,10 @@ async fn run(args: RunArgs) -> kea_operator::Result<()> {
         namespace: args.watch_namespace.clone(),
         concurrency: args.concurrency,
         instance: Some(identity(args.identity.clone())),
+        store_images: kea_operator::stores::StoreImages {
+            mariadb: args.mariadb_image.clone(),
+            redis: args.redis_image.clone(),
+        },
         ..Default::default()
     };
 

@@ -1,6 +1,8 @@
 //! The permissions the operator needs, from one table, printed by `kea-operator rbac` as a
 //! ClusterRole (everything the controller does) and a Role (the leader Lease, in the
-//! operator's own namespace). No wildcards, no Secrets.
+//! operator's own namespace). No wildcards. Secrets: the operator creates the stores'
+//! Secrets and sets their ownerReferences, reading their metadata only; it never lists or
+//! watches Secrets.
 
 use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule, Role};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -42,8 +44,8 @@ pub const CLUSTER_PERMISSIONS: &[Permission] = &[
     Permission {
         group: "",
         resource: "services",
-        verbs: &["get", "list", "watch", "create", "patch"],
-        why: "own the Service (server-side apply; deleted by garbage collection)",
+        verbs: &["get", "list", "watch", "create", "patch", "delete"],
+        why: "own the Services of the Microservice and of its stores (server-side apply)",
     },
     Permission {
         group: "policy",
@@ -60,8 +62,38 @@ pub const CLUSTER_PERMISSIONS: &[Permission] = &[
     Permission {
         group: "",
         resource: "pods",
+        verbs: &["get", "list"],
+        why: "read why pods fail (image pull, crash loop) when a Deployment or a store server is not available",
+    },
+    Permission {
+        group: "apps",
+        resource: "statefulsets",
+        verbs: &["get", "list", "watch", "create", "patch", "delete"],
+        why: "own the stores' servers (server-side apply), deleted when a store is removed",
+    },
+    Permission {
+        group: "",
+        resource: "secrets",
+        verbs: &["get", "create", "patch"],
+        why: "create the stores' credentials once; afterwards only their ownerReferences follow deletionPolicy",
+    },
+    Permission {
+        group: "",
+        resource: "persistentvolumeclaims",
+        verbs: &["get", "create", "patch"],
+        why: "create the embedded stores' volumes once and read why a store's volume does not bind",
+    },
+    Permission {
+        group: "storage.k8s.io",
+        resource: "storageclasses",
+        verbs: &["get"],
+        why: "report a store whose StorageClass does not exist",
+    },
+    Permission {
+        group: "",
+        resource: "events",
         verbs: &["list"],
-        why: "read why pods fail (image pull, crash loop) when a Deployment is not available",
+        why: "read why a store's volume does not bind (the provisioner's events on the claim)",
     },
     Permission {
         group: "events.k8s.io",

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -27,7 +27,9 @@ use crate::apply::{apply_child, delete_child};
 use crate::builders::{self, DependencyPorts, MANAGER, labels};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
-use crate::status::{self, Observed, find_condition};
+use crate::provision;
+use crate::status::{self, Observed, StoreObservation, find_condition};
+use crate::stores::StoreImages;
 use crate::validate;
 
 /// Settings of the controller.
@@ -44,8 +46,13 @@ pub struct ControllerConfig {
     /// Next reconcile of a Microservice that is not Ready, to refresh the reason read from
     /// its pods (pod events do not trigger reconciles).
     pub requeue_not_ready: Duration,
+    /// Next reconcile of a Microservice whose stores are not ready: claims, store pods and
+    /// their events are not watched, and a volume that cannot bind must show within seconds.
+    pub requeue_stores_pending: Duration,
     /// Name of this process in the events it records (the pod name in a cluster).
     pub instance: Option<String>,
+    /// Images of the store servers.
+    pub store_images: StoreImages,
 }
 
 impl Default for ControllerConfig {
@@ -55,7 +62,9 @@ impl Default for ControllerConfig {
             concurrency: 4,
             requeue_ready: Duration::from_secs(300),
             requeue_not_ready: Duration::from_secs(30),
+            requeue_stores_pending: Duration::from_secs(5),
             instance: None,
+            store_images: StoreImages::default(),
         }
     }
 }
@@ -131,6 +140,11 @@ pub async fn run_controller(
         )
         .owns(
             namespaced_api::<HorizontalPodAutoscaler>(&client, config.namespace.as_deref()),
+            children.clone(),
+        )
+        // The stores' servers: their readiness is the StoresReady condition.
+        .owns(
+            namespaced_api::<StatefulSet>(&client, config.namespace.as_deref()),
             children,
         );
     let store = controller.store();
@@ -234,11 +248,12 @@ pub async fn reconcile(ms: Arc<Microservice>, ctx: Arc<Context>) -> Result<Actio
                     .map(|found| (d.name.clone(), found.spec.port))
             })
             .collect();
-        let deployment = apply_children(&ms, &ctx, &namespace, &uid, &ports).await?;
+        let (deployment, stores) = apply_children(&ms, &ctx, &namespace, &uid, &ports).await?;
         if !ms.spec.suspend && !deployment_available(&deployment) {
             observed.pod_problem = read_pod_problem(&ctx.client, &namespace, &name).await?;
         }
         observed.deployment = Some(deployment);
+        observed.stores = stores;
     } else {
         observed.invalid_spec = Some(problems.join("; "));
         // Keep showing the Deployment that still runs the last valid spec.
@@ -262,9 +277,12 @@ pub async fn reconcile(ms: Arc<Microservice>, ctx: Arc<Context>) -> Result<Actio
         .lock()
         .map(|mut failures| failures.remove(&object_ref))
         .ok();
-    let ready = find_condition(&new_status.conditions, conditions::READY)
-        .is_some_and(|c| c.status == "True");
-    Ok(Action::requeue(if ready || ms.spec.suspend {
+    let is_true = |type_: &str| {
+        find_condition(&new_status.conditions, type_).is_some_and(|c| c.status == "True")
+    };
+    Ok(Action::requeue(if !is_true(conditions::STORES_READY) {
+        ctx.config.requeue_stores_pending
+    } else if is_true(conditions::READY) || ms.spec.suspend {
         ctx.config.requeue_ready
     } else {
         ctx.config.requeue_not_ready
@@ -272,19 +290,25 @@ pub async fn reconcile(ms: Arc<Microservice>, ctx: Arc<Context>) -> Result<Actio
 }
 
 /// Applies every wanted child and deletes the optional ones no longer wanted. Returns the
-/// Deployment as it is now.
+/// Deployment as it is now, and what was seen of the stores.
 async fn apply_children(
     ms: &Microservice,
     ctx: &Context,
     namespace: &str,
     uid: &str,
     ports: &DependencyPorts,
-) -> Result<Deployment> {
-    let wanted = builders::build_children(ms, ports)?;
+) -> Result<(Deployment, Vec<StoreObservation>)> {
+    let wanted = builders::build_children(ms, ports, &ctx.config.store_images)?;
     let name = ms.name_any();
     let client = &ctx.client;
-    let mut applied = Vec::new();
-    let mut deleted = Vec::new();
+    let mut applied: Vec<String> = Vec::new();
+    let mut deleted: Vec<String> = Vec::new();
+
+    // Stores first: the Secrets the Deployment's variables refer to must exist before its
+    // pods start.
+    let stores = provision::reconcile_stores(client, ms, namespace, uid, wanted.stores).await?;
+    applied.extend(stores.applied);
+    deleted.extend(stores.deleted);
 
     let deployment = apply_child(
         &Api::<Deployment>::namespaced(client.clone(), namespace),
@@ -293,7 +317,7 @@ async fn apply_children(
     )
     .await?;
     if deployment.changed {
-        applied.push("Deployment");
+        applied.push("Deployment".to_owned());
     }
     if apply_child(
         &Api::<Service>::namespaced(client.clone(), namespace),
@@ -303,19 +327,19 @@ async fn apply_children(
     .await?
     .changed
     {
-        applied.push("Service");
+        applied.push("Service".to_owned());
     }
 
     let pdbs = Api::<PodDisruptionBudget>::namespaced(client.clone(), namespace);
     match wanted.pod_disruption_budget {
         Some(pdb) => {
             if apply_child(&pdbs, pdb, uid).await?.changed {
-                applied.push("PodDisruptionBudget");
+                applied.push("PodDisruptionBudget".to_owned());
             }
         }
         None => {
             if delete_child(&pdbs, &name, uid).await? {
-                deleted.push("PodDisruptionBudget");
+                deleted.push("PodDisruptionBudget".to_owned());
             }
         }
     }
@@ -323,12 +347,12 @@ async fn apply_children(
     match wanted.horizontal_pod_autoscaler {
         Some(hpa) => {
             if apply_child(&hpas, hpa, uid).await?.changed {
-                applied.push("HorizontalPodAutoscaler");
+                applied.push("HorizontalPodAutoscaler".to_owned());
             }
         }
         None => {
             if delete_child(&hpas, &name, uid).await? {
-                deleted.push("HorizontalPodAutoscaler");
+                deleted.push("HorizontalPodAutoscaler".to_owned());
             }
         }
     }
@@ -360,7 +384,7 @@ async fn apply_children(
         )
         .await;
     }
-    Ok(deployment.object)
+    Ok((deployment.object, stores.observations))
 }
 
 fn deployment_available(deployment: &Deployment) -> bool {
@@ -433,8 +457,9 @@ pub struct StatusEvent {
 }
 
 /// The events to record when the conditions go from `old` to `new`: Ready and NotReady when
-/// `Ready` flips or its reason changes, DependencyMissing when a dependency disappears, and
-/// InvalidSpec when the spec becomes invalid. Nothing when nothing changed.
+/// `Ready` flips or its reason changes, DependencyMissing when a dependency disappears,
+/// StoresReady and StoresNotReady when the stores' state changes, and InvalidSpec when the
+/// spec becomes invalid. Nothing when nothing changed.
 pub fn status_events(old: &[Condition], new: &[Condition]) -> Vec<StatusEvent> {
     let changed = |type_: &str| -> Option<&Condition> {
         let new = find_condition(new, type_)?;
@@ -464,6 +489,20 @@ pub fn status_events(old: &[Condition], new: &[Condition]) -> Vec<StatusEvent> {
             type_: EventType::Warning,
             reason: "DependencyMissing",
             note: deps.message.clone(),
+        });
+    }
+    if let Some(stores) = changed(conditions::STORES_READY)
+        && stores.reason != reasons::NO_STORES
+    {
+        let (type_, reason) = if stores.status == "True" {
+            (EventType::Normal, "StoresReady")
+        } else {
+            (EventType::Warning, "StoresNotReady")
+        };
+        events.push(StatusEvent {
+            type_,
+            reason,
+            note: format!("{}: {}", stores.reason, stores.message),
         });
     }
     events

@@ -6,6 +6,7 @@ use serde::Serialize;
 use crate::api::Microservice;
 use crate::builders::{Children, DependencyPorts, build_children};
 use crate::error::{Error, Result};
+use crate::stores::{StoreImages, StoreObjects};
 use crate::validate;
 
 /// Namespace used for a Microservice that names none.
@@ -31,12 +32,15 @@ pub fn render_yaml(input: &str) -> Result<String> {
         documents.extend(children_as_values(build_children(
             &ms,
             &DependencyPorts::new(),
+            &StoreImages::default(),
         )?)?);
     }
     to_yaml_stream(&documents)
 }
 
-/// The children in a fixed order: Deployment, Service, PodDisruptionBudget, HPA.
+/// The children in a fixed order: Deployment, Service, PodDisruptionBudget, HPA, then each
+/// store's StatefulSet and Service, or claim. A server store's Secret is not rendered: its
+/// credentials are generated in the cluster, once, when the operator first creates it.
 pub fn children_as_values(children: Children) -> Result<Vec<serde_json::Value>> {
     let mut values = vec![
         serde_json::to_value(&children.deployment)?,
@@ -47,6 +51,15 @@ pub fn children_as_values(children: Children) -> Result<Vec<serde_json::Value>> 
     }
     if let Some(hpa) = &children.horizontal_pod_autoscaler {
         values.push(serde_json::to_value(hpa)?);
+    }
+    for store in &children.stores {
+        match &store.objects {
+            StoreObjects::Server(_, server) => {
+                values.push(serde_json::to_value(&server.stateful_set)?);
+                values.push(serde_json::to_value(&server.service)?);
+            }
+            StoreObjects::Embedded(claim) => values.push(serde_json::to_value(claim)?),
+        }
     }
     Ok(values)
 }

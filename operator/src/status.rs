@@ -12,8 +12,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::ResourceExt;
 
 use crate::api::conditions::{self, reasons};
-use crate::api::{DependencyStatus, Microservice, MicroserviceStatus, default_port};
+use crate::api::{DependencyStatus, Microservice, MicroserviceStatus, StoreStatus, default_port};
 use crate::builders::{self, ReplicaControl};
+use crate::stores::{Engine, PlannedStore};
 
 /// Container states that explain why pods do not become ready, worst first.
 const POD_PROBLEM_REASONS: &[&str] = &[
@@ -49,6 +50,48 @@ pub struct Observed {
     pub dependencies: Vec<DependencyStatus>,
     /// Set when the spec breaks a rule the schema cannot check: nothing is applied then.
     pub invalid_spec: Option<String>,
+    /// The stores of `spec.stores`, from [`crate::provision`].
+    pub stores: Vec<StoreObservation>,
+}
+
+/// What the reconciler saw of one store.
+#[derive(Clone, Debug)]
+pub struct StoreObservation {
+    /// The store as declared.
+    pub store: PlannedStore,
+    /// An object the store needs exists and belongs to someone else.
+    pub conflict: Option<String>,
+    /// The declared StorageClass, when it does not exist.
+    pub missing_storage_class: Option<String>,
+    /// The claim holding the data (read while it matters: embedded, or server not ready).
+    pub claim: Option<k8s_openapi::api::core::v1::PersistentVolumeClaim>,
+    /// The newest event about a claim that is not bound, as `Reason: message`.
+    pub claim_event: Option<String>,
+    /// The server of a server engine.
+    pub server: Option<ServerObservation>,
+}
+
+impl StoreObservation {
+    /// An observation of `store` with nothing seen yet.
+    pub fn new(store: PlannedStore) -> Self {
+        Self {
+            store,
+            conflict: None,
+            missing_storage_class: None,
+            claim: None,
+            claim_event: None,
+            server: None,
+        }
+    }
+}
+
+/// What the reconciler saw of a store server.
+#[derive(Clone, Debug)]
+pub struct ServerObservation {
+    /// The StatefulSet reports its pod ready.
+    pub ready: bool,
+    /// The server's pod, read when it is not ready.
+    pub pod: Option<Pod>,
 }
 
 /// Reason of the `Ready` condition when [`Observed::invalid_spec`] is set.
@@ -66,6 +109,8 @@ pub fn compute_status(ms: &Microservice, observed: &Observed, now: &Time) -> Mic
         .unwrap_or(&[]);
     let rollout = Rollout::new(ms, observed.deployment.as_ref());
     let suspended = ms.spec.suspend;
+    let stores = store_statuses(ms, &observed.stores);
+    let (stores_ready, stores_reason, stores_message) = stores_condition(ms, &stores);
 
     let mut new = Vec::with_capacity(5);
     let mut add = |type_: &str, status: bool, reason: &str, message: String| {
@@ -86,6 +131,14 @@ pub fn compute_status(ms: &Microservice, observed: &Observed, now: &Time) -> Mic
             false,
             reasons::SUSPENDED,
             "scaled to zero by spec.suspend".into(),
+        );
+    } else if !stores_ready {
+        // A service without its data is not ready, whatever its pods say.
+        add(
+            conditions::READY,
+            false,
+            &stores_reason,
+            stores_message.clone(),
         );
     } else if rollout.complete && rollout.available == Some(true) {
         add(
@@ -175,6 +228,14 @@ pub fn compute_status(ms: &Microservice, observed: &Observed, now: &Time) -> Mic
         deps_message,
     );
 
+    // StoresReady
+    add(
+        conditions::STORES_READY,
+        stores_ready,
+        &stores_reason,
+        stores_message,
+    );
+
     // Suspended
     if suspended {
         add(
@@ -201,7 +262,166 @@ pub fn compute_status(ms: &Microservice, observed: &Observed, now: &Time) -> Mic
         url: Some(builders::service_url(&name, &namespace, ms.spec.port)),
         conditions: merge_conditions(previous, new),
         dependencies: observed.dependencies.clone(),
+        stores,
     }
+}
+
+/// The status of each declared store. Never reads a credential: there is none to read.
+pub fn store_statuses(ms: &Microservice, observations: &[StoreObservation]) -> Vec<StoreStatus> {
+    let namespace = ms.namespace().unwrap_or_default();
+    observations
+        .iter()
+        .map(|seen| {
+            let (ready, reason, message) = store_state(seen);
+            StoreStatus {
+                name: seen.store.role.as_str().to_owned(),
+                engine: seen.store.engine_name().to_owned(),
+                ready,
+                host: seen.store.host(&namespace),
+                volume: seen.store.claim_name.clone(),
+                deletion_policy: seen.store.deletion_policy,
+                reason: reason.to_owned(),
+                message: truncate(message),
+            }
+        })
+        .collect()
+}
+
+/// Whether one store can be used, and if not why, worst first.
+fn store_state(seen: &StoreObservation) -> (bool, &'static str, String) {
+    if let Some(conflict) = &seen.conflict {
+        return (false, reasons::STORE_CONFLICT, conflict.clone());
+    }
+    if let Some(class) = &seen.missing_storage_class {
+        return (
+            false,
+            reasons::STORAGE_CLASS_NOT_FOUND,
+            format!(
+                "StorageClass \"{class}\" does not exist: create it, or set stores.{}.storageClassName to an existing class (kubectl get storageclass)",
+                seen.store.role.as_str()
+            ),
+        );
+    }
+    let claim_phase = seen
+        .claim
+        .as_ref()
+        .and_then(|c| c.status.as_ref())
+        .and_then(|s| s.phase.clone());
+    let claim_problem = || -> (bool, &'static str, String) {
+        let claim = &seen.store.claim_name;
+        let detail = seen
+            .claim_event
+            .clone()
+            .unwrap_or_else(|| "no event yet".to_owned());
+        match &claim_phase {
+            None => (
+                false,
+                reasons::VOLUME_NOT_BOUND,
+                format!("PersistentVolumeClaim {claim} does not exist yet"),
+            ),
+            Some(phase) => (
+                false,
+                reasons::VOLUME_NOT_BOUND,
+                format!("PersistentVolumeClaim {claim} is {phase}: {detail}"),
+            ),
+        }
+    };
+    match seen.store.engine {
+        Engine::Embedded(_) => {
+            if claim_phase.as_deref() == Some("Bound") {
+                (true, reasons::READY, "volume bound".to_owned())
+            } else {
+                claim_problem()
+            }
+        }
+        Engine::Server(_) => {
+            let Some(server) = &seen.server else {
+                return (
+                    false,
+                    reasons::STORE_PENDING,
+                    "not provisioned yet".to_owned(),
+                );
+            };
+            if server.ready {
+                return (true, reasons::READY, "server ready".to_owned());
+            }
+            let pod_name = format!("{}-0", seen.store.object_name);
+            let Some(pod) = &server.pod else {
+                if seen.claim.is_some() && claim_phase.as_deref() != Some("Bound") {
+                    return claim_problem();
+                }
+                return (
+                    false,
+                    reasons::STORE_PENDING,
+                    format!("pod {pod_name} does not exist yet"),
+                );
+            };
+            if let Some(problem) = pod_problem(std::slice::from_ref(pod)) {
+                // Unschedulable because of the claim: the claim's event says more.
+                if problem.reason == "Unschedulable" && claim_phase.as_deref() != Some("Bound") {
+                    return claim_problem();
+                }
+                let reason = POD_PROBLEM_REASONS
+                    .iter()
+                    .chain(["Unschedulable"].iter())
+                    .find(|r| **r == problem.reason)
+                    .copied()
+                    .unwrap_or(reasons::STORE_POD_NOT_READY);
+                return (false, reason, problem.message);
+            }
+            if claim_phase.as_deref() != Some("Bound") && seen.claim.is_some() {
+                return claim_problem();
+            }
+            (
+                false,
+                reasons::STORE_POD_NOT_READY,
+                format!("pod {pod_name} is not ready yet"),
+            )
+        }
+    }
+}
+
+/// The `StoresReady` condition: status, reason and message.
+fn stores_condition(ms: &Microservice, stores: &[StoreStatus]) -> (bool, String, String) {
+    let declared = ms
+        .spec
+        .stores
+        .as_ref()
+        .is_some_and(|s| s.sql.is_some() || s.nosql.is_some());
+    if !declared {
+        return (
+            true,
+            reasons::NO_STORES.to_owned(),
+            "spec.stores is empty: embedded stores on the pod's /data emptyDir, lost with the pod"
+                .to_owned(),
+        );
+    }
+    if stores.is_empty() {
+        return (
+            false,
+            reasons::STORE_PENDING.to_owned(),
+            "the stores are not provisioned yet".to_owned(),
+        );
+    }
+    if let Some(failing) = stores.iter().find(|s| !s.ready) {
+        return (
+            false,
+            failing.reason.clone(),
+            truncate(format!(
+                "store {} ({}): {}",
+                failing.name, failing.engine, failing.message
+            )),
+        );
+    }
+    let names: Vec<String> = stores
+        .iter()
+        .map(|s| format!("{} ({})", s.name, s.engine))
+        .collect();
+    (
+        true,
+        reasons::STORES_READY.to_owned(),
+        format!("ready: {}", names.join(", ")),
+    )
 }
 
 /// Returns `new`, where each condition whose status did not change keeps the

@@ -8,96 +8,16 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TIMEOUT, microservice, namespace_with_crd};
+use common::{Operator, StaticVolumes, TIMEOUT, condition, create, merge_spec, setup, wait_ready};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kea_operator::{ControllerConfig, Metrics, Microservice, run_controller};
-use kea_testkit::{TestNamespace, has_status_condition, wait_for, wait_for_deletion};
+use kea_operator::Microservice;
+use kea_testkit::{has_status_condition, wait_for, wait_for_deletion};
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::wait::conditions;
 use serde_json::json;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
-
-/// A controller running in this test's namespace.
-struct Operator {
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<kea_operator::Result<()>>,
-    metrics: Metrics,
-}
-
-impl Operator {
-    fn start(namespace: &TestNamespace) -> Self {
-        let config = ControllerConfig {
-            namespace: Some(namespace.name().to_owned()),
-            requeue_not_ready: Duration::from_secs(2),
-            // Frequent reconciles at steady state, so that a needless write shows within a test.
-            requeue_ready: Duration::from_secs(2),
-            ..ControllerConfig::default()
-        };
-        let metrics = Metrics::default();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(run_controller(
-            namespace.client(),
-            config,
-            metrics.clone(),
-            async move {
-                let _ = stopped.await;
-            },
-        ));
-        Self {
-            stop,
-            task,
-            metrics,
-        }
-    }
-
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        self.task.await.unwrap().unwrap();
-    }
-}
-
-async fn setup(prefix: &str) -> Option<(TestNamespace, Api<Microservice>)> {
-    let namespace = namespace_with_crd(prefix).await?;
-    let microservices = namespace.api::<Microservice>();
-    Some((namespace, microservices))
-}
-
-async fn create(api: &Api<Microservice>, name: &str, spec: serde_json::Value) {
-    api.create(&PostParams::default(), &microservice(name, spec))
-        .await
-        .unwrap();
-}
-
-async fn merge_spec(api: &Api<Microservice>, name: &str, spec: serde_json::Value) {
-    api.patch(
-        name,
-        &PatchParams::default(),
-        &Patch::Merge(json!({"spec": spec})),
-    )
-    .await
-    .unwrap();
-}
-
-async fn wait_ready(api: &Api<Microservice>, name: &str) -> Microservice {
-    wait_for(api, name, has_status_condition("Ready", "True"), TIMEOUT)
-        .await
-        .unwrap()
-        .unwrap()
-}
-
-fn condition<'a>(
-    ms: &'a Microservice,
-    type_: &str,
-) -> &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
-    ms.status
-        .as_ref()
-        .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
-        .unwrap_or_else(|| panic!("no {type_} condition in {:?}", ms.status))
-}
 
 fn container_env(deployment: &Deployment) -> Vec<(String, String)> {
     deployment
@@ -581,6 +501,17 @@ async fn the_example_system_converges_and_draws_itself() {
     let Some((namespace, microservices)) = setup("ms-examples").await else {
         return;
     };
+    // The examples' stores use the cluster's default StorageClass; here, a class of the test's
+    // own with a volume for each claim.
+    let mut volumes = StaticVolumes::new(&namespace).await;
+    for claim in [
+        "users-sqlite",
+        "users-redb",
+        "data-orders-mariadb-0",
+        "data-orders-redis-0",
+    ] {
+        volumes.for_claim(namespace.name(), claim).await;
+    }
     let operator = Operator::start(&namespace);
     let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/examples");
     let names = ["users", "orders", "frontend"];
@@ -592,6 +523,17 @@ async fn the_example_system_converges_and_draws_itself() {
         let mut example: Microservice = serde_saphyr::from_str(&text).unwrap();
         assert_eq!(example.name_any(), name);
         example.metadata.namespace = None;
+        if let Some(stores) = example.spec.stores.as_mut() {
+            for class in [
+                stores.sql.as_mut().map(|s| &mut s.storage_class_name),
+                stores.nosql.as_mut().map(|s| &mut s.storage_class_name),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                *class = Some(volumes.class.clone());
+            }
+        }
         microservices
             .create(&PostParams::default(), &example)
             .await
@@ -623,7 +565,10 @@ async fn the_example_system_converges_and_draws_itself() {
         "ms_frontend --> ms_users : USERS_URL".to_owned(),
         "ms_frontend --> ms_orders : ORDERS_URL".to_owned(),
         "ms_orders --> ms_users : USERS_URL".to_owned(),
-        "SQLite (relational), redb (NoSQL)".to_owned(),
+        "<b>MariaDB</b> of orders\\nStatefulSet orders-mariadb".to_owned(),
+        "ms_orders --> store_nosql_orders : REDIS_URL".to_owned(),
+        "<b>SQLite</b> of users\\nin its pod, volume users-sqlite".to_owned(),
+        "ms_users --> store_nosql_users : own volume".to_owned(),
     ] {
         assert!(
             diagram.contains(&expected),
@@ -638,4 +583,5 @@ async fn the_example_system_converges_and_draws_itself() {
 
     operator.stop().await;
     namespace.cleanup().await.unwrap();
+    volumes.cleanup().await;
 }

@@ -71,7 +71,124 @@ fn bad_specs() -> Vec<(&'static str, serde_json::Value, &'static str)> {
             json!({"image": "x"}),
             "metadata.name must be a DNS-1035 label",
         ),
+        (
+            "unknown-engine",
+            json!({"image": "x", "stores": {"sql": {"engine": "postgres"}}}),
+            "spec.stores.sql.engine",
+        ),
+        (
+            "embedded-replicas",
+            json!({"image": "x", "replicas": 3, "stores": {"nosql": {"engine": "redb"}}}),
+            "embedded stores live in one pod's volume; use mariadb/redis to run more than one replica",
+        ),
+        (
+            "embedded-autoscaling",
+            json!({"image": "x", "stores": {"sql": {"engine": "sqlite"}},
+            "autoscaling": {"minReplicas": 1, "maxReplicas": 3}}),
+            "embedded stores live in one pod's volume",
+        ),
+        (
+            "store-size-words",
+            json!({"image": "x", "stores": {"sql": {"engine": "mariadb", "size": "lots"}}}),
+            "size must be a positive quantity such as 1Gi",
+        ),
+        (
+            "store-size-zero",
+            json!({"image": "x", "stores": {"nosql": {"engine": "redis", "size": "0"}}}),
+            "size must be a positive quantity",
+        ),
+        (
+            "store-class",
+            json!({"image": "x", "stores": {"nosql": {"engine": "redis", "storageClassName": "Fast_SSD"}}}),
+            "storageClassName must be the name of a StorageClass",
+        ),
+        (
+            "store-policy",
+            json!({"image": "x", "stores": {"nosql": {"engine": "redis", "deletionPolicy": "Shred"}}}),
+            "spec.stores.nosql.deletionPolicy",
+        ),
+        (
+            "a-microservice-whose-name-is-too-long-for-its-stores",
+            json!({"image": "x", "stores": {"nosql": {"engine": "redis"}}}),
+            "a Microservice with stores must have a name of at most 45 characters",
+        ),
     ]
+}
+
+/// Engine, size and class of a store are fixed once set: its volume exists.
+#[tokio::test]
+async fn store_settings_cannot_change_once_set() {
+    let Some(namespace) = namespace_with_crd("ms-store-immutable").await else {
+        return;
+    };
+    let client = namespace.client();
+    let resource = ApiResource::erase::<Microservice>(&());
+    let microservices: Api<DynamicObject> =
+        Api::namespaced_with(client, namespace.name(), &resource);
+    let original = json!({"image": "x", "stores": {
+        "sql": {"engine": "mariadb", "size": "1Gi"},
+        "nosql": {"engine": "redis", "storageClassName": "fast"},
+    }});
+    let object: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "kea.dev/v1alpha1", "kind": "Microservice",
+        "metadata": {"name": "shop"}, "spec": original,
+    }))
+    .unwrap();
+    microservices
+        .create(&PostParams::default(), &object)
+        .await
+        .unwrap();
+    let changes = [
+        (
+            json!({"sql": {"engine": "sqlite"}}),
+            "engine cannot change once set",
+        ),
+        (
+            json!({"sql": {"size": "2Gi"}}),
+            "size cannot change once set",
+        ),
+        (
+            json!({"nosql": {"storageClassName": "slow"}}),
+            "storageClassName cannot change once set",
+        ),
+        (
+            json!({"sql": {"storageClassName": "fast"}}),
+            "storageClassName cannot be added or removed",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (change, fragment) in changes {
+        let patch = json!({"spec": {"stores": change}});
+        match microservices
+            .patch(
+                "shop",
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(&patch),
+            )
+            .await
+        {
+            Err(kube::Error::Api(status))
+                if status.code == 422 && status.message.contains(fragment) => {}
+            other => failures.push(format!(
+                "{change}: {:?} lacks {fragment:?}",
+                other.map(|_| "accepted")
+            )),
+        }
+    }
+    // What may change: the deletion policy.
+    let patch = json!({"spec": {"stores": {"sql": {"deletionPolicy": "Delete"}}}});
+    if let Err(err) = microservices
+        .patch(
+            "shop",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+    {
+        failures.push(format!("deletionPolicy change refused: {err}"));
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    namespace.cleanup().await.unwrap();
 }
 
 #[tokio::test]

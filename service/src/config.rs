@@ -21,6 +21,16 @@ pub struct Config {
     #[arg(long, env = "KEA_DATA_DIR", default_value = "data")]
     pub data_dir: PathBuf,
 
+    /// Directory of the embedded SQLite file when it lives apart from the data directory,
+    /// e.g. on its own volume.
+    #[arg(long, env = "KEA_SQL_DATA_DIR")]
+    pub sql_data_dir: Option<PathBuf>,
+
+    /// Directory of the embedded redb file when it lives apart from the data directory,
+    /// e.g. on its own volume.
+    #[arg(long, env = "KEA_NOSQL_DATA_DIR")]
+    pub nosql_data_dir: Option<PathBuf>,
+
     /// MySQL/MariaDB URL (mysql://user:password@host/db) for /mysqldata; embedded SQLite when unset.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
@@ -77,6 +87,8 @@ impl Config {
     pub fn with_data_dir(data_dir: impl Into<PathBuf>) -> Self {
         let mut config = Self::parse_from(["kea-service"]);
         config.data_dir = data_dir.into();
+        config.sql_data_dir = None;
+        config.nosql_data_dir = None;
         config.database_url = None;
         config.redis_url = None;
         config

@@ -9,4 +9,5 @@ mod lifecycle;
 mod operator_restart;
 mod rollout;
 mod security;
+mod stores;
 mod validation;

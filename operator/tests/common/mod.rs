@@ -3,13 +3,17 @@
 
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::PersistentVolume;
+use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kea_operator::Microservice;
-use kea_testkit::{TestNamespace, wait_for};
-use kube::api::{Api, Patch, PatchParams};
+use kea_operator::{ControllerConfig, Metrics, Microservice, run_controller};
+use kea_testkit::{TestNamespace, has_status_condition, wait_for};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::wait::conditions;
-use kube::{CustomResourceExt, ResourceExt};
+use kube::{Client, CustomResourceExt, ResourceExt};
 use serde_json::json;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 
 /// How long a test waits for the cluster to get somewhere.
 pub const TIMEOUT: Duration = Duration::from_secs(120);
@@ -47,4 +51,142 @@ pub fn microservice(name: &str, spec: serde_json::Value) -> Microservice {
         "spec": spec,
     }))
     .unwrap()
+}
+
+/// A controller running in this test's namespace.
+pub struct Operator {
+    stop: oneshot::Sender<()>,
+    pub task: JoinHandle<kea_operator::Result<()>>,
+    pub metrics: Metrics,
+}
+
+impl Operator {
+    pub fn start(namespace: &TestNamespace) -> Self {
+        let config = ControllerConfig {
+            namespace: Some(namespace.name().to_owned()),
+            requeue_not_ready: Duration::from_secs(2),
+            // Frequent reconciles at steady state, so that a needless write shows within a test.
+            requeue_ready: Duration::from_secs(2),
+            ..ControllerConfig::default()
+        };
+        let metrics = Metrics::default();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(run_controller(
+            namespace.client(),
+            config,
+            metrics.clone(),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        Self {
+            stop,
+            task,
+            metrics,
+        }
+    }
+
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+pub async fn setup(prefix: &str) -> Option<(TestNamespace, Api<Microservice>)> {
+    let namespace = namespace_with_crd(prefix).await?;
+    let microservices = namespace.api::<Microservice>();
+    Some((namespace, microservices))
+}
+
+pub async fn create(api: &Api<Microservice>, name: &str, spec: serde_json::Value) {
+    api.create(&PostParams::default(), &microservice(name, spec))
+        .await
+        .unwrap();
+}
+
+pub async fn merge_spec(api: &Api<Microservice>, name: &str, spec: serde_json::Value) {
+    api.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": spec})),
+    )
+    .await
+    .unwrap();
+}
+
+pub async fn wait_ready(api: &Api<Microservice>, name: &str) -> Microservice {
+    wait_for(api, name, has_status_condition("Ready", "True"), TIMEOUT)
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+pub fn condition<'a>(
+    ms: &'a Microservice,
+    type_: &str,
+) -> &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+    ms.status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
+        .unwrap_or_else(|| panic!("no {type_} condition in {:?}", ms.status))
+}
+
+/// A StorageClass without a provisioner, named after the test's namespace, with
+/// PersistentVolumes pre-bound by name to the claims the test expects.
+pub struct StaticVolumes {
+    client: Client,
+    pub class: String,
+    volumes: Vec<String>,
+}
+
+impl StaticVolumes {
+    pub async fn new(namespace: &TestNamespace) -> Self {
+        let class = format!("{}-static", namespace.name());
+        let classes: Api<StorageClass> = Api::all(namespace.client());
+        let storage_class: StorageClass = serde_json::from_value(json!({
+            "metadata": {"name": class},
+            "provisioner": "kubernetes.io/no-provisioner",
+            "volumeBindingMode": "Immediate",
+        }))
+        .unwrap();
+        classes
+            .create(&PostParams::default(), &storage_class)
+            .await
+            .unwrap();
+        Self {
+            client: namespace.client(),
+            class,
+            volumes: Vec::new(),
+        }
+    }
+
+    /// A volume for the claim `claim` of `namespace`, under a unique name.
+    pub async fn for_claim(&mut self, namespace: &str, claim: &str) {
+        let name = format!("{}-{}-{}", self.class, claim, self.volumes.len());
+        let volume: PersistentVolume = serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "spec": {
+                "storageClassName": self.class,
+                "capacity": {"storage": "1Gi"},
+                "accessModes": ["ReadWriteOnce"],
+                "hostPath": {"path": format!("/tmp/kea-tests/{name}")},
+                "claimRef": {"namespace": namespace, "name": claim},
+            },
+        }))
+        .unwrap();
+        Api::<PersistentVolume>::all(self.client.clone())
+            .create(&PostParams::default(), &volume)
+            .await
+            .unwrap();
+        self.volumes.push(name);
+    }
+
+    pub async fn cleanup(self) {
+        let volumes: Api<PersistentVolume> = Api::all(self.client.clone());
+        for name in &self.volumes {
+            let _ = volumes.delete(name, &DeleteParams::default()).await;
+        }
+        let classes: Api<StorageClass> = Api::all(self.client);
+        let _ = classes.delete(&self.class, &DeleteParams::default()).await;
+    }
 }

@@ -15,6 +15,7 @@ pub mod redis;
 pub mod sql;
 
 use std::future::Future;
+use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -84,8 +85,9 @@ impl Stores {
         let relational: Arc<dyn ItemStore> = match &config.database_url {
             Some(url) => Arc::new(sql::MySqlStore::connect_lazy(url, config.store_timeout)?),
             None => {
-                ensure_data_dir(config)?;
-                Arc::new(sql::SqliteStore::open(&config.data_dir.join("relational.sqlite")).await?)
+                let dir = config.sql_data_dir.as_ref().unwrap_or(&config.data_dir);
+                ensure_dir(dir, "--sql-data-dir")?;
+                Arc::new(sql::SqliteStore::open(&dir.join("relational.sqlite")).await?)
             }
         };
         let nosql: Arc<dyn ItemStore> = match &config.redis_url {
@@ -95,21 +97,23 @@ impl Stores {
                 config.store_timeout,
             )?),
             None => {
-                ensure_data_dir(config)?;
-                Arc::new(embedded_kv::RedbStore::open(&config.data_dir.join("nosql.redb")).await?)
+                let dir = config.nosql_data_dir.as_ref().unwrap_or(&config.data_dir);
+                ensure_dir(dir, "--nosql-data-dir")?;
+                Arc::new(embedded_kv::RedbStore::open(&dir.join("nosql.redb")).await?)
             }
         };
         Ok(Self { relational, nosql })
     }
 }
 
-fn ensure_data_dir(config: &Config) -> Result<(), StoreError> {
-    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+/// Creates an embedded store's directory; `flag` names the setting to fix when that fails.
+fn ensure_dir(dir: &Path, flag: &str) -> Result<(), StoreError> {
+    std::fs::create_dir_all(dir).map_err(|e| {
         StoreError::new(
             "embedded",
             format!(
-                "cannot create the data directory {}: {e}; set --data-dir to a writable directory",
-                config.data_dir.display()
+                "cannot create the data directory {}: {e}; set --data-dir (or {flag}) to a writable directory",
+                dir.display()
             ),
         )
     })

@@ -1,0 +1,314 @@
+//! The I/O of `spec.stores`: creates each store's Secret and claims once (never rewriting
+//! them), applies the store servers, removes servers no longer declared, and observes what
+//! the status needs (the server's readiness, its pod, its claim and the claim's last event).
+//! The decisions are in [`crate::stores`] (what to build) and [`crate::status`] (what to say).
+
+use std::fmt::Debug;
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{Event, PersistentVolumeClaim, Pod, Secret, Service};
+use k8s_openapi::api::storage::v1::StorageClass;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::api::Microservice;
+use crate::apply::{apply_child, delete_child};
+use crate::builders::{self, MANAGER};
+use crate::error::{Error, Result};
+use crate::status::{ServerObservation, StoreObservation};
+use crate::stores::{
+    self, Credentials, MICROSERVICE_LABEL, ServerEngine, StoreChildren, StoreObjects,
+};
+
+/// What reconciling the stores did and saw.
+#[derive(Debug, Default)]
+pub struct StoresOutcome {
+    /// One observation per declared store, in the spec's order.
+    pub observations: Vec<StoreObservation>,
+    /// Kinds of the objects written, for the `Applied` event.
+    pub applied: Vec<String>,
+    /// Kinds of the objects deleted, for the `Deleted` event.
+    pub deleted: Vec<String>,
+}
+
+/// Makes the declared stores exist and observes them.
+pub async fn reconcile_stores(
+    client: &Client,
+    ms: &Microservice,
+    namespace: &str,
+    uid: &str,
+    wanted: Vec<StoreChildren>,
+) -> Result<StoresOutcome> {
+    let mut outcome = StoresOutcome::default();
+    let name = ms.name_any();
+
+    // Servers that were declared before and are no longer (a store removed from the spec).
+    // Their claims follow their retention policy; nothing else is touched.
+    let previously: Vec<String> = ms
+        .status
+        .as_ref()
+        .map(|s| s.stores.iter().map(|store| store.engine.clone()).collect())
+        .unwrap_or_default();
+    for engine in ServerEngine::ALL {
+        let still_wanted = wanted.iter().any(|w| {
+            matches!(&w.objects, StoreObjects::Server(wanted_engine, _) if *wanted_engine == engine)
+        });
+        if still_wanted || !previously.iter().any(|e| e == engine.as_str()) {
+            continue;
+        }
+        let object_name = format!("{name}-{}", engine.as_str());
+        if delete_child(
+            &Api::<StatefulSet>::namespaced(client.clone(), namespace),
+            &object_name,
+            uid,
+        )
+        .await?
+        {
+            outcome.deleted.push(format!("StatefulSet {object_name}"));
+        }
+        if delete_child(
+            &Api::<Service>::namespaced(client.clone(), namespace),
+            &object_name,
+            uid,
+        )
+        .await?
+        {
+            outcome.deleted.push(format!("Service {object_name}"));
+        }
+    }
+
+    for children in wanted {
+        let observation =
+            reconcile_store(client, ms, namespace, uid, children, &mut outcome).await?;
+        outcome.observations.push(observation);
+    }
+    Ok(outcome)
+}
+
+async fn reconcile_store(
+    client: &Client,
+    ms: &Microservice,
+    namespace: &str,
+    uid: &str,
+    children: StoreChildren,
+    outcome: &mut StoresOutcome,
+) -> Result<StoreObservation> {
+    let store = children.store;
+    let mut observation = StoreObservation::new(store.clone());
+    if let Some(class) = &store.storage_class_name
+        && Api::<StorageClass>::all(client.clone())
+            .get_opt(class)
+            .await?
+            .is_none()
+    {
+        observation.missing_storage_class = Some(class.clone());
+    }
+    let claims = Api::<PersistentVolumeClaim>::namespaced(client.clone(), namespace);
+    let ms_name = ms.name_any();
+    let owners = builders::with_store_context(ms, |ctx| ctx.data_owner_references(&store))?;
+
+    match children.objects {
+        StoreObjects::Server(engine, server) => {
+            let secrets = Api::<Secret>::namespaced(client.clone(), namespace);
+            let secret = ensure_data_object(&secrets, &store.object_name, &ms_name, owners, || {
+                let credentials = Credentials::generate()?;
+                builders::with_store_context(ms, |ctx| {
+                    stores::build_secret(ctx, &store, engine, &credentials)
+                })
+            })
+            .await?;
+            if let Some(conflict) = secret.conflict() {
+                observation.conflict = Some(conflict);
+                return Ok(observation);
+            }
+            outcome
+                .applied
+                .extend(secret.written("Secret", &store.object_name));
+
+            let stateful_sets = Api::<StatefulSet>::namespaced(client.clone(), namespace);
+            let applied = match apply_child(&stateful_sets, server.stateful_set, uid).await {
+                Err(Error::Conflict(message)) => {
+                    observation.conflict = Some(message);
+                    return Ok(observation);
+                }
+                other => other?,
+            };
+            if applied.changed {
+                outcome
+                    .applied
+                    .push(format!("StatefulSet {}", store.object_name));
+            }
+            let services = Api::<Service>::namespaced(client.clone(), namespace);
+            match apply_child(&services, server.service, uid).await {
+                Err(Error::Conflict(message)) => {
+                    observation.conflict = Some(message);
+                    return Ok(observation);
+                }
+                Ok(service) if service.changed => outcome
+                    .applied
+                    .push(format!("Service {}", store.object_name)),
+                other => {
+                    other?;
+                }
+            }
+            let ready = applied
+                .object
+                .status
+                .as_ref()
+                .and_then(|s| s.ready_replicas)
+                .unwrap_or(0)
+                >= 1;
+            let pod = if ready {
+                None
+            } else {
+                Api::<Pod>::namespaced(client.clone(), namespace)
+                    .get_opt(&format!("{}-0", store.object_name))
+                    .await?
+            };
+            observation.server = Some(ServerObservation { ready, pod });
+            if !ready {
+                observation.claim = claims.get_opt(&store.claim_name).await?;
+            }
+        }
+        StoreObjects::Embedded(claim) => {
+            let ensured =
+                ensure_data_object(&claims, &store.claim_name, &ms_name, owners, || Ok(*claim))
+                    .await?;
+            if let Some(conflict) = ensured.conflict() {
+                observation.conflict = Some(conflict);
+                return Ok(observation);
+            }
+            outcome
+                .applied
+                .extend(ensured.written("PersistentVolumeClaim", &store.claim_name));
+            observation.claim = claims.get_opt(&store.claim_name).await?;
+        }
+    }
+
+    let pending = observation
+        .claim
+        .as_ref()
+        .and_then(|c| c.status.as_ref())
+        .and_then(|s| s.phase.as_deref())
+        != Some("Bound");
+    if pending && observation.claim.is_some() {
+        observation.claim_event = last_event(client, namespace, &store.claim_name).await?;
+    }
+    Ok(observation)
+}
+
+/// What [`ensure_data_object`] found or did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ensured {
+    /// It did not exist and was created.
+    Created,
+    /// It existed; its ownerReferences were changed to follow the deletion policy.
+    Adopted,
+    /// It existed as wanted.
+    Unchanged,
+    /// An object of that name exists and belongs to someone else.
+    Conflict(String),
+}
+
+impl Ensured {
+    fn conflict(&self) -> Option<String> {
+        match self {
+            Self::Conflict(message) => Some(message.clone()),
+            _ => None,
+        }
+    }
+
+    fn written(&self, kind: &str, name: &str) -> Option<String> {
+        match self {
+            Self::Created => Some(format!("{kind} {name}")),
+            Self::Adopted => Some(format!("{kind} {name} (adopted)")),
+            Self::Unchanged | Self::Conflict(_) => None,
+        }
+    }
+}
+
+/// Makes a data object (a store's Secret or claim) exist without ever rewriting it: creates it
+/// from `create` when it is missing, and otherwise only sets its ownerReferences to `owners`
+/// (the Microservice under `Delete`, none under `Retain`). Reads metadata only, so no
+/// credential is ever loaded into the operator.
+pub async fn ensure_data_object<K>(
+    api: &Api<K>,
+    name: &str,
+    microservice: &str,
+    owners: Vec<OwnerReference>,
+    create: impl FnOnce() -> Result<K>,
+) -> Result<Ensured>
+where
+    K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug,
+{
+    let Some(current) = api.get_metadata_opt(name).await? else {
+        let object = create()?;
+        let params = PostParams {
+            field_manager: Some(MANAGER.to_owned()),
+            ..Default::default()
+        };
+        return match api.create(&params, &object).await {
+            Ok(_) => Ok(Ensured::Created),
+            // Created meanwhile (e.g. by the other replica before it lost its lease): the next
+            // reconcile checks it.
+            Err(kube::Error::Api(status)) if status.code == 409 => Ok(Ensured::Unchanged),
+            Err(err) => Err(err.into()),
+        };
+    };
+    if current.labels().get(MICROSERVICE_LABEL).map(String::as_str) != Some(microservice) {
+        return Ok(Ensured::Conflict(format!(
+            "{} {name} exists and does not belong to Microservice {microservice} (its label {MICROSERVICE_LABEL} says otherwise): delete or rename it",
+            K::kind(&())
+        )));
+    }
+    if current.metadata.deletion_timestamp.is_some() {
+        return Ok(Ensured::Conflict(format!(
+            "{} {name} is being deleted (the Microservice it belonged to had deletionPolicy Delete): it is created again once it is gone",
+            K::kind(&())
+        )));
+    }
+    let existing = current.owner_references().to_vec();
+    // References to a former Microservice of the same name (another uid) are replaced.
+    let mut desired: Vec<OwnerReference> = existing
+        .iter()
+        .filter(|r| !(r.kind == "Microservice" && r.name == microservice))
+        .cloned()
+        .collect();
+    desired.extend(owners);
+    if desired == existing {
+        return Ok(Ensured::Unchanged);
+    }
+    let patch = serde_json::json!({ "metadata": { "ownerReferences": desired } });
+    api.patch_metadata(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    Ok(Ensured::Adopted)
+}
+
+/// The newest event about a claim, as `Reason: message` (why it does not bind).
+async fn last_event(client: &Client, namespace: &str, claim: &str) -> Result<Option<String>> {
+    let events = Api::<Event>::namespaced(client.clone(), namespace)
+        .list(&ListParams::default().fields(&format!(
+            "involvedObject.kind=PersistentVolumeClaim,involvedObject.name={claim}"
+        )))
+        .await?;
+    Ok(events
+        .items
+        .into_iter()
+        .max_by_key(|e| {
+            e.last_timestamp
+                .as_ref()
+                .map(|t| t.0)
+                .or(e.event_time.as_ref().map(|t| t.0))
+                .or(e.metadata.creation_timestamp.as_ref().map(|t| t.0))
+        })
+        .map(|e| {
+            format!(
+                "{}: {}",
+                e.reason.unwrap_or_default(),
+                e.message.unwrap_or_default().trim()
+            )
+        }))
+}

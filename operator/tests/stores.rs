@@ -1,0 +1,317 @@
+//! `spec.stores` against a REAL control plane (`hack/control-plane.sh up`: etcd,
+//! kube-apiserver, kube-controller-manager with its StatefulSet, PersistentVolume and
+//! garbage-collection controllers, the scheduler and kwok). Volumes bind to PersistentVolumes
+//! the test creates; kwok runs the pods. Each test runs its own controller in a fresh namespace.
+
+#![allow(clippy::unwrap_used)] // Tests fail loudly on the unexpected.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::{Operator, StaticVolumes, TIMEOUT, condition, create, setup, wait_ready};
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{Event, PersistentVolumeClaim, Secret};
+use kea_operator::Microservice;
+use kea_testkit::{TestNamespace, has_status_condition, wait_for, wait_for_deletion};
+use kube::ResourceExt;
+use kube::api::{DeleteParams, ListParams};
+use serde_json::json;
+
+fn secret_value(secret: &Secret, key: &str) -> String {
+    let bytes = &secret.data.as_ref().unwrap()[key].0;
+    String::from_utf8(bytes.clone()).unwrap()
+}
+
+/// Everything a user or a log could see of the Microservice, as one text.
+async fn visible_text(namespace: &TestNamespace, name: &str) -> String {
+    let ms = namespace.api::<Microservice>().get(name).await.unwrap();
+    let deployment = namespace.api::<Deployment>().get(name).await.unwrap();
+    let stateful_sets = namespace
+        .api::<StatefulSet>()
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    let events = namespace
+        .api::<Event>()
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    format!(
+        "{}\n{}\n{}\n{}",
+        serde_json::to_string(&ms).unwrap(),
+        serde_json::to_string(&deployment).unwrap(),
+        serde_json::to_string(&stateful_sets).unwrap(),
+        serde_json::to_string(&events).unwrap()
+    )
+}
+
+fn stores_spec(class: &str) -> serde_json::Value {
+    json!({
+        "image": "kea.dev/kea-service:dev",
+        "replicas": 2,
+        "stores": {
+            "sql": {"engine": "mariadb", "size": "1Gi", "storageClassName": class},
+            "nosql": {"engine": "redis", "size": "1Gi", "storageClassName": class, "deletionPolicy": "Delete"},
+        },
+    })
+}
+
+#[tokio::test]
+async fn server_stores_are_provisioned_kept_and_adopted() {
+    let Some((namespace, microservices)) = setup("ms-stores").await else {
+        return;
+    };
+    let ns = namespace.name().to_owned();
+    let mut volumes = StaticVolumes::new(&namespace).await;
+    volumes.for_claim(&ns, "data-orders-mariadb-0").await;
+    volumes.for_claim(&ns, "data-orders-redis-0").await;
+    let operator = Operator::start(&namespace);
+    create(&microservices, "orders", stores_spec(&volumes.class)).await;
+
+    // Ready requires both stores: their servers are StatefulSets on bound volumes.
+    let ready = wait_ready(&microservices, "orders").await;
+    assert_eq!(condition(&ready, "StoresReady").status, "True");
+    let stores = &ready.status.as_ref().unwrap().stores;
+    assert_eq!(stores.len(), 2, "{stores:?}");
+    assert!(stores.iter().all(|s| s.ready), "{stores:?}");
+    assert_eq!(
+        stores[0].host.as_deref(),
+        Some(format!("orders-mariadb.{ns}.svc.cluster.local:3306").as_str())
+    );
+    assert_eq!(stores[1].volume, "data-orders-redis-0");
+
+    // The credentials: generated, in the Secrets only; the service gets references.
+    let secrets = namespace.api::<Secret>();
+    let mariadb_secret = secrets.get("orders-mariadb").await.unwrap();
+    let password = secret_value(&mariadb_secret, "password");
+    let root_password = secret_value(&mariadb_secret, "root-password");
+    let redis_password = secret_value(&secrets.get("orders-redis").await.unwrap(), "password");
+    assert_eq!(password.len(), 32);
+    assert_ne!(password, root_password);
+    let deployment = namespace.api::<Deployment>().get("orders").await.unwrap();
+    let env = &deployment
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0]
+        .env
+        .clone()
+        .unwrap();
+    let database_url = env.iter().find(|e| e.name == "DATABASE_URL").unwrap();
+    assert!(database_url.value.is_none());
+    let reference = database_url
+        .value_from
+        .as_ref()
+        .unwrap()
+        .secret_key_ref
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        (reference.name.as_str(), reference.key.as_str()),
+        ("orders-mariadb", "url")
+    );
+    let visible = visible_text(&namespace, "orders").await;
+    for (what, secret) in [
+        ("password", &password),
+        ("root password", &root_password),
+        ("redis password", &redis_password),
+    ] {
+        assert!(!visible.contains(secret.as_str()), "the {what} leaks");
+    }
+
+    // Under Retain the Secret has no owner (it outlives the Microservice); under Delete it has.
+    assert!(mariadb_secret.owner_references().is_empty());
+    let redis_secret = secrets.get("orders-redis").await.unwrap();
+    assert_eq!(redis_secret.owner_references()[0].name, "orders");
+
+    // Steady state: no writes, and the Secret is never rewritten.
+    let writes = operator.metrics.writes.get();
+    let version = mariadb_secret.resource_version();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(
+        operator.metrics.writes.get(),
+        writes,
+        "no API writes at steady state"
+    );
+    assert_eq!(
+        secrets
+            .get("orders-mariadb")
+            .await
+            .unwrap()
+            .resource_version(),
+        version
+    );
+
+    // Delete: Retain keeps the claim and the Secret, Delete removes them.
+    let claims = namespace.api::<PersistentVolumeClaim>();
+    let redis_claim_uid = claims.get("data-orders-redis-0").await.unwrap().uid();
+    microservices
+        .delete("orders", &DeleteParams::default())
+        .await
+        .unwrap();
+    let stateful_sets = namespace.api::<StatefulSet>();
+    wait_for_deletion(&stateful_sets, "orders-mariadb", TIMEOUT)
+        .await
+        .unwrap();
+    wait_for_deletion(&secrets, "orders-redis", TIMEOUT)
+        .await
+        .unwrap();
+    wait_for_deletion(&claims, "data-orders-redis-0", TIMEOUT)
+        .await
+        .unwrap();
+    assert!(secrets.get_opt("orders-mariadb").await.unwrap().is_some());
+    assert!(
+        claims
+            .get_opt("data-orders-mariadb-0")
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    // Created again under the same name: the retained data and credentials are adopted.
+    volumes.for_claim(&ns, "data-orders-redis-0").await;
+    create(&microservices, "orders", stores_spec(&volumes.class)).await;
+    wait_ready(&microservices, "orders").await;
+    let adopted = secrets.get("orders-mariadb").await.unwrap();
+    assert_eq!(adopted.uid(), mariadb_secret.uid());
+    assert_eq!(secret_value(&adopted, "password"), password);
+    let new_redis_claim = claims.get("data-orders-redis-0").await.unwrap();
+    assert_ne!(new_redis_claim.uid(), redis_claim_uid);
+
+    operator.stop().await;
+    namespace.cleanup().await.unwrap();
+    volumes.cleanup().await;
+}
+
+#[tokio::test]
+async fn embedded_stores_live_on_claims_of_their_own() {
+    let Some((namespace, microservices)) = setup("ms-embedded").await else {
+        return;
+    };
+    let ns = namespace.name().to_owned();
+    let mut volumes = StaticVolumes::new(&namespace).await;
+    volumes.for_claim(&ns, "users-sqlite").await;
+    volumes.for_claim(&ns, "users-redb").await;
+    let operator = Operator::start(&namespace);
+    create(
+        &microservices,
+        "users",
+        json!({
+            "image": "kea.dev/kea-service:dev",
+            "stores": {
+                "sql": {"engine": "sqlite", "storageClassName": volumes.class},
+                "nosql": {"engine": "redb", "storageClassName": volumes.class, "deletionPolicy": "Delete"},
+            },
+        }),
+    )
+    .await;
+    let ready = wait_ready(&microservices, "users").await;
+    assert_eq!(condition(&ready, "StoresReady").reason, "StoresReady");
+    let deployment = namespace.api::<Deployment>().get("users").await.unwrap();
+    let spec = deployment.spec.unwrap();
+    assert_eq!(spec.strategy.unwrap().type_.as_deref(), Some("Recreate"));
+    let claims: BTreeMap<String, String> = spec
+        .template
+        .spec
+        .unwrap()
+        .volumes
+        .unwrap()
+        .into_iter()
+        .filter_map(|v| Some((v.name, v.persistent_volume_claim?.claim_name)))
+        .collect();
+    assert_eq!(
+        claims.values().cloned().collect::<Vec<_>>(),
+        ["users-redb", "users-sqlite"]
+    );
+
+    microservices
+        .delete("users", &DeleteParams::default())
+        .await
+        .unwrap();
+    let claim_api = namespace.api::<PersistentVolumeClaim>();
+    wait_for_deletion(&claim_api, "users-redb", TIMEOUT)
+        .await
+        .unwrap();
+    assert!(claim_api.get_opt("users-sqlite").await.unwrap().is_some());
+
+    operator.stop().await;
+    namespace.cleanup().await.unwrap();
+    volumes.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_volume_that_cannot_bind_shows_on_the_status() {
+    let Some((namespace, microservices)) = setup("ms-unbound").await else {
+        return;
+    };
+    let operator = Operator::start(&namespace);
+    let class = format!("{}-missing", namespace.name());
+    let started = Instant::now();
+    create(
+        &microservices,
+        "orders",
+        json!({
+            "image": "kea.dev/kea-service:dev",
+            "stores": {"sql": {"engine": "mariadb", "storageClassName": class}},
+        }),
+    )
+    .await;
+    let seen = wait_for(
+        &microservices,
+        "orders",
+        has_status_condition("StoresReady", "False"),
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let stores = condition(&seen, "StoresReady");
+    assert_eq!(stores.reason, "StorageClassNotFound");
+    assert!(stores.message.contains(&class), "{}", stores.message);
+    let ready = condition(&seen, "Ready");
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "StorageClassNotFound")
+    );
+    eprintln!(
+        "StoresReady=False after {:?}: {}",
+        started.elapsed(),
+        stores.message
+    );
+
+    // An embedded store whose claim finds no volume (no such class, no default either).
+    create(
+        &microservices,
+        "users",
+        json!({
+            "image": "kea.dev/kea-service:dev",
+            "stores": {"nosql": {"engine": "redb", "storageClassName": class}},
+        }),
+    )
+    .await;
+    let seen = wait_for(
+        &microservices,
+        "users",
+        has_status_condition("StoresReady", "False"),
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(
+        condition(&seen, "StoresReady").reason,
+        "StorageClassNotFound"
+    );
+    let status = seen.status.unwrap();
+    assert_eq!(status.stores[0].volume, "users-redb");
+    assert!(!status.stores[0].ready);
+
+    operator.stop().await;
+    namespace.cleanup().await.unwrap();
+}
