@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the project's container images with the local Docker engine:
 #   kea.dev/kea-service:$TAG and kea.dev/kea-operator:$TAG   (TAG defaults to "dev")
+#   kea.dev/kea-mariadb:$TAG and kea.dev/kea-redis:$TAG      (hack/store-images.sh)
 #
 # The binaries are compiled on the host (release profile) and copied onto a
 # base image that holds only the C runtime (what distroless/cc is). With a
@@ -9,11 +10,15 @@
 # libraries and imported with `docker import`: no image is pulled.
 #
 #   hack/images.sh [TAG]
+#   hack/images.sh --stores-only [TAG]   # just the store images (no Rust build)
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 require_cmd docker "start the engine with hack/docker.sh start"
 docker info >/dev/null 2>&1 || die "the Docker engine does not answer: start it with hack/docker.sh start"
 
+STORES_ONLY=false
+if [ "${1:-}" = --stores-only ]; then STORES_ONLY=true; shift; fi
 TAG=${1:-dev}
+if $STORES_ONLY; then exec "$HACK_DIR/store-images.sh" "$TAG"; fi
 LOCAL_BASE=kea.dev/cc-base:bookworm
 BASE_IMAGE=${BASE_IMAGE:-$LOCAL_BASE}
 export DOCKER_BUILDKIT=0 # the machine's docker CLI has no buildx
@@ -56,3 +61,6 @@ for binary in kea-service kea-operator; do
   size=$(docker image inspect "kea.dev/$binary:$TAG" --format '{{.Size}}')
   log "built kea.dev/$binary:$TAG ($(awk -v s="$size" 'BEGIN {printf "%.1f MB", s / 1e6}'))"
 done
+
+# The MariaDB and Redis images of the Microservices' data stores (cached; seconds when warm).
+"$HACK_DIR/store-images.sh" "$TAG"

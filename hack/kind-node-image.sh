@@ -5,7 +5,7 @@
 #
 #   hack/kind-node-image.sh            # everything (idempotent; cached steps are skipped)
 #   hack/kind-node-image.sh rootfs     # just the debootstrap'd node rootfs tarball
-#   hack/kind-node-image.sh images     # just the control-plane images (docker tarballs)
+#   hack/kind-node-image.sh images     # just the control-plane and storage images (docker tarballs)
 #   hack/kind-node-image.sh name       # print the node image name
 #
 # Steps, each cached under $KEA_CACHE_DIR/kind/:
@@ -14,10 +14,13 @@
 #   2. images: kube-apiserver, kube-controller-manager, kube-scheduler, kube-proxy, etcd,
 #      coredns, pause, each FROM scratch around the toolchain's binaries (kube-proxy on
 #      a small iptables base), tagged exactly as `kubeadm config images list` names them,
-#      saved as docker tarballs.
+#      saved as docker tarballs; and the images of the default StorageClass
+#      (hack/kind/default-storage.yaml): local-path-provisioner FROM scratch around the
+#      toolchain's binary, and its helper from Debian's busybox-static.
 #   3. node: rootfs + kubeadm/kubelet/kubectl, crictl + /kind/version + the tarballs (imported
 #      into containerd's k8s.io namespace by kea-preload-images.service at node start,
-#      before the kubelet runs), `docker import`ed as $KEA_KIND_NODE_IMAGE.
+#      before the kubelet runs) + /kind/manifests/default-storage.yaml, built as
+#      $KEA_KIND_NODE_IMAGE.
 #
 # Rebuild from scratch: KEA_KIND_REBUILD=1, or delete $KEA_CACHE_DIR/kind.
 # shellcheck source=lib.sh
@@ -41,13 +44,23 @@ PACKAGES=(
 ROOTFS_KEY=$( {
   printf '%s\n' "$SUITE" "$KIND_VERSION" "$PAUSE_VERSION" "${PACKAGES[@]}"
   sed -n '/^build_rootfs()/,/^}/p' "${BASH_SOURCE[0]}"
-  cat "$HACK_DIR"/kind/{10-kea-bridge.conflist,kea-preload-images.service,kubelet-kea.conf,default-storage.yaml,preload-images.sh}
+  cat "$HACK_DIR"/kind/{10-kea-bridge.conflist,kea-preload-images.service,kubelet-kea.conf,preload-images.sh}
 } | sha256sum | cut -c1-12)
 ROOTFS_TAR="$KIND_CACHE/rootfs-$SUITE-$ROOTFS_KEY.tar"
-# Keyed by the recipes below too: changing an image's recipe rebuilds the images.
-IMAGES_DIR="$KIND_CACHE/images-$KUBERNETES_VERSION-$(sed -n '/^build_images()/,/^}/p' "${BASH_SOURCE[0]}" | sha256sum | cut -c1-8)"
+# Keyed by the recipes below and the versions they use: changing either rebuilds the images.
+IMAGES_DIR="$KIND_CACHE/images-$KUBERNETES_VERSION-$( {
+  echo "$ETCD_VERSION" "$COREDNS_VERSION" "$PAUSE_VERSION"
+  sed -n '/^build_images()/,/^}/p' "${BASH_SOURCE[0]}"
+} | sha256sum | cut -c1-8)"
+# The default StorageClass's images: the tags hack/kind/default-storage.yaml names.
+PROVISIONER_IMAGE="kea.dev/local-path-provisioner:$LOCAL_PATH_PROVISIONER_VERSION"
+HELPER_IMAGE=kea.dev/local-path-helper:busybox-$SUITE
+# Keyed by the recipe, the version and the provisioner binary (computed in the function:
+# the binary may not be built yet).
+STORAGE_DIR=
 
-[ "${KEA_KIND_REBUILD:-0}" = 1 ] && rm -rf "$ROOTFS_TAR" "$IMAGES_DIR" && docker rmi -f "$NODE_IMAGE" >/dev/null 2>&1
+[ "${KEA_KIND_REBUILD:-0}" = 1 ] && rm -rf "$ROOTFS_TAR" "$IMAGES_DIR" "$KIND_CACHE"/storage-images-* &&
+  docker rmi -f "$NODE_IMAGE" >/dev/null 2>&1
 
 step() { log "==> $*"; }
 
@@ -86,12 +99,12 @@ build_rootfs() {
   ln -sf /usr/bin/ctr "$root/usr/local/bin/ctr"
   mkdir -p "$root/opt/cni/bin"
   for plugin in "$root"/usr/lib/cni/*; do ln -sf "/usr/lib/cni/$(basename "$plugin")" "$root/opt/cni/bin/"; done
-  # Local additions (hack/kind/): the static CNI config, the image
-  # preload unit, and a no-op default storage manifest.
+  # Local additions (hack/kind/): the static CNI config and the image preload unit
+  # (the default storage manifest is added with the node image: it changes with the
+  # provisioner's version, which should not cost a debootstrap).
   install -m 0644 "$HACK_DIR/kind/kea-preload-images.service" "$root/etc/systemd/system/"
   install -m 0644 "$HACK_DIR/kind/kubelet-kea.conf" "$root/etc/systemd/system/kubelet.service.d/20-kea.conf"
   install -m 0644 "$HACK_DIR/kind/10-kea-bridge.conflist" -D "$root/etc/cni/net.d/10-kea-bridge.conflist"
-  install -m 0644 "$HACK_DIR/kind/default-storage.yaml" -D "$root/kind/manifests/default-storage.yaml"
   install -m 0755 "$HACK_DIR/kind/preload-images.sh" "$root/kind/bin/preload-images.sh"
 
   step "configuring systemd and containerd in the rootfs"
@@ -224,6 +237,60 @@ build_images() {
   log "control-plane images ready: $tarball ($(du -h "$tarball" | cut -f1), $((SECONDS - start))s)"
 }
 
+# 2b. The default StorageClass's images (hack/kind/default-storage.yaml): the toolchain's
+# local-path-provisioner FROM scratch, as nobody; its helper pods (sh, mkdir, rm, chmod
+# on the node's folders) from Debian's busybox-static, a static busybox and its applets.
+build_storage_images() {
+  local provisioner manifest="$HACK_DIR/kind/default-storage.yaml" tag
+  provisioner=$(tool_bin local-path-provisioner "$LOCAL_PATH_PROVISIONER_VERSION")
+  [ -x "$provisioner" ] || die "local-path-provisioner $LOCAL_PATH_PROVISIONER_VERSION is not built yet: hack/toolchain.sh kind"
+  for tag in "$PROVISIONER_IMAGE" "$HELPER_IMAGE"; do
+    grep -q "image: $tag\$" "$manifest" || die "$manifest does not run $tag: update its image tags"
+  done
+  STORAGE_DIR="$KIND_CACHE/storage-images-$( {
+    echo "$PROVISIONER_IMAGE" "$HELPER_IMAGE"
+    sha256sum "$provisioner" | cut -d' ' -f1
+    sed -n '/^build_storage_images()/,/^}/p' "${BASH_SOURCE[0]}"
+  } | sha256sum | cut -c1-8)"
+  local tarball="$STORAGE_DIR/storage-images.tar"
+  if [ -f "$tarball" ]; then
+    log "storage images cached: $tarball ($(du -h "$tarball" | cut -f1))"
+    return 0
+  fi
+  local start=$SECONDS work deb applet
+  step "building the local-path-provisioner and helper images FROM scratch"
+  work=$(mktemp -d)
+  # shellcheck disable=SC2064 # expand now
+  trap "rm -rf '$work'" RETURN
+  mkdir -p "$work/provisioner/usr/local/bin" "$work/provisioner/tmp" "$work/provisioner/etc"
+  chmod 1777 "$work/provisioner/tmp"
+  printf 'root:x:0:0:root:/root:/sbin/nologin\nnobody:x:65534:65534:nobody:/:/sbin/nologin\n' >"$work/provisioner/etc/passwd"
+  printf 'root:x:0:\nnogroup:x:65534:\n' >"$work/provisioner/etc/group"
+  cp "$provisioner" "$work/provisioner/usr/local/bin/"
+  import_dir "$work/provisioner" "$PROVISIONER_IMAGE" 'USER 65534:65534' \
+    'ENTRYPOINT ["/usr/local/bin/local-path-provisioner"]' \
+    "LABEL dev.kea.local-path-provisioner-version=$LOCAL_PATH_PROVISIONER_VERSION"
+  # The host's Debian apt (this machine is bookworm like the node); lists refreshed once if stale.
+  chmod 0755 "$work" # apt's _apt user downloads into it
+  (cd "$work" && apt-get download -qq busybox-static >/dev/null 2>&1) ||
+    { apt-get update -qq && (cd "$work" && apt-get download -qq busybox-static >/dev/null 2>&1); } ||
+    die "apt-get download busybox-static failed"
+  deb=$(find "$work" -maxdepth 1 -name 'busybox-static_*.deb' | head -n 1)
+  mkdir -p "$work/deb" "$work/helper/bin" "$work/helper/tmp"
+  chmod 1777 "$work/helper/tmp"
+  dpkg-deb -x "$deb" "$work/deb"
+  cp "$work/deb/bin/busybox" "$work/helper/bin/busybox"
+  for applet in $("$work/helper/bin/busybox" --list); do
+    [ "$applet" = busybox ] || ln -s busybox "$work/helper/bin/$applet"
+  done
+  import_dir "$work/helper" "$HELPER_IMAGE" 'CMD ["sh"]' \
+    "LABEL dev.kea.busybox-static=$(dpkg-deb -f "$deb" Version)"
+  mkdir -p "$STORAGE_DIR"
+  docker save "$PROVISIONER_IMAGE" "$HELPER_IMAGE" -o "$tarball.tmp" && mv "$tarball.tmp" "$tarball"
+  find "$KIND_CACHE" -maxdepth 1 -name 'storage-images-*' ! -path "$STORAGE_DIR" -exec rm -rf {} + # older recipes
+  log "storage images ready: $tarball ($(du -h "$tarball" | cut -f1), $((SECONDS - start))s)"
+}
+
 # 3. The node image: the rootfs imported as a base (with the entrypoint and env of
 # kind's base image; `docker import` takes no STOPSIGNAL, the build step sets it), then
 # the Kubernetes binaries and the image tarball on top.
@@ -234,7 +301,8 @@ build_node() {
     echo "$ROOTFS_KEY"
     for name in kubeadm kubelet kubectl; do sha256sum "$(tool_bin "$name" "$KUBERNETES_VERSION")"; done
     sha256sum "$(tool_bin crictl "$CRICTL_VERSION")"
-    ls -l --time-style=+%s "$IMAGES_DIR/kube-images.tar"
+    ls -l --time-style=+%s "$IMAGES_DIR/kube-images.tar" "$STORAGE_DIR/storage-images.tar"
+    sha256sum "$HACK_DIR/kind/default-storage.yaml"
   } | sha256sum | cut -c1-16)
   if [ "$(docker image inspect "$NODE_IMAGE" --format '{{index .Config.Labels "dev.kea.inputs"}}' 2>/dev/null)" = "$inputs" ]; then
     log "node image up to date: $NODE_IMAGE"
@@ -256,13 +324,14 @@ build_node() {
   trap "rm -rf '$work'" RETURN
   for name in kubeadm kubelet kubectl; do cp "$(tool_bin "$name" "$KUBERNETES_VERSION")" "$work/"; done
   cp "$(tool_bin crictl "$CRICTL_VERSION")" "$work/"
-  cp "$IMAGES_DIR/kube-images.tar" "$work/"
+  cp "$IMAGES_DIR/kube-images.tar" "$STORAGE_DIR/storage-images.tar" "$HACK_DIR/kind/default-storage.yaml" "$work/"
   echo "$KUBERNETES_VERSION" >"$work/version"
   printf '%s\n' "FROM $base" \
     'COPY kubeadm kubelet kubectl /usr/bin/' \
     'COPY crictl /usr/local/bin/' \
     'COPY version /kind/version' \
-    'COPY kube-images.tar /kind/images/kube-images.tar' \
+    'COPY kube-images.tar storage-images.tar /kind/images/' \
+    'COPY default-storage.yaml /kind/manifests/default-storage.yaml' \
     'STOPSIGNAL SIGRTMIN+3' \
     "LABEL dev.kea.inputs=$inputs dev.kea.kubernetes-version=$KUBERNETES_VERSION" >"$work/Dockerfile"
   docker build -q -t "$NODE_IMAGE" "$work" >"$work/build.log" 2>&1 ||
@@ -272,10 +341,10 @@ build_node() {
 
 case "${1:-all}" in
   rootfs) build_rootfs ;;
-  images) build_rootfs; build_images ;;
+  images) build_rootfs; build_images; build_storage_images ;;
   all)
     start=$SECONDS
-    build_rootfs; build_images; build_node
+    build_rootfs; build_images; build_storage_images; build_node
     log "done in $((SECONDS - start))s: $NODE_IMAGE" ;;
   name) echo "$NODE_IMAGE" ;;
   *) die "unknown step '$1'" ;;

@@ -2,7 +2,8 @@
 # A one-node kind cluster ("kea") for end-to-end checks, offline by default.
 #
 #   hack/kind.sh up      # build/reuse the node image, create the cluster, load kea's images
-#   hack/kind.sh load    # (re)load kea.dev/kea-service:dev and kea.dev/kea-operator:dev
+#   hack/kind.sh load    # (re)load kea.dev/kea-{service,operator,mariadb,redis}:dev
+#   hack/kind.sh load IMAGE...   # (re)load just these
 #   hack/kind.sh e2e     # deploy/ + deploy/examples/, then check the demo through port-forward
 #   hack/kind.sh down    # delete the cluster
 #   hack/kind.sh status
@@ -19,7 +20,9 @@ toolchain_path
 CLUSTER=${KEA_KIND_CLUSTER:-kea}
 CONFIG="$HACK_DIR/kind/cluster.yaml"
 export KUBECONFIG=${KEA_KIND_KUBECONFIG:-$KEA_CACHE_DIR/kind/kubeconfig}
-KEA_IMAGES=("kea.dev/kea-service:${KEA_IMAGE_TAG:-dev}" "kea.dev/kea-operator:${KEA_IMAGE_TAG:-dev}")
+# kea-operator's own images and those of the data stores it runs per Microservice.
+KEA_IMAGES=()
+for name in kea-service kea-operator kea-mariadb kea-redis; do KEA_IMAGES+=("kea.dev/$name:${KEA_IMAGE_TAG:-dev}"); done
 WAIT=${KEA_KIND_WAIT:-300s}
 
 require_cmd kind "build it with hack/toolchain.sh kind"
@@ -41,7 +44,8 @@ node_image() {
 
 load() {
   local image
-  for image in "${KEA_IMAGES[@]}"; do
+  [ $# -gt 0 ] || set -- "${KEA_IMAGES[@]}"
+  for image in "$@"; do
     docker image inspect "$image" >/dev/null 2>&1 || die "$image is missing: build it with hack/images.sh"
     log "loading $image into $CLUSTER"
     kind load docker-image --name "$CLUSTER" "$image" >/dev/null
@@ -142,7 +146,7 @@ status() {
 case "${1:-}" in
   up) up ;;
   down) down ;;
-  load) load ;;
+  load) shift; load "$@" ;;
   e2e) e2e ;;
   status) status ;;
   *) die "usage: $0 up|down|load|e2e|status" ;;

@@ -5,7 +5,8 @@
 #
 #   hack/toolchain.sh                 # everything
 #   hack/toolchain.sh control-plane   # etcd, apiserver, controller-manager, scheduler, kubectl, kwok
-#   hack/toolchain.sh kind            # what a kind cluster needs on top (kubelet, kubeadm, kind, ...)
+#   hack/toolchain.sh kind            # what a kind cluster needs on top (kubelet, kubeadm, kind,
+#                                     # crictl, coredns, local-path-provisioner)
 #   hack/toolchain.sh helm            # just helm
 #   hack/toolchain.sh path            # print the PATH entries of the cached tools
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -105,6 +106,10 @@ kind_tools() {
   go_install crictl "$CRICTL_VERSION" "sigs.k8s.io/cri-tools/cmd/crictl@$CRICTL_VERSION" \
     "-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version=$CRICTL_VERSION"
   go_install coredns "$COREDNS_VERSION" "github.com/coredns/coredns@$COREDNS_VERSION"
+  # The default StorageClass of the offline node image (hack/kind/default-storage.yaml).
+  go_install local-path-provisioner "$LOCAL_PATH_PROVISIONER_VERSION" \
+    "github.com/rancher/local-path-provisioner@$LOCAL_PATH_PROVISIONER_VERSION" \
+    "-s -w -X main.VERSION=$LOCAL_PATH_PROVISIONER_VERSION"
 }
 
 helm_tool() {

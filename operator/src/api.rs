@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{
     EnvFromSource, EnvVar, LocalObjectReference, ResourceRequirements,
 };
+use k8s_openapi::api::networking::v1::NetworkPolicyPeer;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::CustomResource;
@@ -167,6 +168,9 @@ pub struct MicroserviceSpec {
     #[schemars(extend("x-kubernetes-validations" = [{
         "rule": "!('app.kubernetes.io/name' in self) && !('app.kubernetes.io/instance' in self)",
         "message": "podLabels must not set app.kubernetes.io/name or app.kubernetes.io/instance: the operator sets them to select the pods"
+    }, {
+        "rule": "self.all(key, !key.startsWith('calls.kea.dev/'))",
+        "message": "podLabels must not set calls.kea.dev/ labels: they open network paths, and only dependsOn may declare a call"
     }]))]
     pub pod_labels: BTreeMap<String, String>,
 
@@ -195,6 +199,29 @@ pub struct MicroserviceSpec {
     /// its embedded stores on the `/data` emptyDir: ephemeral, lost when a pod is deleted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stores: Option<Stores>,
+
+    /// The network boundary of the pods. Whatever is set here, the pods accept connections on
+    /// `port` only from the pods of Microservices that list this one in `dependsOn` (and the
+    /// kubelet's probes), and the store servers only from this Microservice's pods, where
+    /// the operator runs with NetworkPolicies on (the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<Network>,
+}
+
+/// Exceptions to, and extensions of, the network boundary of a Microservice.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Network {
+    /// Callers from outside the system of Microservices that may connect too, as NetworkPolicy
+    /// peers: e.g. `{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name:
+    /// ingress-nginx}}}` for an ingress controller.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub allow_from: Vec<NetworkPolicyPeer>,
+    /// Limit the pods' outgoing connections to the cluster DNS, the Microservices of
+    /// `dependsOn` and their own stores. Off by default.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub restrict_egress: bool,
 }
 
 /// The data stores of one Microservice: at most one relational and one NoSQL store.
@@ -523,6 +550,9 @@ pub struct MicroserviceStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub stores: Vec<StoreStatus>,
+    /// What the NetworkPolicies let through; unset when the operator writes none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_policy: Option<String>,
 }
 
 /// What the operator knows of one store.
@@ -682,6 +712,7 @@ impl MicroserviceSpec {
             drain_seconds: default_drain_seconds(),
             data_volume: None,
             stores: None,
+            network: None,
         }
     }
 }

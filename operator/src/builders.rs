@@ -26,7 +26,10 @@ use kube::{Resource, ResourceExt};
 
 use crate::api::{DataVolume, Microservice, MicroserviceSpec, ProbeSpec, default_port};
 use crate::error::{Error, Result};
+use crate::network;
 use crate::stores::{self, ServiceWiring, StoreChildren, StoreContext, StoreImages};
+
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 
 /// Name of the field manager for server-side apply, and value of `app.kubernetes.io/managed-by`.
 pub const MANAGER: &str = "kea-operator";
@@ -119,6 +122,27 @@ pub struct Children {
     pub horizontal_pod_autoscaler: Option<HorizontalPodAutoscaler>,
     /// The objects of `spec.stores` (the Secrets are made by the reconciler, once).
     pub stores: Vec<StoreChildren>,
+    /// The network boundaries of the pods and of the store servers (none when
+    /// [`Settings::network_policies`] is off).
+    pub network_policies: Vec<NetworkPolicy>,
+}
+
+/// Operator-wide settings that shape the children.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// Images of the store servers.
+    pub store_images: StoreImages,
+    /// Write NetworkPolicies (off for clusters without a NetworkPolicy implementation).
+    pub network_policies: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            store_images: StoreImages::default(),
+            network_policies: true,
+        }
+    }
 }
 
 /// Builds every child of `ms`. Fails when `ms` has no namespace.
@@ -128,18 +152,38 @@ pub struct Children {
 pub fn build_children(
     ms: &Microservice,
     dependency_ports: &DependencyPorts,
-    store_images: &StoreImages,
+    settings: &Settings,
 ) -> Result<Children> {
     let ctx = BuildContext::new(ms)?;
     let control = replica_control(&ms.spec);
     let planned = stores::plan(&ctx.name, ms.spec.stores.as_ref());
     let wiring = stores::service_wiring(&planned);
+    let network_policies = if settings.network_policies {
+        let store_ctx = ctx.store_context();
+        let mut policies = vec![network::service_policy(
+            ms,
+            ctx.metadata(),
+            dependency_ports,
+            &planned,
+        )];
+        policies.extend(planned.iter().filter_map(|store| {
+            network::store_policy(
+                &ctx.name,
+                store,
+                store_ctx.object_metadata(store, &store.object_name),
+            )
+        }));
+        policies
+    } else {
+        Vec::new()
+    };
     Ok(Children {
         deployment: build_deployment(&ctx, ms, control, dependency_ports, &wiring),
         service: build_service(&ctx, ms),
         pod_disruption_budget: (control.min_replicas() > 1).then(|| build_pdb(&ctx)),
         horizontal_pod_autoscaler: build_hpa(&ctx, ms),
-        stores: stores::build_stores(&ctx.store_context(), &planned, store_images),
+        stores: stores::build_stores(&ctx.store_context(), &planned, &settings.store_images),
+        network_policies,
     })
 }
 
@@ -282,9 +326,11 @@ fn build_deployment(
 ) -> Deployment {
     let spec = &ms.spec;
 
-    // User pod labels first, so the operator's labels (the selector among them) win.
+    // User pod labels first, so the operator's labels (the selector among them) win. The
+    // calls.kea.dev/ labels mark the pods as callers of their dependencies (network policies).
     let mut pod_labels = spec.pod_labels.clone();
     pod_labels.extend(ctx.labels.clone());
+    pod_labels.extend(network::caller_labels(ms));
     let pod_annotations = (!spec.pod_annotations.is_empty()).then(|| spec.pod_annotations.clone());
 
     Deployment {
@@ -677,7 +723,7 @@ mod tests {
         let children = build_children(
             &microservice(MicroserviceSpec::with_image("img:1")),
             &DependencyPorts::new(),
-            &StoreImages::default(),
+            &Settings::default(),
         )
         .expect("children");
         let deployment_spec = children.deployment.spec.as_ref().expect("spec");
@@ -728,7 +774,7 @@ mod tests {
         let children = build_children(
             &microservice(spec),
             &DependencyPorts::new(),
-            &StoreImages::default(),
+            &Settings::default(),
         )
         .expect("children");
         assert_eq!(
@@ -755,7 +801,7 @@ mod tests {
         let children = build_children(
             &microservice(spec),
             &DependencyPorts::new(),
-            &StoreImages::default(),
+            &Settings::default(),
         )
         .expect("children");
         assert_eq!(
@@ -784,7 +830,7 @@ mod tests {
         }];
         let ports = DependencyPorts::from([("users".to_owned(), 80)]);
         let children =
-            build_children(&microservice(spec), &ports, &StoreImages::default()).expect("children");
+            build_children(&microservice(spec), &ports, &Settings::default()).expect("children");
         let c = container(&children);
         assert_eq!(
             env_value(c, "USERS_URL"),
@@ -813,7 +859,7 @@ mod tests {
         let children = build_children(
             &microservice(spec),
             &DependencyPorts::new(),
-            &StoreImages::default(),
+            &Settings::default(),
         )
         .expect("children");
         let template_labels = children
@@ -847,7 +893,7 @@ mod tests {
         let children = build_children(
             &microservice(spec),
             &DependencyPorts::new(),
-            &StoreImages::default(),
+            &Settings::default(),
         )
         .expect("children");
         let c = container(&children);
@@ -868,6 +914,6 @@ mod tests {
     #[test]
     fn a_microservice_without_namespace_is_rejected() {
         let ms = Microservice::new("x", MicroserviceSpec::with_image("img:1"));
-        assert!(build_children(&ms, &DependencyPorts::new(), &StoreImages::default()).is_err());
+        assert!(build_children(&ms, &DependencyPorts::new(), &Settings::default()).is_err());
     }
 }

@@ -3,6 +3,7 @@
 //!
 //! - [`api`]: the custom resource types and condition names.
 //! - [`builders`]: pure functions, Microservice -> children.
+//! - [`network`]: pure functions, `dependsOn` and `stores` -> NetworkPolicies.
 //! - [`stores`]: pure functions, `spec.stores` -> the stores' StatefulSets, Services, claims, Secrets.
 //! - [`status`]: pure functions, observed state -> status and conditions.
 //! - [`provision`]: the I/O of the stores (Secrets and claims created once, servers applied).
@@ -22,6 +23,7 @@ pub mod error;
 pub mod http;
 pub mod leader;
 pub mod metrics;
+pub mod network;
 pub mod provision;
 pub mod rbac;
 pub mod reconcile;

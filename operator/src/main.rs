@@ -73,6 +73,10 @@ struct RunArgs {
     /// Log format.
     #[arg(long, env = "KEA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
     log_format: LogFormat,
+    /// Write a NetworkPolicy per Microservice and per store server, so that only declared calls
+    /// get through. Turn off on clusters without a NetworkPolicy implementation.
+    #[arg(long, env = "KEA_NETWORK_POLICIES", default_value_t = true, action = clap::ArgAction::Set)]
+    network_policies: bool,
     /// Image of the MariaDB servers of `stores.sql.engine: mariadb`.
     #[arg(long, env = "KEA_MARIADB_IMAGE", default_value = kea_operator::stores::DEFAULT_MARIADB_IMAGE)]
     mariadb_image: String,
@@ -146,9 +150,12 @@ async fn run(args: RunArgs) -> kea_operator::Result<()> {
         namespace: args.watch_namespace.clone(),
         concurrency: args.concurrency,
         instance: Some(identity(args.identity.clone())),
-        store_images: kea_operator::stores::StoreImages {
-            mariadb: args.mariadb_image.clone(),
-            redis: args.redis_image.clone(),
+        settings: kea_operator::builders::Settings {
+            store_images: kea_operator::stores::StoreImages {
+                mariadb: args.mariadb_image.clone(),
+                redis: args.redis_image.clone(),
+            },
+            network_policies: args.network_policies,
         },
         ..Default::default()
     };

@@ -7,6 +7,7 @@ use std::fmt::Debug;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Event, PersistentVolumeClaim, Pod, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
@@ -77,6 +78,15 @@ pub async fn reconcile_stores(
         .await?
         {
             outcome.deleted.push(format!("Service {object_name}"));
+        }
+        if delete_child(
+            &Api::<NetworkPolicy>::namespaced(client.clone(), namespace),
+            &object_name,
+            uid,
+        )
+        .await?
+        {
+            outcome.deleted.push(format!("NetworkPolicy {object_name}"));
         }
     }
 

@@ -72,6 +72,12 @@ pub const CLUSTER_PERMISSIONS: &[Permission] = &[
         why: "own the stores' servers (server-side apply), deleted when a store is removed",
     },
     Permission {
+        group: "networking.k8s.io",
+        resource: "networkpolicies",
+        verbs: &["get", "list", "watch", "create", "patch", "delete"],
+        why: "own the network boundaries of the pods and store servers, deleted when switched off",
+    },
+    Permission {
         group: "",
         resource: "secrets",
         verbs: &["get", "create", "patch"],

@@ -11,6 +11,7 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{ListParams, Patch, PatchParams};
@@ -24,12 +25,12 @@ use tracing::{debug, info, warn};
 use crate::api::conditions::{self, reasons};
 use crate::api::{Microservice, MicroserviceStatus};
 use crate::apply::{apply_child, delete_child};
-use crate::builders::{self, DependencyPorts, MANAGER, labels};
+use crate::builders::{self, DependencyPorts, MANAGER, Settings, labels};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
+use crate::network;
 use crate::provision;
 use crate::status::{self, Observed, StoreObservation, find_condition};
-use crate::stores::StoreImages;
 use crate::validate;
 
 /// Settings of the controller.
@@ -51,8 +52,8 @@ pub struct ControllerConfig {
     pub requeue_stores_pending: Duration,
     /// Name of this process in the events it records (the pod name in a cluster).
     pub instance: Option<String>,
-    /// Images of the store servers.
-    pub store_images: StoreImages,
+    /// What shapes the children: store images, NetworkPolicies on or off.
+    pub settings: Settings,
 }
 
 impl Default for ControllerConfig {
@@ -64,7 +65,7 @@ impl Default for ControllerConfig {
             requeue_not_ready: Duration::from_secs(30),
             requeue_stores_pending: Duration::from_secs(5),
             instance: None,
-            store_images: StoreImages::default(),
+            settings: Settings::default(),
         }
     }
 }
@@ -145,8 +146,16 @@ pub async fn run_controller(
         // The stores' servers: their readiness is the StoresReady condition.
         .owns(
             namespaced_api::<StatefulSet>(&client, config.namespace.as_deref()),
-            children,
+            children.clone(),
         );
+    let controller = if config.settings.network_policies {
+        controller.owns(
+            namespaced_api::<NetworkPolicy>(&client, config.namespace.as_deref()),
+            children,
+        )
+    } else {
+        controller
+    };
     let store = controller.store();
     let dependents_store = store.clone();
 
@@ -254,6 +263,11 @@ pub async fn reconcile(ms: Arc<Microservice>, ctx: Arc<Context>) -> Result<Actio
         }
         observed.deployment = Some(deployment);
         observed.stores = stores;
+        observed.network_policy = ctx
+            .config
+            .settings
+            .network_policies
+            .then(|| network::summary(&ms));
     } else {
         observed.invalid_spec = Some(problems.join("; "));
         // Keep showing the Deployment that still runs the last valid spec.
@@ -298,7 +312,7 @@ async fn apply_children(
     uid: &str,
     ports: &DependencyPorts,
 ) -> Result<(Deployment, Vec<StoreObservation>)> {
-    let wanted = builders::build_children(ms, ports, &ctx.config.store_images)?;
+    let wanted = builders::build_children(ms, ports, &ctx.config.settings)?;
     let name = ms.name_any();
     let client = &ctx.client;
     let mut applied: Vec<String> = Vec::new();
@@ -340,6 +354,31 @@ async fn apply_children(
         None => {
             if delete_child(&pdbs, &name, uid).await? {
                 deleted.push("PodDisruptionBudget".to_owned());
+            }
+        }
+    }
+    let policies = Api::<NetworkPolicy>::namespaced(client.clone(), namespace);
+    for policy in wanted.network_policies {
+        let policy_name = policy.name_any();
+        if apply_child(&policies, policy, uid).await?.changed {
+            applied.push(format!("NetworkPolicy {policy_name}"));
+        }
+    }
+    // Policies written before the operator was told to write none (the status remembers).
+    let wrote_policies = ms
+        .status
+        .as_ref()
+        .is_some_and(|s| s.network_policy.is_some());
+    if !ctx.config.settings.network_policies && wrote_policies {
+        let mut names = vec![name.clone()];
+        names.extend(
+            crate::stores::ServerEngine::ALL
+                .iter()
+                .map(|engine| format!("{name}-{}", engine.as_str())),
+        );
+        for policy_name in names {
+            if delete_child(&policies, &policy_name, uid).await? {
+                deleted.push(format!("NetworkPolicy {policy_name}"));
             }
         }
     }

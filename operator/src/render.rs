@@ -4,9 +4,9 @@
 use serde::Serialize;
 
 use crate::api::Microservice;
-use crate::builders::{Children, DependencyPorts, build_children};
+use crate::builders::{Children, DependencyPorts, Settings, build_children};
 use crate::error::{Error, Result};
-use crate::stores::{StoreImages, StoreObjects};
+use crate::stores::StoreObjects;
 use crate::validate;
 
 /// Namespace used for a Microservice that names none.
@@ -32,14 +32,14 @@ pub fn render_yaml(input: &str) -> Result<String> {
         documents.extend(children_as_values(build_children(
             &ms,
             &DependencyPorts::new(),
-            &StoreImages::default(),
+            &Settings::default(),
         )?)?);
     }
     to_yaml_stream(&documents)
 }
 
-/// The children in a fixed order: Deployment, Service, PodDisruptionBudget, HPA, then each
-/// store's StatefulSet and Service, or claim. A server store's Secret is not rendered: its
+/// The children in a fixed order: Deployment, Service, PodDisruptionBudget, HPA, the
+/// NetworkPolicies, then each store's StatefulSet and Service, or claim. A server store's Secret is not rendered: its
 /// credentials are generated in the cluster, once, when the operator first creates it.
 pub fn children_as_values(children: Children) -> Result<Vec<serde_json::Value>> {
     let mut values = vec![
@@ -51,6 +51,9 @@ pub fn children_as_values(children: Children) -> Result<Vec<serde_json::Value>> 
     }
     if let Some(hpa) = &children.horizontal_pod_autoscaler {
         values.push(serde_json::to_value(hpa)?);
+    }
+    for policy in &children.network_policies {
+        values.push(serde_json::to_value(policy)?);
     }
     for store in &children.stores {
         match &store.objects {

@@ -52,6 +52,8 @@ pub struct Observed {
     pub invalid_spec: Option<String>,
     /// The stores of `spec.stores`, from [`crate::provision`].
     pub stores: Vec<StoreObservation>,
+    /// What the NetworkPolicies let through, when the operator writes them.
+    pub network_policy: Option<String>,
 }
 
 /// What the reconciler saw of one store.
@@ -263,6 +265,7 @@ pub fn compute_status(ms: &Microservice, observed: &Observed, now: &Time) -> Mic
         conditions: merge_conditions(previous, new),
         dependencies: observed.dependencies.clone(),
         stores,
+        network_policy: observed.network_policy.clone(),
     }
 }
 

@@ -325,6 +325,11 @@ impl StoreContext<'_> {
         }
     }
 
+    /// The metadata of an object of `store` owned (as controller) by the Microservice.
+    pub fn object_metadata(&self, store: &PlannedStore, name: &str) -> ObjectMeta {
+        self.metadata(store, name, true)
+    }
+
     /// The ownerReferences a data object (Secret, embedded claim) should carry: the
     /// Microservice under `Delete`, none under `Retain`.
     pub fn data_owner_references(&self, store: &PlannedStore) -> Vec<OwnerReference> {
@@ -625,17 +630,17 @@ fn server_pod_spec(
             ],
             "/var/lib/mysql",
             vec![mount("run", "/run/mysqld")],
-            // Ping answers as soon as the server runs; the query proves the service's own
-            // user, password and database work.
+            // Ping answers as soon as the server runs (it logs in, so the server logs no denied
+            // attempt); the query proves the service's own user, password and database work.
             [
-                exec_probe("mariadb-admin -h 127.0.0.1 ping", 2, 90, 5),
+                exec_probe(MARIADB_PING, 2, 90, 5),
                 exec_probe(
                     r#"MYSQL_PWD="$MARIADB_PASSWORD" mariadb -h 127.0.0.1 -u "$MARIADB_USER" -e 'SELECT 1' "$MARIADB_DATABASE""#,
                     5,
                     3,
                     5,
                 ),
-                exec_probe("mariadb-admin -h 127.0.0.1 ping", 10, 6, 5),
+                exec_probe(MARIADB_PING, 10, 6, 5),
             ],
             resources("50m", "128Mi", "512Mi"),
             None,
@@ -714,6 +719,9 @@ fn server_pod_spec(
         ..Default::default()
     }
 }
+
+const MARIADB_PING: &str =
+    r#"MYSQL_PWD="$MARIADB_PASSWORD" mariadb-admin -h 127.0.0.1 -u "$MARIADB_USER" ping"#;
 
 const REDIS_PING: &str =
     r#"REDISCLI_AUTH="$REDIS_PASSWORD" redis-cli -h 127.0.0.1 ping | grep -q PONG"#;

@@ -62,7 +62,16 @@ pub struct Operator {
 
 impl Operator {
     pub fn start(namespace: &TestNamespace) -> Self {
+        Self::start_with(namespace, kea_operator::builders::Settings::default())
+    }
+
+    /// A controller with other settings (e.g. NetworkPolicies off).
+    pub fn start_with(
+        namespace: &TestNamespace,
+        settings: kea_operator::builders::Settings,
+    ) -> Self {
         let config = ControllerConfig {
+            settings,
             namespace: Some(namespace.name().to_owned()),
             requeue_not_ready: Duration::from_secs(2),
             // Frequent reconciles at steady state, so that a needless write shows within a test.
