@@ -127,7 +127,7 @@ render() {
     sed -e '/^# Source: /d' -e '/^ *helm\.sh\/chart: /d' -e '/^ *app\.kubernetes\.io\/managed-by: Helm$/d'
 }
 render serviceaccount.yaml rbac.yaml >"$OUT/deploy/02-rbac.yaml"
-render deployment.yaml metrics-service.yaml >"$OUT/deploy/03-operator.yaml"
+render deployment.yaml pdb.yaml metrics-service.yaml >"$OUT/deploy/03-operator.yaml"
 
 status=0
 drifted() {

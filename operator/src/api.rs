@@ -537,8 +537,8 @@ pub struct MicroserviceStatus {
     /// In-cluster URL of the Service, e.g. `http://orders.shop.svc.cluster.local:8080`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
-    /// Conditions: `Ready`, `Available`, `Progressing`, `DependenciesReady`, `StoresReady` and
-    /// `Suspended`.
+    /// Conditions: `Ready`, `Available`, `Progressing`, `DependenciesReady`, `StoresReady`,
+    /// `Autoscaling` (with `spec.autoscaling`) and `Suspended`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
@@ -607,6 +607,8 @@ pub struct DependencyStatus {
 /// - `DependenciesReady`: every Microservice in `dependsOn` exists and is Ready.
 /// - `StoresReady`: every store of `spec.stores` can be used (its server is ready, its volume
 ///   is bound). `Ready` requires it: a service without its data is not ready.
+/// - `Autoscaling` (with `spec.autoscaling` only): the HorizontalPodAutoscaler's own
+///   `ScalingActive`; False when it cannot read the pods' CPU.
 /// - `Suspended`: `spec.suspend` is true.
 pub mod conditions {
     /// Condition type: the Microservice serves its current spec with every wanted pod.
@@ -621,6 +623,10 @@ pub mod conditions {
     pub const SUSPENDED: &str = "Suspended";
     /// Condition type: every store of `spec.stores` can be used.
     pub const STORES_READY: &str = "StoresReady";
+    /// Condition type (only with `spec.autoscaling`): the autoscaler reads the pods' CPU and
+    /// scales; its own `ScalingActive` condition, e.g. False with `FailedGetResourceMetric`
+    /// when the cluster serves no metrics.
+    pub const AUTOSCALING: &str = "Autoscaling";
 
     /// Reasons used in the conditions above.
     pub mod reasons {
@@ -650,6 +656,8 @@ pub mod conditions {
         pub const DEPENDENCY_MISSING: &str = "DependencyMissing";
         /// A dependency exists but is not ready.
         pub const DEPENDENCY_NOT_READY: &str = "DependencyNotReady";
+        /// The HorizontalPodAutoscaler has not reported its state yet.
+        pub const AUTOSCALER_PENDING: &str = "AutoscalerPending";
         /// `spec.stores` is empty: the service keeps ephemeral embedded stores.
         pub const NO_STORES: &str = "NoStores";
         /// Every store is ready.

@@ -15,8 +15,8 @@ use k8s_openapi::api::autoscaling::v2::{
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction, Lifecycle,
     LifecycleHandler, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
-    SeccompProfile, SecurityContext, Service, ServicePort, ServiceSpec, SleepAction, Volume,
-    VolumeMount,
+    SeccompProfile, SecurityContext, Service, ServicePort, ServiceSpec, SleepAction,
+    TopologySpreadConstraint, Volume, VolumeMount,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -352,12 +352,39 @@ fn build_deployment(
                     annotations: pod_annotations,
                     ..Default::default()
                 }),
-                spec: Some(build_pod_spec(ctx, spec, dependency_ports, wiring)),
+                spec: Some(PodSpec {
+                    topology_spread_constraints: spread_across_nodes(ctx, control),
+                    ..build_pod_spec(ctx, spec, dependency_ports, wiring)
+                }),
             },
             ..Default::default()
         }),
         status: None,
     }
+}
+
+/// With more than one pod, one per node where the cluster has several, so that losing or
+/// draining a node leaves pods serving elsewhere. `ScheduleAnyway`: a single-node cluster
+/// still runs them all. `pod-template-hash` keeps a rollout's new pods spread among
+/// themselves.
+fn spread_across_nodes(
+    ctx: &BuildContext,
+    control: ReplicaControl,
+) -> Option<Vec<TopologySpreadConstraint>> {
+    let most = match control {
+        ReplicaControl::Fixed(n) => n,
+        ReplicaControl::Autoscaled { max, .. } => max,
+    };
+    (most > 1).then(|| {
+        vec![TopologySpreadConstraint {
+            max_skew: 1,
+            topology_key: "kubernetes.io/hostname".to_owned(),
+            when_unsatisfiable: "ScheduleAnyway".to_owned(),
+            label_selector: Some(ctx.selector()),
+            match_label_keys: Some(vec!["pod-template-hash".to_owned()]),
+            ..Default::default()
+        }]
+    })
 }
 
 /// Surge first, never go below the wanted number of ready pods: a rollout drops no request.

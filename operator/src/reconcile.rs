@@ -257,12 +257,13 @@ pub async fn reconcile(ms: Arc<Microservice>, ctx: Arc<Context>) -> Result<Actio
                     .map(|found| (d.name.clone(), found.spec.port))
             })
             .collect();
-        let (deployment, stores) = apply_children(&ms, &ctx, &namespace, &uid, &ports).await?;
-        if !ms.spec.suspend && !deployment_available(&deployment) {
+        let children = apply_children(&ms, &ctx, &namespace, &uid, &ports).await?;
+        if !ms.spec.suspend && !deployment_available(&children.deployment) {
             observed.pod_problem = read_pod_problem(&ctx.client, &namespace, &name).await?;
         }
-        observed.deployment = Some(deployment);
-        observed.stores = stores;
+        observed.deployment = Some(children.deployment);
+        observed.stores = children.stores;
+        observed.autoscaler = children.autoscaler;
         observed.network_policy = ctx
             .config
             .settings
@@ -311,7 +312,7 @@ async fn apply_children(
     namespace: &str,
     uid: &str,
     ports: &DependencyPorts,
-) -> Result<(Deployment, Vec<StoreObservation>)> {
+) -> Result<AppliedChildren> {
     let wanted = builders::build_children(ms, ports, &ctx.config.settings)?;
     let name = ms.name_any();
     let client = &ctx.client;
@@ -383,11 +384,14 @@ async fn apply_children(
         }
     }
     let hpas = Api::<HorizontalPodAutoscaler>::namespaced(client.clone(), namespace);
+    let mut autoscaler = None;
     match wanted.horizontal_pod_autoscaler {
         Some(hpa) => {
-            if apply_child(&hpas, hpa, uid).await?.changed {
+            let hpa = apply_child(&hpas, hpa, uid).await?;
+            if hpa.changed {
                 applied.push("HorizontalPodAutoscaler".to_owned());
             }
+            autoscaler = Some(hpa.object);
         }
         None => {
             if delete_child(&hpas, &name, uid).await? {
@@ -423,7 +427,18 @@ async fn apply_children(
         )
         .await;
     }
-    Ok((deployment.object, stores.observations))
+    Ok(AppliedChildren {
+        deployment: deployment.object,
+        stores: stores.observations,
+        autoscaler,
+    })
+}
+
+/// What [`apply_children`] returns for the status.
+struct AppliedChildren {
+    deployment: Deployment,
+    stores: Vec<StoreObservation>,
+    autoscaler: Option<HorizontalPodAutoscaler>,
 }
 
 fn deployment_available(deployment: &Deployment) -> bool {

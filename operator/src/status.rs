@@ -54,6 +54,8 @@ pub struct Observed {
     pub stores: Vec<StoreObservation>,
     /// What the NetworkPolicies let through, when the operator writes them.
     pub network_policy: Option<String>,
+    /// The HorizontalPodAutoscaler as the API server returned it, while one is wanted.
+    pub autoscaler: Option<k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler>,
 }
 
 /// What the reconciler saw of one store.
@@ -238,6 +240,13 @@ pub fn compute_status(ms: &Microservice, observed: &Observed, now: &Time) -> Mic
         stores_message,
     );
 
+    // Autoscaling: only while an autoscaler is wanted. An autoscaler that cannot read the
+    // pods' CPU (no metrics API in the cluster) leaves the pods at their minimum for ever.
+    if ms.spec.autoscaling.is_some() && !suspended {
+        let (active, reason, message) = autoscaler_state(observed.autoscaler.as_ref());
+        add(conditions::AUTOSCALING, active, &reason, message);
+    }
+
     // Suspended
     if suspended {
         add(
@@ -381,6 +390,30 @@ fn store_state(seen: &StoreObservation) -> (bool, &'static str, String) {
                 format!("pod {pod_name} is not ready yet"),
             )
         }
+    }
+}
+
+/// The HPA's own `ScalingActive` condition, or `AutoscalerPending` before it has one.
+fn autoscaler_state(
+    hpa: Option<&k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler>,
+) -> (bool, String, String) {
+    let active = hpa
+        .and_then(|h| h.status.as_ref())
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == "ScalingActive"));
+    match active {
+        Some(c) => (
+            c.status == "True",
+            c.reason
+                .clone()
+                .unwrap_or_else(|| "ScalingActive".to_owned()),
+            truncate(c.message.clone().unwrap_or_default()),
+        ),
+        None => (
+            false,
+            reasons::AUTOSCALER_PENDING.to_owned(),
+            "the HorizontalPodAutoscaler has not reported yet".to_owned(),
+        ),
     }
 }
 

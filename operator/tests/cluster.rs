@@ -585,3 +585,61 @@ async fn the_example_system_converges_and_draws_itself() {
     namespace.cleanup().await.unwrap();
     volumes.cleanup().await;
 }
+
+#[tokio::test]
+async fn an_autoscaler_that_reads_no_metrics_shows_on_the_status() {
+    let Some((namespace, microservices)) = setup("ms-hpa").await else {
+        return;
+    };
+    let operator = Operator::start(&namespace);
+    create(
+        &microservices,
+        "frontend",
+        json!({"image": "kea.dev/kea-service:dev",
+               "autoscaling": {"minReplicas": 2, "maxReplicas": 4}}),
+    )
+    .await;
+    // This control plane serves no metrics API: the autoscaler says it cannot read CPU.
+    let seen = wait_for(
+        &microservices,
+        "frontend",
+        has_status_condition("Autoscaling", "False"),
+        TIMEOUT,
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let autoscaling = condition(&seen, "Autoscaling");
+    eprintln!("{}: {}", autoscaling.reason, autoscaling.message);
+    assert!(
+        ["FailedGetResourceMetric", "AutoscalerPending"].contains(&autoscaling.reason.as_str()),
+        "{autoscaling:?}"
+    );
+    let seen = wait_for(
+        &microservices,
+        "frontend",
+        |ms: Option<&Microservice>| {
+            ms.and_then(|ms| ms.status.as_ref())
+                .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Autoscaling"))
+                .is_some_and(|c| c.reason == "FailedGetResourceMetric")
+        },
+        TIMEOUT,
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(condition(&seen, "Autoscaling").message.contains("cpu"));
+    // More than one pod: spread across nodes.
+    let deployment = namespace.api::<Deployment>().get("frontend").await.unwrap();
+    let spread = deployment
+        .spec
+        .unwrap()
+        .template
+        .spec
+        .unwrap()
+        .topology_spread_constraints
+        .unwrap();
+    assert_eq!(spread[0].topology_key, "kubernetes.io/hostname");
+    operator.stop().await;
+    namespace.cleanup().await.unwrap();
+}
