@@ -239,6 +239,37 @@ pub fn selector_string(name: &str) -> String {
         .join(",")
 }
 
+/// A pod security context that passes the Pod Security Standard `restricted`: non-root with
+/// the numeric `uid` (as user, group and volume group), seccomp `RuntimeDefault`.
+pub fn restricted_pod_security(uid: i64) -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(uid),
+        run_as_group: Some(uid),
+        fs_group: Some(uid),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".to_owned(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// A container security context for `restricted`: no privilege escalation, no capabilities,
+/// a read-only root filesystem.
+pub fn restricted_container_security() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".to_owned()]),
+            ..Default::default()
+        }),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        ..Default::default()
+    }
+}
+
 /// The requests and limits used when the spec sets none: small, because a Rust HTTP service
 /// idles at a few MiB; no CPU limit, because CPU throttling hurts latency more than it helps.
 pub fn default_resources() -> ResourceRequirements {
@@ -435,17 +466,7 @@ fn build_pod_spec(
         enable_service_links: Some(false),
         image_pull_secrets: (!spec.image_pull_secrets.is_empty())
             .then(|| spec.image_pull_secrets.clone()),
-        security_context: Some(PodSecurityContext {
-            run_as_non_root: Some(true),
-            run_as_user: Some(RUN_AS_USER),
-            run_as_group: Some(RUN_AS_USER),
-            fs_group: Some(RUN_AS_USER),
-            seccomp_profile: Some(SeccompProfile {
-                type_: "RuntimeDefault".to_owned(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
+        security_context: Some(restricted_pod_security(RUN_AS_USER)),
         termination_grace_period_seconds: Some(
             PRE_STOP_SLEEP_SECONDS + drain_seconds + TERMINATION_MARGIN_SECONDS,
         ),
@@ -509,16 +530,7 @@ fn build_container(
             }),
             ..Default::default()
         }),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".to_owned()]),
-                ..Default::default()
-            }),
-            read_only_root_filesystem: Some(true),
-            run_as_non_root: Some(true),
-            ..Default::default()
-        }),
+        security_context: Some(restricted_container_security()),
         // A crash-looping container then shows its last log lines in the pod status.
         termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
         volume_mounts: Some(volume_mounts),

@@ -19,17 +19,17 @@ use k8s_openapi::api::apps::v1::{
     StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
 };
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, ExecAction,
-    PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSecurityContext, PodSpec, PodTemplateSpec,
-    Probe, ResourceRequirements, SeccompProfile, Secret, SecretKeySelector, SecurityContext,
-    Service, ServicePort, ServiceSpec, Volume, VolumeMount, VolumeResourceRequirements,
+    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, ExecAction,
+    PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Probe,
+    ResourceRequirements, Secret, SecretKeySelector, Service, ServicePort, ServiceSpec, Volume,
+    VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::api::{DeletionPolicy, NosqlEngine, SqlEngine, Store, Stores};
-use crate::builders::{MANAGER, labels};
+use crate::builders::{MANAGER, labels, restricted_container_security, restricted_pod_security};
 
 /// Default image of the MariaDB servers: the official image, for clusters with a registry.
 pub const DEFAULT_MARIADB_IMAGE: &str = "docker.io/library/mariadb:11.4";
@@ -674,17 +674,7 @@ fn server_pod_spec(
     PodSpec {
         automount_service_account_token: Some(false),
         enable_service_links: Some(false),
-        security_context: Some(PodSecurityContext {
-            run_as_non_root: Some(true),
-            run_as_user: Some(STORE_RUN_AS_USER),
-            run_as_group: Some(STORE_RUN_AS_USER),
-            fs_group: Some(STORE_RUN_AS_USER),
-            seccomp_profile: Some(SeccompProfile {
-                type_: "RuntimeDefault".to_owned(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
+        security_context: Some(restricted_pod_security(STORE_RUN_AS_USER)),
         termination_grace_period_seconds: Some(30),
         containers: vec![Container {
             name: engine.as_str().to_owned(),
@@ -701,16 +691,7 @@ fn server_pod_spec(
             startup_probe: Some(startup),
             readiness_probe: Some(readiness),
             liveness_probe: Some(liveness),
-            security_context: Some(SecurityContext {
-                allow_privilege_escalation: Some(false),
-                capabilities: Some(Capabilities {
-                    drop: Some(vec!["ALL".to_owned()]),
-                    ..Default::default()
-                }),
-                read_only_root_filesystem: Some(true),
-                run_as_non_root: Some(true),
-                ..Default::default()
-            }),
+            security_context: Some(restricted_container_security()),
             termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
             volume_mounts: Some(mounts),
             ..Default::default()
