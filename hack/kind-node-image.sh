@@ -346,10 +346,11 @@ build_addon_images() {
   mkdir -p "$rootfs" "$root/usr/local/bin" "$root/usr/libexec/cni" "$root/bin" "$root/etc" "$root/tmp" \
     "$root/var/lib/kube-router"
   chmod 1777 "$root/tmp"
-  tar -C "$rootfs" -xf "$ROOTFS_TAR" ./usr ./lib ./lib64 ./bin ./sbin 2>/dev/null || true
+  tar -C "$rootfs" -xf "$ROOTFS_TAR" ./usr ./lib ./lib64 ./bin ./sbin ./etc/iproute2 2>/dev/null || true
   [ -x "$rootfs/usr/sbin/ipset" ] || die "the node rootfs has no ipset: rebuild it (KEA_KIND_REBUILD=1)"
   add_iptables "$rootfs" "$root"
   copy_with_libs "$rootfs" "$root" /usr/sbin/ipset /usr/bin/ip
+  cp -a "$rootfs/etc/iproute2" "$root/etc/" # kube-router adds its routing table to rt_tables
   for plugin in bridge host-local loopback portmap; do
     cp "$rootfs/usr/lib/cni/$plugin" "$root/usr/libexec/cni/"
   done

@@ -108,18 +108,19 @@ up() {
 }
 
 # metrics-server (hack/kind/metrics-server.yaml): its image is preloaded in our node
-# image; with kind's stock image it is pulled from registry.k8s.io instead.
+# image; with kind's stock image it is pulled from registry.k8s.io instead. The APIService
+# goes last, once the Service's ClusterIP leads to a ready pod (see the manifest).
 metrics_server() {
   [ "${KEA_KIND_METRICS:-1}" = 0 ] && return 0
-  log "applying metrics-server"
+  local manifest
+  manifest=$(cat "$METRICS_MANIFEST")
   if [ "${KEA_KIND_REGISTRY:-0}" = 1 ] && [ -z "${KEA_KIND_NODE_IMAGE:-}" ]; then
-    sed "s|image: kea.dev/metrics-server:|image: registry.k8s.io/metrics-server/metrics-server:|" "$METRICS_MANIFEST" |
-      kubectl apply -f - >/dev/null
-  else
-    kubectl apply -f "$METRICS_MANIFEST" >/dev/null
+    manifest=${manifest//image: kea.dev\/metrics-server:/image: registry.k8s.io\/metrics-server\/metrics-server:}
   fi
+  log "applying metrics-server"
+  kubectl apply -l 'kea.dev/apply-after-rollout!=true' -f - <<<"$manifest" >/dev/null
   kubectl -n kube-system rollout status deployment/metrics-server --timeout="$WAIT" >/dev/null
-  # the aggregated API answers once metrics-server has scraped the kubelets once
+  kubectl apply -l 'kea.dev/apply-after-rollout=true' -f - <<<"$manifest" >/dev/null
   kubectl wait --for=condition=Available apiservice/v1beta1.metrics.k8s.io --timeout="$WAIT" >/dev/null
 }
 
