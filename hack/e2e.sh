@@ -47,8 +47,8 @@ summary() {
 }
 
 cluster_up() {
-  if kind get clusters 2>/dev/null | grep -qx kea && kubectl get --raw /readyz >/dev/null 2>&1; then
-    log "kind cluster kea is up"
+  if kind get clusters 2>/dev/null | grep -qx "${KEA_KIND_CLUSTER:-kea}" && kubectl get --raw /readyz >/dev/null 2>&1; then
+    log "kind cluster ${KEA_KIND_CLUSTER:-kea} is up"
   else
     "$HACK_DIR/kind.sh" up
   fi

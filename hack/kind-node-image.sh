@@ -5,7 +5,7 @@
 #
 #   hack/kind-node-image.sh            # everything (idempotent; cached steps are skipped)
 #   hack/kind-node-image.sh rootfs     # just the debootstrap'd node rootfs tarball
-#   hack/kind-node-image.sh images     # just the control-plane and storage images (docker tarballs)
+#   hack/kind-node-image.sh images     # just the control-plane, storage and add-on images (docker tarballs)
 #   hack/kind-node-image.sh name       # print the node image name
 #
 # Steps, each cached under $KEA_CACHE_DIR/kind/:
@@ -16,11 +16,14 @@
 #      a small iptables base), tagged exactly as `kubeadm config images list` names them,
 #      saved as docker tarballs; and the images of the default StorageClass
 #      (hack/kind/default-storage.yaml): local-path-provisioner FROM scratch around the
-#      toolchain's binary, and its helper from Debian's busybox-static.
+#      toolchain's binary, and its helper from Debian's busybox-static; and the add-ons:
+#      kube-router (pod network + NetworkPolicy, with iptables, ipset, ip and the CNI
+#      plugins from the node rootfs) and metrics-server FROM scratch.
 #   3. node: rootfs + kubeadm/kubelet/kubectl, crictl + /kind/version + the tarballs (imported
 #      into containerd's k8s.io namespace by kea-preload-images.service at node start,
-#      before the kubelet runs) + /kind/manifests/default-storage.yaml, built as
-#      $KEA_KIND_NODE_IMAGE.
+#      before the kubelet runs) + /kind/manifests/default-storage.yaml and
+#      /kind/manifests/default-cni.yaml (hack/kind/kube-router.yaml: kind applies it at
+#      cluster creation, in place of kindnet), built as $KEA_KIND_NODE_IMAGE.
 #
 # Rebuild from scratch: KEA_KIND_REBUILD=1, or delete $KEA_CACHE_DIR/kind.
 # shellcheck source=lib.sh
@@ -38,19 +41,19 @@ export DOCKER_BUILDKIT=0 # the machine's docker CLI has no buildx
 PACKAGES=(
   systemd systemd-sysv dbus containerd runc containernetworking-plugins
   iptables nftables conntrack iproute2 ethtool socat util-linux mount kmod
-  libseccomp2 bash ca-certificates jq procps
+  libseccomp2 bash ca-certificates jq procps ipset
 )
 # Keyed by the package list, the recipe (build_rootfs) and the files it adds from hack/kind/.
 ROOTFS_KEY=$( {
   printf '%s\n' "$SUITE" "$KIND_VERSION" "$PAUSE_VERSION" "${PACKAGES[@]}"
   sed -n '/^build_rootfs()/,/^}/p' "${BASH_SOURCE[0]}"
-  cat "$HACK_DIR"/kind/{10-kea-bridge.conflist,kea-preload-images.service,kubelet-kea.conf,preload-images.sh}
+  cat "$HACK_DIR"/kind/{kea-preload-images.service,kubelet-kea.conf,preload-images.sh}
 } | sha256sum | cut -c1-12)
 ROOTFS_TAR="$KIND_CACHE/rootfs-$SUITE-$ROOTFS_KEY.tar"
 # Keyed by the recipes below and the versions they use: changing either rebuilds the images.
 IMAGES_DIR="$KIND_CACHE/images-$KUBERNETES_VERSION-$( {
   echo "$ETCD_VERSION" "$COREDNS_VERSION" "$PAUSE_VERSION"
-  sed -n '/^build_images()/,/^}/p' "${BASH_SOURCE[0]}"
+  sed -n -e '/^build_images()/,/^}/p' -e '/^add_iptables()/,/^}/p' "${BASH_SOURCE[0]}"
 } | sha256sum | cut -c1-8)"
 # The default StorageClass's images: the tags hack/kind/default-storage.yaml names.
 PROVISIONER_IMAGE="kea.dev/local-path-provisioner:$LOCAL_PATH_PROVISIONER_VERSION"
@@ -58,8 +61,15 @@ HELPER_IMAGE=kea.dev/local-path-helper:busybox-$SUITE
 # Keyed by the recipe, the version and the provisioner binary (computed in the function:
 # the binary may not be built yet).
 STORAGE_DIR=
+# The add-ons: the pod network and NetworkPolicy controller kind installs as its default
+# CNI (hack/kind/kube-router.yaml), and metrics-server (hack/kind/metrics-server.yaml,
+# applied by hack/kind.sh up). Keyed like the storage images, plus the rootfs they take
+# iptables, ipset, ip and the CNI plugins from.
+KUBE_ROUTER_IMAGE="kea.dev/kube-router:$KUBE_ROUTER_VERSION"
+METRICS_SERVER_IMAGE="kea.dev/metrics-server:$METRICS_SERVER_VERSION"
+ADDONS_DIR=
 
-[ "${KEA_KIND_REBUILD:-0}" = 1 ] && rm -rf "$ROOTFS_TAR" "$IMAGES_DIR" "$KIND_CACHE"/storage-images-* &&
+[ "${KEA_KIND_REBUILD:-0}" = 1 ] && rm -rf "$ROOTFS_TAR" "$IMAGES_DIR" "$KIND_CACHE"/storage-images-* "$KIND_CACHE"/addon-images-* &&
   docker rmi -f "$NODE_IMAGE" >/dev/null 2>&1
 
 step() { log "==> $*"; }
@@ -99,12 +109,14 @@ build_rootfs() {
   ln -sf /usr/bin/ctr "$root/usr/local/bin/ctr"
   mkdir -p "$root/opt/cni/bin"
   for plugin in "$root"/usr/lib/cni/*; do ln -sf "/usr/lib/cni/$(basename "$plugin")" "$root/opt/cni/bin/"; done
-  # Local additions (hack/kind/): the static CNI config and the image preload unit
-  # (the default storage manifest is added with the node image: it changes with the
-  # provisioner's version, which should not cost a debootstrap).
+  # Local additions (hack/kind/): the image preload unit (the default storage and CNI
+  # manifests are added with the node image: they change with the add-ons' versions,
+  # which should not cost a debootstrap). No CNI config: kube-router's DaemonSet writes
+  # /etc/cni/net.d/10-kuberouter.conflist on each node, and the kubelet reports the node
+  # NotReady until it has.
   install -m 0644 "$HACK_DIR/kind/kea-preload-images.service" "$root/etc/systemd/system/"
   install -m 0644 "$HACK_DIR/kind/kubelet-kea.conf" "$root/etc/systemd/system/kubelet.service.d/20-kea.conf"
-  install -m 0644 "$HACK_DIR/kind/10-kea-bridge.conflist" -D "$root/etc/cni/net.d/10-kea-bridge.conflist"
+  mkdir -p "$root/etc/cni/net.d"
   install -m 0755 "$HACK_DIR/kind/preload-images.sh" "$root/kind/bin/preload-images.sh"
 
   step "configuring systemd and containerd in the rootfs"
@@ -159,6 +171,24 @@ copy_with_libs() {
   done
 }
 
+# add_iptables ROOTFS DEST: iptables (nft and legacy; plain "iptables" is the nft
+# variant, like the node's own), its match/target extensions and their libraries, from
+# an unpacked node rootfs.
+add_iptables() {
+  local rootfs=$1 dest=$2 variant cmd extensions
+  copy_with_libs "$rootfs" "$dest" /usr/sbin/xtables-nft-multi /usr/sbin/xtables-legacy-multi
+  # the match/target extensions iptables dlopens, and their own libraries
+  mapfile -t extensions < <(cd "$rootfs" && find usr/lib/x86_64-linux-gnu/xtables -name '*.so' -printf '/%p\n')
+  copy_with_libs "$rootfs" "$dest" "${extensions[@]}"
+  for variant in nft legacy; do
+    for cmd in iptables iptables-save iptables-restore ip6tables ip6tables-save ip6tables-restore; do
+      ln -sf "xtables-$variant-multi" "$dest/usr/sbin/${cmd/tables/tables-$variant}"
+      if [ "$variant" = nft ]; then ln -sf xtables-nft-multi "$dest/usr/sbin/$cmd"; fi
+    done
+  done
+  mkdir -p "$dest/run" "$dest/var/run"
+}
+
 # The pause binary: Kubernetes' own pause.c (from its Go module source), static.
 build_pause() {
   local out=$1 src
@@ -210,22 +240,12 @@ build_images() {
         build_pause "$work/root/pause"
         import_dir "$work/root" "$image" 'ENTRYPOINT ["/pause"]' 'USER 65535:65535' ;;
       kube-proxy)
-        # kube-proxy runs iptables: take it (nft and legacy), its extensions and
-        # libraries from the node rootfs; plain "iptables" is the nft variant.
-        local rootfs="$work/rootfs" variant cmd extensions
+        # kube-proxy runs iptables and conntrack: taken from the node rootfs.
+        local rootfs="$work/rootfs"
         mkdir -p "$rootfs"
         tar -C "$rootfs" -xf "$ROOTFS_TAR" ./usr ./lib ./lib64 ./bin ./sbin 2>/dev/null || true
-        copy_with_libs "$rootfs" "$work/root" /usr/sbin/xtables-nft-multi /usr/sbin/xtables-legacy-multi /usr/sbin/conntrack
-        # the match/target extensions iptables dlopens, and their own libraries
-        mapfile -t extensions < <(cd "$rootfs" && find usr/lib/x86_64-linux-gnu/xtables -name '*.so' -printf '/%p\n')
-        copy_with_libs "$rootfs" "$work/root" "${extensions[@]}"
-        for variant in nft legacy; do
-          for cmd in iptables iptables-save iptables-restore ip6tables ip6tables-save ip6tables-restore; do
-            ln -sf "xtables-$variant-multi" "$work/root/usr/sbin/${cmd/tables/tables-$variant}"
-            if [ "$variant" = nft ]; then ln -sf xtables-nft-multi "$work/root/usr/sbin/$cmd"; fi
-          done
-        done
-        mkdir -p "$work/root/run" "$work/root/var/run"
+        add_iptables "$rootfs" "$work/root"
+        copy_with_libs "$rootfs" "$work/root" /usr/sbin/conntrack
         cp "$(tool_bin kube-proxy "$KUBERNETES_VERSION")" "$work/root/usr/local/bin/"
         import_dir "$work/root" "$image" ;;
       *) die "no recipe for image $image" ;;
@@ -291,6 +311,80 @@ build_storage_images() {
   log "storage images ready: $tarball ($(du -h "$tarball" | cut -f1), $((SECONDS - start))s)"
 }
 
+# 2c. The add-ons. kube-router (hack/kind/kube-router.yaml) FROM scratch around the
+# toolchain's binary, with what it runs (iptables, ipset, ip) and what its install-cni
+# init container copies into a node's /opt/cni/bin when missing (the bridge, host-local,
+# loopback and portmap CNI plugins, in /usr/libexec/cni like kube-router's own image), all
+# from the node rootfs, plus a few busybox applets for that init container's script.
+# metrics-server (hack/kind/metrics-server.yaml) FROM scratch, as nobody.
+build_addon_images() {
+  local router metrics tag
+  router=$(tool_bin kube-router "$KUBE_ROUTER_VERSION")
+  metrics=$(tool_bin metrics-server "$METRICS_SERVER_VERSION")
+  [ -x "$router" ] || die "kube-router $KUBE_ROUTER_VERSION is not built yet: hack/toolchain.sh addons"
+  [ -x "$metrics" ] || die "metrics-server $METRICS_SERVER_VERSION is not built yet: hack/toolchain.sh addons"
+  grep -q "image: $KUBE_ROUTER_IMAGE\$" "$HACK_DIR/kind/kube-router.yaml" ||
+    die "hack/kind/kube-router.yaml does not run $KUBE_ROUTER_IMAGE: update its image tags"
+  grep -q "image: $METRICS_SERVER_IMAGE\$" "$HACK_DIR/kind/metrics-server.yaml" ||
+    die "hack/kind/metrics-server.yaml does not run $METRICS_SERVER_IMAGE: update its image tag"
+  ADDONS_DIR="$KIND_CACHE/addon-images-$( {
+    echo "$KUBE_ROUTER_IMAGE" "$METRICS_SERVER_IMAGE" "$ROOTFS_KEY"
+    sha256sum "$router" "$metrics" | cut -d' ' -f1
+    sed -n -e '/^build_addon_images()/,/^}/p' -e '/^add_iptables()/,/^}/p' "${BASH_SOURCE[0]}"
+  } | sha256sum | cut -c1-8)"
+  local tarball="$ADDONS_DIR/addon-images.tar"
+  if [ -f "$tarball" ]; then
+    log "add-on images cached: $tarball ($(du -h "$tarball" | cut -f1))"
+    return 0
+  fi
+  local start=$SECONDS work rootfs root deb applet plugin
+  step "building the kube-router and metrics-server images FROM scratch"
+  work=$(mktemp -d)
+  # shellcheck disable=SC2064 # expand now
+  trap "rm -rf '$work'" RETURN
+  rootfs="$work/rootfs" root="$work/kube-router"
+  mkdir -p "$rootfs" "$root/usr/local/bin" "$root/usr/libexec/cni" "$root/bin" "$root/etc" "$root/tmp" \
+    "$root/var/lib/kube-router"
+  chmod 1777 "$root/tmp"
+  tar -C "$rootfs" -xf "$ROOTFS_TAR" ./usr ./lib ./lib64 ./bin ./sbin ./etc/iproute2 2>/dev/null || true
+  [ -x "$rootfs/usr/sbin/ipset" ] || die "the node rootfs has no ipset: rebuild it (KEA_KIND_REBUILD=1)"
+  add_iptables "$rootfs" "$root"
+  copy_with_libs "$rootfs" "$root" /usr/sbin/ipset /usr/bin/ip
+  cp -a "$rootfs/etc/iproute2" "$root/etc/" # kube-router adds its routing table to rt_tables
+  for plugin in bridge host-local loopback portmap; do
+    cp "$rootfs/usr/lib/cni/$plugin" "$root/usr/libexec/cni/"
+  done
+  # busybox for the init container's sh, cp, mv, install (and for kubectl exec)
+  chmod 0755 "$work" # apt's _apt user downloads into it
+  (cd "$work" && apt-get download -qq busybox-static >/dev/null 2>&1) ||
+    { apt-get update -qq && (cd "$work" && apt-get download -qq busybox-static >/dev/null 2>&1); } ||
+    die "apt-get download busybox-static failed"
+  deb=$(find "$work" -maxdepth 1 -name 'busybox-static_*.deb' | head -n 1)
+  dpkg-deb -x "$deb" "$work/deb"
+  cp "$work/deb/bin/busybox" "$root/bin/busybox"
+  for applet in sh cat cp ln ls mkdir mv rm install test [ echo sleep; do
+    ln -s busybox "$root/bin/$applet"
+  done
+  printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/sbin/nologin\n' >"$root/etc/passwd"
+  printf 'root:x:0:\nnogroup:x:65534:\n' >"$root/etc/group"
+  echo 'hosts: files dns' >"$root/etc/nsswitch.conf"
+  cp "$router" "$root/usr/local/bin/kube-router"
+  import_dir "$root" "$KUBE_ROUTER_IMAGE" 'ENTRYPOINT ["/usr/local/bin/kube-router"]' \
+    "LABEL dev.kea.kube-router-version=$KUBE_ROUTER_VERSION"
+  root="$work/metrics-server"
+  mkdir -p "$root/tmp" "$root/etc"
+  chmod 1777 "$root/tmp"
+  printf 'root:x:0:0:root:/root:/sbin/nologin\nnobody:x:65534:65534:nobody:/:/sbin/nologin\n' >"$root/etc/passwd"
+  printf 'root:x:0:\nnogroup:x:65534:\n' >"$root/etc/group"
+  cp "$metrics" "$root/metrics-server"
+  import_dir "$root" "$METRICS_SERVER_IMAGE" 'USER 65534:65534' 'ENTRYPOINT ["/metrics-server"]' \
+    "LABEL dev.kea.metrics-server-version=$METRICS_SERVER_VERSION"
+  mkdir -p "$ADDONS_DIR"
+  docker save "$KUBE_ROUTER_IMAGE" "$METRICS_SERVER_IMAGE" -o "$tarball.tmp" && mv "$tarball.tmp" "$tarball"
+  find "$KIND_CACHE" -maxdepth 1 -name 'addon-images-*' ! -path "$ADDONS_DIR" -exec rm -rf {} + # older recipes
+  log "add-on images ready: $tarball ($(du -h "$tarball" | cut -f1), $((SECONDS - start))s)"
+}
+
 # 3. The node image: the rootfs imported as a base (with the entrypoint and env of
 # kind's base image; `docker import` takes no STOPSIGNAL, the build step sets it), then
 # the Kubernetes binaries and the image tarball on top.
@@ -301,8 +395,8 @@ build_node() {
     echo "$ROOTFS_KEY"
     for name in kubeadm kubelet kubectl; do sha256sum "$(tool_bin "$name" "$KUBERNETES_VERSION")"; done
     sha256sum "$(tool_bin crictl "$CRICTL_VERSION")"
-    ls -l --time-style=+%s "$IMAGES_DIR/kube-images.tar" "$STORAGE_DIR/storage-images.tar"
-    sha256sum "$HACK_DIR/kind/default-storage.yaml"
+    ls -l --time-style=+%s "$IMAGES_DIR/kube-images.tar" "$STORAGE_DIR/storage-images.tar" "$ADDONS_DIR/addon-images.tar"
+    sha256sum "$HACK_DIR/kind/default-storage.yaml" "$HACK_DIR/kind/kube-router.yaml"
   } | sha256sum | cut -c1-16)
   if [ "$(docker image inspect "$NODE_IMAGE" --format '{{index .Config.Labels "dev.kea.inputs"}}' 2>/dev/null)" = "$inputs" ]; then
     log "node image up to date: $NODE_IMAGE"
@@ -324,14 +418,16 @@ build_node() {
   trap "rm -rf '$work'" RETURN
   for name in kubeadm kubelet kubectl; do cp "$(tool_bin "$name" "$KUBERNETES_VERSION")" "$work/"; done
   cp "$(tool_bin crictl "$CRICTL_VERSION")" "$work/"
-  cp "$IMAGES_DIR/kube-images.tar" "$STORAGE_DIR/storage-images.tar" "$HACK_DIR/kind/default-storage.yaml" "$work/"
+  cp "$IMAGES_DIR/kube-images.tar" "$STORAGE_DIR/storage-images.tar" "$ADDONS_DIR/addon-images.tar" \
+    "$HACK_DIR/kind/default-storage.yaml" "$HACK_DIR/kind/kube-router.yaml" "$work/"
   echo "$KUBERNETES_VERSION" >"$work/version"
   printf '%s\n' "FROM $base" \
     'COPY kubeadm kubelet kubectl /usr/bin/' \
     'COPY crictl /usr/local/bin/' \
     'COPY version /kind/version' \
-    'COPY kube-images.tar storage-images.tar /kind/images/' \
+    'COPY kube-images.tar storage-images.tar addon-images.tar /kind/images/' \
     'COPY default-storage.yaml /kind/manifests/default-storage.yaml' \
+    'COPY kube-router.yaml /kind/manifests/default-cni.yaml' \
     'STOPSIGNAL SIGRTMIN+3' \
     "LABEL dev.kea.inputs=$inputs dev.kea.kubernetes-version=$KUBERNETES_VERSION" >"$work/Dockerfile"
   docker build -q -t "$NODE_IMAGE" "$work" >"$work/build.log" 2>&1 ||
@@ -341,10 +437,10 @@ build_node() {
 
 case "${1:-all}" in
   rootfs) build_rootfs ;;
-  images) build_rootfs; build_images; build_storage_images ;;
+  images) build_rootfs; build_images; build_storage_images; build_addon_images ;;
   all)
     start=$SECONDS
-    build_rootfs; build_images; build_storage_images; build_node
+    build_rootfs; build_images; build_storage_images; build_addon_images; build_node
     log "done in $((SECONDS - start))s: $NODE_IMAGE" ;;
   name) echo "$NODE_IMAGE" ;;
   *) die "unknown step '$1'" ;;

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# A one-node kind cluster ("kea") for end-to-end checks, offline by default.
+# A kind cluster ("kea": one control-plane node and two workers) for end-to-end checks,
+# offline by default, with kube-router as the pod network and NetworkPolicy controller
+# and metrics-server for `kubectl top` and the HPA.
 #
 #   hack/kind.sh up      # build/reuse the node image, create the cluster, load kea's images
 #   hack/kind.sh load    # (re)load kea.dev/kea-{service,operator,mariadb,redis}:dev
@@ -11,6 +13,9 @@
 # Without a registry (the default) the node image comes from hack/kind-node-image.sh.
 # With one, KEA_KIND_REGISTRY=1 uses kind's stock node image for its release instead
 # (or KEA_KIND_NODE_IMAGE=<image> names any image).
+# KEA_KIND_CLUSTER names the cluster (default kea), KEA_KIND_KUBECONFIG its kubeconfig,
+# KEA_KIND_WORKERS the number of worker nodes (default: hack/kind/cluster.yaml's two; 0
+# for a single node), KEA_KIND_METRICS=0 skips metrics-server.
 # The kubeconfig is $KEA_CACHE_DIR/kind/kubeconfig (not ~/.kube/config):
 #   export KUBECONFIG=$HOME/.cache/kea/kind/kubeconfig
 # shellcheck source=lib.sh
@@ -24,6 +29,7 @@ export KUBECONFIG=${KEA_KIND_KUBECONFIG:-$KEA_CACHE_DIR/kind/kubeconfig}
 KEA_IMAGES=()
 for name in kea-service kea-operator kea-mariadb kea-redis; do KEA_IMAGES+=("kea.dev/$name:${KEA_IMAGE_TAG:-dev}"); done
 WAIT=${KEA_KIND_WAIT:-300s}
+METRICS_MANIFEST="$HACK_DIR/kind/metrics-server.yaml"
 
 require_cmd kind "build it with hack/toolchain.sh kind"
 require_cmd kubectl "build it with hack/toolchain.sh kind"
@@ -64,15 +70,20 @@ up() {
     log "cluster $CLUSTER exists (hack/kind.sh down to recreate)"
   else
     image=$(node_image)
-    local config=$CONFIG
-    if [ -n "$image" ]; then
-      args+=(--image "$image")
+    local config
+    config=$(mktemp)
+    # shellcheck disable=SC2064 # expand now
+    trap "rm -f '$config'" RETURN
+    if [ -n "${KEA_KIND_WORKERS:-}" ]; then
+      [[ $KEA_KIND_WORKERS =~ ^[0-9]+$ ]] || die "KEA_KIND_WORKERS must be a number"
+      grep -v 'role: worker' "$CONFIG" >"$config"
+      for _ in $(seq "$KEA_KIND_WORKERS"); do echo '  - role: worker' >>"$config"; done
     else
-      # kind's stock image pulls its CNI (kindnet): keep kind's default CNI there; the
-      # static bridge of hack/kind/cluster.yaml is in our offline image only.
-      config=$(mktemp)
-      grep -v disableDefaultCNI "$CONFIG" >"$config"
+      cp "$CONFIG" "$config"
     fi
+    # The default CNI is kube-router in our node image (/kind/manifests/default-cni.yaml),
+    # kindnet in kind's stock one.
+    if [ -n "$image" ]; then args+=(--image "$image"); fi
     # kind bind-mounts the host's /lib/modules; some VMs have none.
     if [ ! -d /lib/modules ]; then
       log "creating an empty /lib/modules (kind mounts it; this host has none)"
@@ -86,10 +97,31 @@ up() {
     log "  kind create took $((SECONDS - t))s"
   fi
   load
-  log "waiting for the node and CoreDNS"
+  log "waiting for the nodes, the pod network and CoreDNS"
   kubectl wait --for=condition=Ready node --all --timeout="$WAIT" >/dev/null
+  if kubectl -n kube-system get daemonset/kube-router >/dev/null 2>&1; then
+    kubectl -n kube-system rollout status daemonset/kube-router --timeout="$WAIT" >/dev/null
+  fi
   kubectl -n kube-system rollout status deployment/coredns --timeout="$WAIT" >/dev/null
+  metrics_server
   log "cluster $CLUSTER ready in $((SECONDS - start))s; export KUBECONFIG=$KUBECONFIG"
+}
+
+# metrics-server (hack/kind/metrics-server.yaml): its image is preloaded in our node
+# image; with kind's stock image it is pulled from registry.k8s.io instead. The APIService
+# goes last, once the Service's ClusterIP leads to a ready pod (see the manifest).
+metrics_server() {
+  [ "${KEA_KIND_METRICS:-1}" = 0 ] && return 0
+  local manifest
+  manifest=$(cat "$METRICS_MANIFEST")
+  if [ "${KEA_KIND_REGISTRY:-0}" = 1 ] && [ -z "${KEA_KIND_NODE_IMAGE:-}" ]; then
+    manifest=${manifest//image: kea.dev\/metrics-server:/image: registry.k8s.io\/metrics-server\/metrics-server:}
+  fi
+  log "applying metrics-server"
+  kubectl apply -l 'kea.dev/apply-after-rollout!=true' -f - <<<"$manifest" >/dev/null
+  kubectl -n kube-system rollout status deployment/metrics-server --timeout="$WAIT" >/dev/null
+  kubectl apply -l 'kea.dev/apply-after-rollout=true' -f - <<<"$manifest" >/dev/null
+  kubectl wait --for=condition=Available apiservice/v1beta1.metrics.k8s.io --timeout="$WAIT" >/dev/null
 }
 
 down() {

@@ -83,6 +83,9 @@ e2e_fits_budget() {
     # shellcheck disable=SC2086 # "name version" splits into two arguments
     [ -x "$(tool_bin $tool)" ] || needed=55
   done
+  # the cluster's add-ons (kube-router, metrics-server): 8-10 min each on 2 busy cores
+  [ -x "$(tool_bin kube-router "$KUBE_ROUTER_VERSION")" ] || needed=$((needed + 10))
+  [ -x "$(tool_bin metrics-server "$METRICS_SERVER_VERSION")" ] || needed=$((needed + 10))
   compgen -G "$KEA_CACHE_DIR/kind/rootfs-*.tar" >/dev/null || needed=$((needed + 5))
   if [ $((used + needed)) -gt "$budget" ]; then
     log "*** SKIPPED the kind end-to-end tier: it needs about $needed min (cold cache) and"

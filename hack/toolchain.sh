@@ -6,7 +6,9 @@
 #   hack/toolchain.sh                 # everything
 #   hack/toolchain.sh control-plane   # etcd, apiserver, controller-manager, scheduler, kubectl, kwok
 #   hack/toolchain.sh kind            # what a kind cluster needs on top (kubelet, kubeadm, kind,
-#                                     # crictl, coredns, local-path-provisioner)
+#                                     # crictl, coredns, local-path-provisioner, kube-router,
+#                                     # metrics-server)
+#   hack/toolchain.sh addons          # just kube-router and metrics-server
 #   hack/toolchain.sh helm            # just helm
 #   hack/toolchain.sh path            # print the PATH entries of the cached tools
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -110,6 +112,17 @@ kind_tools() {
   go_install local-path-provisioner "$LOCAL_PATH_PROVISIONER_VERSION" \
     "github.com/rancher/local-path-provisioner@$LOCAL_PATH_PROVISIONER_VERSION" \
     "-s -w -X main.VERSION=$LOCAL_PATH_PROVISIONER_VERSION"
+  addons
+}
+
+# The offline kind cluster's add-ons (hack/kind/kube-router.yaml, hack/kind/metrics-server.yaml).
+addons() {
+  go_install kube-router "$KUBE_ROUTER_VERSION" \
+    "github.com/cloudnativelabs/kube-router/v2/cmd/kube-router@$KUBE_ROUTER_VERSION" \
+    "-s -w -X github.com/cloudnativelabs/kube-router/v2/pkg/version.Version=$KUBE_ROUTER_VERSION"
+  go_install metrics-server "$METRICS_SERVER_VERSION" \
+    "sigs.k8s.io/metrics-server/cmd/metrics-server@$METRICS_SERVER_VERSION" \
+    "-s -w -X k8s.io/client-go/pkg/version.gitVersion=$METRICS_SERVER_VERSION"
 }
 
 helm_tool() {
@@ -122,8 +135,9 @@ case "${1:-all}" in
   control-plane) control_plane ;;
   kind) kind_tools ;;
   helm) helm_tool ;;
+  addons) addons ;;
   all) control_plane; helm_tool; kind_tools ;;
   path) for d in "$TOOLCHAIN_DIR"/*/; do echo "${d%/}"; done; exit 0 ;;
-  *) die "unknown target '$1': use control-plane, kind, helm, all or path" ;;
+  *) die "unknown target '$1': use control-plane, kind, addons, helm, all or path" ;;
 esac
 log "toolchain ready in $TOOLCHAIN_DIR ($((SECONDS - start))s, $(du -sh "$TOOLCHAIN_DIR" | cut -f1))"
