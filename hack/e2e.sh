@@ -3,7 +3,8 @@
 # installed one way or the other:
 #
 #   hack/e2e.sh kubectl   # kubectl apply -f deploy/, deploy/examples/, the suite, uninstall
-#   hack/e2e.sh helm      # helm install kea-operator charts/kea-operator, same steps
+#   hack/e2e.sh helm      # helm install kea-operator charts/kea-operator, same steps, then
+#                         # the network tests again with networkPolicies.enabled=false
 #   hack/e2e.sh all       # both modes in turn on one cluster, then hack/kind.sh down
 #
 # The cluster is created first if missing (hack/kind.sh up; the images must be built:
@@ -12,7 +13,8 @@
 # operator and the examples installed, run
 #   KUBECONFIG=... KEA_E2E=1 cargo test -p kea-e2e -- --test-threads=2
 # Env: KEA_E2E_KEEP=1 leaves the installation (and failed tests' namespaces) in place;
-# KEA_E2E_TEST_ARGS adds arguments for the test binary (e.g. a test name filter).
+# KEA_E2E_TEST_ARGS adds arguments for the test binary (e.g. a test name filter). The tests
+# of e2e/tests/e2e/disruption.rs drain a node, so they run alone after the others.
 # shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 toolchain_path
@@ -85,9 +87,28 @@ install_examples() {
   kubectl -n "$DEMO_NS" get microservices >&2
 }
 
+# suite [ARGS...]: the e2e test binary with ARGS after `--`.
+suite() {
+  (cd "$REPO_ROOT" && KEA_E2E=1 cargo test -p kea-e2e --test e2e -- "$@")
+}
+
 run_suite() {
   # shellcheck disable=SC2086 # KEA_E2E_TEST_ARGS is a list of words
-  (cd "$REPO_ROOT" && KEA_E2E=1 cargo test -p kea-e2e --test e2e -- --test-threads=2 ${KEA_E2E_TEST_ARGS:-})
+  suite --test-threads=2 --skip disruption:: ${KEA_E2E_TEST_ARGS:-}
+}
+
+# A node drain evicts every pod of the node: these tests run alone.
+run_disruption() {
+  suite --test-threads=1 disruption::
+}
+
+# The network tests again with the operator's NetworkPolicies switched off: the operator
+# removes the ones it wrote and the calls they blocked get through.
+run_without_policies() {
+  helm upgrade "$RELEASE" "$REPO_ROOT/charts/kea-operator" -n "$OPERATOR_NS" --reuse-values \
+    --set networkPolicies.enabled=false --wait --timeout "$WAIT" >/dev/null
+  kubectl -n "$OPERATOR_NS" rollout status deployment/kea-operator --timeout="$WAIT" >/dev/null
+  KEA_E2E_NETWORK_POLICIES=0 suite --test-threads=1 network::
 }
 
 uninstall() {
@@ -116,6 +137,10 @@ mode() {
   timed "[$mode] install operator" install_operator "$mode" || rc=$?
   [ $rc = 0 ] && { timed "[$mode] apply examples, wait Ready" install_examples || rc=$?; }
   [ $rc = 0 ] && { timed "[$mode] cargo test -p kea-e2e" run_suite || rc=$?; }
+  [ $rc = 0 ] && { timed "[$mode] drain a worker under load" run_disruption || rc=$?; }
+  if [ "$mode" = helm ] && [ $rc = 0 ]; then
+    timed "[$mode] NetworkPolicies off" run_without_policies || rc=$?
+  fi
   if [ "${KEA_E2E_KEEP:-0}" = 1 ]; then
     log "KEA_E2E_KEEP=1: leaving the $mode installation in place"
   else

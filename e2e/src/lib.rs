@@ -6,9 +6,13 @@
 //! local kind cluster. The tests need real kubelets (pods run, probes answer), so they only
 //! run with `KEA_E2E=1`; otherwise each one returns at once with a loud "SKIPPED".
 //!
-//! Pods are reached from the test process through the API server's port-forward (the kube
+//! A pod is reached from the test process through the API server's port-forward (the kube
 //! crate's [`Api::portforward`]), one short HTTP/1.1 exchange per call: no host port, no
-//! `kubectl` child process, no image with curl in the cluster.
+//! `kubectl` child process. Services are reached from inside the cluster, by a
+//! [`ClusterClient`] pod, so that the cluster's NetworkPolicies apply as to any workload.
+
+mod in_cluster;
+pub use in_cluster::{CLIENT_IMAGE_ENV, ClusterClient, Output};
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -476,37 +480,9 @@ fn parse_response(raw: &[u8]) -> anyhow::Result<Option<Answer>> {
     }
 }
 
-/// One request to the Service `name` (its `http` port) through the API server's Service
-/// proxy: the API server picks a ready endpoint, as any client of the Service would get.
-pub async fn service_http(
-    client: &Client,
-    namespace: &str,
-    name: &str,
-    method: &str,
-    path: &str,
-    json_body: Option<&str>,
-) -> anyhow::Result<Answer> {
-    let uri = format!("/api/v1/namespaces/{namespace}/services/{name}:http/proxy{path}");
-    let mut request = http::Request::builder().method(method).uri(&uri);
-    if json_body.is_some() {
-        request = request.header("content-type", "application/json");
-    }
-    let request = request.body(json_body.unwrap_or_default().as_bytes().to_vec())?;
-    let call = async {
-        let response = client.send(request.map(kube::client::Body::from)).await?;
-        let status = response.status().as_u16();
-        let bytes = http_body_util::BodyExt::collect(response.into_body())
-            .await?
-            .to_bytes();
-        anyhow::Ok(Answer {
-            status,
-            body: String::from_utf8_lossy(&bytes).to_string(),
-        })
-    };
-    tokio::time::timeout(Duration::from_secs(20), call)
-        .await
-        .with_context(|| format!("{method} {path} on Service {namespace}/{name} timed out"))?
-        .with_context(|| format!("{method} {path} on Service {namespace}/{name}"))
+/// The URL of `path` on the Service `name` of the caller's namespace, for [`ClusterClient`].
+pub fn service_url(name: &str, path: &str) -> String {
+    format!("http://{name}:{SERVICE_PORT}{path}")
 }
 
 /// GET through a port-forward to the first Ready pod of the Microservice `name`.

@@ -610,6 +610,11 @@ pub struct DependencyStatus {
 /// - `Autoscaling` (with `spec.autoscaling` only): the HorizontalPodAutoscaler's own
 ///   `ScalingActive`; False when it cannot read the pods' CPU.
 /// - `Suspended`: `spec.suspend` is true.
+/// - `Reconciled` (only while it fails): False when the last attempt to apply the children
+///   failed: the API server refused an object (`ChildRejected`), the operator lacks a
+///   permission (`Forbidden`), an object of that name is someone else's (`ChildConflict`), or
+///   the API server could not be used (`ApiError`); the message is the API server's. `Ready`
+///   is False with the same reason, and the operator retries with a backoff.
 pub mod conditions {
     /// Condition type: the Microservice serves its current spec with every wanted pod.
     pub const READY: &str = "Ready";
@@ -627,11 +632,21 @@ pub mod conditions {
     /// scales; its own `ScalingActive` condition, e.g. False with `FailedGetResourceMetric`
     /// when the cluster serves no metrics.
     pub const AUTOSCALING: &str = "Autoscaling";
+    /// Condition type (only while it fails): the last attempt to apply the children failed.
+    pub const RECONCILED: &str = "Reconciled";
 
     /// Reasons used in the conditions above.
     pub mod reasons {
         /// All wanted pods run the current spec and are available.
         pub const READY: &str = "Ready";
+        /// The API server refused a child object (invalid, or denied by an admission policy).
+        pub const CHILD_REJECTED: &str = "ChildRejected";
+        /// The operator lacks a permission it needs for a child.
+        pub const FORBIDDEN: &str = "Forbidden";
+        /// A child's name is taken by an object the Microservice does not own.
+        pub const CHILD_CONFLICT: &str = "ChildConflict";
+        /// The API server failed or could not be reached.
+        pub const API_ERROR: &str = "ApiError";
         /// The Microservice is scaled to zero by `spec.suspend`.
         pub const SUSPENDED: &str = "Suspended";
         /// `spec.suspend` is false.

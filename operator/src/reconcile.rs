@@ -223,6 +223,55 @@ pub fn dependents(
 /// writes its status when it changed.
 pub async fn reconcile(ms: Arc<Microservice>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.start_reconcile();
+    let result = reconcile_children(&ms, &ctx).await;
+    if let Err(error) = &result
+        && let Some(reason) = status::failure_reason(error)
+    {
+        report_failure(&ctx, &ms, reason, &status::failure_message(error)).await;
+    }
+    result
+}
+
+/// Nothing silently stuck: a failed reconcile shows on the Microservice (`Ready` and
+/// `Reconciled` False with the reason and the API server's message) and as a Warning Event
+/// when it is new. Best effort: the error itself goes on to `error_policy` and its backoff.
+async fn report_failure(ctx: &Context, ms: &Microservice, reason: &str, message: &str) {
+    let Some(namespace) = ms.namespace() else {
+        return;
+    };
+    let new_status = status::failed_status(ms, reason, message, &now());
+    if ms.status.as_ref() == Some(&new_status) {
+        return;
+    }
+    if let Err(error) = write_status(ctx, ms, &namespace, &new_status).await {
+        warn!(microservice = %ms.name_any(), %error, "could not report a failed reconcile on the status");
+    }
+    let old = ms
+        .status
+        .as_ref()
+        .and_then(|s| find_condition(&s.conditions, conditions::RECONCILED));
+    if old.is_none_or(|old| old.reason != reason || old.message != message) {
+        publish(
+            ctx,
+            ms,
+            EventType::Warning,
+            reason,
+            "Apply",
+            message.to_owned(),
+        )
+        .await;
+    }
+}
+
+/// The current time, at the second precision the API server stores.
+fn now() -> Time {
+    Time(
+        k8s_openapi::jiff::Timestamp::from_second(k8s_openapi::jiff::Timestamp::now().as_second())
+            .unwrap_or_else(|_| k8s_openapi::jiff::Timestamp::now()),
+    )
+}
+
+async fn reconcile_children(ms: &Arc<Microservice>, ctx: &Arc<Context>) -> Result<Action> {
     let object_ref = ObjectRef::from_obj(ms.as_ref());
     if ms.metadata.deletion_timestamp.is_some() {
         // The garbage collector deletes the children through their ownerReferences.
@@ -236,7 +285,7 @@ pub async fn reconcile(ms: Arc<Microservice>, ctx: Arc<Context>) -> Result<Actio
         .uid()
         .ok_or_else(|| Error::InvalidObject(format!("Microservice {name} has no uid")))?;
 
-    let dependencies = status::dependency_statuses(&ms, |dependency| {
+    let dependencies = status::dependency_statuses(ms, |dependency| {
         ctx.store
             .get(&ObjectRef::new(dependency).within(&namespace))
     });
@@ -257,7 +306,7 @@ pub async fn reconcile(ms: Arc<Microservice>, ctx: Arc<Context>) -> Result<Actio
                     .map(|found| (d.name.clone(), found.spec.port))
             })
             .collect();
-        let children = apply_children(&ms, &ctx, &namespace, &uid, &ports).await?;
+        let children = apply_children(ms, ctx, &namespace, &uid, &ports).await?;
         if !ms.spec.suspend && !deployment_available(&children.deployment) {
             observed.pod_problem = read_pod_problem(&ctx.client, &namespace, &name).await?;
         }
@@ -268,7 +317,7 @@ pub async fn reconcile(ms: Arc<Microservice>, ctx: Arc<Context>) -> Result<Actio
             .config
             .settings
             .network_policies
-            .then(|| network::summary(&ms));
+            .then(|| network::summary(ms));
     } else {
         observed.invalid_spec = Some(problems.join("; "));
         // Keep showing the Deployment that still runs the last valid spec.
@@ -278,14 +327,10 @@ pub async fn reconcile(ms: Arc<Microservice>, ctx: Arc<Context>) -> Result<Actio
             .filter(|d| crate::apply::is_controlled_by(d, &uid));
     }
 
-    let now = Time(
-        k8s_openapi::jiff::Timestamp::from_second(k8s_openapi::jiff::Timestamp::now().as_second())
-            .unwrap_or_else(|_| k8s_openapi::jiff::Timestamp::now()),
-    );
-    let new_status = status::compute_status(&ms, &observed, &now);
+    let new_status = status::compute_status(ms, &observed, &now());
     if ms.status.as_ref() != Some(&new_status) {
-        write_status(&ctx, &ms, &namespace, &new_status).await?;
-        publish_transition_events(&ctx, &ms, &new_status).await;
+        write_status(ctx, ms, &namespace, &new_status).await?;
+        publish_transition_events(ctx, ms, &new_status).await;
     }
 
     ctx.failures

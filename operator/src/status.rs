@@ -475,6 +475,59 @@ pub fn merge_conditions(previous: &[Condition], new: Vec<Condition>) -> Vec<Cond
         .collect()
 }
 
+/// The reason a failed reconcile shows on the status, or `None` for failures that are not
+/// the Microservice's (e.g. this replica lost the leadership).
+pub fn failure_reason(error: &crate::Error) -> Option<&'static str> {
+    use crate::Error;
+    match error {
+        Error::Kube(kube::Error::Api(status)) => Some(match status.code {
+            403 => reasons::FORBIDDEN,
+            409 => reasons::CHILD_CONFLICT,
+            400 | 404 | 422 => reasons::CHILD_REJECTED,
+            _ => reasons::API_ERROR,
+        }),
+        Error::Conflict(_) => Some(reasons::CHILD_CONFLICT),
+        Error::Kube(_) | Error::Serialization(_) | Error::Io(_) => Some(reasons::API_ERROR),
+        Error::InvalidObject(_) | Error::InvalidSpec(_) => Some(reasons::CHILD_REJECTED),
+        Error::CrdNotInstalled | Error::LeadershipLost(_) => None,
+    }
+}
+
+/// What the user reads about a failed reconcile: the API server's own message where there is
+/// one (it names the object and the field), the error otherwise.
+pub fn failure_message(error: &crate::Error) -> String {
+    match error {
+        crate::Error::Kube(kube::Error::Api(status)) => status.message.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// The status after a failed attempt to apply the children: the last status, with `Ready`
+/// and `Reconciled` False for this generation, `reason` and `message`.
+pub fn failed_status(
+    ms: &Microservice,
+    reason: &str,
+    message: &str,
+    now: &Time,
+) -> MicroserviceStatus {
+    let mut status = ms.status.clone().unwrap_or_default();
+    let generation = ms.metadata.generation;
+    let failed: Vec<Condition> = [conditions::READY, conditions::RECONCILED]
+        .iter()
+        .map(|type_| condition(type_, false, reason, message.to_owned(), generation, now))
+        .collect();
+    let mut conditions: Vec<Condition> = status
+        .conditions
+        .iter()
+        .filter(|c| !failed.iter().any(|f| f.type_ == c.type_))
+        .cloned()
+        .collect();
+    conditions.extend(failed);
+    status.conditions = merge_conditions(&status.conditions, conditions);
+    status.observed_generation = generation;
+    status
+}
+
 /// The condition of the given type, if present.
 pub fn find_condition<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
     conditions.iter().find(|c| c.type_ == type_)

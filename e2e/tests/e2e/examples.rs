@@ -2,10 +2,12 @@
 
 use std::time::Duration;
 
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kea_e2e::{
-    DEMO_NAMESPACE, client, enabled, get_from_service_pod, is_ready, pod_ready, pods_of,
+    DEMO_NAMESPACE, client, conditions, enabled, eventually, get_from_service_pod, is_ready,
+    pod_ready, pods_of,
 };
 use kea_operator::Microservice;
 use kube::ResourceExt;
@@ -209,4 +211,62 @@ async fn frontend_reaches_users_and_orders_by_cluster_dns() {
             "{name} is not called by its DNS name: {url}"
         );
     }
+}
+
+/// metrics-server feeds the HorizontalPodAutoscaler: frontend's reports its pods' CPU (not
+/// `<unknown>`), and the Microservice's `Autoscaling` condition says it is active.
+#[tokio::test]
+async fn frontend_autoscaler_reads_cpu_from_metrics() {
+    if !enabled("frontend_autoscaler_reads_cpu_from_metrics") {
+        return;
+    }
+    let client = client().await.unwrap();
+    let autoscalers: Api<HorizontalPodAutoscaler> = Api::namespaced(client.clone(), DEMO_NAMESPACE);
+    let microservices: Api<Microservice> = Api::namespaced(client.clone(), DEMO_NAMESPACE);
+    // metrics-server has a value once it has scraped the pods twice (15 s apart), and the
+    // HPA reads it on its next sync.
+    let utilization = eventually(
+        "frontend's HPA to report CPU utilization",
+        Duration::from_secs(240),
+        || async {
+            let hpa = autoscalers.get("frontend").await?;
+            let current = hpa
+                .status
+                .and_then(|s| s.current_metrics)
+                .into_iter()
+                .flatten()
+                .filter_map(|m| m.resource)
+                .find(|r| r.name == "cpu")
+                .and_then(|r| r.current.average_utilization);
+            Ok(current)
+        },
+    )
+    .await
+    .unwrap();
+    let ms = eventually(
+        "frontend's Autoscaling condition True",
+        Duration::from_secs(60),
+        || async {
+            let ms = microservices.get("frontend").await?;
+            let active = ms.status.as_ref().is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == conditions::AUTOSCALING && c.status == "True")
+            });
+            Ok(active.then_some(ms))
+        },
+    )
+    .await
+    .unwrap();
+    let condition = ms
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == conditions::AUTOSCALING)
+        .unwrap();
+    eprintln!(
+        "e2e: frontend's HPA reads cpu {utilization}% ({}: {})",
+        condition.reason, condition.message
+    );
 }

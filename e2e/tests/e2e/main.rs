@@ -4,8 +4,10 @@
 //! deploy/examples installed: `KEA_E2E=1 cargo test -p kea-e2e -- --test-threads=2`.
 #![allow(clippy::unwrap_used)]
 
+mod disruption;
 mod examples;
 mod lifecycle;
+mod network;
 mod operator_restart;
 mod rollout;
 mod security;

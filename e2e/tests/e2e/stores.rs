@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Event, PersistentVolumeClaim, Pod, Secret};
 use kea_e2e::{
-    Answer, OPERATOR_NAMESPACE, TestNamespace, enabled, eventually, http, pod_ready, pods_of,
-    service_http,
+    Answer, ClusterClient, OPERATOR_NAMESPACE, TestNamespace, enabled, eventually, http, pod_ready,
+    pods_of, service_url,
 };
 use kea_operator::Microservice;
 use kea_operator::api::{DeletionPolicy, NosqlEngine, SqlEngine, Store, Stores};
@@ -41,9 +41,11 @@ fn server_stores() -> Stores {
     }
 }
 
-async fn post_item(client: &Client, ns: &str, name: &str, route: &str, item: &str) {
+/// POSTs an item through the Service `name`, from a declared caller's pod.
+async fn post_item(caller: &ClusterClient, name: &str, route: &str, item: &str) {
     let body = format!(r#"{{"name":"{item}"}}"#);
-    let answer = service_http(client, ns, name, "POST", route, Some(&body))
+    let answer = caller
+        .http(&service_url(name, route), Some(&body))
         .await
         .unwrap();
     assert_eq!(answer.status, 201, "POST {route} {item}: {}", answer.body);
@@ -60,20 +62,18 @@ fn item_names(answer: &Answer) -> Vec<String> {
 
 /// Every item in `items` is listed by `route` of the Service `name`.
 async fn assert_items_through_service(
-    client: &Client,
-    ns: &str,
+    caller: &ClusterClient,
     name: &str,
     route: &str,
     items: &[String],
-) {
-    let answer = service_http(client, ns, name, "GET", route, None)
-        .await
-        .unwrap();
+) -> Answer {
+    let answer = caller.http(&service_url(name, route), None).await.unwrap();
     assert_eq!(answer.status, 200, "GET {route}: {}", answer.body);
     let names = item_names(&answer);
     for item in items {
         assert!(names.contains(item), "{route} lacks {item}: {names:?}");
     }
+    answer
 }
 
 /// Waits until `name` is Ready with `replicas` Ready pods, none of them in `old_pods`.
@@ -166,10 +166,13 @@ async fn orders_replicas_share_their_own_stores_and_keep_them() {
     );
 
     // Items POSTed through the Service are seen by each of the three pods.
+    let caller = ClusterClient::caller_of(&client, &ns.name, "orders")
+        .await
+        .unwrap();
     let items: Vec<String> = (0..5).map(|i| format!("order-{i}")).collect();
     for item in &items {
-        post_item(&client, &ns.name, "orders", "/mysqldata", item).await;
-        post_item(&client, &ns.name, "orders", "/nosqldata", item).await;
+        post_item(&caller, "orders", "/mysqldata", item).await;
+        post_item(&caller, "orders", "/nosqldata", item).await;
     }
     let pods = ns.api::<Pod>();
     let serving = pods_of(&pods, "orders").await.unwrap();
@@ -200,7 +203,7 @@ async fn orders_replicas_share_their_own_stores_and_keep_them() {
     }
     wait_ready_again(&ns, "orders", 3, &old[..3]).await;
     for route in ["/mysqldata", "/nosqldata"] {
-        assert_items_through_service(&client, &ns.name, "orders", route, &items).await;
+        assert_items_through_service(&caller, "orders", route, &items).await;
     }
 
     // The generated credentials are nowhere but in the Secrets.
@@ -249,7 +252,7 @@ async fn orders_replicas_share_their_own_stores_and_keep_them() {
         .await
         .unwrap();
     for route in ["/mysqldata", "/nosqldata"] {
-        assert_items_through_service(&client, &ns.name, "orders", route, &items).await;
+        assert_items_through_service(&caller, "orders", route, &items).await;
     }
 
     // deletionPolicy Delete: the volumes and the Secrets go with the Microservice.
@@ -319,10 +322,13 @@ async fn embedded_stores_keep_their_data_when_the_pod_goes() {
     kea_e2e::wait_ready(&microservices, "users", STORE_TIMEOUT)
         .await
         .unwrap();
+    let caller = ClusterClient::caller_of(&client, &ns.name, "users")
+        .await
+        .unwrap();
     let items: Vec<String> = (0..3).map(|i| format!("user-{i}")).collect();
     for item in &items {
-        post_item(&client, &ns.name, "users", "/mysqldata", item).await;
-        post_item(&client, &ns.name, "users", "/nosqldata", item).await;
+        post_item(&caller, "users", "/mysqldata", item).await;
+        post_item(&caller, "users", "/nosqldata", item).await;
     }
     let pods = ns.api::<Pod>();
     let old: Vec<String> = pods_of(&pods, "users")
@@ -336,12 +342,14 @@ async fn embedded_stores_keep_their_data_when_the_pod_goes() {
     }
     wait_ready_again(&ns, "users", 1, &old).await;
     for route in ["/mysqldata", "/nosqldata"] {
-        assert_items_through_service(&client, &ns.name, "users", route, &items).await;
+        let answer = assert_items_through_service(&caller, "users", route, &items).await;
+        let engine = if route == "/mysqldata" {
+            "sqlite"
+        } else {
+            "redb"
+        };
+        assert_eq!(answer.json().unwrap()["store"], engine);
     }
-    let answer = service_http(&client, &ns.name, "users", "GET", "/mysqldata", None)
-        .await
-        .unwrap();
-    assert_eq!(answer.json().unwrap()["store"], "sqlite");
     ns.cleanup().await.unwrap();
 }
 

@@ -1,0 +1,248 @@
+//! Nothing silently stuck: when the API server refuses a child, the Microservice says so
+//! within seconds (`Ready` and `Reconciled` False, the reason, the API server's message) and
+//! a Warning Event tells it once; when the cause goes away, the status recovers. Against a
+//! REAL control plane, with two kinds of refusal: an invalid object and an admission policy.
+
+#![allow(clippy::unwrap_used)] // Tests fail loudly on the unexpected.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Operator, create, merge_spec, setup, wait_ready};
+use k8s_openapi::api::admissionregistration::v1::{
+    ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+};
+use k8s_openapi::api::core::v1::{Event, Service};
+use kea_operator::Microservice;
+use kea_operator::api::conditions::{self, reasons};
+use kea_testkit::wait_for;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use serde_json::json;
+
+/// "Within seconds": the first reconcile fails at once; allow for a loaded machine.
+const REPORTED_WITHIN: Duration = Duration::from_secs(20);
+
+/// Waits until the Microservice shows `Reconciled=False` with `reason`, and returns it.
+async fn wait_failure(api: &Api<Microservice>, name: &str, reason: &'static str) -> Microservice {
+    wait_for(
+        api,
+        name,
+        move |ms: Option<&Microservice>| {
+            ms.and_then(|ms| ms.status.as_ref()).is_some_and(|s| {
+                s.conditions.iter().any(|c| {
+                    c.type_ == conditions::RECONCILED && c.status == "False" && c.reason == reason
+                })
+            })
+        },
+        REPORTED_WITHIN,
+    )
+    .await
+    .unwrap()
+    .unwrap()
+}
+
+/// The Warning Events of the Microservice `name` with `reason`.
+async fn warnings(events: &Api<Event>, name: &str, reason: &str) -> Vec<Event> {
+    events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| {
+            e.type_.as_deref() == Some("Warning")
+                && e.reason.as_deref() == Some(reason)
+                && e.involved_object.name.as_deref() == Some(name)
+        })
+        .collect()
+}
+
+fn assert_failure_shown(ms: &Microservice, reason: &str, fragment: &str) {
+    let status = ms.status.as_ref().unwrap();
+    for type_ in [conditions::READY, conditions::RECONCILED] {
+        let condition = common::condition(ms, type_);
+        assert_eq!(
+            (condition.status.as_str(), condition.reason.as_str()),
+            ("False", reason),
+            "{type_}: {condition:?}"
+        );
+        assert!(
+            condition.message.contains(fragment),
+            "{type_} should say {fragment:?}: {}",
+            condition.message
+        );
+    }
+    assert_eq!(status.observed_generation, ms.metadata.generation);
+}
+
+#[tokio::test]
+async fn a_deployment_the_api_server_refuses_shows_on_the_status() {
+    let Some((namespace, microservices)) = setup("ms-refused").await else {
+        return;
+    };
+    let operator = Operator::start(&namespace);
+    // The CRD takes the core EnvVar as it is; the API server's Deployment validation refuses
+    // a variable with both a value and a valueFrom.
+    create(
+        &microservices,
+        "greedy",
+        json!({"image": "kea.dev/kea-service:dev",
+               "env": [{"name": "POD", "value": "x",
+                        "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]}),
+    )
+    .await;
+    let ms = wait_failure(&microservices, "greedy", reasons::CHILD_REJECTED).await;
+    assert_failure_shown(
+        &ms,
+        reasons::CHILD_REJECTED,
+        "may not be specified when `value` is not empty",
+    );
+    let events: Api<Event> = namespace.api();
+    wait_for_warning(&events, "greedy", reasons::CHILD_REJECTED).await;
+
+    // Retries with a backoff go on; the same failure is not told again.
+    let reconciles = operator.metrics.reconciles.get();
+    let start = std::time::Instant::now();
+    while operator.metrics.reconciles.get() < reconciles + 2 {
+        assert!(start.elapsed() < Duration::from_secs(30), "no retry");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        warnings(&events, "greedy", reasons::CHILD_REJECTED)
+            .await
+            .iter()
+            .map(|e| e.count.unwrap_or(1))
+            .sum::<i32>(),
+        1,
+        "one Warning Event for one failure"
+    );
+
+    // Fixed: Ready, and the failure is gone from the status.
+    merge_spec(
+        &microservices,
+        "greedy",
+        json!({"env": [{"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]}),
+    )
+    .await;
+    let ms = wait_ready(&microservices, "greedy").await;
+    assert!(
+        !ms.status
+            .unwrap()
+            .conditions
+            .iter()
+            .any(|c| c.type_ == conditions::RECONCILED),
+        "Reconciled is shown only while it fails"
+    );
+    operator.stop().await;
+    namespace.cleanup().await.unwrap();
+}
+
+async fn wait_for_warning(events: &Api<Event>, name: &str, reason: &str) {
+    let start = std::time::Instant::now();
+    while warnings(events, name, reason).await.is_empty() {
+        assert!(
+            start.elapsed() < REPORTED_WITHIN,
+            "no Warning Event {reason} for {name}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_service_an_admission_policy_denies_shows_on_the_status() {
+    let Some((namespace, microservices)) = setup("ms-denied").await else {
+        return;
+    };
+    // A cluster rule the operator cannot know of: no Service of type ClusterIP in this
+    // namespace (a ValidatingAdmissionPolicy, bound to this namespace only).
+    let client = namespace.client();
+    let name = format!("kea-test-deny-{}", namespace.name());
+    let policies: Api<ValidatingAdmissionPolicy> = Api::all(client.clone());
+    let bindings: Api<ValidatingAdmissionPolicyBinding> = Api::all(client.clone());
+    let policy: ValidatingAdmissionPolicy = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {"resourceRules": [{
+                "apiGroups": [""], "apiVersions": ["v1"],
+                "operations": ["CREATE", "UPDATE"], "resources": ["services"]}]},
+            "validations": [{
+                "expression": "false",
+                "message": "Services need the platform team's approval in this namespace"}]
+        }
+    }))
+    .unwrap();
+    let binding: ValidatingAdmissionPolicyBinding = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {
+            "policyName": name,
+            "validationActions": ["Deny"],
+            "matchResources": {"namespaceSelector": {"matchLabels": {
+                "kubernetes.io/metadata.name": namespace.name()}}}
+        }
+    }))
+    .unwrap();
+    policies
+        .create(&PostParams::default(), &policy)
+        .await
+        .unwrap();
+    bindings
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+    // The API server enforces a new policy once its informer has it: wait for a dry run to
+    // be denied.
+    let services: Api<Service> = namespace.api();
+    let probe: Service = serde_json::from_value(json!({
+        "metadata": {"name": "probe"},
+        "spec": {"ports": [{"port": 80}]}
+    }))
+    .unwrap();
+    let start = std::time::Instant::now();
+    while services
+        .create(
+            &PostParams {
+                dry_run: true,
+                ..Default::default()
+            },
+            &probe,
+        )
+        .await
+        .is_ok()
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the policy is not enforced"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let operator = Operator::start(&namespace);
+    create(
+        &microservices,
+        "web",
+        json!({"image": "kea.dev/kea-service:dev"}),
+    )
+    .await;
+    let ms = wait_failure(&microservices, "web", reasons::CHILD_REJECTED).await;
+    assert_failure_shown(
+        &ms,
+        reasons::CHILD_REJECTED,
+        "Services need the platform team's approval",
+    );
+    let events: Api<Event> = namespace.api();
+    wait_for_warning(&events, "web", reasons::CHILD_REJECTED).await;
+
+    // The rule lifted: the next retry succeeds.
+    bindings
+        .delete(&name, &DeleteParams::default())
+        .await
+        .unwrap();
+    policies
+        .delete(&name, &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_ready(&microservices, "web").await;
+    operator.stop().await;
+    namespace.cleanup().await.unwrap();
+}
