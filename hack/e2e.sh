@@ -89,7 +89,8 @@ install_examples() {
 
 # suite [ARGS...]: the e2e test binary with ARGS after `--`.
 suite() {
-  (cd "$REPO_ROOT" && KEA_E2E=1 cargo test -p kea-e2e --test e2e -- "$@")
+  # --nocapture: the tests print what they measured (times, counts).
+  (cd "$REPO_ROOT" && KEA_E2E=1 cargo test -p kea-e2e --test e2e -- --nocapture "$@")
 }
 
 run_suite() {

@@ -1048,4 +1048,50 @@ mod tests {
         let cut = truncate("é".repeat(600));
         assert!(cut.len() <= MAX_MESSAGE_LEN + '…'.len_utf8());
     }
+
+    #[test]
+    fn a_failed_reconcile_marks_ready_and_reconciled_false_and_keeps_the_rest() {
+        let ms = microservice(MicroserviceSpec::with_image("img"));
+        let before = compute_status(&ms, &Observed::default(), &time(10));
+        let mut ms = ms;
+        ms.status = Some(before.clone());
+        let failed = failed_status(&ms, reasons::FORBIDDEN, "cannot patch", &time(20));
+        let get = |type_: &str| find_condition(&failed.conditions, type_).unwrap();
+        for type_ in [conditions::READY, conditions::RECONCILED] {
+            let c = get(type_);
+            assert_eq!(
+                (c.status.as_str(), c.reason.as_str(), c.message.as_str()),
+                ("False", reasons::FORBIDDEN, "cannot patch")
+            );
+        }
+        // Ready was False already: it keeps its transition time; Reconciled is new.
+        assert_eq!(get(conditions::READY).last_transition_time, time(10));
+        assert_eq!(get(conditions::RECONCILED).last_transition_time, time(20));
+        assert_eq!(
+            get(conditions::DEPENDENCIES_READY),
+            find_condition(&before.conditions, conditions::DEPENDENCIES_READY).unwrap()
+        );
+        assert_eq!(failed.conditions.len(), before.conditions.len() + 1);
+        assert_eq!(failed.observed_generation, Some(2));
+    }
+
+    #[test]
+    fn failures_get_a_reason_from_the_api_answer() {
+        let api = |code: u16| {
+            crate::Error::Kube(kube::Error::Api(Box::new(kube::core::Status {
+                code,
+                message: format!("answer {code}"),
+                ..Default::default()
+            })))
+        };
+        assert_eq!(failure_reason(&api(403)), Some(reasons::FORBIDDEN));
+        assert_eq!(failure_reason(&api(422)), Some(reasons::CHILD_REJECTED));
+        assert_eq!(failure_reason(&api(409)), Some(reasons::CHILD_CONFLICT));
+        assert_eq!(failure_reason(&api(500)), Some(reasons::API_ERROR));
+        assert_eq!(failure_message(&api(422)), "answer 422");
+        assert_eq!(
+            failure_reason(&crate::Error::LeadershipLost("l".into())),
+            None
+        );
+    }
 }
