@@ -17,8 +17,16 @@ export KUBECONFIG=${KEA_KIND_KUBECONFIG:-$KEA_CACHE_DIR/kind/kubeconfig}
 DEMO_DIR="$KEA_RUN_DIR/demo"
 PORT=${KEA_DEMO_PORT:-28081}
 
+# Stops the port-forward of an earlier run, if it still runs (its pid file may be stale).
+stop_port_forward() {
+  local pid
+  pid=$(cat "$DEMO_DIR/port-forward.pid" 2>/dev/null) || return 0
+  kill "$pid" 2>/dev/null || true
+  rm -f "$DEMO_DIR/port-forward.pid"
+}
+
 down() {
-  [ -f "$DEMO_DIR/port-forward.pid" ] && kill "$(cat "$DEMO_DIR/port-forward.pid")" 2>/dev/null
+  stop_port_forward
   rm -rf "$DEMO_DIR"
   "$HACK_DIR/kind.sh" down
   log "demo stopped (hack/docker.sh stop stops the Docker engine)"
@@ -45,7 +53,7 @@ up() {
       || die "$ms did not become Ready: kubectl -n kea-demo describe ms $ms"
   done
 
-  [ -f "$DEMO_DIR/port-forward.pid" ] && kill "$(cat "$DEMO_DIR/port-forward.pid")" 2>/dev/null
+  stop_port_forward
   kubectl -n kea-demo port-forward --address 127.0.0.1 svc/frontend "$PORT:8080" \
     >"$DEMO_DIR/port-forward.log" 2>&1 &
   echo $! >"$DEMO_DIR/port-forward.pid"

@@ -7,7 +7,7 @@
 #                         # the network tests again with networkPolicies.enabled=false
 #   hack/e2e.sh all       # both modes in turn on one cluster, then hack/kind.sh down
 #
-# The cluster is created first if missing (hack/kind.sh up; the images must be built:
+# The cluster (kea-e2e, not the demo's kea; KEA_KIND_CLUSTER names another) is created first if missing (hack/kind.sh up; the images must be built:
 # hack/images.sh). Each mode uninstalls everything it installed, so the other mode can run on
 # the same cluster. The suite itself is cluster-agnostic: against any cluster with the
 # operator and the examples installed, run
@@ -19,7 +19,10 @@
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 toolchain_path
 
-export KUBECONFIG=${KEA_KIND_KUBECONFIG:-$KEA_CACHE_DIR/kind/kubeconfig}
+# A cluster of the tests' own, so that the demo's (kea) is left alone.
+export KEA_KIND_CLUSTER=${KEA_KIND_CLUSTER:-kea-e2e}
+export KEA_KIND_KUBECONFIG=${KEA_KIND_KUBECONFIG:-$(kind_kubeconfig "$KEA_KIND_CLUSTER")}
+export KUBECONFIG=$KEA_KIND_KUBECONFIG
 # The testkit's own variable, should anything in the suite go through it.
 export KEA_KUBECONFIG=$KUBECONFIG
 WAIT=${KEA_E2E_WAIT:-300s}
@@ -49,8 +52,8 @@ summary() {
 }
 
 cluster_up() {
-  if kind get clusters 2>/dev/null | grep -qx "${KEA_KIND_CLUSTER:-kea}" && kubectl get --raw /readyz >/dev/null 2>&1; then
-    log "kind cluster ${KEA_KIND_CLUSTER:-kea} is up"
+  if kind get clusters 2>/dev/null | grep -qx "$KEA_KIND_CLUSTER" && kubectl get --raw /readyz >/dev/null 2>&1; then
+    log "kind cluster $KEA_KIND_CLUSTER is up"
   else
     "$HACK_DIR/kind.sh" up
   fi

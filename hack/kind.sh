@@ -13,7 +13,8 @@
 # Without a registry (the default) the node image comes from hack/kind-node-image.sh.
 # With one, KEA_KIND_REGISTRY=1 uses kind's stock node image for its release instead
 # (or KEA_KIND_NODE_IMAGE=<image> names any image).
-# KEA_KIND_CLUSTER names the cluster (default kea), KEA_KIND_KUBECONFIG its kubeconfig,
+# KEA_KIND_CLUSTER names the cluster (default kea, the demo's; the tests use kea-e2e),
+# KEA_KIND_KUBECONFIG its kubeconfig (default $KEA_CACHE_DIR/kind/kubeconfig[-NAME]),
 # KEA_KIND_WORKERS the number of worker nodes (default: hack/kind/cluster.yaml's two; 0
 # for a single node), KEA_KIND_METRICS=0 skips metrics-server.
 # The kubeconfig is $KEA_CACHE_DIR/kind/kubeconfig (not ~/.kube/config):
@@ -24,7 +25,7 @@ toolchain_path
 
 CLUSTER=${KEA_KIND_CLUSTER:-kea}
 CONFIG="$HACK_DIR/kind/cluster.yaml"
-export KUBECONFIG=${KEA_KIND_KUBECONFIG:-$KEA_CACHE_DIR/kind/kubeconfig}
+export KUBECONFIG=${KEA_KIND_KUBECONFIG:-$(kind_kubeconfig "$CLUSTER")}
 # kea-operator's own images and those of the data stores it runs per Microservice.
 KEA_IMAGES=()
 for name in kea-service kea-operator kea-mariadb kea-redis; do KEA_IMAGES+=("kea.dev/$name:${KEA_IMAGE_TAG:-dev}"); done

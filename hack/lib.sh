@@ -44,3 +44,9 @@ apt_install() {
   # policy-rc.d keeps packaged servers from starting system-wide.
   apt-get install -y -qq "${missing[@]}" >/dev/null
 }
+
+# kind_kubeconfig CLUSTER: where hack/kind.sh keeps the kubeconfig of a kind cluster: the
+# demo's cluster "kea" in $KEA_CACHE_DIR/kind/kubeconfig, any other next to it.
+kind_kubeconfig() {
+  if [ "$1" = kea ]; then echo "$KEA_CACHE_DIR/kind/kubeconfig"; else echo "$KEA_CACHE_DIR/kind/kubeconfig-$1"; fi
+}

@@ -60,6 +60,8 @@ ensure_toolchain() {
 
 # The end-to-end tier: the real images on a kind cluster whose node image is assembled
 # offline (hack/kind-node-image.sh), with the operator installed by kubectl and by helm.
+# The tests' own kind cluster: the demo's (kea) is neither used nor deleted.
+export KEA_KIND_CLUSTER=${KEA_KIND_CLUSTER:-kea-e2e}
 started_docker=false
 e2e_on_kind() {
   if ! "$HACK_DIR/docker.sh" status >/dev/null 2>&1; then
