@@ -46,7 +46,7 @@ pub async fn run(args: &DiagramArgs) -> Result<()> {
 
 /// The diagram of `namespace` as the cluster shows it now.
 pub async fn from_cluster(client: &Client, namespace: &str) -> Result<String> {
-    check_crd_installed(client).await?;
+    check_crd_installed(client, Some(namespace)).await?;
     let managed = ListParams::default().labels(&format!("{}={MANAGER}", labels::MANAGED_BY));
     let microservices = Api::<Microservice>::namespaced(client.clone(), namespace)
         .list(&ListParams::default())

@@ -42,6 +42,10 @@ enum Command {
         /// Namespace of the leader-election Role.
         #[arg(long, default_value = "kea-system")]
         namespace: String,
+        /// For an operator confined to this namespace: its permissions there as a Role, and a
+        /// ClusterRole with the cluster-scoped reads only.
+        #[arg(long)]
+        watch_namespace: Option<String>,
     },
     /// Print the Microservices of a namespace, their dependencies and stores as PlantUML.
     Diagram(kea_operator::diagram::DiagramArgs),
@@ -102,7 +106,10 @@ async fn main() -> ExitCode {
             .map_err(Error::from)
             .and_then(|input| render::render_yaml(&input))
             .map(|yaml| print!("{yaml}")),
-        Some(Command::Rbac { namespace }) => print_rbac(&namespace),
+        Some(Command::Rbac {
+            namespace,
+            watch_namespace,
+        }) => print_rbac(&namespace, watch_namespace.as_deref()),
         Some(Command::Diagram(args)) => kea_operator::diagram::run(&args).await,
     };
     match result {
@@ -116,11 +123,18 @@ async fn main() -> ExitCode {
     }
 }
 
-fn print_rbac(namespace: &str) -> kea_operator::Result<()> {
-    let documents = vec![
-        serde_json::to_value(rbac::cluster_role())?,
-        serde_json::to_value(rbac::lease_role(namespace))?,
-    ];
+fn print_rbac(namespace: &str, watch_namespace: Option<&str>) -> kea_operator::Result<()> {
+    let documents = match watch_namespace {
+        None => vec![
+            serde_json::to_value(rbac::cluster_role())?,
+            serde_json::to_value(rbac::lease_role(namespace))?,
+        ],
+        Some(watched) => vec![
+            serde_json::to_value(rbac::cluster_scoped_role())?,
+            serde_json::to_value(rbac::watched_namespace_role(watched))?,
+            serde_json::to_value(rbac::lease_role(namespace))?,
+        ],
+    };
     print!("{}", render::to_yaml_stream(&documents)?);
     Ok(())
 }
@@ -143,7 +157,7 @@ async fn run(args: RunArgs) -> kea_operator::Result<()> {
         stopped(stop_rx.clone()),
     ));
 
-    check_crd_installed(&client).await?;
+    check_crd_installed(&client, args.watch_namespace.as_deref()).await?;
     http_state.set_ready(true);
 
     let config = ControllerConfig {

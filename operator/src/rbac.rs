@@ -1,6 +1,8 @@
 //! The permissions the operator needs, from one table, printed by `kea-operator rbac` as a
 //! ClusterRole (everything the controller does) and a Role (the leader Lease, in the
-//! operator's own namespace). No wildcards. Secrets: the operator creates the stores'
+//! operator's own namespace); with `--watch-namespace`, the namespaced permissions become a
+//! Role in the watched namespace and the ClusterRole keeps only the cluster-scoped reads.
+//! No wildcards. Secrets: the operator creates the stores'
 //! Secrets and sets their ownerReferences, reading their metadata only; it never lists or
 //! watches Secrets.
 
@@ -20,9 +22,9 @@ pub struct Permission {
     pub why: &'static str,
 }
 
-/// Cluster-wide permissions of the controller. Server-side apply creates missing objects
-/// through PATCH; `create` is listed for that path.
-pub const CLUSTER_PERMISSIONS: &[Permission] = &[
+/// The controller's permissions on namespaced objects, in every namespace it watches.
+/// Server-side apply creates missing objects through PATCH; `create` is listed for that path.
+pub const NAMESPACED_PERMISSIONS: &[Permission] = &[
     Permission {
         group: "kea.dev",
         resource: "microservices",
@@ -90,12 +92,6 @@ pub const CLUSTER_PERMISSIONS: &[Permission] = &[
         why: "create the embedded stores' volumes once and read why a store's volume does not bind",
     },
     Permission {
-        group: "storage.k8s.io",
-        resource: "storageclasses",
-        verbs: &["get"],
-        why: "report a store whose StorageClass does not exist",
-    },
-    Permission {
         group: "",
         resource: "events",
         verbs: &["list"],
@@ -108,6 +104,14 @@ pub const CLUSTER_PERMISSIONS: &[Permission] = &[
         why: "record events on Microservices",
     },
 ];
+
+/// The controller's reads of cluster-scoped objects (no namespace to confine them to).
+pub const CLUSTER_SCOPED_PERMISSIONS: &[Permission] = &[Permission {
+    group: "storage.k8s.io",
+    resource: "storageclasses",
+    verbs: &["get"],
+    why: "report a store whose StorageClass does not exist",
+}];
 
 /// Permissions in the operator's own namespace.
 pub const NAMESPACE_PERMISSIONS: &[Permission] = &[Permission {
@@ -132,15 +136,44 @@ fn rules(permissions: &[Permission]) -> Vec<PolicyRule> {
         .collect()
 }
 
-/// The ClusterRole of the controller.
+/// The ClusterRole of a controller that watches every namespace: all its permissions.
 pub fn cluster_role() -> ClusterRole {
+    let all: Vec<Permission> = NAMESPACED_PERMISSIONS
+        .iter()
+        .chain(CLUSTER_SCOPED_PERMISSIONS)
+        .copied()
+        .collect();
     ClusterRole {
         metadata: ObjectMeta {
             name: Some(ROLE_NAME.to_owned()),
             ..Default::default()
         },
-        rules: Some(rules(CLUSTER_PERMISSIONS)),
+        rules: Some(rules(&all)),
         ..Default::default()
+    }
+}
+
+/// The ClusterRole of a controller confined to one namespace: the cluster-scoped reads only.
+pub fn cluster_scoped_role() -> ClusterRole {
+    ClusterRole {
+        metadata: ObjectMeta {
+            name: Some(ROLE_NAME.to_owned()),
+            ..Default::default()
+        },
+        rules: Some(rules(CLUSTER_SCOPED_PERMISSIONS)),
+        ..Default::default()
+    }
+}
+
+/// The Role of a controller confined to the namespace `watched`: everything it does there.
+pub fn watched_namespace_role(watched: &str) -> Role {
+    Role {
+        metadata: ObjectMeta {
+            name: Some(ROLE_NAME.to_owned()),
+            namespace: Some(watched.to_owned()),
+            ..Default::default()
+        },
+        rules: Some(rules(NAMESPACED_PERMISSIONS)),
     }
 }
 

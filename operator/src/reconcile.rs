@@ -87,8 +87,12 @@ pub struct Context {
 }
 
 /// Fails with [`Error::CrdNotInstalled`] when the API server does not serve Microservices.
-pub async fn check_crd_installed(client: &Client) -> Result<()> {
-    let api = Api::<Microservice>::all(client.clone());
+/// Reads only the watched namespace when there is one (the operator may have no more).
+pub async fn check_crd_installed(client: &Client, namespace: Option<&str>) -> Result<()> {
+    let api = match namespace {
+        Some(namespace) => Api::<Microservice>::namespaced(client.clone(), namespace),
+        None => Api::<Microservice>::all(client.clone()),
+    };
     match api.list(&ListParams::default().limit(1)).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.is_not_found() => Err(Error::CrdNotInstalled),
@@ -120,7 +124,7 @@ pub async fn run_controller(
     metrics: Metrics,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<()> {
-    check_crd_installed(&client).await?;
+    check_crd_installed(&client, config.namespace.as_deref()).await?;
 
     let microservices: Api<Microservice> = namespaced_api(&client, config.namespace.as_deref());
     // Only objects the operator manages: a smaller cache and fewer wake-ups.

@@ -70,6 +70,16 @@ impl Operator {
         namespace: &TestNamespace,
         settings: kea_operator::builders::Settings,
     ) -> Self {
+        Self::start_as(namespace, namespace.client(), settings)
+    }
+
+    /// A controller that talks to the API server through `client` (e.g. one that
+    /// impersonates a ServiceAccount with fewer permissions).
+    pub fn start_as(
+        namespace: &TestNamespace,
+        client: Client,
+        settings: kea_operator::builders::Settings,
+    ) -> Self {
         let config = ControllerConfig {
             settings,
             namespace: Some(namespace.name().to_owned()),
@@ -81,7 +91,7 @@ impl Operator {
         let metrics = Metrics::default();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(run_controller(
-            namespace.client(),
+            client,
             config,
             metrics.clone(),
             async move {

@@ -1,0 +1,145 @@
+//! An operator confined to one namespace (`--watch-namespace`, chart value
+//! `operator.watchNamespace`) does its whole job with the permissions `kea-operator rbac
+//! --watch-namespace` lists: a Role in that namespace and a ClusterRole of cluster-scoped
+//! reads only. Against a REAL control plane, the controller impersonating a ServiceAccount
+//! bound to exactly those.
+
+#![allow(clippy::unwrap_used)] // Tests fail loudly on the unexpected.
+
+mod common;
+
+use common::{Operator, TIMEOUT, create, setup, wait_ready};
+use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use kea_operator::Microservice;
+use kea_operator::builders::Settings;
+use kea_operator::rbac;
+use kea_testkit::wait_for;
+use kube::api::{Api, DeleteParams, PostParams};
+use kube::{Client, Resource};
+use serde_json::json;
+
+#[tokio::test]
+async fn a_namespaced_operator_needs_only_its_role_and_the_cluster_scoped_reads() {
+    let Some((namespace, microservices)) = setup("ms-rbac").await else {
+        return;
+    };
+    let admin = namespace.client();
+    let ns = namespace.name().to_owned();
+    let account = "kea-operator";
+    let post = PostParams::default();
+    let accounts: Api<ServiceAccount> = namespace.api();
+    accounts
+        .create(
+            &post,
+            &serde_json::from_value(json!({"metadata": {"name": account}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let subject = json!([{"kind": "ServiceAccount", "name": account, "namespace": ns}]);
+
+    let role = rbac::watched_namespace_role(&ns);
+    let role_name = role.meta().name.clone().unwrap();
+    namespace.api::<Role>().create(&post, &role).await.unwrap();
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": role_name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role_name},
+        "subjects": subject,
+    }))
+    .unwrap();
+    namespace
+        .api::<RoleBinding>()
+        .create(&post, &binding)
+        .await
+        .unwrap();
+
+    // Cluster-scoped objects are shared by the tests: a name of this namespace's own.
+    let cluster_name = format!("kea-test-{ns}");
+    let mut cluster_role = rbac::cluster_scoped_role();
+    cluster_role.metadata.name = Some(cluster_name.clone());
+    let cluster_roles: Api<ClusterRole> = Api::all(admin.clone());
+    let cluster_bindings: Api<ClusterRoleBinding> = Api::all(admin.clone());
+    cluster_roles.create(&post, &cluster_role).await.unwrap();
+    let cluster_binding: ClusterRoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": cluster_name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": cluster_name},
+        "subjects": subject,
+    }))
+    .unwrap();
+    cluster_bindings
+        .create(&post, &cluster_binding)
+        .await
+        .unwrap();
+
+    let mut config = kea_testkit::config().await.unwrap();
+    config.auth_info.impersonate = Some(format!("system:serviceaccount:{ns}:{account}"));
+    let confined = Client::try_from(config).unwrap();
+    // The confined identity cannot read Microservices elsewhere: the test means something.
+    let everywhere: Api<Microservice> = Api::all(confined.clone());
+    let refused = everywhere.list(&Default::default()).await.unwrap_err();
+    assert!(refused.to_string().contains("forbidden"), "{refused}");
+
+    let operator = Operator::start_as(&namespace, confined, Settings::default());
+    let image = "kea.dev/kea-service:dev";
+    create(
+        &microservices,
+        "users",
+        json!({"image": image, "replicas": 2}),
+    )
+    .await;
+    create(
+        &microservices,
+        "frontend",
+        json!({"image": image, "dependsOn": [{"name": "users"}],
+               "autoscaling": {"minReplicas": 1, "maxReplicas": 3}}),
+    )
+    .await;
+    // Stores, with a StorageClass that does not exist: the cluster-scoped read says so.
+    create(
+        &microservices,
+        "orders",
+        json!({"image": image, "stores": {
+            "sql": {"engine": "mariadb", "storageClassName": "no-such-class"},
+            "nosql": {"engine": "redb", "storageClassName": "no-such-class"}}}),
+    )
+    .await;
+    wait_ready(&microservices, "users").await;
+    wait_for(
+        &microservices,
+        "orders",
+        |ms: Option<&Microservice>| {
+            ms.and_then(|ms| ms.status.as_ref()).is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "StoresReady" && c.reason == "StorageClassNotFound")
+            })
+        },
+        TIMEOUT,
+    )
+    .await
+    .unwrap();
+    let frontend = wait_for(
+        &microservices,
+        "frontend",
+        |ms: Option<&Microservice>| ms.is_some_and(|ms| ms.status.is_some()),
+        TIMEOUT,
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let conditions = frontend.status.unwrap().conditions;
+    assert!(
+        !conditions.iter().any(|c| c.type_ == "Reconciled"),
+        "frontend's children were all applied: {conditions:?}"
+    );
+    operator.stop().await;
+    cluster_bindings
+        .delete(&cluster_name, &DeleteParams::default())
+        .await
+        .unwrap();
+    cluster_roles
+        .delete(&cluster_name, &DeleteParams::default())
+        .await
+        .unwrap();
+    namespace.cleanup().await.unwrap();
+}
