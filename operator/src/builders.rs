@@ -384,7 +384,7 @@ fn build_deployment(
                     ..Default::default()
                 }),
                 spec: Some(PodSpec {
-                    topology_spread_constraints: spread_across_nodes(ctx, control),
+                    topology_spread_constraints: Some(spread_across_nodes(ctx)),
                     ..build_pod_spec(ctx, spec, dependency_ports, wiring)
                 }),
             },
@@ -394,28 +394,21 @@ fn build_deployment(
     }
 }
 
-/// With more than one pod, one per node where the cluster has several, so that losing or
-/// draining a node leaves pods serving elsewhere. `ScheduleAnyway`: a single-node cluster
-/// still runs them all. `pod-template-hash` keeps a rollout's new pods spread among
-/// themselves.
-fn spread_across_nodes(
-    ctx: &BuildContext,
-    control: ReplicaControl,
-) -> Option<Vec<TopologySpreadConstraint>> {
-    let most = match control {
-        ReplicaControl::Fixed(n) => n,
-        ReplicaControl::Autoscaled { max, .. } => max,
-    };
-    (most > 1).then(|| {
-        vec![TopologySpreadConstraint {
-            max_skew: 1,
-            topology_key: "kubernetes.io/hostname".to_owned(),
-            when_unsatisfiable: "ScheduleAnyway".to_owned(),
-            label_selector: Some(ctx.selector()),
-            match_label_keys: Some(vec!["pod-template-hash".to_owned()]),
-            ..Default::default()
-        }]
-    })
+/// One pod per node where the cluster has several, so that losing or draining a node leaves
+/// pods serving elsewhere. `ScheduleAnyway`: a single-node cluster still runs them all;
+/// nodes a pod may not run on (taints) do not count. Set for one pod too: adding it when
+/// the Microservice scales out would change the pod template and restart every pod.
+/// `pod-template-hash` keeps a rollout's new pods spread among themselves.
+fn spread_across_nodes(ctx: &BuildContext) -> Vec<TopologySpreadConstraint> {
+    vec![TopologySpreadConstraint {
+        max_skew: 1,
+        topology_key: "kubernetes.io/hostname".to_owned(),
+        when_unsatisfiable: "ScheduleAnyway".to_owned(),
+        label_selector: Some(ctx.selector()),
+        match_label_keys: Some(vec!["pod-template-hash".to_owned()]),
+        node_taints_policy: Some("Honor".to_owned()),
+        ..Default::default()
+    }]
 }
 
 /// Surge first, never go below the wanted number of ready pods: a rollout drops no request.
