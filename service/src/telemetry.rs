@@ -1,7 +1,8 @@
 //! Logs and Prometheus metrics.
 
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::Method;
@@ -134,4 +135,53 @@ pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: 
         start.elapsed().as_secs_f64(),
     );
     response
+}
+
+/// Lets a log line that can repeat under load (a shed request, a failed
+/// `accept`) through at most once per interval, and counts the ones it held
+/// back, so an overload costs one line per interval instead of one per event.
+pub struct LogThrottle {
+    interval: Duration,
+    /// Milliseconds after [`process_start`] before which lines are held back.
+    next_ms: AtomicU64,
+    held_back: AtomicU64,
+}
+
+impl LogThrottle {
+    /// A throttle that lets one line through per `interval`.
+    pub const fn new(interval: Duration) -> Self {
+        Self {
+            interval,
+            next_ms: AtomicU64::new(0),
+            held_back: AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(n)` when a line may be written now, `n` being how many were held
+    /// back since the last one; `None` when this one is held back.
+    pub fn admit(&self) -> Option<u64> {
+        let now = u64::try_from(process_start().elapsed().as_millis()).unwrap_or(u64::MAX);
+        let next = self.next_ms.load(Ordering::Relaxed);
+        let interval = u64::try_from(self.interval.as_millis()).unwrap_or(u64::MAX);
+        if now >= next
+            && self
+                .next_ms
+                .compare_exchange(
+                    next,
+                    now.saturating_add(interval),
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+        {
+            return Some(self.held_back.swap(0, Ordering::AcqRel));
+        }
+        self.held_back.fetch_add(1, Ordering::Relaxed);
+        None
+    }
+}
+
+fn process_start() -> Instant {
+    static START: OnceLock<Instant> = OnceLock::new();
+    *START.get_or_init(Instant::now)
 }
