@@ -396,3 +396,43 @@ async fn misconfigured_store_urls_fail_at_start_with_a_clear_error() {
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn the_concurrency_limit_applies_to_the_whole_service() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::with_data_dir(dir.path());
+    config.max_concurrency = 2;
+    let (app, _) = kea_service::build_with_dependencies(&config, vec![])
+        .await
+        .unwrap();
+    let slow: Vec<_> = (0..2)
+        .map(|_| {
+            let app = app.clone();
+            tokio::spawn(async move { get(&app, "/delay/2000").await.status })
+        })
+        .collect();
+    // Once both slow requests run, every other route is shed.
+    let started = std::time::Instant::now();
+    let mut attempts = 0;
+    let shed = loop {
+        let answer = get(&app, "/").await;
+        if answer.status == StatusCode::SERVICE_UNAVAILABLE {
+            break answer;
+        }
+        attempts += 1;
+        assert!(
+            attempts < 1000 && started.elapsed() < std::time::Duration::from_millis(1500),
+            "GET / was still served while two requests held a limit of 2"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    };
+    assert_eq!(shed.error_code(), "overloaded");
+    assert_eq!(
+        get(&app, "/status/200").await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    for request in slow {
+        assert_eq!(request.await.unwrap(), StatusCode::OK);
+    }
+    assert_eq!(get(&app, "/").await.status, StatusCode::OK);
+}

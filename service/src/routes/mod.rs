@@ -17,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{BoxError, Router, middleware};
 use tower::ServiceBuilder;
+use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::catch_panic::CatchPanicLayer;
 use utoipa::OpenApi;
 
@@ -152,7 +153,10 @@ pub fn router(state: AppState, limits: Limits) -> Router {
                     overload_or_timeout(&error, request_timeout)
                 }))
                 .load_shed()
-                .concurrency_limit(limits.max_concurrency)
+                // One semaphore for the whole service: `Router::layer` gives
+                // each route its own copy of a layer, so a plain
+                // `concurrency_limit` would limit each route separately.
+                .layer(GlobalConcurrencyLimitLayer::new(limits.max_concurrency))
                 .timeout(limits.request_timeout)
                 .layer(DefaultBodyLimit::max(MAX_BODY_BYTES)),
         )
