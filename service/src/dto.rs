@@ -29,12 +29,35 @@ pub struct Item {
     pub created_at: DateTime<Utc>,
 }
 
-/// The body of `POST /mysqldata` and `POST /nosqldata`.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
+/// The body of `POST /mysqldata` and `POST /nosqldata`: a JSON object, never
+/// an array (serde's derive would accept `["name"]` for a struct).
+#[derive(Debug, Clone, ToSchema)]
 pub struct NewItem {
     /// 1 to 200 characters, no control characters; surrounding spaces are trimmed.
     pub name: String,
+}
+
+impl<'de> Deserialize<'de> for NewItem {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Fields {
+            name: String,
+        }
+        struct ObjectOnly;
+        impl<'de> serde::de::Visitor<'de> for ObjectOnly {
+            type Value = NewItem;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(r#"a JSON object such as {"name": "coffee"}"#)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<NewItem, A::Error> {
+                let fields =
+                    Fields::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(NewItem { name: fields.name })
+            }
+        }
+        deserializer.deserialize_map(ObjectOnly)
+    }
 }
 
 impl NewItem {

@@ -91,7 +91,10 @@ async fn bad_bodies_get_clear_json_errors_and_store_nothing() {
     let (app, _dir) = embedded_app().await;
     let oversized = format!(r#"{{"name": "{}"}}"#, "x".repeat(100_000));
     let too_long_name = format!(r#"{{"name": "{}"}}"#, "é".repeat(201));
-    let cases: [(&str, StatusCode, &str); 8] = [
+    let cases: [(&str, StatusCode, &str); 11] = [
+        (r#"["x"]"#, StatusCode::UNPROCESSABLE_ENTITY, "invalid_body"),
+        (r#"[]"#, StatusCode::UNPROCESSABLE_ENTITY, "invalid_body"),
+        (r#""x""#, StatusCode::UNPROCESSABLE_ENTITY, "invalid_body"),
         ("{not json", StatusCode::BAD_REQUEST, "bad_request"),
         (
             r#"{"name": 42}"#,
