@@ -9,6 +9,9 @@ use clap::{Parser, ValueEnum};
 /// Largest accepted request body. Items are small; anything bigger is a mistake or abuse.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
+/// Longest accepted request target (path and query), in bytes; longer ones get a 414.
+pub const MAX_URI_BYTES: usize = 8 * 1024;
+
 /// kea-service: the KEA demo microservice, with its own relational and NoSQL stores.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "kea-service", version, about)]

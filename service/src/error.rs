@@ -24,6 +24,9 @@ pub enum ApiError {
     /// The body exceeds the configured limit.
     #[error("request body is larger than the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    /// The request target (path and query) is longer than the limit.
+    #[error("the URI is {length} bytes long; the limit is {limit}: shorten the path and query")]
+    UriTooLong { length: usize, limit: usize },
     /// No route matches the path.
     #[error("no route for {0}")]
     NotFound(String),
@@ -70,6 +73,7 @@ impl ApiError {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
             Self::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            Self::UriTooLong { .. } => (StatusCode::URI_TOO_LONG, "uri_too_long"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Self::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),

@@ -8,7 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::Service;
+use common::{Service, raw_exchange};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -62,4 +62,54 @@ async fn slow_and_idle_clients_are_disconnected_and_healthz_keeps_answering() {
         .await
         .unwrap();
     assert_eq!(health.status(), reqwest::StatusCode::OK);
+}
+
+#[tokio::test]
+async fn oversized_heads_and_uris_get_json_errors() {
+    let service = Service::start(&[]).await;
+    let within = Duration::from_secs(5);
+    let check = |answer: &str, status: &str, code: &str| {
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((answer, ""));
+        let head = head.to_lowercase();
+        assert!(head.starts_with(&format!("http/1.1 {status}")), "{head}");
+        assert!(head.contains("content-type: application/json"), "{head}");
+        let json: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(json["error"]["code"], code, "{body}");
+        assert!(!json["error"]["message"].as_str().unwrap().is_empty());
+    };
+    // A 390 KB header, as one client sent it.
+    let big_header = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(390 * 1024)
+    );
+    let answer = raw_exchange(service.address, big_header.as_bytes(), within).await;
+    check(&answer, "431", "headers_too_large");
+    // Just over the 16 KiB head limit, in many headers.
+    let many: String = (0..200)
+        .map(|i| format!("X-H{i}: {}\r\n", "b".repeat(80)))
+        .collect();
+    let answer = raw_exchange(
+        service.address,
+        format!("GET / HTTP/1.1\r\nHost: x\r\n{many}\r\n").as_bytes(),
+        within,
+    )
+    .await;
+    check(&answer, "431", "headers_too_large");
+    // A URI over 8 KiB that fits in the head limit.
+    let long_uri = format!(
+        "GET /status/200?{} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        "q".repeat(10 * 1024)
+    );
+    let answer = raw_exchange(service.address, long_uri.as_bytes(), within).await;
+    check(&answer, "414", "uri_too_long");
+    // A malformed request line.
+    let answer = raw_exchange(service.address, b"GET / HTTP/1.1\x01\r\n\r\n", within).await;
+    check(&answer, "400", "bad_request");
+    // A head just under the limit is served.
+    let fine = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Fine: {}\r\n\r\n",
+        "c".repeat(15 * 1024)
+    );
+    let answer = raw_exchange(service.address, fine.as_bytes(), within).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }

@@ -168,9 +168,11 @@ async fn bad_bodies_get_clear_json_errors_and_store_nothing() {
 async fn bad_paths_queries_and_methods_get_json_errors() {
     let (app, _dir) = embedded_app().await;
     let huge = format!("/status/{}", "9".repeat(60_000));
+    let long_number = format!("/status/{}", "9".repeat(4_000));
     let cases = [
         ("/no/such/route", StatusCode::NOT_FOUND, "not_found"),
-        (huge.as_str(), StatusCode::BAD_REQUEST, "bad_request"),
+        (huge.as_str(), StatusCode::URI_TOO_LONG, "uri_too_long"),
+        (&long_number, StatusCode::BAD_REQUEST, "bad_request"),
         ("/status/abc", StatusCode::BAD_REQUEST, "bad_request"),
         ("/status/99", StatusCode::BAD_REQUEST, "bad_request"),
         ("/status/600", StatusCode::BAD_REQUEST, "bad_request"),

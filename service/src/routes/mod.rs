@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::DefaultBodyLimit;
+use axum::extract::Request;
 use axum::http::Uri;
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{BoxError, Router, middleware};
@@ -21,7 +23,7 @@ use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::catch_panic::CatchPanicLayer;
 use utoipa::OpenApi;
 
-use crate::config::MAX_BODY_BYTES;
+use crate::config::{MAX_BODY_BYTES, MAX_URI_BYTES};
 use crate::dependencies::Dependencies;
 use crate::error::ApiError;
 use crate::store::Stores;
@@ -149,6 +151,7 @@ pub fn router(state: AppState, limits: Limits) -> Router {
                     ApiError::Internal("the request handler failed".into()).into_response()
                 }))
                 .layer(middleware::from_fn_with_state(metrics, telemetry::track))
+                .layer(middleware::from_fn(limit_uri))
                 .layer(HandleErrorLayer::new(move |error: BoxError| async move {
                     overload_or_timeout(&error, request_timeout)
                 }))
@@ -170,6 +173,22 @@ fn overload_or_timeout(error: &BoxError, timeout: Duration) -> Response {
     } else {
         ApiError::Internal(error.to_string()).into_response()
     }
+}
+
+/// Answers 414 to a request target over [`MAX_URI_BYTES`], before any route parses it.
+async fn limit_uri(request: Request, next: Next) -> Response {
+    let length = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |target| target.as_str().len());
+    if length > MAX_URI_BYTES {
+        return ApiError::UriTooLong {
+            length,
+            limit: MAX_URI_BYTES,
+        }
+        .into_response();
+    }
+    next.run(request).await
 }
 
 async fn not_found(uri: Uri) -> ApiError {
