@@ -8,7 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Service, raw_exchange};
+use common::{Service, raw_exchange, read_answer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -112,4 +112,86 @@ async fn oversized_heads_and_uris_get_json_errors() {
     );
     let answer = raw_exchange(service.address, fine.as_bytes(), within).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+/// Sends a keep-alive `GET path` on `stream` and reads the answer.
+async fn keep_alive_get(stream: &mut TcpStream, path: &str) -> Option<(String, String)> {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    tokio::time::timeout(Duration::from_secs(5), read_answer(stream))
+        .await
+        .ok()?
+}
+
+#[tokio::test]
+async fn keep_alive_clients_are_told_to_close_and_answered_during_shutdown() {
+    let mut service = Service::start(&[
+        ("KEA_SHUTDOWN_DELAY", "1500ms"),
+        ("KEA_DRAIN_TIMEOUT", "5s"),
+        ("KEA_HEADER_TIMEOUT", "5s"),
+    ])
+    .await;
+    let mut during_delay = TcpStream::connect(service.address).await.unwrap();
+    let mut after_delay = TcpStream::connect(service.address).await.unwrap();
+    for stream in [&mut during_delay, &mut after_delay] {
+        let (head, _) = keep_alive_get(stream, "/").await.unwrap();
+        assert!(head.starts_with("http/1.1 200"), "{head}");
+        assert!(!head.contains("connection: close"), "{head}");
+    }
+
+    service.terminate();
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    for attempt in 0.. {
+        let ready = client.get(format!("{}/readyz", service.base)).send().await;
+        if ready.map(|r| r.status()).ok() == Some(reqwest::StatusCode::SERVICE_UNAVAILABLE) {
+            break;
+        }
+        assert!(
+            attempt < 200 && started.elapsed() < Duration::from_secs(5),
+            "never unready"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // During the delay: answered, told to close, and closed.
+    let (head, body) = keep_alive_get(&mut during_delay, "/")
+        .await
+        .expect("answered");
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert_eq!(body, "Hello KEA!");
+    assert!(head.contains("connection: close"), "{head}");
+    assert!(closed_by_server(during_delay, Duration::from_secs(2)).await);
+
+    // Once the listener is closed, a request on a connection opened before is still answered.
+    for attempt in 0.. {
+        if TcpStream::connect(service.address).await.is_err() {
+            break;
+        }
+        assert!(
+            attempt < 500 && started.elapsed() < Duration::from_secs(8),
+            "still accepting"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (head, _) = keep_alive_get(&mut after_delay, "/healthz")
+        .await
+        .expect("a request on an open keep-alive connection after the delay is answered");
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("connection: close"), "{head}");
+
+    let exit = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Some(status) = service.child.try_wait().unwrap() {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the process exits once its connections are closed");
+    assert!(exit.success(), "{exit:?}");
 }

@@ -7,13 +7,14 @@ pub mod ops;
 pub mod seed;
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::DefaultBodyLimit;
 use axum::extract::Request;
-use axum::http::Uri;
+use axum::extract::State;
+use axum::http::{HeaderValue, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -120,6 +121,7 @@ pub mod paths {
 /// Builds the router with every route and protective layer.
 pub fn router(state: AppState, limits: Limits) -> Router {
     let metrics = Arc::clone(&state.metrics);
+    let flags = Arc::clone(&state.flags);
     let request_timeout = limits.request_timeout;
     Router::new()
         .route(paths::ROOT, get(seed::hello))
@@ -150,6 +152,7 @@ pub fn router(state: AppState, limits: Limits) -> Router {
                 .layer(CatchPanicLayer::custom(|_| {
                     ApiError::Internal("the request handler failed".into()).into_response()
                 }))
+                .layer(middleware::from_fn_with_state(flags, close_while_draining))
                 .layer(middleware::from_fn_with_state(metrics, telemetry::track))
                 .layer(middleware::from_fn(limit_uri))
                 .layer(HandleErrorLayer::new(move |error: BoxError| async move {
@@ -173,6 +176,22 @@ fn overload_or_timeout(error: &BoxError, timeout: Duration) -> Response {
     } else {
         ApiError::Internal(error.to_string()).into_response()
     }
+}
+
+/// Once draining, every answer carries `Connection: close`, so clients with
+/// keep-alive connections reconnect, through the Service, to another pod.
+async fn close_while_draining(
+    State(flags): State<Arc<Flags>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let mut response = next.run(request).await;
+    if flags.draining.load(Ordering::Relaxed) {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
 }
 
 /// Answers 414 to a request target over [`MAX_URI_BYTES`], before any route parses it.
