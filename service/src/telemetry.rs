@@ -11,6 +11,7 @@ use axum::response::Response;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tracing_subscriber::EnvFilter;
@@ -42,11 +43,18 @@ struct RouteLabels {
     route: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StoreLabels {
+    store: &'static str,
+    backend: &'static str,
+}
+
 /// The service's metrics, rendered at `/metrics` in the OpenMetrics text format.
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram>,
+    store_up: Family<StoreLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -67,10 +75,17 @@ impl Default for Metrics {
             "Time to answer an HTTP request, by method and route",
             latency.clone(),
         );
+        let store_up = Family::<StoreLabels, Gauge>::default();
+        registry.register(
+            "store_up",
+            "1 when the store answered its last check or request, 0 when it failed",
+            store_up.clone(),
+        );
         Self {
             registry,
             requests,
             latency,
+            store_up,
         }
     }
 }
@@ -82,6 +97,13 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
         text
+    }
+
+    /// Records whether a store (`relational`, `nosql`) answered.
+    pub fn store_up(&self, store: &'static str, backend: &'static str, up: bool) {
+        self.store_up
+            .get_or_create(&StoreLabels { store, backend })
+            .set(i64::from(up));
     }
 
     fn observe(&self, method: &'static str, route: &'static str, status: u16, seconds: f64) {

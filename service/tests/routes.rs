@@ -240,6 +240,7 @@ async fn probes_report_and_can_be_switched() {
     let ready = get(&app, "/readyz").await;
     assert_eq!(ready.status, StatusCode::OK, "{}", ready.text);
     assert_eq!(ready.json()["relational"], "ok");
+    assert_eq!(ready.json()["degraded"], false);
 
     let disable = send(
         &app,
@@ -326,7 +327,7 @@ async fn version_and_openapi_describe_the_service() {
 }
 
 #[tokio::test]
-async fn a_store_that_is_down_fails_only_its_route() {
+async fn a_shared_store_that_is_down_fails_only_its_route_and_the_pod_stays_ready() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config::with_data_dir(dir.path());
     // Nothing listens on port 1: both servers are "down".
@@ -349,9 +350,20 @@ async fn a_store_that_is_down_fails_only_its_route() {
         "Hello KEA!",
         "the rest keeps serving"
     );
+    // Shared stores: the pod stays in the Service; the outage shows in the
+    // body and in the metrics.
     let ready = get(&app, "/readyz").await;
-    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(ready.status, StatusCode::OK, "{}", ready.text);
     let body = ready.json();
+    assert_eq!(body["ready"], true);
+    assert_eq!(body["degraded"], true);
+    let metrics = get(&app, "/metrics").await.text;
+    for line in [
+        r#"kea_service_store_up{store="relational",backend="mysql"} 0"#,
+        r#"kea_service_store_up{store="nosql",backend="redis"} 0"#,
+    ] {
+        assert!(metrics.contains(line), "{metrics}");
+    }
     assert!(
         body["relational"]
             .as_str()

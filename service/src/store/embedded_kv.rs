@@ -72,6 +72,10 @@ impl ItemStore for RedbStore {
         Self::BACKEND
     }
 
+    fn shared(&self) -> bool {
+        false
+    }
+
     fn list(&self, limit: u32) -> StoreFuture<'_, Vec<Item>> {
         Box::pin(self.blocking(move |database| {
             let transaction = database.begin_read().map_err(store_error)?;

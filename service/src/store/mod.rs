@@ -43,6 +43,11 @@ pub trait ItemStore: Send + Sync {
     fn list(&self, limit: u32) -> StoreFuture<'_, Vec<Item>>;
     /// Stores a new, already validated item and returns it with its id.
     fn create(&self, item: NewItem) -> StoreFuture<'_, Item>;
+    /// True for a server shared by every replica (MySQL, Redis); false for a
+    /// store embedded in the pod (SQLite, redb). Readiness counts only the
+    /// latter: an outage of a shared store would otherwise take every replica
+    /// out of the Service at once.
+    fn shared(&self) -> bool;
     /// Checks that the store answers (and its schema exists).
     fn ping(&self) -> StoreFuture<'_, ()>;
 }

@@ -107,6 +107,10 @@ impl ItemStore for RedisStore {
         Self::BACKEND
     }
 
+    fn shared(&self) -> bool {
+        true
+    }
+
     fn list(&self, limit: u32) -> StoreFuture<'_, Vec<Item>> {
         Box::pin(with_timeout(Self::BACKEND, self.timeout, async move {
             let mut connection = self.connection().await?;

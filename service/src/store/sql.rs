@@ -85,6 +85,10 @@ impl ItemStore for MySqlStore {
         Self::BACKEND
     }
 
+    fn shared(&self) -> bool {
+        true
+    }
+
     fn list(&self, limit: u32) -> StoreFuture<'_, Vec<Item>> {
         Box::pin(with_timeout(Self::BACKEND, self.timeout, async move {
             let pool = self.ready_pool().await?;
@@ -175,6 +179,10 @@ impl SqliteStore {
 impl ItemStore for SqliteStore {
     fn backend(&self) -> &'static str {
         Self::BACKEND
+    }
+
+    fn shared(&self) -> bool {
+        false
     }
 
     fn list(&self, limit: u32) -> StoreFuture<'_, Vec<Item>> {
