@@ -33,7 +33,10 @@ pub struct Item {
 /// an array (serde's derive would accept `["name"]` for a struct).
 #[derive(Debug, Clone, ToSchema)]
 pub struct NewItem {
-    /// 1 to 200 characters, no control characters; surrounding spaces are trimmed.
+    /// 1 to 200 characters with at least one visible one; no control,
+    /// invisible (zero-width, bidirectional-control, byte-order mark), line
+    /// separator or private-use characters. Surrounding spaces are trimmed.
+    #[schema(min_length = 1, max_length = 200)]
     pub name: String,
 }
 
@@ -80,8 +83,58 @@ impl NewItem {
                 "`name` must not contain control characters (newlines, tabs, ...)".into(),
             ));
         }
+        let chars: Vec<char> = name.chars().collect();
+        for (i, &c) in chars.iter().enumerate() {
+            let joins_visible = || {
+                // Zero-width (non-)joiners are part of emoji and of some scripts'
+                // spelling; they are accepted between two visible characters.
+                matches!(c, '\u{200C}' | '\u{200D}')
+                    && i > 0
+                    && chars.get(i + 1).is_some_and(|next| is_visible(*next))
+                    && is_visible(chars[i - 1])
+            };
+            if is_forbidden(c) && !joins_visible() {
+                return Err(ApiError::Invalid(format!(
+                    "`name` must not contain the invisible, bidirectional-control or separator character U+{:04X}",
+                    u32::from(c)
+                )));
+            }
+        }
+        if !chars.iter().any(|c| is_visible(*c)) {
+            return Err(ApiError::Invalid(
+                "`name` must contain a visible character".into(),
+            ));
+        }
         Ok(Self { name: name.into() })
     }
+}
+
+/// Characters a name may not hold: Unicode format characters (zero-width
+/// characters, bidirectional controls, the byte-order mark, tag characters),
+/// line and paragraph separators, private-use characters and noncharacters.
+fn is_forbidden(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{0600}'..='\u{0605}' | '\u{061C}' | '\u{06DD}' | '\u{070F}'
+        | '\u{0890}'..='\u{0891}' | '\u{08E2}' | '\u{180E}' | '\u{200B}'..='\u{200F}'
+        | '\u{2028}'..='\u{202E}' | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}'
+        | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}' | '\u{110BD}' | '\u{110CD}'
+        | '\u{13430}'..='\u{1343F}' | '\u{1BCA0}'..='\u{1BCA3}' | '\u{1D173}'..='\u{1D17A}'
+        | '\u{E0001}' | '\u{E0020}'..='\u{E007F}'
+        | '\u{E000}'..='\u{F8FF}' | '\u{F0000}'..='\u{10FFFF}'
+        | '\u{FDD0}'..='\u{FDEF}')
+        || (u32::from(c) & 0xFFFE) == 0xFFFE
+}
+
+/// Characters that show something: not whitespace, not forbidden, and not one
+/// of the characters that render as nothing (fillers, variation selectors,
+/// combining grapheme joiner).
+fn is_visible(c: char) -> bool {
+    !c.is_whitespace()
+        && !is_forbidden(c)
+        && !matches!(c,
+            '\u{034F}' | '\u{115F}' | '\u{1160}' | '\u{17B4}' | '\u{17B5}' | '\u{2800}'
+            | '\u{3164}' | '\u{FFA0}' | '\u{FE00}'..='\u{FE0F}' | '\u{E0100}'..='\u{E01EF}'
+            | '\u{180B}'..='\u{180D}' | '\u{180F}')
 }
 
 /// The answer of `GET /mysqldata` and `GET /nosqldata`.

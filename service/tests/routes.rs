@@ -132,6 +132,28 @@ async fn bad_bodies_get_clear_json_errors_and_store_nothing() {
             "payload_too_large",
         ),
     ];
+    let invisible = [
+        "\u{200B}",                 // zero-width space
+        "\u{200B}\u{200C}\u{2060}", // only zero-width characters
+        "evil\u{202E}gpj.exe",      // right-to-left override
+        "a\u{2066}b",               // left-to-right isolate
+        "one\u{2028}two",           // line separator
+        "one\u{2029}two",           // paragraph separator
+        "\u{FEFF}bom",              // byte-order mark
+        "\u{3164}",                 // Hangul filler: renders as nothing
+        "\u{2800}\u{FE0F}",         // braille blank and a variation selector
+        "tag\u{E0041}",             // tag character
+        "private\u{E000}",          // private use
+        "\u{200D}joiner",           // a joiner with nothing before it
+    ];
+    let invisible: Vec<String> = invisible
+        .iter()
+        .map(|name| serde_json::json!({ "name": name }).to_string())
+        .collect();
+    let mut cases = cases.to_vec();
+    for body in &invisible {
+        cases.push((body, StatusCode::UNPROCESSABLE_ENTITY, "invalid_body"));
+    }
     for route in ["/mysqldata", "/nosqldata"] {
         for (body, status, code) in &cases {
             let answer = post_json(&app, route, body).await;
@@ -452,4 +474,28 @@ async fn the_concurrency_limit_applies_to_the_whole_service() {
         assert_eq!(request.await.unwrap(), StatusCode::OK);
     }
     assert_eq!(get(&app, "/").await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn names_in_any_script_and_emoji_sequences_are_accepted() {
+    let (app, _dir) = embedded_app().await;
+    for name in [
+        "Ærø café",
+        "日本語",
+        "עברית",
+        "مرحبا",
+        "👨\u{200D}👩\u{200D}👧",
+        "می\u{200C}خواهم",
+        "❤\u{FE0F}",
+    ] {
+        let body = serde_json::json!({ "name": name }).to_string();
+        let created = post_json(&app, "/nosqldata", &body).await;
+        assert_eq!(
+            created.status,
+            StatusCode::CREATED,
+            "{name:?}: {}",
+            created.text
+        );
+        assert_eq!(created.json()["name"], name);
+    }
 }
