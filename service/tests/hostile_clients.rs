@@ -195,3 +195,43 @@ async fn keep_alive_clients_are_told_to_close_and_answered_during_shutdown() {
     .expect("the process exits once its connections are closed");
     assert!(exit.success(), "{exit:?}");
 }
+
+#[tokio::test]
+async fn shed_requests_are_logged_in_aggregate() {
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("service.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let service = Service::start_in(dir, &[("KEA_MAX_CONCURRENCY", "1")], log).await;
+    let client = reqwest::Client::new();
+    let slow = tokio::spawn(client.get(format!("{}/delay/3000", service.base)).send());
+    let mut shed = 0;
+    let started = Instant::now();
+    for _ in 0..400 {
+        let answer = client
+            .get(format!("{}/", service.base))
+            .send()
+            .await
+            .unwrap();
+        if answer.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE {
+            shed += 1;
+        }
+        if started.elapsed() > Duration::from_millis(2500) {
+            break;
+        }
+    }
+    assert!(shed >= 100, "only {shed} requests were shed");
+    assert_eq!(
+        slow.await.unwrap().unwrap().status(),
+        reqwest::StatusCode::OK
+    );
+    let lines = std::fs::read_to_string(&log_path)
+        .unwrap()
+        .lines()
+        .filter(|line| line.contains("overloaded"))
+        .count();
+    assert!(
+        lines <= 4,
+        "{lines} log lines for {shed} shed requests in {:?}",
+        started.elapsed()
+    );
+}
