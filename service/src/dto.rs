@@ -142,8 +142,10 @@ fn is_visible(c: char) -> bool {
 pub struct ItemList {
     /// Which backend served the list: `mysql`, `sqlite`, `redis` or `redb`.
     pub store: String,
-    /// The items, oldest first.
+    /// The items, newest first.
     pub items: Vec<Item>,
+    /// When more items may follow: pass it as `before` to get the next page.
+    pub next_before: Option<u64>,
 }
 
 /// Query parameters of the list routes.
@@ -151,10 +153,25 @@ pub struct ItemList {
 #[serde(deny_unknown_fields)]
 pub struct ListParams {
     /// How many items to return (1 to 1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
+    /// Only items with a lower id: the `next_before` of the previous page.
+    #[param(minimum = 1)]
+    pub before: Option<u64>,
 }
 
 impl ListParams {
+    /// The cursor to apply, or an error saying which values are accepted.
+    pub fn before(&self) -> Result<Option<u64>, ApiError> {
+        match self.before {
+            Some(0) => Err(ApiError::BadRequest(
+                "`before` must be an item id (1 or more): use `next_before` of the previous page"
+                    .into(),
+            )),
+            other => Ok(other),
+        }
+    }
+
     /// The limit to apply, or an error saying which values are accepted.
     pub fn limit(&self) -> Result<u32, ApiError> {
         match self.limit {

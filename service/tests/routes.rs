@@ -41,6 +41,7 @@ async fn data_routes_start_with_the_seed_items() {
     let relational = get(&app, "/mysqldata").await.json();
     assert_eq!(relational["store"], "sqlite");
     assert_eq!(relational["items"][0]["name"], "Test MySQL");
+    assert_eq!(relational["next_before"], serde_json::Value::Null);
     let nosql = get(&app, "/nosqldata").await.json();
     assert_eq!(nosql["store"], "redb");
     assert_eq!(nosql["items"][0]["name"], "Test NoSQL");
@@ -80,7 +81,7 @@ async fn items_are_created_listed_and_survive_a_restart() {
             .iter()
             .map(|item| item["name"].as_str().unwrap().to_owned())
             .collect();
-        assert_eq!(names[1..], ["Ærø café", "second"], "{route}");
+        assert_eq!(names[..2], ["second", "Ærø café"], "{route}: newest first");
     }
     let limited = get(&app, "/nosqldata?limit=2").await.json();
     assert_eq!(limited["items"].as_array().unwrap().len(), 2);
@@ -497,5 +498,45 @@ async fn names_in_any_script_and_emoji_sequences_are_accepted() {
             created.text
         );
         assert_eq!(created.json()["name"], name);
+    }
+}
+
+#[tokio::test]
+async fn listings_page_from_the_newest_item_to_the_oldest() {
+    let (app, _dir) = embedded_app().await;
+    for route in ["/mysqldata", "/nosqldata"] {
+        for i in 0..6 {
+            let created = post_json(&app, route, &format!(r#"{{"name": "item {i}"}}"#)).await;
+            assert_eq!(created.status, StatusCode::CREATED);
+        }
+        let first = get(&app, route).await.json();
+        assert_eq!(
+            first["items"][0]["name"], "item 5",
+            "{route}: the newest item first"
+        );
+        assert_eq!(first["next_before"], serde_json::Value::Null);
+
+        // Pages of 2 walk every item once, newest to oldest, and end with no cursor.
+        let mut ids = Vec::new();
+        let mut uri = format!("{route}?limit=2");
+        for _ in 0..10 {
+            let page = get(&app, &uri).await;
+            assert_eq!(page.status, StatusCode::OK, "{uri}: {}", page.text);
+            let page = page.json();
+            ids.extend(
+                page["items"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|i| i["id"].as_u64().unwrap()),
+            );
+            match page["next_before"].as_u64() {
+                Some(before) => uri = format!("{route}?limit=2&before={before}"),
+                None => break,
+            }
+        }
+        assert_eq!(ids, [7, 6, 5, 4, 3, 2, 1], "{route}");
+        let bad = get(&app, &format!("{route}?before=0")).await;
+        assert_eq!(bad.status, StatusCode::BAD_REQUEST);
     }
 }

@@ -16,10 +16,24 @@ async fn list(
     store: &dyn ItemStore,
     params: &ListParams,
 ) -> Result<Json<ItemList>, ApiError> {
-    let items = observed(state, label, store, store.list(params.limit()?).await)?;
+    let limit = params.limit()?;
+    // One more than asked says whether a next page exists.
+    let mut items = observed(
+        state,
+        label,
+        store,
+        store.list(limit + 1, params.before()?).await,
+    )?;
+    let next_before = if items.len() > limit as usize {
+        items.truncate(limit as usize);
+        items.last().map(|item| item.id)
+    } else {
+        None
+    };
     Ok(Json(ItemList {
         store: store.backend().to_owned(),
         items,
+        next_before,
     }))
 }
 

@@ -76,12 +76,18 @@ impl ItemStore for RedbStore {
         false
     }
 
-    fn list(&self, limit: u32) -> StoreFuture<'_, Vec<Item>> {
+    fn list(&self, limit: u32, before: Option<u64>) -> StoreFuture<'_, Vec<Item>> {
         Box::pin(self.blocking(move |database| {
             let transaction = database.begin_read().map_err(store_error)?;
             let table = transaction.open_table(ITEMS).map_err(store_error)?;
             let mut items = Vec::new();
-            for entry in table.iter().map_err(store_error)?.take(limit as usize) {
+            let ids = 0..before.unwrap_or(u64::MAX);
+            for entry in table
+                .range(ids)
+                .map_err(store_error)?
+                .rev()
+                .take(limit as usize)
+            {
                 let (_, value) = entry.map_err(store_error)?;
                 let item = serde_json::from_str(value.value()).map_err(|e| {
                     StoreError::new(

@@ -16,7 +16,8 @@ use super::{
 };
 use crate::dto::{Item, NewItem};
 
-const LIST_ITEMS: &str = "SELECT id, name, created_at_ms FROM items ORDER BY id LIMIT ?";
+const LIST_ITEMS: &str =
+    "SELECT id, name, created_at_ms FROM items WHERE id < ? ORDER BY id DESC LIMIT ?";
 const INSERT_ITEM: &str = "INSERT INTO items (name, created_at_ms) VALUES (?, ?)";
 
 /// MySQL or MariaDB, reached through a connection pool that connects lazily.
@@ -89,10 +90,11 @@ impl ItemStore for MySqlStore {
         true
     }
 
-    fn list(&self, limit: u32) -> StoreFuture<'_, Vec<Item>> {
+    fn list(&self, limit: u32, before: Option<u64>) -> StoreFuture<'_, Vec<Item>> {
         Box::pin(with_timeout(Self::BACKEND, self.timeout, async move {
             let pool = self.ready_pool().await?;
             let rows: Vec<(u64, String, i64)> = sqlx::query_as(LIST_ITEMS)
+                .bind(before_bound(before))
                 .bind(limit)
                 .fetch_all(pool)
                 .await
@@ -185,9 +187,10 @@ impl ItemStore for SqliteStore {
         false
     }
 
-    fn list(&self, limit: u32) -> StoreFuture<'_, Vec<Item>> {
+    fn list(&self, limit: u32, before: Option<u64>) -> StoreFuture<'_, Vec<Item>> {
         Box::pin(async move {
             let rows: Vec<(i64, String, i64)> = sqlx::query_as(LIST_ITEMS)
+                .bind(before_bound(before))
                 .bind(limit)
                 .fetch_all(&self.pool)
                 .await
@@ -225,6 +228,11 @@ impl ItemStore for SqliteStore {
             Ok(())
         })
     }
+}
+
+/// The `id < ?` bound of a page: every id when there is no cursor.
+fn before_bound(before: Option<u64>) -> i64 {
+    before.map_or(i64::MAX, |id| i64::try_from(id).unwrap_or(i64::MAX))
 }
 
 fn item_from_row((id, name, created_at_ms): (u64, String, i64)) -> Item {
