@@ -347,6 +347,41 @@ async fn version_and_openapi_describe_the_service() {
     }
     assert!(doc["components"]["schemas"]["NewItem"].is_object());
     assert!(doc["paths"]["/mysqldata"]["post"]["requestBody"].is_object());
+
+    // What a generated client or a validator needs: parameters where they
+    // are sent, the bounds the code enforces, every status a route answers.
+    for route in ["/mysqldata", "/nosqldata"] {
+        let parameters = doc["paths"][route]["get"]["parameters"].as_array().unwrap();
+        for parameter in parameters {
+            assert_eq!(parameter["in"], "query", "{route}: {parameter}");
+        }
+        assert_eq!(parameters[0]["schema"]["maximum"], 1000);
+        let post = &doc["paths"][route]["post"]["responses"];
+        for status in ["201", "400", "413", "414", "415", "422", "503"] {
+            assert!(post[status].is_object(), "POST {route} lacks {status}");
+        }
+    }
+    let name = &doc["components"]["schemas"]["NewItem"]["properties"]["name"];
+    assert_eq!(name["maxLength"], 200);
+    assert!(name["pattern"].is_string());
+    assert_eq!(
+        doc["components"]["schemas"]["NewItem"]["additionalProperties"],
+        false
+    );
+    let code = &doc["paths"]["/status/{code}"]["get"]["parameters"][0]["schema"];
+    assert_eq!(
+        (code["minimum"].as_u64(), code["maximum"].as_u64()),
+        (Some(200), Some(599))
+    );
+    assert!(doc["paths"]["/status/{code}"]["get"]["responses"]["default"].is_object());
+    let ms = &doc["paths"]["/delay/{ms}"]["get"]["parameters"][0]["schema"];
+    assert_eq!(ms["maximum"], 10_000);
+    assert!(
+        doc["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
+            ["application/openmetrics-text"]
+            .is_object()
+    );
+    assert!(doc["paths"]["/"]["get"]["responses"]["503"].is_object());
 }
 
 #[tokio::test]

@@ -72,6 +72,7 @@ pub struct Limits {
         ops::metrics, ops::version, ops::dependencies, ops::openapi,
         faults::status, faults::delay,
     ),
+    modifiers(&CommonResponses, &NamePattern),
     tags(
         (name = "seed", description = "The seed demo's routes"),
         (name = "data", description = "The service's own stores"),
@@ -80,6 +81,78 @@ pub struct Limits {
     )
 )]
 pub struct ApiDoc;
+
+/// Adds the answers any route can give to every operation: 414 for a URI
+/// over the limit, 503 when the service sheds the request or it times out.
+struct CommonResponses;
+
+impl utoipa::Modify for CommonResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{RefOr, ResponseBuilder, content::ContentBuilder};
+        let error = |description: &str| {
+            RefOr::T(
+                ResponseBuilder::new()
+                    .description(description)
+                    .content(
+                        "application/json",
+                        ContentBuilder::new()
+                            .schema(Some(utoipa::openapi::Ref::from_schema_name("ErrorBody")))
+                            .build(),
+                    )
+                    .build(),
+            )
+        };
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for operation in operations.into_iter().flatten() {
+                let responses = &mut operation.responses.responses;
+                responses
+                    .entry("414".into())
+                    .or_insert_with(|| error("The URI is longer than 8 KiB"));
+                responses.entry("503".into()).or_insert_with(|| {
+                    error("Overloaded, timed out, or (data routes) the store is unavailable")
+                });
+            }
+        }
+    }
+}
+
+/// Puts the name rule ([`crate::dto::name_pattern`]) into the schema of
+/// `NewItem`, so generated clients and testers know it.
+struct NamePattern;
+
+impl utoipa::Modify for NamePattern {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{RefOr, Schema};
+        let name = openapi
+            .components
+            .as_mut()
+            .and_then(|components| components.schemas.get_mut("NewItem"))
+            .and_then(|schema| match schema {
+                RefOr::T(Schema::Object(object)) => object.properties.get_mut("name"),
+                _ => None,
+            });
+        if let Some(RefOr::T(Schema::Object(name))) = name {
+            name.pattern = Some(crate::dto::name_pattern());
+        }
+        // Unknown fields are rejected.
+        if let Some(RefOr::T(Schema::Object(item))) = openapi
+            .components
+            .as_mut()
+            .and_then(|components| components.schemas.get_mut("NewItem"))
+        {
+            item.additional_properties = Some(Box::new(
+                utoipa::openapi::schema::AdditionalProperties::FreeForm(false),
+            ));
+        }
+    }
+}
 
 /// Every route template the router serves, in one place: the router is built
 /// from these, and metrics use them as `'static` labels without allocating.

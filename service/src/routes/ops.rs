@@ -115,7 +115,8 @@ pub async fn disable_readiness(State(state): State<AppState>) -> StatusCode {
 
 /// Prometheus metrics: requests by route and status, latency histograms.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "OpenMetrics text", body = String)))]
+    responses((status = 200, description = "OpenMetrics text", body = String,
+        content_type = "application/openmetrics-text")))]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
         [(
@@ -164,7 +165,7 @@ pub async fn dependencies(State(state): State<AppState>) -> Json<DependenciesAns
 
 /// The OpenAPI document of this service, generated from the code.
 #[utoipa::path(get, path = "/openapi.json", tag = "operations",
-    responses((status = 200, description = "OpenAPI 3.1 document")))]
+    responses((status = 200, description = "OpenAPI 3.1 document", body = Object)))]
 pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
     Json(super::ApiDoc::openapi())
 }
