@@ -11,6 +11,7 @@
 //! service runs with no setup and keeps its data across restarts.
 
 pub mod embedded_kv;
+pub mod group_commit;
 pub mod redis;
 pub mod sql;
 
