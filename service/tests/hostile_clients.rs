@@ -235,3 +235,51 @@ async fn shed_requests_are_logged_in_aggregate() {
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn memory_returns_after_a_flood_of_connections() {
+    let service = Service::start(&[("KEA_HEADER_TIMEOUT", "2s")]).await;
+    let baseline = service.rss_kib();
+    // 2,000 connections at once, each with a request and a large header.
+    let header = "h".repeat(12 * 1024);
+    let request = format!("GET / HTTP/1.1\r\nHost: x\r\nX-Pad: {header}\r\n\r\n");
+    let mut streams = Vec::new();
+    for _ in 0..2000 {
+        let Ok(stream) = TcpStream::connect(service.address).await else {
+            break;
+        };
+        streams.push(stream);
+    }
+    let answered = futures::future::join_all(streams.iter_mut().map(|stream| async {
+        stream.write_all(request.as_bytes()).await.ok()?;
+        tokio::time::timeout(Duration::from_secs(10), read_answer(stream))
+            .await
+            .ok()?
+    }))
+    .await
+    .into_iter()
+    .filter(Option::is_some)
+    .count();
+    assert!(
+        answered >= 1000,
+        "only {answered} of 2000 connections answered"
+    );
+    let peak = service.rss_kib();
+    drop(streams);
+
+    // Once the clients are gone the memory goes back (allowing 16 MiB of slack).
+    let started = Instant::now();
+    let mut now = service.rss_kib();
+    for _ in 0..600 {
+        if now <= baseline + 16 * 1024 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        now = service.rss_kib();
+    }
+    assert!(
+        now <= baseline + 16 * 1024,
+        "RSS {now} KiB after the flood (baseline {baseline} KiB, peak {peak} KiB, waited {:?})",
+        started.elapsed()
+    );
+}
