@@ -29,10 +29,12 @@ fn unique_prefix(test: &str) -> String {
 
 async fn exercise(store: Arc<dyn ItemStore>, seed_name: &str) {
     store.ping().await.expect("the server answers");
-    let before = store.list(1000, None).await.unwrap();
-    let seed = before.last().unwrap();
-    assert_eq!(seed.id, 1);
-    assert_eq!(seed.name, seed_name);
+    // The seed item is the oldest: the only one before id 2, however many
+    // items the shared server already holds.
+    let seed = store.list(10, Some(2)).await.unwrap();
+    assert_eq!(seed.len(), 1);
+    assert_eq!(seed[0].id, 1);
+    assert_eq!(seed[0].name, seed_name);
 
     let name = format!("item {}", unique_prefix("x"));
     let created = store.create(NewItem { name: name.clone() }).await.unwrap();
