@@ -136,6 +136,7 @@ phase "backing services" backing_services_up
 export KEA_REQUIRE_CLUSTER=1
 eval "$("$HACK_DIR/control-plane.sh" env)"
 phase "cargo test --workspace --all-targets" cargo test --workspace --all-targets
+phase "kea-service API contract (openapi-spec-validator, schemathesis)" "$HACK_DIR/api-contract.sh"
 if e2e_fits_budget; then
   phase "end-to-end on kind (kubectl apply and helm install)" e2e_on_kind
 fi

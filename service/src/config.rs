@@ -9,6 +9,9 @@ use clap::{Parser, ValueEnum};
 /// Largest accepted request body. Items are small; anything bigger is a mistake or abuse.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
+/// Longest accepted request target (path and query), in bytes; longer ones get a 414.
+pub const MAX_URI_BYTES: usize = 8 * 1024;
+
 /// kea-service: the KEA demo microservice, with its own relational and NoSQL stores.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "kea-service", version, about)]
@@ -55,6 +58,21 @@ pub struct Config {
     #[arg(long, env = "KEA_MAX_CONCURRENCY", default_value_t = 1024)]
     pub max_concurrency: usize,
 
+    /// Connections served at once; more are answered 503 and closed. Capped below the
+    /// process's file descriptor limit.
+    #[arg(long, env = "KEA_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+
+    /// Deadline to receive a whole request head, and how long a keep-alive
+    /// connection may stay idle; slow or idle clients are disconnected.
+    #[arg(long, env = "KEA_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub header_timeout: Duration,
+
+    /// Largest request head (request line and headers) in bytes; larger ones get a 431.
+    #[arg(long, env = "KEA_MAX_HEADER_BYTES", default_value_t = 16 * 1024,
+        value_parser = parse_header_bytes)]
+    pub max_header_bytes: usize,
+
     /// Deadline of one call to a dependency (each `<NAME>_URL` variable).
     #[arg(long, env = "KEA_DEPENDENCY_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
     pub dependency_timeout: Duration,
@@ -92,6 +110,36 @@ impl Config {
         config.database_url = None;
         config.redis_url = None;
         config
+    }
+}
+
+impl Config {
+    /// `max_connections`, lowered to leave file descriptors for the stores and
+    /// the log when the process may open fewer than it asks for.
+    pub fn effective_max_connections(&self) -> usize {
+        let reserve = 64;
+        match open_files_limit() {
+            Some(limit) if limit <= reserve => 1,
+            Some(limit) => self.max_connections.min(limit - reserve).max(1),
+            None => self.max_connections.max(1),
+        }
+    }
+}
+
+/// The soft limit on open files of this process (Linux), from `/proc/self/limits`.
+fn open_files_limit() -> Option<usize> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// Parses a head size limit, 1024 to 65536 bytes.
+fn parse_header_bytes(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(bytes @ 1024..=65536) => Ok(bytes),
+        _ => Err(format!(
+            "`{text}` is not a number of bytes between 1024 and 65536"
+        )),
     }
 }
 

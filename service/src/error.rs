@@ -6,7 +6,10 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use std::time::Duration;
+
 use crate::store::StoreError;
+use crate::telemetry::LogThrottle;
 
 /// Every error a handler can return. Each maps to one HTTP status and a JSON
 /// body that says what went wrong and, for client errors, what to fix.
@@ -24,6 +27,9 @@ pub enum ApiError {
     /// The body exceeds the configured limit.
     #[error("request body is larger than the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    /// The request target (path and query) is longer than the limit.
+    #[error("the URI is {length} bytes long; the limit is {limit}: shorten the path and query")]
+    UriTooLong { length: usize, limit: usize },
     /// No route matches the path.
     #[error("no route for {0}")]
     NotFound(String),
@@ -70,6 +76,7 @@ impl ApiError {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
             Self::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            Self::UriTooLong { .. } => (StatusCode::URI_TOO_LONG, "uri_too_long"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Self::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
@@ -80,11 +87,30 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    fn log_throttle(&self) -> &'static LogThrottle {
+        static OVERLOADED: LogThrottle = LogThrottle::new(Duration::from_secs(1));
+        static TIMEOUT: LogThrottle = LogThrottle::new(Duration::from_secs(1));
+        static STORE: LogThrottle = LogThrottle::new(Duration::from_secs(1));
+        static OTHER: LogThrottle = LogThrottle::new(Duration::from_secs(1));
+        match self {
+            Self::Overloaded => &OVERLOADED,
+            Self::Timeout(_) => &TIMEOUT,
+            Self::Store(_) => &STORE,
+            _ => &OTHER,
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
-        if status.is_server_error() {
-            tracing::warn!(error = %self, code, "request failed");
+        if status.is_server_error()
+            && let Some(held_back) = self.log_throttle().admit()
+        {
+            // Under overload or an outage every request fails alike: one line
+            // per second and kind says so, with the number of lines held back.
+            tracing::warn!(error = %self, code, held_back, "request failed");
         }
         let body = ErrorBody {
             error: ErrorDetail {

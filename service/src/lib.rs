@@ -12,6 +12,7 @@ pub mod dependencies;
 pub mod dto;
 pub mod error;
 pub mod routes;
+pub mod server;
 pub mod store;
 pub mod telemetry;
 
@@ -40,9 +41,6 @@ pub enum StartupError {
         /// The cause.
         source: std::io::Error,
     },
-    /// Serving failed.
-    #[error("the server failed: {0}")]
-    Serve(std::io::Error),
 }
 
 /// Builds the application: stores opened, dependencies read from the
@@ -71,10 +69,10 @@ pub async fn build_with_dependencies(
     Ok((routes::router(state.clone(), limits), state))
 }
 
-/// Serves until SIGTERM or Ctrl-C, then shuts down gracefully: readiness
-/// turns false at once, the service keeps serving for `shutdown_delay` (so
-/// the platform stops routing to it), then stops accepting and gives
-/// in-flight requests up to `drain_timeout` to finish.
+/// Serves until SIGTERM or Ctrl-C, then shuts down gracefully (see [`server`]):
+/// readiness turns false at once, the service keeps serving for
+/// `shutdown_delay` (so the platform stops routing to it), then stops
+/// accepting and gives open connections up to `drain_timeout`.
 pub async fn run(config: Config) -> Result<(), StartupError> {
     let (app, state) = build(&config).await?;
     let listener =
@@ -84,50 +82,22 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
                 address: config.listen,
                 source,
             })?;
+    let options = server::ServerOptions {
+        max_connections: config.effective_max_connections(),
+        header_timeout: config.header_timeout,
+        max_header_bytes: config.max_header_bytes,
+        shutdown_delay: config.shutdown_delay,
+        drain_timeout: config.drain_timeout,
+    };
     tracing::info!(
         address = %config.listen,
         relational = state.stores.relational.backend(),
         nosql = state.stores.nosql.backend(),
+        max_connections = options.max_connections,
         "kea-service listening"
     );
-
-    let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
-    let flags = Arc::clone(&state.flags);
-    let shutdown_delay = config.shutdown_delay;
-    let stop_accepting = async move {
-        termination_signal().await;
-        flags.draining.store(true, Ordering::Relaxed);
-        tracing::info!(?shutdown_delay, "termination requested: unready, draining");
-        tokio::time::sleep(shutdown_delay).await;
-        let _ = drained_tx.send(());
-    };
-    let server = axum::serve(listener, app).with_graceful_shutdown(stop_accepting);
-    let server = tokio::spawn(async move { server.await });
-
-    // The deadline starts once the server stops accepting.
-    let mut server = server;
-    tokio::select! {
-        result = &mut server => return finish(result),
-        _ = drained_rx => {}
-    }
-    match tokio::time::timeout(config.drain_timeout, &mut server).await {
-        Ok(result) => finish(result),
-        Err(_) => {
-            tracing::warn!(drain_timeout = ?config.drain_timeout, "requests still in flight at the drain deadline; exiting");
-            Ok(())
-        }
-    }
-}
-
-fn finish(result: Result<std::io::Result<()>, tokio::task::JoinError>) -> Result<(), StartupError> {
-    match result {
-        Ok(Ok(())) => {
-            tracing::info!("drained; bye");
-            Ok(())
-        }
-        Ok(Err(error)) => Err(StartupError::Serve(error)),
-        Err(join) => Err(StartupError::Serve(std::io::Error::other(join))),
-    }
+    server::serve(listener, app, options, state.flags, termination_signal()).await;
+    Ok(())
 }
 
 async fn termination_signal() {

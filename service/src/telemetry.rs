@@ -1,7 +1,8 @@
 //! Logs and Prometheus metrics.
 
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::Method;
@@ -10,6 +11,7 @@ use axum::response::Response;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tracing_subscriber::EnvFilter;
@@ -41,11 +43,18 @@ struct RouteLabels {
     route: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StoreLabels {
+    store: &'static str,
+    backend: &'static str,
+}
+
 /// The service's metrics, rendered at `/metrics` in the OpenMetrics text format.
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram>,
+    store_up: Family<StoreLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -66,10 +75,17 @@ impl Default for Metrics {
             "Time to answer an HTTP request, by method and route",
             latency.clone(),
         );
+        let store_up = Family::<StoreLabels, Gauge>::default();
+        registry.register(
+            "store_up",
+            "1 when the store answered its last check or request, 0 when it failed",
+            store_up.clone(),
+        );
         Self {
             registry,
             requests,
             latency,
+            store_up,
         }
     }
 }
@@ -81,6 +97,13 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
         text
+    }
+
+    /// Records whether a store (`relational`, `nosql`) answered.
+    pub fn store_up(&self, store: &'static str, backend: &'static str, up: bool) {
+        self.store_up
+            .get_or_create(&StoreLabels { store, backend })
+            .set(i64::from(up));
     }
 
     fn observe(&self, method: &'static str, route: &'static str, status: u16, seconds: f64) {
@@ -134,4 +157,53 @@ pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: 
         start.elapsed().as_secs_f64(),
     );
     response
+}
+
+/// Lets a log line that can repeat under load (a shed request, a failed
+/// `accept`) through at most once per interval, and counts the ones it held
+/// back, so an overload costs one line per interval instead of one per event.
+pub struct LogThrottle {
+    interval: Duration,
+    /// Milliseconds after [`process_start`] before which lines are held back.
+    next_ms: AtomicU64,
+    held_back: AtomicU64,
+}
+
+impl LogThrottle {
+    /// A throttle that lets one line through per `interval`.
+    pub const fn new(interval: Duration) -> Self {
+        Self {
+            interval,
+            next_ms: AtomicU64::new(0),
+            held_back: AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(n)` when a line may be written now, `n` being how many were held
+    /// back since the last one; `None` when this one is held back.
+    pub fn admit(&self) -> Option<u64> {
+        let now = u64::try_from(process_start().elapsed().as_millis()).unwrap_or(u64::MAX);
+        let next = self.next_ms.load(Ordering::Relaxed);
+        let interval = u64::try_from(self.interval.as_millis()).unwrap_or(u64::MAX);
+        if now >= next
+            && self
+                .next_ms
+                .compare_exchange(
+                    next,
+                    now.saturating_add(interval),
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+        {
+            return Some(self.held_back.swap(0, Ordering::AcqRel));
+        }
+        self.held_back.fetch_add(1, Ordering::Relaxed);
+        None
+    }
+}
+
+fn process_start() -> Instant {
+    static START: OnceLock<Instant> = OnceLock::new();
+    *START.get_or_init(Instant::now)
 }

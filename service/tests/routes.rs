@@ -41,6 +41,7 @@ async fn data_routes_start_with_the_seed_items() {
     let relational = get(&app, "/mysqldata").await.json();
     assert_eq!(relational["store"], "sqlite");
     assert_eq!(relational["items"][0]["name"], "Test MySQL");
+    assert_eq!(relational["next_before"], serde_json::Value::Null);
     let nosql = get(&app, "/nosqldata").await.json();
     assert_eq!(nosql["store"], "redb");
     assert_eq!(nosql["items"][0]["name"], "Test NoSQL");
@@ -80,7 +81,7 @@ async fn items_are_created_listed_and_survive_a_restart() {
             .iter()
             .map(|item| item["name"].as_str().unwrap().to_owned())
             .collect();
-        assert_eq!(names[1..], ["Ærø café", "second"], "{route}");
+        assert_eq!(names[..2], ["second", "Ærø café"], "{route}: newest first");
     }
     let limited = get(&app, "/nosqldata?limit=2").await.json();
     assert_eq!(limited["items"].as_array().unwrap().len(), 2);
@@ -91,7 +92,10 @@ async fn bad_bodies_get_clear_json_errors_and_store_nothing() {
     let (app, _dir) = embedded_app().await;
     let oversized = format!(r#"{{"name": "{}"}}"#, "x".repeat(100_000));
     let too_long_name = format!(r#"{{"name": "{}"}}"#, "é".repeat(201));
-    let cases: [(&str, StatusCode, &str); 8] = [
+    let cases: [(&str, StatusCode, &str); 11] = [
+        (r#"["x"]"#, StatusCode::UNPROCESSABLE_ENTITY, "invalid_body"),
+        (r#"[]"#, StatusCode::UNPROCESSABLE_ENTITY, "invalid_body"),
+        (r#""x""#, StatusCode::UNPROCESSABLE_ENTITY, "invalid_body"),
         ("{not json", StatusCode::BAD_REQUEST, "bad_request"),
         (
             r#"{"name": 42}"#,
@@ -129,6 +133,28 @@ async fn bad_bodies_get_clear_json_errors_and_store_nothing() {
             "payload_too_large",
         ),
     ];
+    let invisible = [
+        "\u{200B}",                 // zero-width space
+        "\u{200B}\u{200C}\u{2060}", // only zero-width characters
+        "evil\u{202E}gpj.exe",      // right-to-left override
+        "a\u{2066}b",               // left-to-right isolate
+        "one\u{2028}two",           // line separator
+        "one\u{2029}two",           // paragraph separator
+        "\u{FEFF}bom",              // byte-order mark
+        "\u{3164}",                 // Hangul filler: renders as nothing
+        "\u{2800}\u{FE0F}",         // braille blank and a variation selector
+        "tag\u{E0041}",             // tag character
+        "private\u{E000}",          // private use
+        "\u{200D}joiner",           // a joiner with nothing before it
+    ];
+    let invisible: Vec<String> = invisible
+        .iter()
+        .map(|name| serde_json::json!({ "name": name }).to_string())
+        .collect();
+    let mut cases = cases.to_vec();
+    for body in &invisible {
+        cases.push((body, StatusCode::UNPROCESSABLE_ENTITY, "invalid_body"));
+    }
     for route in ["/mysqldata", "/nosqldata"] {
         for (body, status, code) in &cases {
             let answer = post_json(&app, route, body).await;
@@ -165,9 +191,11 @@ async fn bad_bodies_get_clear_json_errors_and_store_nothing() {
 async fn bad_paths_queries_and_methods_get_json_errors() {
     let (app, _dir) = embedded_app().await;
     let huge = format!("/status/{}", "9".repeat(60_000));
+    let long_number = format!("/status/{}", "9".repeat(4_000));
     let cases = [
         ("/no/such/route", StatusCode::NOT_FOUND, "not_found"),
-        (huge.as_str(), StatusCode::BAD_REQUEST, "bad_request"),
+        (huge.as_str(), StatusCode::URI_TOO_LONG, "uri_too_long"),
+        (&long_number, StatusCode::BAD_REQUEST, "bad_request"),
         ("/status/abc", StatusCode::BAD_REQUEST, "bad_request"),
         ("/status/99", StatusCode::BAD_REQUEST, "bad_request"),
         ("/status/600", StatusCode::BAD_REQUEST, "bad_request"),
@@ -235,6 +263,7 @@ async fn probes_report_and_can_be_switched() {
     let ready = get(&app, "/readyz").await;
     assert_eq!(ready.status, StatusCode::OK, "{}", ready.text);
     assert_eq!(ready.json()["relational"], "ok");
+    assert_eq!(ready.json()["degraded"], false);
 
     let disable = send(
         &app,
@@ -318,10 +347,45 @@ async fn version_and_openapi_describe_the_service() {
     }
     assert!(doc["components"]["schemas"]["NewItem"].is_object());
     assert!(doc["paths"]["/mysqldata"]["post"]["requestBody"].is_object());
+
+    // What a generated client or a validator needs: parameters where they
+    // are sent, the bounds the code enforces, every status a route answers.
+    for route in ["/mysqldata", "/nosqldata"] {
+        let parameters = doc["paths"][route]["get"]["parameters"].as_array().unwrap();
+        for parameter in parameters {
+            assert_eq!(parameter["in"], "query", "{route}: {parameter}");
+        }
+        assert_eq!(parameters[0]["schema"]["maximum"], 1000);
+        let post = &doc["paths"][route]["post"]["responses"];
+        for status in ["201", "400", "413", "414", "415", "422", "503"] {
+            assert!(post[status].is_object(), "POST {route} lacks {status}");
+        }
+    }
+    let name = &doc["components"]["schemas"]["NewItem"]["properties"]["name"];
+    assert_eq!(name["maxLength"], 200);
+    assert!(name["pattern"].is_string());
+    assert_eq!(
+        doc["components"]["schemas"]["NewItem"]["additionalProperties"],
+        false
+    );
+    let code = &doc["paths"]["/status/{code}"]["get"]["parameters"][0]["schema"];
+    assert_eq!(
+        (code["minimum"].as_u64(), code["maximum"].as_u64()),
+        (Some(200), Some(599))
+    );
+    assert!(doc["paths"]["/status/{code}"]["get"]["responses"]["default"].is_object());
+    let ms = &doc["paths"]["/delay/{ms}"]["get"]["parameters"][0]["schema"];
+    assert_eq!(ms["maximum"], 10_000);
+    assert!(
+        doc["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
+            ["application/openmetrics-text"]
+            .is_object()
+    );
+    assert!(doc["paths"]["/"]["get"]["responses"]["503"].is_object());
 }
 
 #[tokio::test]
-async fn a_store_that_is_down_fails_only_its_route() {
+async fn a_shared_store_that_is_down_fails_only_its_route_and_the_pod_stays_ready() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config::with_data_dir(dir.path());
     // Nothing listens on port 1: both servers are "down".
@@ -344,9 +408,20 @@ async fn a_store_that_is_down_fails_only_its_route() {
         "Hello KEA!",
         "the rest keeps serving"
     );
+    // Shared stores: the pod stays in the Service; the outage shows in the
+    // body and in the metrics.
     let ready = get(&app, "/readyz").await;
-    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(ready.status, StatusCode::OK, "{}", ready.text);
     let body = ready.json();
+    assert_eq!(body["ready"], true);
+    assert_eq!(body["degraded"], true);
+    let metrics = get(&app, "/metrics").await.text;
+    for line in [
+        r#"kea_service_store_up{store="relational",backend="mysql"} 0"#,
+        r#"kea_service_store_up{store="nosql",backend="redis"} 0"#,
+    ] {
+        assert!(metrics.contains(line), "{metrics}");
+    }
     assert!(
         body["relational"]
             .as_str()
@@ -395,4 +470,108 @@ async fn misconfigured_store_urls_fail_at_start_with_a_clear_error() {
             .contains("REDIS_URL is not a valid redis:// URL"),
         "{error}"
     );
+}
+
+#[tokio::test]
+async fn the_concurrency_limit_applies_to_the_whole_service() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::with_data_dir(dir.path());
+    config.max_concurrency = 2;
+    let (app, _) = kea_service::build_with_dependencies(&config, vec![])
+        .await
+        .unwrap();
+    let slow: Vec<_> = (0..2)
+        .map(|_| {
+            let app = app.clone();
+            tokio::spawn(async move { get(&app, "/delay/2000").await.status })
+        })
+        .collect();
+    // Once both slow requests run, every other route is shed.
+    let started = std::time::Instant::now();
+    let mut attempts = 0;
+    let shed = loop {
+        let answer = get(&app, "/").await;
+        if answer.status == StatusCode::SERVICE_UNAVAILABLE {
+            break answer;
+        }
+        attempts += 1;
+        assert!(
+            attempts < 1000 && started.elapsed() < std::time::Duration::from_millis(1500),
+            "GET / was still served while two requests held a limit of 2"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    };
+    assert_eq!(shed.error_code(), "overloaded");
+    assert_eq!(
+        get(&app, "/status/200").await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    for request in slow {
+        assert_eq!(request.await.unwrap(), StatusCode::OK);
+    }
+    assert_eq!(get(&app, "/").await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn names_in_any_script_and_emoji_sequences_are_accepted() {
+    let (app, _dir) = embedded_app().await;
+    for name in [
+        "Ærø café",
+        "日本語",
+        "עברית",
+        "مرحبا",
+        "👨\u{200D}👩\u{200D}👧",
+        "می\u{200C}خواهم",
+        "❤\u{FE0F}",
+    ] {
+        let body = serde_json::json!({ "name": name }).to_string();
+        let created = post_json(&app, "/nosqldata", &body).await;
+        assert_eq!(
+            created.status,
+            StatusCode::CREATED,
+            "{name:?}: {}",
+            created.text
+        );
+        assert_eq!(created.json()["name"], name);
+    }
+}
+
+#[tokio::test]
+async fn listings_page_from_the_newest_item_to_the_oldest() {
+    let (app, _dir) = embedded_app().await;
+    for route in ["/mysqldata", "/nosqldata"] {
+        for i in 0..6 {
+            let created = post_json(&app, route, &format!(r#"{{"name": "item {i}"}}"#)).await;
+            assert_eq!(created.status, StatusCode::CREATED);
+        }
+        let first = get(&app, route).await.json();
+        assert_eq!(
+            first["items"][0]["name"], "item 5",
+            "{route}: the newest item first"
+        );
+        assert_eq!(first["next_before"], serde_json::Value::Null);
+
+        // Pages of 2 walk every item once, newest to oldest, and end with no cursor.
+        let mut ids = Vec::new();
+        let mut uri = format!("{route}?limit=2");
+        for _ in 0..10 {
+            let page = get(&app, &uri).await;
+            assert_eq!(page.status, StatusCode::OK, "{uri}: {}", page.text);
+            let page = page.json();
+            ids.extend(
+                page["items"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|i| i["id"].as_u64().unwrap()),
+            );
+            match page["next_before"].as_u64() {
+                Some(before) => uri = format!("{route}?limit=2&before={before}"),
+                None => break,
+            }
+        }
+        assert_eq!(ids, [7, 6, 5, 4, 3, 2, 1], "{route}");
+        let bad = get(&app, &format!("{route}?before=0")).await;
+        assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    }
 }

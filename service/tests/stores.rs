@@ -29,9 +29,12 @@ fn unique_prefix(test: &str) -> String {
 
 async fn exercise(store: Arc<dyn ItemStore>, seed_name: &str) {
     store.ping().await.expect("the server answers");
-    let before = store.list(1000).await.unwrap();
-    assert_eq!(before[0].id, 1);
-    assert_eq!(before[0].name, seed_name);
+    // The seed item is the oldest: the only one before id 2, however many
+    // items the shared server already holds.
+    let seed = store.list(10, Some(2)).await.unwrap();
+    assert_eq!(seed.len(), 1);
+    assert_eq!(seed[0].id, 1);
+    assert_eq!(seed[0].name, seed_name);
 
     let name = format!("item {}", unique_prefix("x"));
     let created = store.create(NewItem { name: name.clone() }).await.unwrap();
@@ -44,7 +47,7 @@ async fn exercise(store: Arc<dyn ItemStore>, seed_name: &str) {
         .unwrap();
     assert!(unicode.id > created.id, "ids increase");
 
-    let after = store.list(1000).await.unwrap();
+    let after = store.list(1000, None).await.unwrap();
     let found = after
         .iter()
         .find(|item| item.id == created.id)
@@ -56,10 +59,18 @@ async fn exercise(store: Arc<dyn ItemStore>, seed_name: &str) {
     );
     assert!(after.iter().any(|item| item.name == "Ærø ☕ 日本"));
     assert!(
-        after.windows(2).all(|pair| pair[0].id < pair[1].id),
-        "oldest first"
+        after.windows(2).all(|pair| pair[0].id > pair[1].id),
+        "newest first"
     );
-    assert_eq!(store.list(1).await.unwrap().len(), 1, "the limit applies");
+    // Other tests may write to the same table at the same time.
+    assert!(after[0].id >= unicode.id, "the newest item comes first");
+    let newest = store.list(1, None).await.unwrap();
+    assert_eq!(newest.len(), 1, "the limit applies");
+    let page = store.list(1, Some(unicode.id)).await.unwrap();
+    assert!(
+        (created.id..unicode.id).contains(&page[0].id),
+        "`before` gives the next page"
+    );
 }
 
 #[tokio::test]

@@ -8,22 +8,57 @@ use axum::http::StatusCode;
 use super::AppState;
 use crate::dto::{Item, ItemList, JsonBody, ListParams, NewItem, QueryParams};
 use crate::error::{ApiError, ErrorBody};
-use crate::store::ItemStore;
+use crate::store::{ItemStore, StoreError};
 
-async fn list(store: &dyn ItemStore, params: &ListParams) -> Result<Json<ItemList>, ApiError> {
-    let items = store.list(params.limit()?).await?;
+async fn list(
+    state: &AppState,
+    label: &'static str,
+    store: &dyn ItemStore,
+    params: &ListParams,
+) -> Result<Json<ItemList>, ApiError> {
+    let limit = params.limit()?;
+    // One more than asked says whether a next page exists.
+    let mut items = observed(
+        state,
+        label,
+        store,
+        store.list(limit + 1, params.before()?).await,
+    )?;
+    let next_before = if items.len() > limit as usize {
+        items.truncate(limit as usize);
+        items.last().map(|item| item.id)
+    } else {
+        None
+    };
     Ok(Json(ItemList {
         store: store.backend().to_owned(),
         items,
+        next_before,
     }))
 }
 
 async fn create(
+    state: &AppState,
+    label: &'static str,
     store: &dyn ItemStore,
     item: NewItem,
 ) -> Result<(StatusCode, Json<Item>), ApiError> {
-    let item = store.create(item.validated()?).await?;
+    let item = item.validated()?;
+    let item = observed(state, label, store, store.create(item).await)?;
     Ok((StatusCode::CREATED, Json(item)))
+}
+
+/// Records in the metrics whether the store answered.
+fn observed<T>(
+    state: &AppState,
+    label: &'static str,
+    store: &dyn ItemStore,
+    result: Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    state
+        .metrics
+        .store_up(label, store.backend(), result.is_ok());
+    result
 }
 
 /// Items of the relational store (MySQL, or SQLite when none is configured).
@@ -34,7 +69,13 @@ pub async fn list_relational(
     State(state): State<AppState>,
     QueryParams(params): QueryParams<ListParams>,
 ) -> Result<Json<ItemList>, ApiError> {
-    list(state.stores.relational.as_ref(), &params).await
+    list(
+        &state,
+        "relational",
+        state.stores.relational.as_ref(),
+        &params,
+    )
+    .await
 }
 
 /// Creates an item in the relational store.
@@ -46,7 +87,7 @@ pub async fn create_relational(
     State(state): State<AppState>,
     JsonBody(item): JsonBody<NewItem>,
 ) -> Result<(StatusCode, Json<Item>), ApiError> {
-    create(state.stores.relational.as_ref(), item).await
+    create(&state, "relational", state.stores.relational.as_ref(), item).await
 }
 
 /// Items of the NoSQL store (Redis, or redb when none is configured).
@@ -57,7 +98,7 @@ pub async fn list_nosql(
     State(state): State<AppState>,
     QueryParams(params): QueryParams<ListParams>,
 ) -> Result<Json<ItemList>, ApiError> {
-    list(state.stores.nosql.as_ref(), &params).await
+    list(&state, "nosql", state.stores.nosql.as_ref(), &params).await
 }
 
 /// Creates an item in the NoSQL store.
@@ -69,5 +110,5 @@ pub async fn create_nosql(
     State(state): State<AppState>,
     JsonBody(item): JsonBody<NewItem>,
 ) -> Result<(StatusCode, Json<Item>), ApiError> {
-    create(state.stores.nosql.as_ref(), item).await
+    create(&state, "nosql", state.stores.nosql.as_ref(), item).await
 }

@@ -7,6 +7,7 @@ use axum::Json;
 use axum::extract::Path;
 use axum::extract::rejection::PathRejection;
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -26,11 +27,15 @@ pub struct FaultAnswer {
 
 /// Answers with the given HTTP status (200 to 599).
 #[utoipa::path(get, path = "/status/{code}", tag = "faults",
-    params(("code" = u16, Path, description = "HTTP status to answer with, 200 to 599")),
-    responses((status = 200, body = FaultAnswer), (status = 400, body = ErrorBody)))]
-pub async fn status(
-    code: Result<Path<u16>, PathRejection>,
-) -> Result<(StatusCode, Json<FaultAnswer>), ApiError> {
+    params(("code" = u16, Path, minimum = 200, maximum = 599,
+        description = "HTTP status to answer with, 200 to 599")),
+    responses((status = 200, body = FaultAnswer),
+        (status = 204, description = "No content, as asked"),
+        (status = 205, description = "Reset content, as asked"),
+        (status = 304, description = "Not modified, as asked"),
+        (status = 400, description = "Not a status between 200 and 599", body = ErrorBody),
+        (status = "default", description = "The status asked for", body = FaultAnswer)))]
+pub async fn status(code: Result<Path<u16>, PathRejection>) -> Result<Response, ApiError> {
     let code = path_number(code, "code", "a status between 200 and 599")?;
     let status = StatusCode::from_u16(code)
         .ok()
@@ -38,18 +43,24 @@ pub async fn status(
         .ok_or_else(|| {
             ApiError::BadRequest(format!("`{code}` is not a status between 200 and 599"))
         })?;
+    // These statuses never carry a body.
+    if matches!(code, 204 | 205 | 304) {
+        return Ok(status.into_response());
+    }
     Ok((
         status,
         Json(FaultAnswer {
             status: code,
             delay_ms: 0,
         }),
-    ))
+    )
+        .into_response())
 }
 
 /// Answers after the given number of milliseconds (at most 10 000).
 #[utoipa::path(get, path = "/delay/{ms}", tag = "faults",
-    params(("ms" = u64, Path, description = "Delay in milliseconds, 0 to 10000")),
+    params(("ms" = u64, Path, minimum = 0, maximum = 10000,
+        description = "Delay in milliseconds, 0 to 10000")),
     responses((status = 200, body = FaultAnswer), (status = 400, body = ErrorBody)))]
 pub async fn delay(ms: Result<Path<u64>, PathRejection>) -> Result<Json<FaultAnswer>, ApiError> {
     let ms = path_number(ms, "ms", "a number of milliseconds")?;

@@ -7,20 +7,24 @@ pub mod ops;
 pub mod seed;
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::DefaultBodyLimit;
-use axum::http::Uri;
+use axum::extract::Request;
+use axum::extract::State;
+use axum::http::{HeaderValue, Uri, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{BoxError, Router, middleware};
 use tower::ServiceBuilder;
+use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::catch_panic::CatchPanicLayer;
 use utoipa::OpenApi;
 
-use crate::config::MAX_BODY_BYTES;
+use crate::config::{MAX_BODY_BYTES, MAX_URI_BYTES};
 use crate::dependencies::Dependencies;
 use crate::error::ApiError;
 use crate::store::Stores;
@@ -68,6 +72,7 @@ pub struct Limits {
         ops::metrics, ops::version, ops::dependencies, ops::openapi,
         faults::status, faults::delay,
     ),
+    modifiers(&CommonResponses, &NamePattern),
     tags(
         (name = "seed", description = "The seed demo's routes"),
         (name = "data", description = "The service's own stores"),
@@ -76,6 +81,78 @@ pub struct Limits {
     )
 )]
 pub struct ApiDoc;
+
+/// Adds the answers any route can give to every operation: 414 for a URI
+/// over the limit, 503 when the service sheds the request or it times out.
+struct CommonResponses;
+
+impl utoipa::Modify for CommonResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{RefOr, ResponseBuilder, content::ContentBuilder};
+        let error = |description: &str| {
+            RefOr::T(
+                ResponseBuilder::new()
+                    .description(description)
+                    .content(
+                        "application/json",
+                        ContentBuilder::new()
+                            .schema(Some(utoipa::openapi::Ref::from_schema_name("ErrorBody")))
+                            .build(),
+                    )
+                    .build(),
+            )
+        };
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for operation in operations.into_iter().flatten() {
+                let responses = &mut operation.responses.responses;
+                responses
+                    .entry("414".into())
+                    .or_insert_with(|| error("The URI is longer than 8 KiB"));
+                responses.entry("503".into()).or_insert_with(|| {
+                    error("Overloaded, timed out, or (data routes) the store is unavailable")
+                });
+            }
+        }
+    }
+}
+
+/// Puts the name rule ([`crate::dto::name_pattern`]) into the schema of
+/// `NewItem`, so generated clients and testers know it.
+struct NamePattern;
+
+impl utoipa::Modify for NamePattern {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{RefOr, Schema};
+        let name = openapi
+            .components
+            .as_mut()
+            .and_then(|components| components.schemas.get_mut("NewItem"))
+            .and_then(|schema| match schema {
+                RefOr::T(Schema::Object(object)) => object.properties.get_mut("name"),
+                _ => None,
+            });
+        if let Some(RefOr::T(Schema::Object(name))) = name {
+            name.pattern = Some(crate::dto::name_pattern());
+        }
+        // Unknown fields are rejected.
+        if let Some(RefOr::T(Schema::Object(item))) = openapi
+            .components
+            .as_mut()
+            .and_then(|components| components.schemas.get_mut("NewItem"))
+        {
+            item.additional_properties = Some(Box::new(
+                utoipa::openapi::schema::AdditionalProperties::FreeForm(false),
+            ));
+        }
+    }
+}
 
 /// Every route template the router serves, in one place: the router is built
 /// from these, and metrics use them as `'static` labels without allocating.
@@ -117,6 +194,7 @@ pub mod paths {
 /// Builds the router with every route and protective layer.
 pub fn router(state: AppState, limits: Limits) -> Router {
     let metrics = Arc::clone(&state.metrics);
+    let flags = Arc::clone(&state.flags);
     let request_timeout = limits.request_timeout;
     Router::new()
         .route(paths::ROOT, get(seed::hello))
@@ -147,12 +225,17 @@ pub fn router(state: AppState, limits: Limits) -> Router {
                 .layer(CatchPanicLayer::custom(|_| {
                     ApiError::Internal("the request handler failed".into()).into_response()
                 }))
+                .layer(middleware::from_fn_with_state(flags, close_while_draining))
                 .layer(middleware::from_fn_with_state(metrics, telemetry::track))
+                .layer(middleware::from_fn(limit_uri))
                 .layer(HandleErrorLayer::new(move |error: BoxError| async move {
                     overload_or_timeout(&error, request_timeout)
                 }))
                 .load_shed()
-                .concurrency_limit(limits.max_concurrency)
+                // One semaphore for the whole service: `Router::layer` gives
+                // each route its own copy of a layer, so a plain
+                // `concurrency_limit` would limit each route separately.
+                .layer(GlobalConcurrencyLimitLayer::new(limits.max_concurrency))
                 .timeout(limits.request_timeout)
                 .layer(DefaultBodyLimit::max(MAX_BODY_BYTES)),
         )
@@ -166,6 +249,38 @@ fn overload_or_timeout(error: &BoxError, timeout: Duration) -> Response {
     } else {
         ApiError::Internal(error.to_string()).into_response()
     }
+}
+
+/// Once draining, every answer carries `Connection: close`, so clients with
+/// keep-alive connections reconnect, through the Service, to another pod.
+async fn close_while_draining(
+    State(flags): State<Arc<Flags>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let mut response = next.run(request).await;
+    if flags.draining.load(Ordering::Relaxed) {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
+/// Answers 414 to a request target over [`MAX_URI_BYTES`], before any route parses it.
+async fn limit_uri(request: Request, next: Next) -> Response {
+    let length = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |target| target.as_str().len());
+    if length > MAX_URI_BYTES {
+        return ApiError::UriTooLong {
+            length,
+            limit: MAX_URI_BYTES,
+        }
+        .into_response();
+    }
+    next.run(request).await
 }
 
 async fn not_found(uri: Uri) -> ApiError {

@@ -12,6 +12,7 @@ use utoipa::{OpenApi, ToSchema};
 
 use super::AppState;
 use crate::dependencies::DependencyReport;
+use crate::store::StoreError;
 
 /// Liveness answer.
 #[derive(Debug, Serialize, ToSchema)]
@@ -20,11 +21,16 @@ pub struct Health {
     pub status: &'static str,
 }
 
-/// Readiness answer: whether the service should get traffic, and why not.
+/// Readiness answer: whether the pod should get traffic, and why not.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Readiness {
-    /// True when every check passes.
+    /// True when the pod itself can serve: enabled, not draining, and its
+    /// embedded stores (if any) answer. A shared store (MySQL, Redis) that is
+    /// down does not make the pod unready.
     pub ready: bool,
+    /// True when a store shared by every replica is down: its route answers 503
+    /// while the rest of the service keeps serving.
+    pub degraded: bool,
     /// False after `POST /readyz/disable`.
     pub enabled: bool,
     /// True once SIGTERM arrived: the service finishes its requests and exits.
@@ -43,20 +49,39 @@ pub async fn healthz() -> Json<Health> {
     Json(Health { status: "ok" })
 }
 
-/// Readiness: enabled, not draining, and both stores answer.
+/// Readiness: enabled, not draining, and the pod's own embedded stores
+/// answer. A shared store that is down is reported (`degraded`, and the
+/// `kea_service_store_up` metric) but leaves the pod ready.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
-    let (relational, nosql) =
-        tokio::join!(state.stores.relational.ping(), state.stores.nosql.ping());
+    let stores = &state.stores;
+    let (relational, nosql) = tokio::join!(stores.relational.ping(), stores.nosql.ping());
+    state.metrics.store_up(
+        "relational",
+        stores.relational.backend(),
+        relational.is_ok(),
+    );
+    state
+        .metrics
+        .store_up("nosql", stores.nosql.backend(), nosql.is_ok());
     let enabled = state.flags.enabled.load(Ordering::Relaxed);
     let draining = state.flags.draining.load(Ordering::Relaxed);
-    let ready = enabled && !draining && relational.is_ok() && nosql.is_ok();
-    let describe = |result: Result<(), crate::store::StoreError>| {
+    let local_ok = |store: &dyn crate::store::ItemStore, result: &Result<(), StoreError>| {
+        store.shared() || result.is_ok()
+    };
+    let ready = enabled
+        && !draining
+        && local_ok(stores.relational.as_ref(), &relational)
+        && local_ok(stores.nosql.as_ref(), &nosql);
+    let degraded = (stores.relational.shared() && relational.is_err())
+        || (stores.nosql.shared() && nosql.is_err());
+    let describe = |result: Result<(), StoreError>| {
         result.map_or_else(|e| e.to_string(), |()| "ok".to_owned())
     };
     let body = Readiness {
         ready,
+        degraded,
         enabled,
         draining,
         relational: describe(relational),
@@ -90,7 +115,8 @@ pub async fn disable_readiness(State(state): State<AppState>) -> StatusCode {
 
 /// Prometheus metrics: requests by route and status, latency histograms.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "OpenMetrics text", body = String)))]
+    responses((status = 200, description = "OpenMetrics text", body = String,
+        content_type = "application/openmetrics-text")))]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
         [(
@@ -139,7 +165,7 @@ pub async fn dependencies(State(state): State<AppState>) -> Json<DependenciesAns
 
 /// The OpenAPI document of this service, generated from the code.
 #[utoipa::path(get, path = "/openapi.json", tag = "operations",
-    responses((status = 200, description = "OpenAPI 3.1 document")))]
+    responses((status = 200, description = "OpenAPI 3.1 document", body = Object)))]
 pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
     Json(super::ApiDoc::openapi())
 }

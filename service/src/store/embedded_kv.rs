@@ -8,15 +8,30 @@ use std::sync::Arc;
 use chrono::Utc;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
-use super::{ItemStore, NOSQL_SEED_ITEM, StoreError, StoreFuture};
+use super::{ItemStore, NOSQL_SEED_ITEM, StoreError, StoreFuture, group_commit};
 use crate::dto::{Item, NewItem};
 
 const ITEMS: TableDefinition<u64, &str> = TableDefinition::new("items");
 
-/// A redb database file. redb's API is blocking, so every operation runs on
-/// tokio's blocking pool.
+/// A redb database file. redb's API is blocking: reads run on tokio's
+/// blocking pool, writes on a writer thread that commits them in groups
+/// ([`group_commit`]), each commit durable (`Durability::Immediate`).
 pub struct RedbStore {
     database: Arc<Database>,
+    /// `None` only while dropping.
+    writer: Option<group_commit::Writer>,
+    writer_thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for RedbStore {
+    /// Stops the writer thread and waits for it, so that the file is closed
+    /// (and can be opened again) once the store is gone.
+    fn drop(&mut self) {
+        self.writer = None;
+        if let Some(thread) = self.writer_thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 impl RedbStore {
@@ -51,9 +66,51 @@ impl RedbStore {
         })
         .await
         .map_err(store_error)??;
+        let database = Arc::new(database);
+        let (writer, mut queue) = group_commit::Writer::new(Self::BACKEND);
+        let writer_database = Arc::clone(&database);
+        let writer_thread = std::thread::Builder::new()
+            .name("redb-writer".into())
+            .spawn(move || {
+                while let Some(batch) = group_commit::next_batch_blocking(&mut queue) {
+                    let result = Self::commit(&writer_database, &batch);
+                    group_commit::answer(batch, result);
+                }
+            })
+            .map_err(store_error)?;
         Ok(Self {
-            database: Arc::new(database),
+            database,
+            writer: Some(writer),
+            writer_thread: Some(writer_thread),
         })
+    }
+
+    fn commit(
+        database: &Database,
+        batch: &[group_commit::PendingWrite],
+    ) -> Result<Vec<Item>, StoreError> {
+        let transaction = database.begin_write().map_err(store_error)?;
+        let mut items = Vec::with_capacity(batch.len());
+        {
+            let mut table = transaction.open_table(ITEMS).map_err(store_error)?;
+            let last_id = table
+                .last()
+                .map_err(store_error)?
+                .map_or(0, |(key, _)| key.value());
+            for (id, write) in (last_id + 1..).zip(batch) {
+                let item = Item {
+                    id,
+                    name: write.item.name.clone(),
+                    created_at: Utc::now(),
+                };
+                table
+                    .insert(item.id, to_json(&item)?.as_str())
+                    .map_err(store_error)?;
+                items.push(item);
+            }
+        }
+        transaction.commit().map_err(store_error)?;
+        Ok(items)
     }
 
     async fn blocking<T: Send + 'static>(
@@ -72,12 +129,22 @@ impl ItemStore for RedbStore {
         Self::BACKEND
     }
 
-    fn list(&self, limit: u32) -> StoreFuture<'_, Vec<Item>> {
+    fn shared(&self) -> bool {
+        false
+    }
+
+    fn list(&self, limit: u32, before: Option<u64>) -> StoreFuture<'_, Vec<Item>> {
         Box::pin(self.blocking(move |database| {
             let transaction = database.begin_read().map_err(store_error)?;
             let table = transaction.open_table(ITEMS).map_err(store_error)?;
             let mut items = Vec::new();
-            for entry in table.iter().map_err(store_error)?.take(limit as usize) {
+            let ids = 0..before.unwrap_or(u64::MAX);
+            for entry in table
+                .range(ids)
+                .map_err(store_error)?
+                .rev()
+                .take(limit as usize)
+            {
                 let (_, value) = entry.map_err(store_error)?;
                 let item = serde_json::from_str(value.value()).map_err(|e| {
                     StoreError::new(
@@ -92,27 +159,12 @@ impl ItemStore for RedbStore {
     }
 
     fn create(&self, new_item: NewItem) -> StoreFuture<'_, Item> {
-        Box::pin(self.blocking(move |database| {
-            let transaction = database.begin_write().map_err(store_error)?;
-            let item = {
-                let mut table = transaction.open_table(ITEMS).map_err(store_error)?;
-                let last_id = table
-                    .last()
-                    .map_err(store_error)?
-                    .map_or(0, |(key, _)| key.value());
-                let item = Item {
-                    id: last_id + 1,
-                    name: new_item.name,
-                    created_at: Utc::now(),
-                };
-                table
-                    .insert(item.id, to_json(&item)?.as_str())
-                    .map_err(store_error)?;
-                item
-            };
-            transaction.commit().map_err(store_error)?;
-            Ok(item)
-        }))
+        Box::pin(async move {
+            match &self.writer {
+                Some(writer) => writer.write(new_item).await,
+                None => Err(StoreError::new(Self::BACKEND, "the store is closing")),
+            }
+        })
     }
 
     fn ping(&self) -> StoreFuture<'_, ()> {

@@ -11,6 +11,7 @@
 //! service runs with no setup and keeps its data across restarts.
 
 pub mod embedded_kv;
+pub mod group_commit;
 pub mod redis;
 pub mod sql;
 
@@ -39,10 +40,16 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>>
 pub trait ItemStore: Send + Sync {
     /// Short backend name reported to clients: `mysql`, `sqlite`, `redis`, `redb`.
     fn backend(&self) -> &'static str;
-    /// Up to `limit` items, oldest first.
-    fn list(&self, limit: u32) -> StoreFuture<'_, Vec<Item>>;
+    /// Up to `limit` items, newest first; with `before`, only items whose id
+    /// is lower (the next page).
+    fn list(&self, limit: u32, before: Option<u64>) -> StoreFuture<'_, Vec<Item>>;
     /// Stores a new, already validated item and returns it with its id.
     fn create(&self, item: NewItem) -> StoreFuture<'_, Item>;
+    /// True for a server shared by every replica (MySQL, Redis); false for a
+    /// store embedded in the pod (SQLite, redb). Readiness counts only the
+    /// latter: an outage of a shared store would otherwise take every replica
+    /// out of the Service at once.
+    fn shared(&self) -> bool;
     /// Checks that the store answers (and its schema exists).
     fn ping(&self) -> StoreFuture<'_, ()>;
 }

@@ -107,12 +107,22 @@ impl ItemStore for RedisStore {
         Self::BACKEND
     }
 
-    fn list(&self, limit: u32) -> StoreFuture<'_, Vec<Item>> {
+    fn shared(&self) -> bool {
+        true
+    }
+
+    fn list(&self, limit: u32, before: Option<u64>) -> StoreFuture<'_, Vec<Item>> {
         Box::pin(with_timeout(Self::BACKEND, self.timeout, async move {
             let mut connection = self.connection().await?;
-            let last = isize::try_from(limit).unwrap_or(isize::MAX) - 1;
-            let ids: Vec<u64> = connection
-                .zrange(&self.ids_key, 0, last)
+            let max = before.map_or_else(|| "+inf".to_owned(), |id| format!("({id}"));
+            let ids: Vec<u64> = redis::cmd("ZREVRANGEBYSCORE")
+                .arg(&self.ids_key)
+                .arg(max)
+                .arg("-inf")
+                .arg("LIMIT")
+                .arg(0)
+                .arg(limit)
+                .query_async(&mut connection)
                 .await
                 .map_err(|e| StoreError::new(Self::BACKEND, e))?;
             if ids.is_empty() {

@@ -7,16 +7,22 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::Utc;
+use sqlx::Connection;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
+};
 use tokio::sync::OnceCell;
 
 use super::{
-    ItemStore, RELATIONAL_SEED_ITEM, StoreError, StoreFuture, from_millis, to_millis, with_timeout,
+    ItemStore, RELATIONAL_SEED_ITEM, StoreError, StoreFuture, from_millis, group_commit, to_millis,
+    with_timeout,
 };
 use crate::dto::{Item, NewItem};
 
-const LIST_ITEMS: &str = "SELECT id, name, created_at_ms FROM items ORDER BY id LIMIT ?";
+const LIST_ITEMS: &str =
+    "SELECT id, name, created_at_ms FROM items WHERE id < ? ORDER BY id DESC LIMIT ?";
 const INSERT_ITEM: &str = "INSERT INTO items (name, created_at_ms) VALUES (?, ?)";
 
 /// MySQL or MariaDB, reached through a connection pool that connects lazily.
@@ -42,7 +48,12 @@ impl MySqlStore {
         if !url.starts_with("mysql://") {
             return Err(invalid("it must start with mysql://".into()));
         }
-        let options = MySqlConnectOptions::from_str(url).map_err(|e| invalid(e.to_string()))?;
+        // Each pooled connection prepares a statement once and keeps it
+        // (sqlx's per-connection statement cache): the list and insert
+        // queries are sent as prepared statements with bound parameters.
+        let options = MySqlConnectOptions::from_str(url)
+            .map_err(|e| invalid(e.to_string()))?
+            .statement_cache_capacity(32);
         let pool = MySqlPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(timeout)
@@ -85,10 +96,15 @@ impl ItemStore for MySqlStore {
         Self::BACKEND
     }
 
-    fn list(&self, limit: u32) -> StoreFuture<'_, Vec<Item>> {
+    fn shared(&self) -> bool {
+        true
+    }
+
+    fn list(&self, limit: u32, before: Option<u64>) -> StoreFuture<'_, Vec<Item>> {
         Box::pin(with_timeout(Self::BACKEND, self.timeout, async move {
             let pool = self.ready_pool().await?;
             let rows: Vec<(u64, String, i64)> = sqlx::query_as(LIST_ITEMS)
+                .bind(before_bound(before))
                 .bind(limit)
                 .fetch_all(pool)
                 .await
@@ -127,9 +143,12 @@ impl ItemStore for MySqlStore {
     }
 }
 
-/// An SQLite database file in the data directory.
+/// An SQLite database file in the data directory. Reads go through a pool;
+/// writes through one writer connection that commits them in groups
+/// ([`group_commit`]), each commit durable (WAL, `synchronous = FULL`).
 pub struct SqliteStore {
     pool: SqlitePool,
+    writer: group_commit::Writer,
 }
 
 impl SqliteStore {
@@ -141,10 +160,11 @@ impl SqliteStore {
             .filename(path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(5));
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(|e| {
                 StoreError::new(
@@ -168,7 +188,49 @@ impl SqliteStore {
             .execute(&pool)
             .await
             .map_err(|e| StoreError::new(Self::BACKEND, e))?;
-        Ok(Self { pool })
+        let connection = SqliteConnection::connect_with(&options)
+            .await
+            .map_err(|e| StoreError::new(Self::BACKEND, e))?;
+        let (writer, queue) = group_commit::Writer::new(Self::BACKEND);
+        tokio::spawn(Self::write_loop(connection, queue));
+        Ok(Self { pool, writer })
+    }
+
+    /// Commits the waiting writes in groups until the store is dropped.
+    async fn write_loop(
+        mut connection: SqliteConnection,
+        mut queue: tokio::sync::mpsc::Receiver<group_commit::PendingWrite>,
+    ) {
+        while let Some(batch) = group_commit::next_batch(&mut queue).await {
+            let result = Self::commit(&mut connection, &batch).await;
+            group_commit::answer(batch, result);
+        }
+        let _ = connection.close().await;
+    }
+
+    async fn commit(
+        connection: &mut SqliteConnection,
+        batch: &[group_commit::PendingWrite],
+    ) -> Result<Vec<Item>, StoreError> {
+        let error = |e: sqlx::Error| StoreError::new(Self::BACKEND, e);
+        let mut transaction = connection.begin().await.map_err(error)?;
+        let mut items = Vec::with_capacity(batch.len());
+        for write in batch {
+            let created_at = from_millis(to_millis(Utc::now()));
+            let result = sqlx::query(INSERT_ITEM)
+                .bind(&write.item.name)
+                .bind(to_millis(created_at))
+                .execute(&mut *transaction)
+                .await
+                .map_err(error)?;
+            items.push(Item {
+                id: result.last_insert_rowid().unsigned_abs(),
+                name: write.item.name.clone(),
+                created_at,
+            });
+        }
+        transaction.commit().await.map_err(error)?;
+        Ok(items)
     }
 }
 
@@ -177,9 +239,14 @@ impl ItemStore for SqliteStore {
         Self::BACKEND
     }
 
-    fn list(&self, limit: u32) -> StoreFuture<'_, Vec<Item>> {
+    fn shared(&self) -> bool {
+        false
+    }
+
+    fn list(&self, limit: u32, before: Option<u64>) -> StoreFuture<'_, Vec<Item>> {
         Box::pin(async move {
             let rows: Vec<(i64, String, i64)> = sqlx::query_as(LIST_ITEMS)
+                .bind(before_bound(before))
                 .bind(limit)
                 .fetch_all(&self.pool)
                 .await
@@ -192,20 +259,7 @@ impl ItemStore for SqliteStore {
     }
 
     fn create(&self, item: NewItem) -> StoreFuture<'_, Item> {
-        Box::pin(async move {
-            let created_at = Utc::now();
-            let result = sqlx::query(INSERT_ITEM)
-                .bind(&item.name)
-                .bind(to_millis(created_at))
-                .execute(&self.pool)
-                .await
-                .map_err(|e| StoreError::new(Self::BACKEND, e))?;
-            Ok(Item {
-                id: result.last_insert_rowid().unsigned_abs(),
-                name: item.name,
-                created_at: from_millis(to_millis(created_at)),
-            })
-        })
+        Box::pin(self.writer.write(item))
     }
 
     fn ping(&self) -> StoreFuture<'_, ()> {
@@ -217,6 +271,11 @@ impl ItemStore for SqliteStore {
             Ok(())
         })
     }
+}
+
+/// The `id < ?` bound of a page: every id when there is no cursor.
+fn before_bound(before: Option<u64>) -> i64 {
+    before.map_or(i64::MAX, |id| i64::try_from(id).unwrap_or(i64::MAX))
 }
 
 fn item_from_row((id, name, created_at_ms): (u64, String, i64)) -> Item {

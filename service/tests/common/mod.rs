@@ -101,3 +101,142 @@ pub fn backend_url(variable: &str) -> Option<String> {
         }
     }
 }
+
+/// The real binary, listening on a free loopback port with embedded stores in
+/// a temporary directory; killed when dropped.
+pub struct Service {
+    pub child: std::process::Child,
+    pub address: std::net::SocketAddr,
+    pub base: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl Service {
+    /// Starts the binary with extra environment variables and waits (at most
+    /// 20 s) until `/healthz` answers.
+    pub async fn start(env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(dir, env, std::process::Stdio::null()).await
+    }
+
+    /// [`Service::start`] in a given data directory, with stdout (the log) sent to `log`.
+    pub async fn start_in(
+        dir: tempfile::TempDir,
+        env: &[(&str, &str)],
+        log: impl Into<std::process::Stdio>,
+    ) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let address: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_kea-service"));
+        command
+            .env("KEA_LISTEN", address.to_string())
+            .env("KEA_DATA_DIR", dir.path())
+            .env_remove("DATABASE_URL")
+            .env_remove("REDIS_URL")
+            .stdout(log)
+            .stderr(std::process::Stdio::null());
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let child = command.spawn().unwrap();
+        let service = Self {
+            child,
+            address,
+            base: format!("http://{address}"),
+            dir,
+        };
+        let client = reqwest::Client::new();
+        let started = std::time::Instant::now();
+        loop {
+            let answer = client.get(format!("{}/healthz", service.base)).send().await;
+            if answer.map(|r| r.status().is_success()).unwrap_or(false) {
+                break;
+            }
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(20),
+                "the service did not start"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        service
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Resident memory of the process now, in KiB (Linux).
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|kib| kib.parse().ok())
+            .unwrap()
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends raw bytes on a new connection and reads until the server closes it
+/// or `within` passes; returns what was read.
+pub async fn raw_exchange(
+    address: std::net::SocketAddr,
+    request: &[u8],
+    within: std::time::Duration,
+) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    // The server may answer and close before the whole request is written.
+    let _ = stream.write_all(request).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(within, stream.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// Reads one HTTP/1.1 answer with a `content-length` from a stream: the
+/// head (lower-cased) and the body.
+pub async fn read_answer(stream: &mut tokio::net::TcpStream) -> Option<(String, String)> {
+    use tokio::io::AsyncReadExt;
+    let mut buffer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buffer[..end]).to_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map(|v| v.trim().parse().unwrap())
+                .unwrap_or(0);
+            while buffer.len() < end + 4 + length {
+                let n = stream.read(&mut chunk).await.ok()?;
+                if n == 0 {
+                    return None;
+                }
+                buffer.extend_from_slice(&chunk[..n]);
+            }
+            let body = String::from_utf8_lossy(&buffer[end + 4..end + 4 + length]).into_owned();
+            return Some((head, body));
+        }
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buffer.extend_from_slice(&chunk[..n]);
+    }
+}

@@ -1,0 +1,97 @@
+//! Group commit for the embedded stores: one writer per store takes every
+//! write waiting for it, stores them in one transaction and commits once, then
+//! answers each. A commit waits for the disk (fsync) whatever it holds, so
+//! concurrent writes share that wait instead of queueing for one each, and no
+//! request is answered before its write is durable.
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::StoreError;
+use crate::dto::{Item, NewItem};
+
+/// Most writes in one commit.
+pub const MAX_BATCH: usize = 256;
+/// Writes waiting for the writer before senders wait too.
+const QUEUE: usize = 4096;
+
+/// One write waiting for its commit.
+pub struct PendingWrite {
+    /// The validated item.
+    pub item: NewItem,
+    /// Where its stored form, or the commit's error, goes.
+    pub reply: oneshot::Sender<Result<Item, StoreError>>,
+}
+
+/// The sending side of a store's writer.
+#[derive(Clone)]
+pub struct Writer {
+    backend: &'static str,
+    queue: mpsc::Sender<PendingWrite>,
+}
+
+impl Writer {
+    /// A writer queue; the store's writer loop drains the receiver with
+    /// [`next_batch`] (async) or [`next_batch_blocking`] (on a thread).
+    pub fn new(backend: &'static str) -> (Self, mpsc::Receiver<PendingWrite>) {
+        let (queue, receiver) = mpsc::channel(QUEUE);
+        (Self { backend, queue }, receiver)
+    }
+
+    /// Queues `item` and waits until the commit that holds it is durable.
+    pub async fn write(&self, item: NewItem) -> Result<Item, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(PendingWrite { item, reply })
+            .await
+            .map_err(|_| StoreError::new(self.backend, "the writer has stopped"))?;
+        answer
+            .await
+            .map_err(|_| StoreError::new(self.backend, "the writer stopped before the commit"))?
+    }
+}
+
+/// Waits for a write, then takes every other one already waiting (up to
+/// [`MAX_BATCH`]). `None` once every sender is gone.
+pub async fn next_batch(receiver: &mut mpsc::Receiver<PendingWrite>) -> Option<Vec<PendingWrite>> {
+    let first = receiver.recv().await?;
+    Some(fill(first, receiver))
+}
+
+/// [`next_batch`] for a writer on its own thread.
+pub fn next_batch_blocking(
+    receiver: &mut mpsc::Receiver<PendingWrite>,
+) -> Option<Vec<PendingWrite>> {
+    let first = receiver.blocking_recv()?;
+    Some(fill(first, receiver))
+}
+
+fn fill(first: PendingWrite, receiver: &mut mpsc::Receiver<PendingWrite>) -> Vec<PendingWrite> {
+    let mut batch = Vec::with_capacity(receiver.len().min(MAX_BATCH) + 1);
+    batch.push(first);
+    while batch.len() < MAX_BATCH {
+        match receiver.try_recv() {
+            Ok(write) => batch.push(write),
+            Err(_) => break,
+        }
+    }
+    batch
+}
+
+/// Answers every write of a batch: each its item once the commit succeeded,
+/// or all the commit's error.
+pub fn answer(batch: Vec<PendingWrite>, result: Result<Vec<Item>, StoreError>) {
+    match result {
+        Ok(items) => {
+            for (write, item) in batch.into_iter().zip(items) {
+                let _ = write.reply.send(Ok(item));
+            }
+        }
+        Err(error) => {
+            for write in batch {
+                let _ = write
+                    .reply
+                    .send(Err(StoreError::new(error.backend, &error.reason)));
+            }
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! Durable writes: the real binary killed with SIGKILL under concurrent
+//! writes loses none it acknowledged, on both embedded stores.
+
+#![allow(clippy::unwrap_used)] // Tests fail loudly on the unexpected.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::Service;
+
+/// Every item of a route, walking the pages.
+async fn all_items(client: &reqwest::Client, base: &str, route: &str) -> HashMap<u64, String> {
+    let mut items = HashMap::new();
+    let mut uri = format!("{base}{route}?limit=1000");
+    for _ in 0..1000 {
+        let page: serde_json::Value = client.get(&uri).send().await.unwrap().json().await.unwrap();
+        for item in page["items"].as_array().unwrap() {
+            items.insert(
+                item["id"].as_u64().unwrap(),
+                item["name"].as_str().unwrap().to_owned(),
+            );
+        }
+        match page["next_before"].as_u64() {
+            Some(before) => uri = format!("{base}{route}?limit=1000&before={before}"),
+            None => return items,
+        }
+    }
+    panic!("more than 1000 pages");
+}
+
+#[tokio::test]
+async fn sigkill_under_concurrent_writes_loses_no_acknowledged_write() {
+    for route in ["/mysqldata", "/nosqldata"] {
+        let data = tempfile::tempdir().unwrap();
+        let data_dir = data.path().to_str().unwrap().to_owned();
+        let env = [("KEA_DATA_DIR", data_dir.as_str())];
+        let mut service = Service::start_in(
+            tempfile::tempdir().unwrap(),
+            &env,
+            std::process::Stdio::null(),
+        )
+        .await;
+        let client = reqwest::Client::new();
+        let acknowledged = Arc::new(Mutex::new(Vec::new()));
+        let writers: Vec<_> = (0..16)
+            .map(|writer| {
+                let (client, acknowledged) = (client.clone(), Arc::clone(&acknowledged));
+                let url = format!("{}{route}", service.base);
+                tokio::spawn(async move {
+                    for i in 0..20_000 {
+                        let name = format!("w{writer}-{i}");
+                        let Ok(answer) = client
+                            .post(&url)
+                            .json(&serde_json::json!({ "name": name }))
+                            .send()
+                            .await
+                        else {
+                            return;
+                        };
+                        if answer.status() != reqwest::StatusCode::CREATED {
+                            return;
+                        }
+                        let Ok(item) = answer.json::<serde_json::Value>().await else {
+                            return;
+                        };
+                        acknowledged
+                            .lock()
+                            .unwrap()
+                            .push((item["id"].as_u64().unwrap(), name));
+                    }
+                })
+            })
+            .collect();
+        let started = Instant::now();
+        while acknowledged.lock().unwrap().len() < 500 {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "{route}: writes too slow"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        service.child.kill().unwrap(); // SIGKILL, with writes in flight
+        service.child.wait().unwrap();
+        for writer in writers {
+            writer.await.unwrap();
+        }
+        let acknowledged = acknowledged.lock().unwrap().clone();
+
+        let restarted = Service::start_in(
+            tempfile::tempdir().unwrap(),
+            &env,
+            std::process::Stdio::null(),
+        )
+        .await;
+        let stored = all_items(&client, &restarted.base, route).await;
+        let lost: Vec<_> = acknowledged
+            .iter()
+            .filter(|(id, name)| stored.get(id) != Some(name))
+            .collect();
+        assert!(
+            lost.is_empty(),
+            "{route}: {} of {} acknowledged writes lost, e.g. {:?}",
+            lost.len(),
+            acknowledged.len(),
+            &lost[..lost.len().min(5)]
+        );
+        drop(data);
+    }
+}
