@@ -20,7 +20,7 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kea_operator::Microservice;
 use kea_testkit::TestNamespace;
-use kube::api::{Api, ListParams};
+use kube::api::ListParams;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
