@@ -8,6 +8,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::{Operator, TIMEOUT, create, setup, wait_ready};
 use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
@@ -19,6 +21,91 @@ use kube::api::{Api, DeleteParams, PostParams};
 use kube::{Client, Resource};
 use serde_json::json;
 
+/// Creates the ServiceAccount `account` in the test namespace, bound to `role` there, and
+/// returns a client that acts as it.
+async fn confined_client(
+    namespace: &kea_testkit::TestNamespace,
+    account: &str,
+    role: Role,
+) -> Client {
+    let ns = namespace.name().to_owned();
+    let post = PostParams::default();
+    namespace
+        .api::<ServiceAccount>()
+        .create(
+            &post,
+            &serde_json::from_value(json!({"metadata": {"name": account}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let role_name = role.meta().name.clone().unwrap();
+    namespace.api::<Role>().create(&post, &role).await.unwrap();
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": role_name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role_name},
+        "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": ns}],
+    }))
+    .unwrap();
+    namespace
+        .api::<RoleBinding>()
+        .create(&post, &binding)
+        .await
+        .unwrap();
+    let mut config = kea_testkit::config().await.unwrap();
+    config.auth_info.impersonate = Some(format!("system:serviceaccount:{ns}:{account}"));
+    Client::try_from(config).unwrap()
+}
+
+/// A permission the operator lacks shows on the Microservice as `Forbidden`, with the API
+/// server's message naming it, and nothing else blocks: the children it may write are there.
+#[tokio::test]
+async fn a_missing_permission_shows_on_the_status() {
+    let Some((namespace, microservices)) = setup("ms-forbidden").await else {
+        return;
+    };
+    let mut role = rbac::watched_namespace_role(namespace.name());
+    // Everything but NetworkPolicies.
+    role.rules
+        .as_mut()
+        .unwrap()
+        .retain(|rule| rule.resources.as_ref().unwrap()[0] != "networkpolicies");
+    let confined = confined_client(&namespace, "kea-operator", role).await;
+    let operator = Operator::start_as(&namespace, confined, Settings::default());
+    create(
+        &microservices,
+        "web",
+        json!({"image": "kea.dev/kea-service:dev"}),
+    )
+    .await;
+    let ms = wait_for(
+        &microservices,
+        "web",
+        |ms: Option<&Microservice>| {
+            ms.and_then(|ms| ms.status.as_ref()).is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Reconciled" && c.reason == "Forbidden")
+            })
+        },
+        Duration::from_secs(20),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let ready = common::condition(&ms, "Ready");
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "Forbidden")
+    );
+    assert!(
+        ready.message.contains("networkpolicies") && ready.message.contains("forbidden"),
+        "the message names what is missing: {}",
+        ready.message
+    );
+    operator.stop().await;
+    namespace.cleanup().await.unwrap();
+}
+
 #[tokio::test]
 async fn a_namespaced_operator_needs_only_its_role_and_the_cluster_scoped_reads() {
     let Some((namespace, microservices)) = setup("ms-rbac").await else {
@@ -28,30 +115,8 @@ async fn a_namespaced_operator_needs_only_its_role_and_the_cluster_scoped_reads(
     let ns = namespace.name().to_owned();
     let account = "kea-operator";
     let post = PostParams::default();
-    let accounts: Api<ServiceAccount> = namespace.api();
-    accounts
-        .create(
-            &post,
-            &serde_json::from_value(json!({"metadata": {"name": account}})).unwrap(),
-        )
-        .await
-        .unwrap();
+    let confined = confined_client(&namespace, account, rbac::watched_namespace_role(&ns)).await;
     let subject = json!([{"kind": "ServiceAccount", "name": account, "namespace": ns}]);
-
-    let role = rbac::watched_namespace_role(&ns);
-    let role_name = role.meta().name.clone().unwrap();
-    namespace.api::<Role>().create(&post, &role).await.unwrap();
-    let binding: RoleBinding = serde_json::from_value(json!({
-        "metadata": {"name": role_name},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role_name},
-        "subjects": subject,
-    }))
-    .unwrap();
-    namespace
-        .api::<RoleBinding>()
-        .create(&post, &binding)
-        .await
-        .unwrap();
 
     // Cluster-scoped objects are shared by the tests: a name of this namespace's own.
     let cluster_name = format!("kea-test-{ns}");
@@ -71,9 +136,6 @@ async fn a_namespaced_operator_needs_only_its_role_and_the_cluster_scoped_reads(
         .await
         .unwrap();
 
-    let mut config = kea_testkit::config().await.unwrap();
-    config.auth_info.impersonate = Some(format!("system:serviceaccount:{ns}:{account}"));
-    let confined = Client::try_from(config).unwrap();
     // The confined identity cannot read Microservices elsewhere: the test means something.
     let everywhere: Api<Microservice> = Api::all(confined.clone());
     let refused = everywhere.list(&Default::default()).await.unwrap_err();
