@@ -136,55 +136,46 @@ fn rules(permissions: &[Permission]) -> Vec<PolicyRule> {
         .collect()
 }
 
-/// The ClusterRole of a controller that watches every namespace: all its permissions.
-pub fn cluster_role() -> ClusterRole {
-    let all: Vec<Permission> = NAMESPACED_PERMISSIONS
-        .iter()
-        .chain(CLUSTER_SCOPED_PERMISSIONS)
-        .copied()
-        .collect();
+fn named_cluster_role(rules: Vec<PolicyRule>) -> ClusterRole {
     ClusterRole {
         metadata: ObjectMeta {
             name: Some(ROLE_NAME.to_owned()),
             ..Default::default()
         },
-        rules: Some(rules(&all)),
+        rules: Some(rules),
         ..Default::default()
     }
 }
 
-/// The ClusterRole of a controller confined to one namespace: the cluster-scoped reads only.
-pub fn cluster_scoped_role() -> ClusterRole {
-    ClusterRole {
-        metadata: ObjectMeta {
-            name: Some(ROLE_NAME.to_owned()),
-            ..Default::default()
-        },
-        rules: Some(rules(CLUSTER_SCOPED_PERMISSIONS)),
-        ..Default::default()
-    }
-}
-
-/// The Role of a controller confined to the namespace `watched`: everything it does there.
-pub fn watched_namespace_role(watched: &str) -> Role {
-    Role {
-        metadata: ObjectMeta {
-            name: Some(ROLE_NAME.to_owned()),
-            namespace: Some(watched.to_owned()),
-            ..Default::default()
-        },
-        rules: Some(rules(NAMESPACED_PERMISSIONS)),
-    }
-}
-
-/// The Role for the leader Lease, in `namespace`.
-pub fn lease_role(namespace: &str) -> Role {
+fn named_role(namespace: &str, rules: Vec<PolicyRule>) -> Role {
     Role {
         metadata: ObjectMeta {
             name: Some(ROLE_NAME.to_owned()),
             namespace: Some(namespace.to_owned()),
             ..Default::default()
         },
-        rules: Some(rules(NAMESPACE_PERMISSIONS)),
+        rules: Some(rules),
     }
+}
+
+/// The ClusterRole of a controller that watches every namespace: all its permissions.
+pub fn cluster_role() -> ClusterRole {
+    let mut all = rules(NAMESPACED_PERMISSIONS);
+    all.extend(rules(CLUSTER_SCOPED_PERMISSIONS));
+    named_cluster_role(all)
+}
+
+/// The ClusterRole of a controller confined to one namespace: the cluster-scoped reads only.
+pub fn cluster_scoped_role() -> ClusterRole {
+    named_cluster_role(rules(CLUSTER_SCOPED_PERMISSIONS))
+}
+
+/// The Role of a controller confined to the namespace `watched`: everything it does there.
+pub fn watched_namespace_role(watched: &str) -> Role {
+    named_role(watched, rules(NAMESPACED_PERMISSIONS))
+}
+
+/// The Role for the leader Lease, in `namespace`.
+pub fn lease_role(namespace: &str) -> Role {
+    named_role(namespace, rules(NAMESPACE_PERMISSIONS))
 }
