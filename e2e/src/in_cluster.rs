@@ -14,7 +14,7 @@ use kube::api::{AttachParams, ObjectMeta, PostParams};
 use kube::{Api, Client};
 use tokio::io::AsyncReadExt;
 
-use crate::{Answer, eventually, pod_ready};
+use crate::{Answer, eventually, pod_ready, service_url};
 
 /// The image of the client pods: busybox (sh, wget, nc). The offline kind node image preloads
 /// it for its volume provisioner; on other clusters name any busybox image here.
@@ -136,7 +136,9 @@ impl ClusterClient {
 
     /// Starts a client pod named `caller-of-<service>` labelled as a declared caller of the
     /// Microservice `service` (what the operator puts on the pods of Microservices that list
-    /// it in `dependsOn`), so the service's NetworkPolicy lets it in.
+    /// it in `dependsOn`), so the service's NetworkPolicy lets it in, and waits until it does:
+    /// the policy engine admits a new pod's address only after it has seen the pod (kube-router
+    /// refuses the connection until then), so the first request must not race it.
     pub async fn caller_of(
         client: &Client,
         namespace: &str,
@@ -146,7 +148,20 @@ impl ClusterClient {
             kea_operator::network::calls_label(service),
             "true".to_owned(),
         )]);
-        Self::start(client, namespace, &format!("caller-of-{service}"), labels).await
+        let caller =
+            Self::start(client, namespace, &format!("caller-of-{service}"), labels).await?;
+        let probe = service_url(service, "/healthz");
+        eventually(
+            &format!("{} admitted by the NetworkPolicy of {service}", caller.name),
+            Duration::from_secs(60),
+            || {
+                let caller = caller.clone();
+                let probe = probe.clone();
+                async move { Ok(caller.reaches(&probe).await.then_some(())) }
+            },
+        )
+        .await?;
+        Ok(caller)
     }
 
     /// Runs `args` in the pod and collects its output; `timeout` bounds the whole exchange.
