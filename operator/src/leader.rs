@@ -1,18 +1,27 @@
 //! Leader election on a `coordination.k8s.io/v1` Lease, so that of several operator replicas
 //! only one runs the controller and writes.
 //!
-//! The holder renews the Lease every [`LeaderElection::renew_period`]; another replica takes it
-//! over once `renewTime + leaseDurationSeconds` lies in the past. Every write carries the
-//! `resourceVersion` it read, so two candidates racing for the Lease cannot both win: the
-//! loser gets a conflict. A holder that cannot renew within the lease duration stops leading.
+//! It follows client-go's `leaderelection`: the holder renews the Lease every
+//! [`LeaderElection::retry_period`] and stops leading when it could not renew for
+//! [`LeaderElection::renew_deadline`]. A follower never compares the holder's `renewTime` with
+//! its own clock (two nodes' clocks may disagree by minutes): it notes, on its own monotonic
+//! clock, when it last saw the Lease change, and takes over only after the Lease stayed
+//! unchanged for `leaseDurationSeconds`. Every write carries the `resourceVersion` it read, so
+//! two candidates racing for the Lease cannot both win: the loser gets a conflict.
+//!
+//! Why not a crate: `kube-leader-election` decides expiry from the holder's timestamps (its
+//! README says it is volatile to clock skew), and `kube-lease-manager` tolerates only a
+//! configured skew bound and follows an older kube release than this workspace.
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use k8s_openapi::jiff::Timestamp;
 use kube::Client;
 use kube::api::{Api, PostParams};
+use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::error::{Error, Result};
@@ -26,22 +35,40 @@ pub struct LeaderElection {
     pub lease_namespace: String,
     /// This candidate's name in `holderIdentity` (the pod name).
     pub identity: String,
-    /// How long a Lease stays valid without renewal.
+    /// How long followers wait, after they last saw the Lease change, before taking it over.
     pub lease_duration: Duration,
-    /// How often the holder renews, and how often a follower retries.
-    pub renew_period: Duration,
+    /// How long the holder keeps leading without a successful renewal. Shorter than
+    /// `lease_duration`, so the holder stops before anyone may take over.
+    pub renew_deadline: Duration,
+    /// How often the holder renews, and how often a follower looks at the Lease.
+    pub retry_period: Duration,
 }
 
 impl LeaderElection {
-    /// Settings with the usual timing: a 15 s lease renewed every 5 s.
+    /// Settings with client-go's timing: a 15 s lease, a 10 s renew deadline, a 2 s retry.
     pub fn new(lease_name: String, lease_namespace: String, identity: String) -> Self {
         Self {
             lease_name,
             lease_namespace,
             identity,
             lease_duration: Duration::from_secs(15),
-            renew_period: Duration::from_secs(5),
+            renew_deadline: Duration::from_secs(10),
+            retry_period: Duration::from_secs(2),
         }
+    }
+
+    /// Whether the timings are consistent: retry < renew deadline < lease duration.
+    pub fn check(&self) -> Result<()> {
+        if self.retry_period.is_zero()
+            || self.retry_period >= self.renew_deadline
+            || self.renew_deadline >= self.lease_duration
+        {
+            return Err(Error::InvalidObject(format!(
+                "leader election needs 0 < retry period ({:?}) < renew deadline ({:?}) < lease duration ({:?})",
+                self.retry_period, self.renew_deadline, self.lease_duration
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -56,8 +83,9 @@ pub enum LeaseDecision {
     Wait,
 }
 
-/// Decides what `identity` does with `spec` at time `now`.
-pub fn decide(spec: Option<&LeaseSpec>, identity: &str, now: Timestamp) -> LeaseDecision {
+/// Decides what `identity` does with `spec`, which this candidate has seen unchanged for
+/// `unchanged_for` (measured on its own clock). The timestamps in `spec` play no part.
+pub fn decide(spec: Option<&LeaseSpec>, identity: &str, unchanged_for: Duration) -> LeaseDecision {
     let Some(spec) = spec else {
         return LeaseDecision::TakeOver;
     };
@@ -65,17 +93,12 @@ pub fn decide(spec: Option<&LeaseSpec>, identity: &str, now: Timestamp) -> Lease
         None | Some("") => LeaseDecision::TakeOver,
         Some(holder) if holder == identity => LeaseDecision::Renew,
         Some(_) => {
-            let duration = SignedDuration::from_secs(i64::from(
-                spec.lease_duration_seconds.unwrap_or(15).max(1),
-            ));
-            let expired = match &spec.renew_time {
-                Some(MicroTime(renewed)) => renewed
-                    .checked_add(duration)
-                    .map(|expiry| expiry < now)
-                    .unwrap_or(true),
-                None => true,
-            };
-            if expired {
+            let duration = Duration::from_secs(
+                u64::try_from(spec.lease_duration_seconds.unwrap_or(15))
+                    .unwrap_or(15)
+                    .max(1),
+            );
+            if unchanged_for >= duration {
                 LeaseDecision::TakeOver
             } else {
                 LeaseDecision::Wait
@@ -84,10 +107,18 @@ pub fn decide(spec: Option<&LeaseSpec>, identity: &str, now: Timestamp) -> Lease
     }
 }
 
+/// The Lease as a follower last saw it change, and when (on the follower's clock).
+#[derive(Debug)]
+struct Observation {
+    spec: Option<LeaseSpec>,
+    since: Instant,
+}
+
 /// A candidate for the leader Lease.
 pub struct LeaderElector {
     api: Api<Lease>,
     settings: LeaderElection,
+    observed: Mutex<Option<Observation>>,
 }
 
 impl LeaderElector {
@@ -96,6 +127,7 @@ impl LeaderElector {
         Self {
             api: Api::namespaced(client, &settings.lease_namespace),
             settings,
+            observed: Mutex::new(None),
         }
     }
 
@@ -132,7 +164,8 @@ impl LeaderElector {
                 }
             }
             Some(mut lease) => {
-                let decision = decide(lease.spec.as_ref(), &self.settings.identity, now);
+                let unchanged_for = self.unchanged_for(lease.spec.as_ref());
+                let decision = decide(lease.spec.as_ref(), &self.settings.identity, unchanged_for);
                 let spec = lease.spec.get_or_insert_default();
                 match decision {
                     LeaseDecision::Wait => return Ok(false),
@@ -160,6 +193,24 @@ impl LeaderElector {
         }
     }
 
+    /// How long the Lease has looked like `spec` to this candidate: a change (a renewal, a new
+    /// holder) restarts the count.
+    fn unchanged_for(&self, spec: Option<&LeaseSpec>) -> Duration {
+        let Ok(mut observed) = self.observed.lock() else {
+            return Duration::ZERO;
+        };
+        match observed.as_ref() {
+            Some(seen) if seen.spec.as_ref() == spec => seen.since.elapsed(),
+            _ => {
+                *observed = Some(Observation {
+                    spec: spec.cloned(),
+                    since: Instant::now(),
+                });
+                Duration::ZERO
+            }
+        }
+    }
+
     /// Waits until this candidate holds the Lease.
     pub async fn acquire(&self) {
         info!(
@@ -177,26 +228,26 @@ impl LeaderElector {
                 Ok(false) => debug!("another replica leads"),
                 Err(err) => warn!(error = %err, "could not read or write the leader lease"),
             }
-            tokio::time::sleep(self.settings.renew_period).await;
+            tokio::time::sleep(self.settings.retry_period).await;
         }
     }
 
-    /// Renews the Lease until a renewal fails for a whole lease duration, then returns
+    /// Renews the Lease until renewals fail for the renew deadline, then returns
     /// [`Error::LeadershipLost`]. Never returns while leadership holds.
     pub async fn keep_renewing(&self) -> Error {
-        let mut last_renewal = tokio::time::Instant::now();
+        let mut last_renewal = Instant::now();
         loop {
-            tokio::time::sleep(self.settings.renew_period).await;
+            tokio::time::sleep(self.settings.retry_period).await;
             match self.try_acquire_or_renew().await {
-                Ok(true) => last_renewal = tokio::time::Instant::now(),
+                Ok(true) => last_renewal = Instant::now(),
                 Ok(false) => {
                     warn!("another replica took the leader lease");
                     return Error::LeadershipLost(self.settings.lease_name.clone());
                 }
                 Err(err) => warn!(error = %err, "could not renew the leader lease"),
             }
-            // Stop before the lease can expire, so two leaders never overlap.
-            if last_renewal.elapsed() + self.settings.renew_period >= self.settings.lease_duration {
+            // Stop before followers may take over, so two leaders never overlap.
+            if last_renewal.elapsed() >= self.settings.renew_deadline {
                 return Error::LeadershipLost(self.settings.lease_name.clone());
             }
         }
@@ -240,29 +291,52 @@ mod tests {
         }
     }
 
-    fn at(second: i64) -> Timestamp {
-        Timestamp::from_second(second).expect("time")
-    }
+    const SECOND: Duration = Duration::from_secs(1);
 
     #[test]
     fn decides_who_leads() {
-        assert_eq!(decide(None, "me", at(100)), LeaseDecision::TakeOver);
+        assert_eq!(decide(None, "me", Duration::ZERO), LeaseDecision::TakeOver);
         assert_eq!(
-            decide(Some(&lease(None, 100)), "me", at(100)),
+            decide(Some(&lease(None, 100)), "me", Duration::ZERO),
             LeaseDecision::TakeOver
         );
         assert_eq!(
-            decide(Some(&lease(Some("me"), 0)), "me", at(100)),
+            decide(Some(&lease(Some("me"), 0)), "me", Duration::ZERO),
             LeaseDecision::Renew
         );
         assert_eq!(
-            decide(Some(&lease(Some("other"), 90)), "me", at(100)),
+            decide(Some(&lease(Some("other"), 100)), "me", 14 * SECOND),
             LeaseDecision::Wait
         );
         assert_eq!(
-            decide(Some(&lease(Some("other"), 80)), "me", at(100)),
+            decide(Some(&lease(Some("other"), 100)), "me", 15 * SECOND),
             LeaseDecision::TakeOver,
-            "expired 5 s ago"
+            "unchanged for a whole lease duration"
         );
+    }
+
+    #[test]
+    fn the_holders_timestamps_play_no_part() {
+        let now = Timestamp::now().as_second();
+        // A holder whose clock runs an hour behind, or an hour ahead: only how long the
+        // follower saw the Lease unchanged counts.
+        for renewed_at in [now - 3600, now + 3600] {
+            assert_eq!(
+                decide(Some(&lease(Some("other"), renewed_at)), "me", SECOND),
+                LeaseDecision::Wait
+            );
+            assert_eq!(
+                decide(Some(&lease(Some("other"), renewed_at)), "me", 16 * SECOND),
+                LeaseDecision::TakeOver
+            );
+        }
+    }
+
+    #[test]
+    fn timings_must_nest() {
+        let mut settings = LeaderElection::new("l".into(), "ns".into(), "me".into());
+        assert!(settings.check().is_ok());
+        settings.renew_deadline = settings.lease_duration;
+        assert!(settings.check().is_err());
     }
 }

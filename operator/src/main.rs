@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use kea_operator::http::{self, HttpState};
@@ -65,6 +66,16 @@ struct RunArgs {
     /// Namespace of the Lease; defaults to the pod's namespace, else the kubeconfig's.
     #[arg(long, env = "POD_NAMESPACE")]
     lease_namespace: Option<String>,
+    /// Seconds a follower waits, after it last saw the Lease change, before taking it over.
+    #[arg(long, env = "KEA_LEASE_DURATION_SECONDS", default_value_t = 15)]
+    lease_duration_seconds: u64,
+    /// Seconds the leader keeps leading without a successful renewal (less than the lease
+    /// duration).
+    #[arg(long, env = "KEA_LEASE_RENEW_DEADLINE_SECONDS", default_value_t = 10)]
+    lease_renew_deadline_seconds: u64,
+    /// Seconds between two renewals, and between two looks of a follower at the Lease.
+    #[arg(long, env = "KEA_LEASE_RETRY_PERIOD_SECONDS", default_value_t = 2)]
+    lease_retry_period_seconds: u64,
     /// This replica's identity in the Lease; defaults to the pod name, else the hostname.
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
@@ -179,14 +190,18 @@ async fn run(args: RunArgs) -> kea_operator::Result<()> {
             .lease_namespace
             .clone()
             .unwrap_or_else(|| client.default_namespace().to_owned());
-        let elector = LeaderElector::new(
-            client.clone(),
-            LeaderElection::new(
+        let settings = LeaderElection {
+            lease_duration: Duration::from_secs(args.lease_duration_seconds),
+            renew_deadline: Duration::from_secs(args.lease_renew_deadline_seconds),
+            retry_period: Duration::from_secs(args.lease_retry_period_seconds),
+            ..LeaderElection::new(
                 args.lease_name.clone(),
                 lease_namespace,
                 identity(args.identity.clone()),
-            ),
-        );
+            )
+        };
+        settings.check()?;
+        let elector = LeaderElector::new(client.clone(), settings);
         run_as_leader(client, config, metrics, elector, stop_tx, stop_rx).await
     } else {
         metrics.leader.set(1);

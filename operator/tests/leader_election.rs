@@ -1,5 +1,6 @@
-//! Two operator processes against the REAL control plane: exactly one leads
-//! (holds the Lease and reconciles); when it stops, the other takes over.
+//! Operator processes against the REAL control plane: exactly one leads (holds the Lease and
+//! reconciles); when it stops or is killed, another takes over; a holder's clock that disagrees
+//! with the follower's makes no second leader.
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly on the unexpected.
 
@@ -10,9 +11,12 @@ use std::time::{Duration, Instant};
 
 use common::{TIMEOUT, microservice, namespace_with_crd};
 use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::coordination::v1::LeaseSpec;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kea_operator::Microservice;
 use kea_testkit::{has_status_condition, wait_for};
-use kube::api::{Api, PostParams};
+use kube::api::{Api, ObjectMeta, PostParams};
 use serde_json::json;
 
 struct Replica {
@@ -23,6 +27,23 @@ struct Replica {
 
 impl Replica {
     fn start(identity: &'static str, namespace: &str) -> Self {
+        Self::start_with(identity, namespace, &[])
+    }
+
+    /// A replica with short leader-election timings: a lease of 4 s, so takeovers are quick.
+    fn start_quick(identity: &'static str, namespace: &str) -> Self {
+        Self::start_with(
+            identity,
+            namespace,
+            &[
+                "--lease-duration-seconds=4",
+                "--lease-renew-deadline-seconds=3",
+                "--lease-retry-period-seconds=1",
+            ],
+        )
+    }
+
+    fn start_with(identity: &'static str, namespace: &str, extra: &[&str]) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -30,6 +51,7 @@ impl Replica {
             .port();
         let child = Command::new(env!("CARGO_BIN_EXE_kea-operator"))
             .args(["run", "--leader-elect=true"])
+            .args(extra)
             .env("KUBECONFIG", kea_testkit::kubeconfig_path())
             .env("POD_NAME", identity)
             .env("POD_NAMESPACE", namespace)
@@ -56,6 +78,9 @@ impl Replica {
     }
 
     fn terminate(&mut self) {
+        if self.child.try_wait().unwrap().is_some() {
+            return;
+        }
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
@@ -193,6 +218,180 @@ async fn two_replicas_one_leader_and_a_failover() {
     .await
     .unwrap();
 
+    for replica in &mut replicas {
+        replica.terminate();
+    }
+    namespace.cleanup().await.unwrap();
+}
+
+/// The short lease of [`Replica::start_quick`].
+const QUICK_LEASE: Duration = Duration::from_secs(4);
+
+/// Writes the Lease as the holder `ghost` would, with a `renewTime` `offset` away from this
+/// machine's clock (a node whose clock is wrong).
+async fn ghost_renews(leases: &Api<Lease>, namespace: &str, offset: SignedDuration) {
+    let renewed = Timestamp::now().checked_add(offset).unwrap();
+    let mut lease = leases
+        .get_opt("kea-operator")
+        .await
+        .unwrap()
+        .unwrap_or(Lease {
+            metadata: ObjectMeta {
+                name: Some("kea-operator".into()),
+                namespace: Some(namespace.into()),
+                ..Default::default()
+            },
+            spec: None,
+        });
+    lease.spec = Some(LeaseSpec {
+        holder_identity: Some("ghost".into()),
+        lease_duration_seconds: Some(4),
+        acquire_time: Some(MicroTime(renewed)),
+        renew_time: Some(MicroTime(renewed)),
+        ..Default::default()
+    });
+    if lease.metadata.resource_version.is_some() {
+        leases
+            .replace("kea-operator", &PostParams::default(), &lease)
+            .await
+            .unwrap();
+    } else {
+        leases.create(&PostParams::default(), &lease).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_holder_with_a_skewed_clock_makes_no_second_leader() {
+    let Some(namespace) = namespace_with_crd("ms-skew").await else {
+        return;
+    };
+    let leases = namespace.api::<Lease>();
+    let hour = SignedDuration::from_hours(1);
+    // A live holder whose clock runs an hour behind: by its timestamps the Lease expired long
+    // ago, yet it renews every second.
+    ghost_renews(&leases, namespace.name(), -hour).await;
+    let replica = Replica::start_quick("replica-a", namespace.name());
+    wait_until("the replica serves metrics", || async {
+        replica.leader_gauge().await.is_some()
+    })
+    .await;
+    let window = Instant::now();
+    while window.elapsed() < 3 * QUICK_LEASE {
+        ghost_renews(&leases, namespace.name(), -hour).await;
+        assert_eq!(
+            holder(&leases).await.as_deref(),
+            Some("ghost"),
+            "the replica took the Lease of a live holder"
+        );
+        assert_eq!(replica.leader_gauge().await, Some(0), "a second leader");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+
+    // The holder's last renewal claims an hour into the future, then it stops: the replica
+    // takes over once the Lease stayed unchanged for its duration, by the replica's clock.
+    ghost_renews(&leases, namespace.name(), hour).await;
+    let last_renewal = Instant::now();
+    wait_until("the replica holds the Lease", || async {
+        holder(&leases).await.as_deref() == Some("replica-a")
+    })
+    .await;
+    let takeover = last_renewal.elapsed();
+    eprintln!("skewed holder stopped renewing: the replica took over after {takeover:?}");
+    assert!(
+        takeover >= QUICK_LEASE - Duration::from_millis(500),
+        "took over after {takeover:?}, before the lease duration passed"
+    );
+    assert!(
+        takeover < 3 * QUICK_LEASE,
+        "took over after {takeover:?}: the holder's future timestamp held it back"
+    );
+    drop(replica);
+    namespace.cleanup().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_leader_killed_without_grace_is_replaced_within_the_lease_duration() {
+    let Some(namespace) = namespace_with_crd("ms-sigkill").await else {
+        return;
+    };
+    let mut replicas = vec![
+        Replica::start_quick("replica-a", namespace.name()),
+        Replica::start_quick("replica-b", namespace.name()),
+    ];
+    let leases = namespace.api::<Lease>();
+    wait_until("a replica holds the Lease", || async {
+        holder(&leases).await.is_some()
+    })
+    .await;
+    let leader = holder(&leases).await.unwrap();
+    let microservices = namespace.api::<Microservice>();
+    let first = microservice("first", json!({"image": "kea.dev/kea-service:dev"}));
+    microservices
+        .create(&PostParams::default(), &first)
+        .await
+        .unwrap();
+    wait_for(
+        &microservices,
+        "first",
+        has_status_condition("Ready", "True"),
+        TIMEOUT,
+    )
+    .await
+    .unwrap();
+    let follower = replicas
+        .iter()
+        .find(|r| r.identity != leader)
+        .unwrap()
+        .identity;
+    wait_until("the follower serves metrics", || async {
+        replicas
+            .iter()
+            .find(|r| r.identity == follower)
+            .unwrap()
+            .leader_gauge()
+            .await
+            == Some(0)
+    })
+    .await;
+
+    // SIGKILL: no release of the Lease, no goodbye.
+    let leading = replicas.iter().position(|r| r.identity == leader).unwrap();
+    replicas[leading].child.kill().unwrap();
+    replicas[leading].child.wait().unwrap();
+    let killed = Instant::now();
+    wait_until("the follower holds the Lease", || async {
+        holder(&leases).await.as_deref() == Some(follower)
+    })
+    .await;
+    let takeover = killed.elapsed();
+    // The new leader reconciles: a new Microservice gets its children and turns Ready.
+    let mut second = first.clone();
+    second.metadata = ObjectMeta {
+        name: Some("second".into()),
+        ..Default::default()
+    };
+    microservices
+        .create(&PostParams::default(), &second)
+        .await
+        .unwrap();
+    let created = Instant::now();
+    wait_for(
+        &microservices,
+        "second",
+        has_status_condition("Ready", "True"),
+        TIMEOUT,
+    )
+    .await
+    .unwrap();
+    eprintln!(
+        "leader SIGKILLed: takeover after {takeover:?}, a new Microservice Ready {:?} later",
+        created.elapsed()
+    );
+    // Renewals stopped at the kill; the follower waits a lease duration from its last look.
+    assert!(
+        takeover < QUICK_LEASE + Duration::from_secs(4),
+        "takeover took {takeover:?} with a {QUICK_LEASE:?} lease"
+    );
     for replica in &mut replicas {
         replica.terminate();
     }
