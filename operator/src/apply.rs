@@ -1,7 +1,8 @@
 //! Server-side apply of children, without writes at steady state.
 //!
-//! Before applying, the operator reads the child and compares: when every field it wants is
-//! already there with the wanted value, it writes nothing. A hash of the wanted object, kept
+//! Before applying, the operator looks the child up in its cache and compares: when every
+//! field it wants is already there with the wanted value, it writes nothing (and sends no
+//! request at all). A hash of the wanted object, kept
 //! in an annotation, makes a field the spec no longer sets count as a difference too (a
 //! containment check alone cannot see a removal). Someone else's edit of an operator-owned
 //! field is drift: the comparison fails and the apply (with `force`) puts it back.
@@ -9,6 +10,7 @@
 use std::fmt::Debug;
 
 use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -103,13 +105,29 @@ pub struct Applied<K> {
 
 /// Makes the child `wanted` exist as wanted; writes only when the current object differs.
 /// Refuses to take over an object of the same name that another owner controls.
-pub async fn apply_child<K>(api: &Api<K>, wanted: K, owner_uid: &str) -> Result<Applied<K>>
+///
+/// The current object comes from `cache`. A child missing there is read from the API server
+/// (a new child, or an object of that name that is not the operator's, which the cache does
+/// not hold), so a cache that lags can cost a write, never an overwrite.
+pub async fn apply_child<K>(
+    api: &Api<K>,
+    cache: &Store<K>,
+    wanted: K,
+    owner_uid: &str,
+) -> Result<Applied<K>>
 where
     K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug,
 {
     let wanted = with_desired_hash(wanted)?;
     let name = wanted.name_any();
-    if let Some(current) = api.get_opt(&name).await? {
+    let cached = wanted
+        .namespace()
+        .and_then(|namespace| cache.get(&ObjectRef::new(&name).within(&namespace)));
+    let current = match cached {
+        Some(cached) => Some(K::clone(&cached)),
+        None => api.get_opt(&name).await?,
+    };
+    if let Some(current) = current {
         if !is_controlled_by(&current, owner_uid) {
             return Err(Error::Conflict(format!(
                 "{} {name} exists and is not controlled by this Microservice: delete or rename it",
@@ -139,14 +157,20 @@ where
     })
 }
 
-/// Deletes the child `name` if it exists and this owner controls it. Returns whether it
-/// deleted something.
-pub async fn delete_child<K>(api: &Api<K>, name: &str, owner_uid: &str) -> Result<bool>
+/// Deletes the child `name` in `namespace` if the cache holds it and this owner controls it.
+/// Returns whether it deleted something.
+pub async fn delete_child<K>(
+    api: &Api<K>,
+    cache: &Store<K>,
+    namespace: &str,
+    name: &str,
+    owner_uid: &str,
+) -> Result<bool>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
 {
-    match api.get_opt(name).await? {
-        Some(current) if is_controlled_by(&current, owner_uid) => {
+    match cache.get(&ObjectRef::new(name).within(namespace)) {
+        Some(current) if is_controlled_by(current.as_ref(), owner_uid) => {
             match api.delete(name, &DeleteParams::background()).await {
                 Ok(_) => Ok(true),
                 Err(kube::Error::Api(status)) if status.is_not_found() => Ok(false),

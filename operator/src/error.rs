@@ -34,6 +34,10 @@ pub enum Error {
     #[error("I/O failed: {0}")]
     Io(#[from] std::io::Error),
 
+    /// A watch feeding the controller ended (the process is stopping).
+    #[error("the watch of {0} stopped")]
+    WatchStopped(String),
+
     /// This process lost the leader Lease while it was running the controller.
     #[error("lost the leader lease {0}")]
     LeadershipLost(String),
@@ -50,6 +54,7 @@ impl Error {
             Self::Conflict(_) => "conflict",
             Self::Serialization(_) => "serialization",
             Self::Io(_) => "io",
+            Self::WatchStopped(_) => "watch_stopped",
             Self::LeadershipLost(_) => "leadership_lost",
         }
     }

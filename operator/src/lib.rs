@@ -9,6 +9,7 @@
 //! - [`provision`]: the I/O of the stores (Secrets and claims created once, servers applied).
 //! - [`validate`]: spec checks the CRD schema cannot express.
 //! - [`apply`]: server-side apply without writes at steady state.
+//! - [`cache`]: the watches and caches the controller reads and is triggered by.
 //! - [`reconcile`]: the controller ([`run_controller`] runs it in-process).
 //! - [`leader`]: leader election on a Lease.
 //! - [`http`], [`metrics`]: the operator's own health and metrics endpoints.
@@ -17,6 +18,7 @@
 pub mod api;
 pub mod apply;
 pub mod builders;
+pub mod cache;
 pub mod crdgen;
 pub mod diagram;
 pub mod error;

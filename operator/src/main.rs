@@ -8,9 +8,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use kea_operator::cache::Informers;
 use kea_operator::http::{self, HttpState};
 use kea_operator::leader::{LeaderElection, LeaderElector};
-use kea_operator::reconcile::check_crd_installed;
+use kea_operator::reconcile::{check_crd_installed, run_controller_with, start_informers};
 use kea_operator::{ControllerConfig, Error, Metrics, crdgen, rbac, render, run_controller};
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
@@ -202,7 +203,12 @@ async fn run(args: RunArgs) -> kea_operator::Result<()> {
         };
         settings.check()?;
         let elector = LeaderElector::new(client.clone(), settings);
-        run_as_leader(client, config, metrics, elector, stop_tx, stop_rx).await
+        // Followers watch too: their caches are warm when they take over.
+        let informers = start_informers(&client, &config);
+        run_as_leader(
+            client, config, informers, metrics, elector, stop_tx, stop_rx,
+        )
+        .await
     } else {
         metrics.leader.set(1);
         run_controller(client, config, metrics, stopped(stop_rx)).await
@@ -217,6 +223,7 @@ async fn run(args: RunArgs) -> kea_operator::Result<()> {
 async fn run_as_leader(
     client: kube::Client,
     config: ControllerConfig,
+    informers: Informers,
     metrics: Metrics,
     elector: LeaderElector,
     stop_tx: watch::Sender<bool>,
@@ -227,7 +234,8 @@ async fn run_as_leader(
         _ = stop_rx.wait_for(|stop| *stop) => return Ok(()),
     }
     metrics.leader.set(1);
-    let mut controller = tokio::spawn(run_controller(
+    let mut controller = tokio::spawn(run_controller_with(
+        informers,
         client,
         config,
         metrics.clone(),

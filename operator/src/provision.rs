@@ -18,6 +18,7 @@ use serde::de::DeserializeOwned;
 use crate::api::Microservice;
 use crate::apply::{apply_child, delete_child};
 use crate::builders::{self, MANAGER};
+use crate::cache::Caches;
 use crate::error::{Error, Result};
 use crate::status::{ServerObservation, StoreObservation};
 use crate::stores::{
@@ -38,6 +39,7 @@ pub struct StoresOutcome {
 /// Makes the declared stores exist and observes them.
 pub async fn reconcile_stores(
     client: &Client,
+    caches: &Caches,
     ms: &Microservice,
     namespace: &str,
     uid: &str,
@@ -63,6 +65,8 @@ pub async fn reconcile_stores(
         let object_name = format!("{name}-{}", engine.as_str());
         if delete_child(
             &Api::<StatefulSet>::namespaced(client.clone(), namespace),
+            &caches.stateful_sets,
+            namespace,
             &object_name,
             uid,
         )
@@ -72,6 +76,8 @@ pub async fn reconcile_stores(
         }
         if delete_child(
             &Api::<Service>::namespaced(client.clone(), namespace),
+            &caches.services,
+            namespace,
             &object_name,
             uid,
         )
@@ -81,6 +87,8 @@ pub async fn reconcile_stores(
         }
         if delete_child(
             &Api::<NetworkPolicy>::namespaced(client.clone(), namespace),
+            &caches.network_policies,
+            namespace,
             &object_name,
             uid,
         )
@@ -92,7 +100,7 @@ pub async fn reconcile_stores(
 
     for children in wanted {
         let observation =
-            reconcile_store(client, ms, namespace, uid, children, &mut outcome).await?;
+            reconcile_store(client, caches, ms, namespace, uid, children, &mut outcome).await?;
         outcome.observations.push(observation);
     }
     Ok(outcome)
@@ -100,6 +108,7 @@ pub async fn reconcile_stores(
 
 async fn reconcile_store(
     client: &Client,
+    caches: &Caches,
     ms: &Microservice,
     namespace: &str,
     uid: &str,
@@ -139,7 +148,14 @@ async fn reconcile_store(
                 .extend(secret.written("Secret", &store.object_name));
 
             let stateful_sets = Api::<StatefulSet>::namespaced(client.clone(), namespace);
-            let applied = match apply_child(&stateful_sets, server.stateful_set, uid).await {
+            let applied = match apply_child(
+                &stateful_sets,
+                &caches.stateful_sets,
+                server.stateful_set,
+                uid,
+            )
+            .await
+            {
                 Err(Error::Conflict(message)) => {
                     observation.conflict = Some(message);
                     return Ok(observation);
@@ -152,7 +168,7 @@ async fn reconcile_store(
                     .push(format!("StatefulSet {}", store.object_name));
             }
             let services = Api::<Service>::namespaced(client.clone(), namespace);
-            match apply_child(&services, server.service, uid).await {
+            match apply_child(&services, &caches.services, server.service, uid).await {
                 Err(Error::Conflict(message)) => {
                     observation.conflict = Some(message);
                     return Ok(observation);

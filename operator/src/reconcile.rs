@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -18,14 +18,14 @@ use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use tracing::{debug, info, warn};
 
 use crate::api::conditions::{self, reasons};
 use crate::api::{Microservice, MicroserviceStatus};
 use crate::apply::{apply_child, delete_child};
-use crate::builders::{self, DependencyPorts, MANAGER, Settings, labels};
+use crate::builders::{self, DependencyPorts, MANAGER, Settings};
+use crate::cache::{Caches, Informers};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::network;
@@ -78,8 +78,9 @@ pub struct Context {
     pub recorder: Recorder,
     /// The controller's metrics.
     pub metrics: Metrics,
-    /// The controller's cache of Microservices, to look dependencies up without API calls.
-    pub store: Store<Microservice>,
+    /// The caches of Microservices and children: reconciles read them instead of the API
+    /// server.
+    pub caches: Caches,
     /// The settings.
     pub config: ControllerConfig,
     /// Consecutive failures per Microservice, for the exponential backoff.
@@ -125,43 +126,49 @@ pub async fn run_controller(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<()> {
     check_crd_installed(&client, config.namespace.as_deref()).await?;
+    let informers = start_informers(&client, &config);
+    run_controller_with(informers, client, config, metrics, shutdown).await
+}
 
-    let microservices: Api<Microservice> = namespaced_api(&client, config.namespace.as_deref());
-    // Only objects the operator manages: a smaller cache and fewer wake-ups.
-    let children = watcher::Config::default().labels(&format!("{}={MANAGER}", labels::MANAGED_BY));
+/// Starts the watches the controller of `config` reads (see [`Informers`]). A follower
+/// starts them before it leads, so that its caches are warm when it takes over.
+pub fn start_informers(client: &Client, config: &ControllerConfig) -> Informers {
+    Informers::start(client, config.namespace.as_deref())
+}
 
-    let controller = Controller::new(microservices.clone(), watcher::Config::default())
-        .owns(
-            namespaced_api::<Deployment>(&client, config.namespace.as_deref()),
-            children.clone(),
-        )
-        .owns(
-            namespaced_api::<Service>(&client, config.namespace.as_deref()),
-            children.clone(),
-        )
-        .owns(
-            namespaced_api::<PodDisruptionBudget>(&client, config.namespace.as_deref()),
-            children.clone(),
-        )
-        .owns(
-            namespaced_api::<HorizontalPodAutoscaler>(&client, config.namespace.as_deref()),
-            children.clone(),
-        )
-        // The stores' servers: their readiness is the StoresReady condition.
-        .owns(
-            namespaced_api::<StatefulSet>(&client, config.namespace.as_deref()),
-            children.clone(),
-        );
+/// Runs the controller on watches already started by [`start_informers`]: once their
+/// caches are filled, every Microservice is reconciled, then each change triggers again.
+pub async fn run_controller_with(
+    informers: Informers,
+    client: Client,
+    config: ControllerConfig,
+    metrics: Metrics,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) -> Result<()> {
+    informers.wait_until_ready().await;
+    let (caches, subscriptions, _watches) = informers.subscribe().await?;
+    let dependents_cache = caches.microservices.clone();
+
+    let controller =
+        Controller::for_shared_stream(subscriptions.microservices, caches.microservices.clone())
+            .owns_shared_stream(subscriptions.deployments)
+            .owns_shared_stream(subscriptions.services)
+            .owns_shared_stream(subscriptions.pod_disruption_budgets)
+            .owns_shared_stream(subscriptions.autoscalers)
+            // The stores' servers: their readiness is the StoresReady condition.
+            .owns_shared_stream(subscriptions.stateful_sets)
+            // A change of one Microservice re-reconciles those that depend on it, so their
+            // `<NAME>_URL` and DependenciesReady follow.
+            .watches_shared_stream(subscriptions.dependencies, move |changed| {
+                dependents(&dependents_cache, &changed)
+            })
+            // The subscriptions start now: what the caches held before is reconciled once.
+            .reconcile_all_on(futures::stream::once(std::future::ready(())));
     let controller = if config.settings.network_policies {
-        controller.owns(
-            namespaced_api::<NetworkPolicy>(&client, config.namespace.as_deref()),
-            children,
-        )
+        controller.owns_shared_stream(subscriptions.network_policies)
     } else {
         controller
     };
-    let store = controller.store();
-    let dependents_store = store.clone();
 
     let reporter = Reporter {
         controller: MANAGER.to_owned(),
@@ -171,7 +178,7 @@ pub async fn run_controller(
         recorder: Recorder::new(client.clone(), reporter),
         client,
         metrics,
-        store,
+        caches,
         config: config.clone(),
         failures: Mutex::new(HashMap::new()),
     });
@@ -179,11 +186,6 @@ pub async fn run_controller(
     info!(namespace = ?config.namespace, "starting the Microservice controller");
     controller
         .with_config(kube::runtime::controller::Config::default().concurrency(config.concurrency))
-        // A change of one Microservice re-reconciles those that depend on it, so their
-        // `<NAME>_URL` and DependenciesReady follow.
-        .watches(microservices, watcher::Config::default(), move |changed| {
-            dependents(&dependents_store, &changed)
-        })
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, context)
         .for_each(|result| async move {
@@ -195,16 +197,6 @@ pub async fn run_controller(
         .await;
     info!("the Microservice controller stopped");
     Ok(())
-}
-
-fn namespaced_api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
-{
-    match namespace {
-        Some(namespace) => Api::namespaced(client.clone(), namespace),
-        None => Api::all(client.clone()),
-    }
 }
 
 /// The Microservices of the same namespace whose `dependsOn` names `changed`.
@@ -289,10 +281,17 @@ async fn reconcile_children(ms: &Arc<Microservice>, ctx: &Arc<Context>) -> Resul
         .uid()
         .ok_or_else(|| Error::InvalidObject(format!("Microservice {name} has no uid")))?;
 
-    let dependencies = status::dependency_statuses(ms, |dependency| {
-        ctx.store
-            .get(&ObjectRef::new(dependency).within(&namespace))
-    });
+    // Each dependency is looked up once, in the cache: for its status and for its port.
+    let found: HashMap<&str, Arc<Microservice>> = ms
+        .spec
+        .depends_on
+        .iter()
+        .filter_map(|d| {
+            Caches::get(&ctx.caches.microservices, &namespace, &d.name)
+                .map(|found| (d.name.as_str(), found))
+        })
+        .collect();
+    let dependencies = status::dependency_statuses(ms, |dependency| found.get(dependency).cloned());
     let mut observed = Observed {
         dependencies,
         ..Default::default()
@@ -300,15 +299,9 @@ async fn reconcile_children(ms: &Arc<Microservice>, ctx: &Arc<Context>) -> Resul
 
     let problems = validate::spec_problems(&ms.spec);
     if problems.is_empty() {
-        let ports: DependencyPorts = ms
-            .spec
-            .depends_on
+        let ports: DependencyPorts = found
             .iter()
-            .filter_map(|d| {
-                ctx.store
-                    .get(&ObjectRef::new(&d.name).within(&namespace))
-                    .map(|found| (d.name.clone(), found.spec.port))
-            })
+            .map(|(name, found)| ((*name).to_owned(), found.spec.port))
             .collect();
         let children = apply_children(ms, ctx, &namespace, &uid, &ports).await?;
         if !ms.spec.suspend && !deployment_available(&children.deployment) {
@@ -325,10 +318,9 @@ async fn reconcile_children(ms: &Arc<Microservice>, ctx: &Arc<Context>) -> Resul
     } else {
         observed.invalid_spec = Some(problems.join("; "));
         // Keep showing the Deployment that still runs the last valid spec.
-        observed.deployment = Api::<Deployment>::namespaced(ctx.client.clone(), &namespace)
-            .get_opt(&name)
-            .await?
-            .filter(|d| crate::apply::is_controlled_by(d, &uid));
+        observed.deployment = Caches::get(&ctx.caches.deployments, &namespace, &name)
+            .filter(|d| crate::apply::is_controlled_by(d.as_ref(), &uid))
+            .map(|d| Deployment::clone(&d));
     }
 
     let new_status = status::compute_status(ms, &observed, &now());
@@ -370,12 +362,15 @@ async fn apply_children(
 
     // Stores first: the Secrets the Deployment's variables refer to must exist before its
     // pods start.
-    let stores = provision::reconcile_stores(client, ms, namespace, uid, wanted.stores).await?;
+    let caches = &ctx.caches;
+    let stores =
+        provision::reconcile_stores(client, caches, ms, namespace, uid, wanted.stores).await?;
     applied.extend(stores.applied);
     deleted.extend(stores.deleted);
 
     let deployment = apply_child(
         &Api::<Deployment>::namespaced(client.clone(), namespace),
+        &caches.deployments,
         wanted.deployment,
         uid,
     )
@@ -385,6 +380,7 @@ async fn apply_children(
     }
     if apply_child(
         &Api::<Service>::namespaced(client.clone(), namespace),
+        &caches.services,
         wanted.service,
         uid,
     )
@@ -397,12 +393,15 @@ async fn apply_children(
     let pdbs = Api::<PodDisruptionBudget>::namespaced(client.clone(), namespace);
     match wanted.pod_disruption_budget {
         Some(pdb) => {
-            if apply_child(&pdbs, pdb, uid).await?.changed {
+            if apply_child(&pdbs, &caches.pod_disruption_budgets, pdb, uid)
+                .await?
+                .changed
+            {
                 applied.push("PodDisruptionBudget".to_owned());
             }
         }
         None => {
-            if delete_child(&pdbs, &name, uid).await? {
+            if delete_child(&pdbs, &caches.pod_disruption_budgets, namespace, &name, uid).await? {
                 deleted.push("PodDisruptionBudget".to_owned());
             }
         }
@@ -410,7 +409,10 @@ async fn apply_children(
     let policies = Api::<NetworkPolicy>::namespaced(client.clone(), namespace);
     for policy in wanted.network_policies {
         let policy_name = policy.name_any();
-        if apply_child(&policies, policy, uid).await?.changed {
+        if apply_child(&policies, &caches.network_policies, policy, uid)
+            .await?
+            .changed
+        {
             applied.push(format!("NetworkPolicy {policy_name}"));
         }
     }
@@ -427,7 +429,15 @@ async fn apply_children(
                 .map(|engine| format!("{name}-{}", engine.as_str())),
         );
         for policy_name in names {
-            if delete_child(&policies, &policy_name, uid).await? {
+            if delete_child(
+                &policies,
+                &caches.network_policies,
+                namespace,
+                &policy_name,
+                uid,
+            )
+            .await?
+            {
                 deleted.push(format!("NetworkPolicy {policy_name}"));
             }
         }
@@ -436,14 +446,14 @@ async fn apply_children(
     let mut autoscaler = None;
     match wanted.horizontal_pod_autoscaler {
         Some(hpa) => {
-            let hpa = apply_child(&hpas, hpa, uid).await?;
+            let hpa = apply_child(&hpas, &caches.autoscalers, hpa, uid).await?;
             if hpa.changed {
                 applied.push("HorizontalPodAutoscaler".to_owned());
             }
             autoscaler = Some(hpa.object);
         }
         None => {
-            if delete_child(&hpas, &name, uid).await? {
+            if delete_child(&hpas, &caches.autoscalers, namespace, &name, uid).await? {
                 deleted.push("HorizontalPodAutoscaler".to_owned());
             }
         }

@@ -489,7 +489,7 @@ pub fn failure_reason(error: &crate::Error) -> Option<&'static str> {
         Error::Conflict(_) => Some(reasons::CHILD_CONFLICT),
         Error::Kube(_) | Error::Serialization(_) | Error::Io(_) => Some(reasons::API_ERROR),
         Error::InvalidObject(_) | Error::InvalidSpec(_) => Some(reasons::CHILD_REJECTED),
-        Error::CrdNotInstalled | Error::LeadershipLost(_) => None,
+        Error::CrdNotInstalled | Error::LeadershipLost(_) | Error::WatchStopped(_) => None,
     }
 }
 
