@@ -2,23 +2,29 @@
 # Benchmarks kea-operator at scale on the real control plane (hack/control-plane.sh), in
 # one run, and prints a table:
 #   - operator arm: N Microservices applied at once in a fresh namespace, watched by a
-#     release build of the operator run as a host process; time until every one reports
-#     Ready=True, the operator's peak RSS (VmHWM), and at steady state (10 s after all are
-#     Ready, over a 30 s window) the writes it makes: its own counter
-#     (kea_operator_api_writes_total), the objects whose kea-operator managedFields entry
-#     changed in the window, and the API server's mutating requests (apiserver_request_total).
-#   - baseline arm: the same N Deployments and Services (rendered by `kea-operator render`,
-#     without the operator) applied directly in a second namespace; time until every
-#     Deployment is Available with its rollout complete.
-# Target: no writes at steady state.
+#     release build of the operator run as a host process. Its own speed: seconds until
+#     every Microservice's children exist (the newest child's creationTimestamp), reconciles
+#     per second, p50/p99 reconcile latency (from its histogram), and the API server's GETs
+#     on the children's kinds while it worked (reads come from its caches). End to end:
+#     seconds until every Microservice reports Ready=True. Its peak RSS (VmHWM). At steady
+#     state (10 s after all are Ready, over a 30 s window) the writes it makes: its own
+#     counter, the objects whose kea-operator managedFields entry changed in the window,
+#     and the API server's mutating requests (apiserver_request_total).
+#   - direct arm (the ceiling): the same children (Deployments, Services, NetworkPolicies,
+#     rendered by `kea-operator render`) applied straight to a second namespace by as many
+#     concurrent `kubectl apply --server-side` clients as the operator runs reconciles at
+#     once; seconds until applied, and until every Deployment is Available.
+# Targets at N=1000: children applied within 1.5x of the direct apply; end-to-end ratio
+# <= 1.2; peak RSS under 30 MiB; no writes at steady state. The control plane's own
+# controllers run with a raised client rate limit (KEA_CONTROL_PLANE_QPS, see
+# hack/control-plane.sh), so they are not what is measured.
 #
 #   bench/operator.sh [N]     # N defaults to 1000
 #
-# Each arm's YAML is applied by KEA_BENCH_APPLIERS concurrent `kubectl apply --server-side`
-# (default 4), so that one serial client is not the bottleneck. Environment also:
-# KEA_BENCH_TIMEOUT (seconds per arm to wait for readiness, default 1800), KEA_BENCH_SETTLE
-# and KEA_BENCH_WINDOW (seconds after all are Ready before the steady-state window, and its
-# length: 10 and 30), KEA_CONCURRENCY (passed to the operator, default the operator's).
+# Environment: KEA_CONCURRENCY (the operator's concurrent reconciles and the direct arm's
+# clients, default 4), KEA_BENCH_TIMEOUT (seconds per arm to wait for readiness, default
+# 1800), KEA_BENCH_SETTLE and KEA_BENCH_WINDOW (seconds after all are Ready before the
+# steady-state window, and its length: 10 and 30).
 # Pods run on the kwok node(s): when their free pod slots, CPU or memory do not fit 2N
 # more pods, the first kwok node's status capacity and allocatable are raised for the run
 # and restored on exit. The CRD is installed (server-side apply) and left installed.
@@ -31,13 +37,15 @@ toolchain_path
 N=${1:-1000}
 [[ $N =~ ^[1-9][0-9]*$ ]] || die "usage: bench/operator.sh [N] (N a positive integer, got '$N')"
 TIMEOUT=${KEA_BENCH_TIMEOUT:-1800}
-APPLIERS=${KEA_BENCH_APPLIERS:-4}
-[[ $APPLIERS =~ ^[1-9][0-9]*$ ]] || die "KEA_BENCH_APPLIERS must be a positive integer"
+CONCURRENCY=${KEA_CONCURRENCY:-4}
+[[ $CONCURRENCY =~ ^[1-9][0-9]*$ ]] || die "KEA_CONCURRENCY must be a positive integer"
+APPLIERS=$CONCURRENCY
 POLL=2
 SETTLE=${KEA_BENCH_SETTLE:-10}
 WINDOW=${KEA_BENCH_WINDOW:-30}
 IMAGE=registry.example/kea-service:0.1.0
 OPERATOR_KINDS="deployments services microservices poddisruptionbudgets horizontalpodautoscalers events"
+CHILD_KINDS="deployments services networkpolicies poddisruptionbudgets horizontalpodautoscalers statefulsets"
 
 require_cmd kubectl "run hack/toolchain.sh control-plane"
 require_cmd curl "apt-get install -y curl"
@@ -186,6 +194,46 @@ def apiserver_mutating(kinds):
                 ours += value
     print(int(every), int(ours))
 
+def apiserver_gets(kinds):
+    # GET requests (single objects, not lists or watches) on these kinds, from apiserver /metrics.
+    kinds, total = set(kinds.split()), 0.0
+    for line in sys.stdin:
+        if not line.startswith("apiserver_request_total{"):
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}", 1)[0]))
+        if labels.get("verb") == "GET" and labels.get("resource") in kinds:
+            total += float(line.rsplit(" ", 1)[1])
+    print(int(total))
+
+def quantiles(name):
+    # p50 and p99 (ms) of a Prometheus histogram, interpolated within buckets as
+    # histogram_quantile() does.
+    buckets = []
+    for line in sys.stdin:
+        if line.startswith(name + "_bucket{"):
+            le = re.search(r'le="([^"]+)"', line).group(1)
+            buckets.append((math.inf if le == "+Inf" else float(le), float(line.rsplit(" ", 1)[1])))
+    buckets.sort()
+    total = buckets[-1][1] if buckets else 0
+    out = []
+    for q in (0.5, 0.99):
+        rank, lower, below = q * total, 0.0, 0.0
+        value = math.nan
+        for upper, count in buckets:
+            if count >= rank and total > 0:
+                upper = lower if math.isinf(upper) else upper
+                value = lower + (upper - lower) * ((rank - below) / (count - below) if count > below else 1)
+                break
+            lower, below = upper, count
+        out.append(f"{value * 1000:.0f}")
+    print(*out)
+
+def newest_creation(start):
+    # Seconds from START (epoch) to the newest creationTimestamp among the listed objects.
+    newest = max(datetime.strptime(i["metadata"]["creationTimestamp"], "%Y-%m-%dT%H:%M:%SZ")
+                 .replace(tzinfo=timezone.utc).timestamp() for i in json.load(sys.stdin)["items"])
+    print(f"{newest - float(start):.1f}")
+
 def manager_writes(manager, start, end):
     # Objects whose entry of this field manager was updated within (start, end] (epoch s).
     count = 0
@@ -209,6 +257,9 @@ elif cmd == "node-is": node_is(args[0], args[1])
 elif cmd == "operator-metric": operator_metrics(args[0])
 elif cmd == "apiserver-mutating": apiserver_mutating(args[0])
 elif cmd == "manager-writes": manager_writes(args[0], args[1], args[2])
+elif cmd == "apiserver-gets": apiserver_gets(args[0])
+elif cmd == "quantiles": quantiles(args[0])
+elif cmd == "newest-creation": newest_creation(args[0])
 else: sys.exit(f"unknown command {cmd}")
 PY
 py() { python3 "$WORK/bench.py" "$@"; }
@@ -309,6 +360,7 @@ PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0));
 METRICS_URL="http://127.0.0.1:$PORT/metrics"
 log "starting kea-operator on namespace $NS_OP (metrics on 127.0.0.1:$PORT, log $WORK/operator.log)"
 KEA_HTTP_ADDR="127.0.0.1:$PORT" KEA_WATCH_NAMESPACE="$NS_OP" KEA_LOG_FORMAT=json RUST_LOG=info \
+  KEA_CONCURRENCY="$CONCURRENCY" \
   "$OPERATOR" run --leader-elect=false >"$WORK/operator.log" 2>&1 &
 OPERATOR_PID=$!
 for _ in $(seq 100); do
@@ -353,12 +405,19 @@ wait_all() {
 # --- operator arm ---------------------------------------------------------------------
 
 log "operator arm: applying $N Microservices to $NS_OP ($APPLIERS kubectl processes)"
+kubectl get --raw /metrics >"$WORK/arm-start.apiserver.txt"
 START=$(now)
 apply_all "$WORK/microservices.yaml"
 APPLY_OP=$(elapsed "$START" "$(now)")
 log "operator arm: applied in ${APPLY_OP}s"
 wait_all operator microservices.kea.dev "$NS_OP" count-ready "$START"
 T_OP=$(cat "$WORK/operator.seconds")
+kubectl get --raw /metrics >"$WORK/arm-end.apiserver.txt"
+curl -fsS "$METRICS_URL" >"$WORK/arm-end.operator.txt"
+T_CHILDREN=$(kubectl get deployments,services,networkpolicies -n "$NS_OP" -o json | py newest-creation "$START")
+ARM_RECONCILES=$(py operator-metric kea_operator_reconciles_total <"$WORK/arm-end.operator.txt")
+read -r P50_MS P99_MS < <(py quantiles kea_operator_reconcile_duration_seconds <"$WORK/arm-end.operator.txt")
+ARM_GETS=$(($(py apiserver-gets "$CHILD_KINDS" <"$WORK/arm-end.apiserver.txt") - $(py apiserver-gets "$CHILD_KINDS" <"$WORK/arm-start.apiserver.txt")))
 
 log "steady state: waiting ${SETTLE}s, then measuring writes over ${WINDOW}s"
 sleep "$SETTLE"
@@ -388,13 +447,13 @@ stop_operator
 kubectl delete namespace "$NS_OP" --wait=true --timeout=600s >/dev/null ||
   log "warning: $NS_OP is still being deleted; the baseline runs alongside"
 
-# --- baseline arm ---------------------------------------------------------------------
+# --- direct arm ---------------------------------------------------------------------
 
-log "baseline arm: applying $N Deployments and $N Services to $NS_DIRECT ($APPLIERS kubectl processes)"
+log "direct arm: applying the children of $N Microservices to $NS_DIRECT ($APPLIERS kubectl processes)"
 START=$(now)
 apply_all "$WORK/direct.yaml"
 APPLY_DIRECT=$(elapsed "$START" "$(now)")
-log "baseline arm: applied in ${APPLY_DIRECT}s"
+log "direct arm: applied in ${APPLY_DIRECT}s"
 wait_all direct deployments.apps "$NS_DIRECT" count-available "$START"
 T_DIRECT=$(cat "$WORK/direct.seconds")
 
@@ -406,12 +465,19 @@ T_DIRECT=$(cat "$WORK/direct.seconds")
   printf '| %-64s | %10s |\n' "measure" "value"
   printf '|%s|%s|\n' "$(printf -- '-%.0s' $(seq 66))" "$(printf -- '-%.0s' $(seq 12))"
   row() { printf '| %-64s | %10s |\n' "$1" "$2"; }
-  row "N (Microservices; Deployments + Services in the baseline)" "$N"
+  ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
+  row "N (Microservices; their rendered children in the direct arm)" "$N"
+  row "operator: seconds until every Microservice's children exist" "$T_CHILDREN"
+  row "direct: seconds to apply the same children ($APPLIERS clients)" "$APPLY_DIRECT"
+  row "ratio operator / direct, children applied (target <= 1.5)" "$(ratio "$T_CHILDREN" "$APPLY_DIRECT")"
+  row "operator: Microservices with all children applied per second" "$(ratio "$N" "$T_CHILDREN")"
+  row "operator: reconciles per second until all Ready" "$(ratio "$ARM_RECONCILES" "$T_OP")"
+  row "operator: reconcile latency p50 / p99, ms" "$P50_MS / $P99_MS"
+  row "apiserver GETs on child kinds until all Ready (cache reads)" "$ARM_GETS"
   row "operator: seconds until all Microservices Ready" "$T_OP"
-  row "  of which the client's apply" "$APPLY_OP"
-  row "baseline: seconds until all Deployments Available" "$T_DIRECT"
-  row "  of which the client's apply" "$APPLY_DIRECT"
-  row "ratio operator / baseline" "$(awk -v a="$T_OP" -v b="$T_DIRECT" 'BEGIN {printf "%.2f", a / b}')"
+  row "  of which the client's apply of the Microservices" "$APPLY_OP"
+  row "direct: seconds until all Deployments Available" "$T_DIRECT"
+  row "ratio operator / direct, end to end (target <= 1.2)" "$(ratio "$T_OP" "$T_DIRECT")"
   row "operator peak RSS (VmHWM), MiB" "$RSS_MIB"
   row "operator writes in the ${WINDOW}s steady-state window (target 0)" "$OP_WRITES"
   row "objects changed by field manager kea-operator in the window" "$MANAGER_WRITES"
@@ -421,4 +487,5 @@ T_DIRECT=$(cat "$WORK/direct.seconds")
   echo "operator: $OP_WRITES_TOTAL writes ($(awk -v w="$OP_WRITES_TOTAL" -v n="$N" 'BEGIN {printf "%.1f", w / n}') per Microservice) and $OP_ERRORS failed reconciles in all, $OP_RECONCILES reconciles in the window"
   echo "$NODE_NOTE"
   echo "apiserver counts are cluster-wide (kwok's node and lease updates, other clients included)"
+  echo "control plane: kube-controller-manager $(ps -o args= -C kube-controller-manager | grep -o -- '--kube-api-qps [0-9]*' || echo 'default client rate limit')"
 } | tee "$WORK/report.txt"

@@ -16,6 +16,10 @@
 # Ports are chosen to stay clear of a real cluster's and can be changed:
 #   KEA_ETCD_PORT, KEA_ETCD_PEER_PORT, KEA_APISERVER_PORT, KEA_CONTROLLER_MANAGER_PORT,
 #   KEA_SCHEDULER_PORT, KEA_KWOK_PORT.
+# The controller-manager and the scheduler talk to the API server at KEA_CONTROL_PLANE_QPS
+# requests per second (burst twice that; default 200, Kubernetes' own default is 20), so
+# that at scale (bench/operator.sh) the operator, not the built-in controllers' client rate
+# limit, is what is measured.
 # shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -30,6 +34,8 @@ SERVICE_CIDR=10.96.0.0/16
 SERVICE_IP=10.96.0.1
 NODE_NAME=kwok-node-0
 UP_TIMEOUT=${KEA_CONTROL_PLANE_TIMEOUT:-120}
+CLIENT_QPS=${KEA_CONTROL_PLANE_QPS:-200}
+[[ $CLIENT_QPS =~ ^[1-9][0-9]*$ ]] || die "KEA_CONTROL_PLANE_QPS must be a positive integer, got '$CLIENT_QPS'"
 
 STATE_DIR="$KEA_RUN_DIR/control-plane"
 PKI="$STATE_DIR/pki"
@@ -258,6 +264,7 @@ start_controller_manager() {
     --service-account-private-key-file "$PKI/sa.key" \
     --cluster-signing-cert-file "$PKI/ca.crt" --cluster-signing-key-file "$PKI/ca.key" \
     --service-cluster-ip-range "$SERVICE_CIDR" \
+    --kube-api-qps "$CLIENT_QPS" --kube-api-burst $((2 * CLIENT_QPS)) \
     --leader-elect=false \
     --profiling=false
 }
@@ -268,6 +275,7 @@ start_scheduler() {
     --authentication-kubeconfig "$KUBECONFIG_FILE" --authorization-kubeconfig "$KUBECONFIG_FILE" \
     --bind-address 127.0.0.1 --secure-port "$SCHEDULER_PORT" \
     --cert-dir "$STATE_DIR/scheduler" \
+    --kube-api-qps "$CLIENT_QPS" --kube-api-burst $((2 * CLIENT_QPS)) \
     --leader-elect=false \
     --profiling=false
 }

@@ -4,17 +4,20 @@
 #
 #   hack/e2e.sh kubectl   # kubectl apply -f deploy/, deploy/examples/, the suite, uninstall
 #   hack/e2e.sh helm      # helm install kea-operator charts/kea-operator, same steps, then
-#                         # the network tests again with networkPolicies.enabled=false
+#                         # helm test, the network tests again with
+#                         # networkPolicies.enabled=false, and the operator confined to one
+#                         # namespace (operator.watchNamespace, e2e/tests/e2e/namespaced.rs)
 #   hack/e2e.sh all       # both modes in turn on one cluster, then hack/kind.sh down
 #
-# The cluster (kea-e2e, not the demo's kea; KEA_KIND_CLUSTER names another) is created first if missing (hack/kind.sh up; the images must be built:
-# hack/images.sh). Each mode uninstalls everything it installed, so the other mode can run on
+# The cluster (kea-e2e, not the demo's kea; KEA_KIND_CLUSTER names another) is created
+# first if missing (hack/kind.sh up; the images must be built: hack/images.sh). Each mode uninstalls everything it installed, so the other mode can run on
 # the same cluster. The suite itself is cluster-agnostic: against any cluster with the
 # operator and the examples installed, run
 #   KUBECONFIG=... KEA_E2E=1 cargo test -p kea-e2e -- --test-threads=2
 # Env: KEA_E2E_KEEP=1 leaves the installation (and failed tests' namespaces) in place;
 # KEA_E2E_TEST_ARGS adds arguments for the test binary (e.g. a test name filter). The tests
-# of e2e/tests/e2e/disruption.rs drain a node, so they run alone after the others.
+# of e2e/tests/e2e/disruption.rs drain a node, so they run alone after the others; those of
+# namespaced.rs need the confined operator, so they run in that phase only.
 # shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 toolchain_path
@@ -98,7 +101,7 @@ suite() {
 
 run_suite() {
   # shellcheck disable=SC2086 # KEA_E2E_TEST_ARGS is a list of words
-  suite --test-threads=2 --skip disruption:: ${KEA_E2E_TEST_ARGS:-}
+  suite --test-threads=2 --skip disruption:: --skip namespaced:: ${KEA_E2E_TEST_ARGS:-}
 }
 
 # A node drain evicts every pod of the node: these tests run alone.
@@ -113,6 +116,24 @@ run_without_policies() {
     --set networkPolicies.enabled=false --wait --timeout "$WAIT" >/dev/null
   kubectl -n "$OPERATOR_NS" rollout status deployment/kea-operator --timeout="$WAIT" >/dev/null
   KEA_E2E_NETWORK_POLICIES=0 suite --test-threads=1 network::
+}
+
+# helm test: the chart's test pod GETs the operator's /readyz through its Service.
+run_helm_test() {
+  helm test "$RELEASE" -n "$OPERATOR_NS" --timeout "$WAIT"
+}
+
+# The operator confined to one namespace (operator.watchNamespace): a Role there instead of
+# a ClusterRole over every namespace; the namespaced tests check what it runs and may do.
+run_watching_one_namespace() {
+  local watched=e2e-watched
+  kubectl create namespace "$watched" >/dev/null
+  kubectl label namespace "$watched" kea.dev/e2e=true pod-security.kubernetes.io/enforce=restricted \
+    pod-security.kubernetes.io/audit=restricted pod-security.kubernetes.io/warn=restricted >/dev/null
+  helm upgrade "$RELEASE" "$REPO_ROOT/charts/kea-operator" -n "$OPERATOR_NS" --reuse-values \
+    --set operator.watchNamespace="$watched" --wait --timeout "$WAIT" >/dev/null
+  kubectl -n "$OPERATOR_NS" rollout status deployment/kea-operator --timeout="$WAIT" >/dev/null
+  KEA_E2E_WATCH_NAMESPACE=$watched suite --test-threads=1 namespaced::
 }
 
 uninstall() {
@@ -143,7 +164,13 @@ mode() {
   [ $rc = 0 ] && { timed "[$mode] cargo test -p kea-e2e" run_suite || rc=$?; }
   [ $rc = 0 ] && { timed "[$mode] drain a worker under load" run_disruption || rc=$?; }
   if [ "$mode" = helm ] && [ $rc = 0 ]; then
+    timed "[$mode] helm test" run_helm_test || rc=$?
+  fi
+  if [ "$mode" = helm ] && [ $rc = 0 ]; then
     timed "[$mode] NetworkPolicies off" run_without_policies || rc=$?
+  fi
+  if [ "$mode" = helm ] && [ $rc = 0 ]; then
+    timed "[$mode] one namespace watched" run_watching_one_namespace || rc=$?
   fi
   if [ "${KEA_E2E_KEEP:-0}" = 1 ]; then
     log "KEA_E2E_KEEP=1: leaving the $mode installation in place"

@@ -51,6 +51,14 @@ enum Command {
     },
     /// Print the Microservices of a namespace, their dependencies and stores as PlantUML.
     Diagram(kea_operator::diagram::DiagramArgs),
+    /// GET an http:// URL; exit 0 on a 2xx answer (the chart's `helm test` pod runs this).
+    Probe {
+        /// e.g. http://kea-operator-metrics.kea-system.svc:8081/readyz
+        url: String,
+        /// Seconds to wait for the answer.
+        #[arg(long, default_value_t = 5)]
+        timeout_seconds: u64,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -123,6 +131,10 @@ async fn main() -> ExitCode {
             watch_namespace,
         }) => print_rbac(&namespace, watch_namespace.as_deref()),
         Some(Command::Diagram(args)) => kea_operator::diagram::run(&args).await,
+        Some(Command::Probe {
+            url,
+            timeout_seconds,
+        }) => probe(&url, Duration::from_secs(timeout_seconds)).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -132,6 +144,18 @@ async fn main() -> ExitCode {
             eprintln!("kea-operator: {err}");
             ExitCode::FAILURE
         }
+    }
+}
+
+async fn probe(url: &str, timeout: Duration) -> kea_operator::Result<()> {
+    let status = http::probe(url, timeout).await?;
+    println!("{url}: {status}");
+    if (200..300).contains(&status) {
+        Ok(())
+    } else {
+        Err(Error::Io(std::io::Error::other(format!(
+            "{url} answered {status}"
+        ))))
     }
 }
 

@@ -3,6 +3,7 @@
 //! ([`crate::status`]). Decisions live in those pure modules; this one does the I/O.
 
 use std::collections::HashMap;
+use std::fmt::Debug;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,11 +20,13 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use tracing::{debug, info, warn};
 
 use crate::api::conditions::{self, reasons};
 use crate::api::{Microservice, MicroserviceStatus};
-use crate::apply::{apply_child, delete_child};
+use crate::apply::{Applied, apply_child, delete_child};
 use crate::builders::{self, DependencyPorts, MANAGER, Settings};
 use crate::cache::{Caches, Informers};
 use crate::error::{Error, Result};
@@ -254,8 +257,7 @@ async fn report_failure(ctx: &Context, ms: &Microservice, reason: &str, message:
             reason,
             "Apply",
             message.to_owned(),
-        )
-        .await;
+        );
     }
 }
 
@@ -326,7 +328,7 @@ async fn reconcile_children(ms: &Arc<Microservice>, ctx: &Arc<Context>) -> Resul
     let new_status = status::compute_status(ms, &observed, &now());
     if ms.status.as_ref() != Some(&new_status) {
         write_status(ctx, ms, &namespace, &new_status).await?;
-        publish_transition_events(ctx, ms, &new_status).await;
+        publish_transition_events(ctx, ms, &new_status);
     }
 
     ctx.failures
@@ -368,96 +370,46 @@ async fn apply_children(
     applied.extend(stores.applied);
     deleted.extend(stores.deleted);
 
-    let deployment = apply_child(
-        &Api::<Deployment>::namespaced(client.clone(), namespace),
-        &caches.deployments,
-        wanted.deployment,
-        uid,
-    )
-    .await?;
+    // The children do not depend on one another: apply them at once.
+    let deployments = Api::<Deployment>::namespaced(client.clone(), namespace);
+    let services = Api::<Service>::namespaced(client.clone(), namespace);
+    let pdbs = Api::<PodDisruptionBudget>::namespaced(client.clone(), namespace);
+    let hpas = Api::<HorizontalPodAutoscaler>::namespaced(client.clone(), namespace);
+    let (deployment, service, pdb, autoscaler, policies) = futures::try_join!(
+        apply_child(&deployments, &caches.deployments, wanted.deployment, uid),
+        apply_child(&services, &caches.services, wanted.service, uid),
+        apply_or_delete(
+            &pdbs,
+            &caches.pod_disruption_budgets,
+            wanted.pod_disruption_budget,
+            namespace,
+            &name,
+            uid
+        ),
+        apply_or_delete(
+            &hpas,
+            &caches.autoscalers,
+            wanted.horizontal_pod_autoscaler,
+            namespace,
+            &name,
+            uid
+        ),
+        reconcile_network_policies(ctx, ms, namespace, uid, wanted.network_policies),
+    )?;
     if deployment.changed {
         applied.push("Deployment".to_owned());
     }
-    if apply_child(
-        &Api::<Service>::namespaced(client.clone(), namespace),
-        &caches.services,
-        wanted.service,
-        uid,
-    )
-    .await?
-    .changed
-    {
+    if service.changed {
         applied.push("Service".to_owned());
     }
-
-    let pdbs = Api::<PodDisruptionBudget>::namespaced(client.clone(), namespace);
-    match wanted.pod_disruption_budget {
-        Some(pdb) => {
-            if apply_child(&pdbs, &caches.pod_disruption_budgets, pdb, uid)
-                .await?
-                .changed
-            {
-                applied.push("PodDisruptionBudget".to_owned());
-            }
-        }
-        None => {
-            if delete_child(&pdbs, &caches.pod_disruption_budgets, namespace, &name, uid).await? {
-                deleted.push("PodDisruptionBudget".to_owned());
-            }
-        }
-    }
-    let policies = Api::<NetworkPolicy>::namespaced(client.clone(), namespace);
-    for policy in wanted.network_policies {
-        let policy_name = policy.name_any();
-        if apply_child(&policies, &caches.network_policies, policy, uid)
-            .await?
-            .changed
-        {
-            applied.push(format!("NetworkPolicy {policy_name}"));
-        }
-    }
-    // Policies written before the operator was told to write none (the status remembers).
-    let wrote_policies = ms
-        .status
-        .as_ref()
-        .is_some_and(|s| s.network_policy.is_some());
-    if !ctx.config.settings.network_policies && wrote_policies {
-        let mut names = vec![name.clone()];
-        names.extend(
-            crate::stores::ServerEngine::ALL
-                .iter()
-                .map(|engine| format!("{name}-{}", engine.as_str())),
-        );
-        for policy_name in names {
-            if delete_child(
-                &policies,
-                &caches.network_policies,
-                namespace,
-                &policy_name,
-                uid,
-            )
-            .await?
-            {
-                deleted.push(format!("NetworkPolicy {policy_name}"));
-            }
-        }
-    }
-    let hpas = Api::<HorizontalPodAutoscaler>::namespaced(client.clone(), namespace);
-    let mut autoscaler = None;
-    match wanted.horizontal_pod_autoscaler {
-        Some(hpa) => {
-            let hpa = apply_child(&hpas, &caches.autoscalers, hpa, uid).await?;
-            if hpa.changed {
-                applied.push("HorizontalPodAutoscaler".to_owned());
-            }
-            autoscaler = Some(hpa.object);
-        }
-        None => {
-            if delete_child(&hpas, &caches.autoscalers, namespace, &name, uid).await? {
-                deleted.push("HorizontalPodAutoscaler".to_owned());
-            }
-        }
-    }
+    pdb.record("PodDisruptionBudget", &mut applied, &mut deleted);
+    autoscaler.record("HorizontalPodAutoscaler", &mut applied, &mut deleted);
+    applied.extend(policies.applied);
+    deleted.extend(policies.deleted);
+    let autoscaler = match autoscaler {
+        OptionalChild::Applied(hpa) => Some(hpa.object),
+        _ => None,
+    };
 
     for _ in 0..applied.len() + deleted.len() {
         ctx.metrics.writes.inc();
@@ -471,8 +423,7 @@ async fn apply_children(
             "Applied",
             "Apply",
             format!("applied {}", applied.join(", ")),
-        )
-        .await;
+        );
     }
     if !deleted.is_empty() {
         info!(microservice = %name, %namespace, children = ?deleted, "deleted");
@@ -483,14 +434,104 @@ async fn apply_children(
             "Deleted",
             "Delete",
             format!("deleted {}, no longer wanted", deleted.join(", ")),
-        )
-        .await;
+        );
     }
     Ok(AppliedChildren {
         deployment: deployment.object,
         stores: stores.observations,
         autoscaler,
     })
+}
+
+/// What became of a child that is wanted only in some cases (a PDB, an HPA).
+enum OptionalChild<K> {
+    Applied(Applied<K>),
+    Deleted,
+    Untouched,
+}
+
+impl<K> OptionalChild<K> {
+    /// Adds `kind` to what was applied or deleted, when something was.
+    fn record(&self, kind: &str, applied: &mut Vec<String>, deleted: &mut Vec<String>) {
+        match self {
+            Self::Applied(child) if child.changed => applied.push(kind.to_owned()),
+            Self::Deleted => deleted.push(kind.to_owned()),
+            _ => {}
+        }
+    }
+}
+
+/// Applies `wanted` when there is one, else deletes the child `name` this owner controls.
+async fn apply_or_delete<K>(
+    api: &Api<K>,
+    cache: &Store<K>,
+    wanted: Option<K>,
+    namespace: &str,
+    name: &str,
+    uid: &str,
+) -> Result<OptionalChild<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug,
+{
+    Ok(match wanted {
+        Some(child) => OptionalChild::Applied(apply_child(api, cache, child, uid).await?),
+        None if delete_child(api, cache, namespace, name, uid).await? => OptionalChild::Deleted,
+        None => OptionalChild::Untouched,
+    })
+}
+
+/// What [`reconcile_network_policies`] applied and deleted.
+#[derive(Default)]
+struct PolicyChanges {
+    applied: Vec<String>,
+    deleted: Vec<String>,
+}
+
+/// Applies the wanted NetworkPolicies at once; with policies switched off, deletes those the
+/// operator wrote before (the status remembers that it did).
+async fn reconcile_network_policies(
+    ctx: &Context,
+    ms: &Microservice,
+    namespace: &str,
+    uid: &str,
+    wanted: Vec<NetworkPolicy>,
+) -> Result<PolicyChanges> {
+    let policies = Api::<NetworkPolicy>::namespaced(ctx.client.clone(), namespace);
+    let cache = &ctx.caches.network_policies;
+    let mut changes = PolicyChanges::default();
+    let applies = wanted.into_iter().map(|policy| {
+        let name = policy.name_any();
+        let policies = &policies;
+        async move {
+            let applied = apply_child(policies, cache, policy, uid).await?;
+            Ok::<_, Error>(applied.changed.then(|| format!("NetworkPolicy {name}")))
+        }
+    });
+    changes.applied.extend(
+        futures::future::try_join_all(applies)
+            .await?
+            .into_iter()
+            .flatten(),
+    );
+    let wrote_policies = ms
+        .status
+        .as_ref()
+        .is_some_and(|s| s.network_policy.is_some());
+    if !ctx.config.settings.network_policies && wrote_policies {
+        let name = ms.name_any();
+        let mut names = vec![name.clone()];
+        names.extend(
+            crate::stores::ServerEngine::ALL
+                .iter()
+                .map(|engine| format!("{name}-{}", engine.as_str())),
+        );
+        for policy_name in names {
+            if delete_child(&policies, cache, namespace, &policy_name, uid).await? {
+                changes.deleted.push(format!("NetworkPolicy {policy_name}"));
+            }
+        }
+    }
+    Ok(changes)
 }
 
 /// What [`apply_children`] returns for the status.
@@ -547,14 +588,14 @@ async fn write_status(
 }
 
 /// Records an event for each condition change worth a human's attention.
-async fn publish_transition_events(ctx: &Context, ms: &Microservice, new: &MicroserviceStatus) {
+fn publish_transition_events(ctx: &Context, ms: &Microservice, new: &MicroserviceStatus) {
     let old: &[Condition] = ms
         .status
         .as_ref()
         .map(|s| s.conditions.as_slice())
         .unwrap_or(&[]);
     for event in status_events(old, &new.conditions) {
-        publish(ctx, ms, event.type_, event.reason, "Reconcile", event.note).await;
+        publish(ctx, ms, event.type_, event.reason, "Reconcile", event.note);
     }
 }
 
@@ -621,7 +662,9 @@ pub fn status_events(old: &[Condition], new: &[Condition]) -> Vec<StatusEvent> {
     events
 }
 
-async fn publish(
+/// Records an event without waiting for it: events are best effort, and a reconcile that
+/// waited for each would hold its slot for another round trip.
+fn publish(
     ctx: &Context,
     ms: &Microservice,
     type_: EventType,
@@ -636,12 +679,18 @@ async fn publish(
         action: action.to_owned(),
         secondary: None,
     };
-    // Events are best effort: failing to record one must not fail the reconcile.
-    if let Err(err) = ctx.recorder.publish(&event, &ms.object_ref(&())).await {
-        warn!(error = %err, "could not record an event");
-    } else {
-        ctx.metrics.writes.inc();
-    }
+    let recorder = ctx.recorder.clone();
+    let writes = ctx.metrics.writes.clone();
+    let reference = ms.object_ref(&());
+    tokio::spawn(async move {
+        // Failing to record one must not fail the reconcile.
+        match recorder.publish(&event, &reference).await {
+            Ok(()) => {
+                writes.inc();
+            }
+            Err(err) => warn!(error = %err, "could not record an event"),
+        }
+    });
 }
 
 /// Retries a failed reconcile after an exponential backoff per Microservice.

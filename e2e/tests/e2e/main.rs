@@ -7,6 +7,7 @@
 mod disruption;
 mod examples;
 mod lifecycle;
+mod namespaced;
 mod network;
 mod operator_restart;
 mod rollout;

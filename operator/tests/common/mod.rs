@@ -10,7 +10,7 @@ use kea_operator::{ControllerConfig, Metrics, Microservice, run_controller};
 use kea_testkit::{TestNamespace, has_status_condition, wait_for};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::wait::conditions;
-use kube::{Client, CustomResourceExt, ResourceExt};
+use kube::{Client, ResourceExt};
 use serde_json::json;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -23,7 +23,7 @@ pub const TIMEOUT: Duration = Duration::from_secs(120);
 pub async fn namespace_with_crd(prefix: &str) -> Option<TestNamespace> {
     let namespace = TestNamespace::create_or_skip(prefix).await?;
     let crds: Api<CustomResourceDefinition> = Api::all(namespace.client());
-    let crd = Microservice::crd();
+    let crd = kea_operator::crdgen::crd().unwrap();
     crds.patch(
         &crd.name_any(),
         &PatchParams::apply("kea-tests").force(),
