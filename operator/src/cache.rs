@@ -305,3 +305,80 @@ where
         }
     }
 }
+
+/// Keeps, of a stream of Microservices, those whose spec, labels, annotations or deletion
+/// changed since last seen (or that are new: another uid under the same name counts as
+/// new): the operator's own status writes would otherwise each trigger another reconcile of
+/// the same object (the status is an output, not an input). An object gone from `cache` is
+/// forgotten, so the memory follows the cache.
+pub fn spec_changes<S>(
+    stream: S,
+    cache: Store<Microservice>,
+) -> impl futures::Stream<Item = Arc<Microservice>> + Send + 'static
+where
+    S: futures::Stream<Item = Arc<Microservice>> + Send + 'static,
+{
+    use std::collections::HashMap;
+    use std::hash::{Hash, Hasher};
+
+    let mut seen: HashMap<ObjectRef<Microservice>, u64> = HashMap::new();
+    stream.filter(move |ms| {
+        let key = ObjectRef::from_obj(ms.as_ref());
+        if cache.get(&key).is_none() {
+            // Deleted: nothing to compare with next time.
+            seen.remove(&key);
+            return std::future::ready(true);
+        }
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        ms.metadata.uid.hash(&mut hasher);
+        ms.metadata.generation.hash(&mut hasher);
+        ms.metadata.deletion_timestamp.is_some().hash(&mut hasher);
+        ms.metadata.labels.hash(&mut hasher);
+        ms.metadata.annotations.hash(&mut hasher);
+        let fingerprint = hasher.finish();
+        std::future::ready(seen.insert(key, fingerprint) != Some(fingerprint))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::MicroserviceStatus;
+    use futures::StreamExt;
+
+    fn ms(uid: &str, generation: i64, observed: Option<i64>) -> Microservice {
+        let mut ms: Microservice = serde_json::from_value(serde_json::json!({
+            "apiVersion": "kea.dev/v1alpha1",
+            "kind": "Microservice",
+            "metadata": {"name": "web", "namespace": "shop", "uid": uid, "generation": generation},
+            "spec": {"image": "kea.dev/kea-service:dev"},
+        }))
+        .expect("a Microservice");
+        ms.status = observed.map(|generation| MicroserviceStatus {
+            observed_generation: Some(generation),
+            ..Default::default()
+        });
+        ms
+    }
+
+    #[tokio::test]
+    async fn only_changes_of_what_the_user_wrote_trigger() {
+        let (cache, mut writer) = reflector::store::<Microservice>();
+        let (sender, receiver) = futures::channel::mpsc::unbounded();
+        let mut filtered = Box::pin(spec_changes(receiver, cache));
+        let mut seen = Vec::new();
+        let versions = [
+            ms("a", 1, None),
+            ms("a", 1, Some(1)), // the operator's status write: filtered out
+            ms("a", 2, Some(1)), // a spec change
+            ms("b", 2, Some(1)), // deleted and created again under the same name
+        ];
+        for version in versions {
+            writer.apply_watcher_event(&watcher::Event::Apply(version.clone()));
+            sender.unbounded_send(Arc::new(version)).expect("send");
+            let next = tokio::time::timeout(Duration::from_millis(50), filtered.next()).await;
+            seen.push(next.ok().flatten().map(|m| m.metadata.generation));
+        }
+        assert_eq!(seen, [Some(Some(1)), None, Some(Some(2)), Some(Some(2))]);
+    }
+}

@@ -28,7 +28,7 @@ use crate::api::conditions::{self, reasons};
 use crate::api::{Microservice, MicroserviceStatus};
 use crate::apply::{Applied, apply_child, delete_child};
 use crate::builders::{self, DependencyPorts, MANAGER, Settings};
-use crate::cache::{Caches, Informers};
+use crate::cache::{Caches, Informers, spec_changes};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::network;
@@ -152,21 +152,23 @@ pub async fn run_controller_with(
     let (caches, subscriptions, _watches) = informers.subscribe().await?;
     let dependents_cache = caches.microservices.clone();
 
-    let controller =
-        Controller::for_shared_stream(subscriptions.microservices, caches.microservices.clone())
-            .owns_shared_stream(subscriptions.deployments)
-            .owns_shared_stream(subscriptions.services)
-            .owns_shared_stream(subscriptions.pod_disruption_budgets)
-            .owns_shared_stream(subscriptions.autoscalers)
-            // The stores' servers: their readiness is the StoresReady condition.
-            .owns_shared_stream(subscriptions.stateful_sets)
-            // A change of one Microservice re-reconciles those that depend on it, so their
-            // `<NAME>_URL` and DependenciesReady follow.
-            .watches_shared_stream(subscriptions.dependencies, move |changed| {
-                dependents(&dependents_cache, &changed)
-            })
-            // The subscriptions start now: what the caches held before is reconciled once.
-            .reconcile_all_on(futures::stream::once(std::future::ready(())));
+    let controller = Controller::for_shared_stream(
+        spec_changes(subscriptions.microservices, caches.microservices.clone()),
+        caches.microservices.clone(),
+    )
+    .owns_shared_stream(subscriptions.deployments)
+    .owns_shared_stream(subscriptions.services)
+    .owns_shared_stream(subscriptions.pod_disruption_budgets)
+    .owns_shared_stream(subscriptions.autoscalers)
+    // The stores' servers: their readiness is the StoresReady condition.
+    .owns_shared_stream(subscriptions.stateful_sets)
+    // A change of one Microservice re-reconciles those that depend on it, so their
+    // `<NAME>_URL` and DependenciesReady follow.
+    .watches_shared_stream(subscriptions.dependencies, move |changed| {
+        dependents(&dependents_cache, &changed)
+    })
+    // The subscriptions start now: what the caches held before is reconciled once.
+    .reconcile_all_on(futures::stream::once(std::future::ready(())));
     let controller = if config.settings.network_policies {
         controller.owns_shared_stream(subscriptions.network_policies)
     } else {

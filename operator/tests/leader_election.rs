@@ -141,6 +141,32 @@ where
     }
 }
 
+/// Waits until a replica holds the Lease, and names it.
+async fn wait_for_leader(leases: &Api<Lease>) -> String {
+    wait_until("a replica holds the Lease", || async {
+        holder(leases).await.is_some()
+    })
+    .await;
+    holder(leases).await.unwrap()
+}
+
+/// Creates the Microservice `name` and waits until the leader has made it Ready.
+async fn create_ready(microservices: &Api<Microservice>, name: &str) {
+    let ms = microservice(name, json!({"image": "kea.dev/kea-service:dev"}));
+    microservices
+        .create(&PostParams::default(), &ms)
+        .await
+        .unwrap();
+    wait_for(
+        microservices,
+        name,
+        has_status_condition("Ready", "True"),
+        TIMEOUT,
+    )
+    .await
+    .unwrap();
+}
+
 #[tokio::test]
 async fn two_replicas_one_leader_and_a_failover() {
     let Some(namespace) = namespace_with_crd("ms-leader").await else {
@@ -152,11 +178,7 @@ async fn two_replicas_one_leader_and_a_failover() {
         Replica::start("replica-b", namespace.name()),
     ];
     let leases = namespace.api::<Lease>();
-    wait_until("a replica holds the Lease", || async {
-        holder(&leases).await.is_some()
-    })
-    .await;
-    let leader = holder(&leases).await.unwrap();
+    let leader = wait_for_leader(&leases).await;
     wait_until("both replicas serve metrics", || async {
         replicas[0].leader_gauge().await.is_some() && replicas[1].leader_gauge().await.is_some()
     })
@@ -175,19 +197,7 @@ async fn two_replicas_one_leader_and_a_failover() {
 
     // The leader reconciles.
     let microservices = namespace.api::<Microservice>();
-    let first = microservice("first", json!({"image": "kea.dev/kea-service:dev"}));
-    microservices
-        .create(&PostParams::default(), &first)
-        .await
-        .unwrap();
-    wait_for(
-        &microservices,
-        "first",
-        has_status_condition("Ready", "True"),
-        TIMEOUT,
-    )
-    .await
-    .unwrap();
+    create_ready(&microservices, "first").await;
 
     // The leader stops (SIGTERM releases the Lease); the follower takes over and reconciles.
     replicas[leading].terminate();
@@ -200,23 +210,7 @@ async fn two_replicas_one_leader_and_a_failover() {
         holder(&leases).await.as_deref() == Some(follower)
     })
     .await;
-    let mut second = first.clone();
-    second.metadata = kube::api::ObjectMeta {
-        name: Some("second".into()),
-        ..Default::default()
-    };
-    microservices
-        .create(&PostParams::default(), &second)
-        .await
-        .unwrap();
-    wait_for(
-        &microservices,
-        "second",
-        has_status_condition("Ready", "True"),
-        TIMEOUT,
-    )
-    .await
-    .unwrap();
+    create_ready(&microservices, "second").await;
 
     for replica in &mut replicas {
         replica.terminate();
@@ -319,25 +313,9 @@ async fn a_leader_killed_without_grace_is_replaced_within_the_lease_duration() {
         Replica::start_quick("replica-b", namespace.name()),
     ];
     let leases = namespace.api::<Lease>();
-    wait_until("a replica holds the Lease", || async {
-        holder(&leases).await.is_some()
-    })
-    .await;
-    let leader = holder(&leases).await.unwrap();
+    let leader = wait_for_leader(&leases).await;
     let microservices = namespace.api::<Microservice>();
-    let first = microservice("first", json!({"image": "kea.dev/kea-service:dev"}));
-    microservices
-        .create(&PostParams::default(), &first)
-        .await
-        .unwrap();
-    wait_for(
-        &microservices,
-        "first",
-        has_status_condition("Ready", "True"),
-        TIMEOUT,
-    )
-    .await
-    .unwrap();
+    create_ready(&microservices, "first").await;
     let follower = replicas
         .iter()
         .find(|r| r.identity != leader)
@@ -365,24 +343,8 @@ async fn a_leader_killed_without_grace_is_replaced_within_the_lease_duration() {
     .await;
     let takeover = killed.elapsed();
     // The new leader reconciles: a new Microservice gets its children and turns Ready.
-    let mut second = first.clone();
-    second.metadata = ObjectMeta {
-        name: Some("second".into()),
-        ..Default::default()
-    };
-    microservices
-        .create(&PostParams::default(), &second)
-        .await
-        .unwrap();
     let created = Instant::now();
-    wait_for(
-        &microservices,
-        "second",
-        has_status_condition("Ready", "True"),
-        TIMEOUT,
-    )
-    .await
-    .unwrap();
+    create_ready(&microservices, "second").await;
     eprintln!(
         "leader SIGKILLed: takeover after {takeover:?}, a new Microservice Ready {:?} later",
         created.elapsed()
