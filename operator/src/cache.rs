@@ -2,7 +2,11 @@
 //! read instead of sending a GET per child, and that also triggers the controller.
 //!
 //! The watches start with the process, before leader election: a follower keeps its caches
-//! warm, so a takeover reconciles at once instead of listing everything first. The cached
+//! warm, so a takeover reconciles at once instead of listing everything first.
+//!
+//! Each watch hands every change to its subscribers, deletions included: a deleted child must
+//! bring its owner back to reconcile it, and a deleted Microservice its dependents. (kube's own
+//! shared reflector passes on only the objects that are added or changed.) The cached
 //! objects carry no `managedFields` (nor kubectl's last-applied copy of a Microservice): the
 //! operator never reads them, and they are often the larger half of an object.
 
@@ -10,13 +14,14 @@ use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::channel::mpsc;
+use futures::{SinkExt, StreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::runtime::reflector::{self, ObjectRef, ReflectHandle, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -27,6 +32,10 @@ use tracing::warn;
 use crate::api::Microservice;
 use crate::builders::{MANAGER, labels};
 use crate::error::{Error, Result};
+
+/// A stream of the objects of one watch that changed, were added or deleted (then the last
+/// state seen), in the order the watch saw them.
+pub type Subscription<K> = mpsc::Receiver<Arc<K>>;
 
 /// Events a subscriber may lag behind before the watch waits for it.
 const BUFFER: usize = 1024;
@@ -70,21 +79,21 @@ impl Caches {
 /// Subscriptions to the watches, for the controller's triggers.
 pub struct Subscriptions {
     /// Microservices: reconcile the changed one.
-    pub microservices: ReflectHandle<Microservice>,
+    pub microservices: Subscription<Microservice>,
     /// Microservices again: reconcile those that depend on the changed one.
-    pub dependencies: ReflectHandle<Microservice>,
+    pub dependencies: Subscription<Microservice>,
     /// Children: reconcile their owner.
-    pub deployments: ReflectHandle<Deployment>,
+    pub deployments: Subscription<Deployment>,
     /// See [`Caches::services`].
-    pub services: ReflectHandle<Service>,
+    pub services: Subscription<Service>,
     /// See [`Caches::pod_disruption_budgets`].
-    pub pod_disruption_budgets: ReflectHandle<PodDisruptionBudget>,
+    pub pod_disruption_budgets: Subscription<PodDisruptionBudget>,
     /// See [`Caches::autoscalers`].
-    pub autoscalers: ReflectHandle<HorizontalPodAutoscaler>,
+    pub autoscalers: Subscription<HorizontalPodAutoscaler>,
     /// See [`Caches::stateful_sets`].
-    pub stateful_sets: ReflectHandle<StatefulSet>,
+    pub stateful_sets: Subscription<StatefulSet>,
     /// See [`Caches::network_policies`].
-    pub network_policies: ReflectHandle<NetworkPolicy>,
+    pub network_policies: Subscription<NetworkPolicy>,
 }
 
 /// The running watches: the caches, and subscriptions parked until the controller takes
@@ -214,7 +223,7 @@ where
     }
 }
 
-/// Starts one watch of `K` into a shared cache, with `N` parked subscriptions.
+/// Starts one watch of `K` into a cache, with `N` parked subscriptions.
 fn watch<K, const N: usize>(
     api: Api<K>,
     config: watcher::Config,
@@ -223,21 +232,87 @@ fn watch<K, const N: usize>(
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
-    let (reader, writer) = reflector::store_shared(BUFFER);
-    let parked = std::array::from_fn(|_| ParkedSubscription::park(writer.subscribe()));
+    let (reader, mut writer) = reflector::store();
+    let mut subscribers = Vec::with_capacity(N);
+    let parked = std::array::from_fn(|_| {
+        let (sender, receiver) = mpsc::channel(BUFFER);
+        subscribers.push(sender);
+        ParkedSubscription::park(receiver)
+    });
+    let mut dispatcher = Dispatcher {
+        subscribers,
+        cache: reader.clone(),
+        before_relist: Vec::new(),
+    };
     let kind = K::kind(&()).into_owned();
-    let events = watcher(api, config)
-        .default_backoff()
-        .modify(trim)
-        .reflect_shared(writer)
-        .for_each(move |event| {
-            if let Err(error) = event {
-                warn!(%kind, %error, "watch failed, retrying");
+    let events = watcher(api, config).default_backoff().modify(trim);
+    tasks.push(tokio::spawn(async move {
+        let mut events = std::pin::pin!(events);
+        while let Some(event) = events.next().await {
+            match event {
+                Ok(event) => {
+                    dispatcher.before(&event);
+                    writer.apply_watcher_event(&event);
+                    dispatcher.after(&event).await;
+                }
+                Err(error) => warn!(%kind, %error, "watch failed, retrying"),
             }
-            std::future::ready(())
-        });
-    tasks.push(tokio::spawn(events));
+        }
+    }));
     (reader, parked)
+}
+
+/// Hands the changes of one watch to its subscribers, once the cache holds them.
+struct Dispatcher<K: Resource<DynamicType = ()> + Clone + 'static> {
+    subscribers: Vec<mpsc::Sender<Arc<K>>>,
+    cache: Store<K>,
+    /// What the cache held when a (re)list began: an object missing from the new list was
+    /// deleted while the watch was down, and its subscribers hear of it as of any deletion.
+    before_relist: Vec<Arc<K>>,
+}
+
+impl<K: Resource<DynamicType = ()> + Clone + 'static> Dispatcher<K> {
+    /// Called before the cache applies `event`.
+    fn before(&mut self, event: &watcher::Event<K>) {
+        if let watcher::Event::Init = event {
+            self.before_relist = self.cache.state();
+        }
+    }
+
+    /// Called once the cache has applied `event`.
+    async fn after(&mut self, event: &watcher::Event<K>) {
+        match event {
+            watcher::Event::Apply(object) => {
+                let key = ObjectRef::from_obj(object);
+                let cached = self.cache.get(&key);
+                self.send(cached.unwrap_or_else(|| Arc::new(object.clone())))
+                    .await;
+            }
+            watcher::Event::Delete(object) => self.send(Arc::new(object.clone())).await,
+            watcher::Event::InitDone => {
+                let gone: Vec<_> = std::mem::take(&mut self.before_relist)
+                    .into_iter()
+                    .filter(|old| self.cache.get(&ObjectRef::from_obj(old.as_ref())).is_none())
+                    .collect();
+                for object in self.cache.state().into_iter().chain(gone) {
+                    self.send(object).await;
+                }
+            }
+            watcher::Event::Init | watcher::Event::InitApply(_) => {}
+        }
+    }
+
+    /// Sends `object` to every subscriber still listening; waits while one is full (so the
+    /// watch slows down rather than losing a change).
+    async fn send(&mut self, object: Arc<K>) {
+        let mut listening = Vec::with_capacity(self.subscribers.len());
+        for mut subscriber in self.subscribers.drain(..) {
+            if subscriber.send(Arc::clone(&object)).await.is_ok() {
+                listening.push(subscriber);
+            }
+        }
+        self.subscribers = listening;
+    }
 }
 
 /// Waits until `cache` is filled, and says so when it takes long.
@@ -268,21 +343,18 @@ fn trim<K: Resource>(object: &mut K) {
 struct ParkedSubscription<K>
 where
     K: Resource + Clone + 'static,
-    K::DynamicType: Eq + std::hash::Hash + Clone,
 {
     take: oneshot::Sender<()>,
-    task: JoinHandle<Option<ReflectHandle<K>>>,
+    task: JoinHandle<Option<Subscription<K>>>,
 }
 
 impl<K> ParkedSubscription<K>
 where
-    K: Resource + Clone + Send + Sync + 'static,
-    K::DynamicType: Eq + std::hash::Hash + Clone + Default + Send + Sync,
+    K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
 {
-    fn park(subscription: Option<ReflectHandle<K>>) -> Self {
+    fn park(mut subscription: Subscription<K>) -> Self {
         let (take, mut taken) = oneshot::channel();
         let task = tokio::spawn(async move {
-            let mut subscription = subscription?;
             loop {
                 tokio::select! {
                     _ = &mut taken => return Some(subscription),
@@ -295,13 +367,11 @@ where
         Self { take, task }
     }
 
-    async fn take(self) -> Result<ReflectHandle<K>> {
+    async fn take(self) -> Result<Subscription<K>> {
         let _ = self.take.send(());
         match self.task.await {
             Ok(Some(subscription)) => Ok(subscription),
-            _ => Err(Error::WatchStopped(
-                K::kind(&K::DynamicType::default()).into_owned(),
-            )),
+            _ => Err(Error::WatchStopped(K::kind(&()).into_owned())),
         }
     }
 }
@@ -344,6 +414,7 @@ where
 mod tests {
     use super::*;
     use crate::api::MicroserviceStatus;
+    use futures::channel::mpsc;
     use futures::StreamExt;
 
     fn ms(uid: &str, generation: i64, observed: Option<i64>) -> Microservice {
@@ -359,6 +430,66 @@ mod tests {
             ..Default::default()
         });
         ms
+    }
+
+    /// Feeds `events` through a cache and a dispatcher; returns the uids each one handed on.
+    async fn dispatched(events: Vec<watcher::Event<Microservice>>) -> Vec<Vec<String>> {
+        let (cache, mut writer) = reflector::store::<Microservice>();
+        let (sender, mut receiver) = mpsc::channel(BUFFER);
+        let mut dispatcher = Dispatcher {
+            subscribers: vec![sender],
+            cache,
+            before_relist: Vec::new(),
+        };
+        let mut seen = Vec::new();
+        for event in events {
+            dispatcher.before(&event);
+            writer.apply_watcher_event(&event);
+            dispatcher.after(&event).await;
+            let mut uids = Vec::new();
+            while let Ok(ms) = receiver.try_recv() {
+                uids.push(ms.metadata.uid.clone().unwrap_or_default());
+            }
+            uids.sort();
+            seen.push(uids);
+        }
+        seen
+    }
+
+    #[tokio::test]
+    async fn deletions_reach_subscribers_even_when_the_watch_was_down() {
+        let named = |name: &str, uid: &str| {
+            let mut ms = ms(uid, 1, None);
+            ms.metadata.name = Some(name.to_owned());
+            ms
+        };
+        let seen = dispatched(vec![
+            watcher::Event::Init,
+            watcher::Event::InitApply(named("a", "a1")),
+            watcher::Event::InitApply(named("b", "b1")),
+            watcher::Event::InitDone, // the first list: everything
+            watcher::Event::Apply(named("a", "a1")),
+            watcher::Event::Delete(named("a", "a1")), // a watched deletion
+            watcher::Event::Init,                     // the watch restarts
+            watcher::Event::InitApply(named("c", "c1")),
+            watcher::Event::InitDone, // b went while the watch was down
+        ])
+        .await;
+        let uids = |uids: &[&str]| uids.iter().map(|u| u.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            seen,
+            [
+                uids(&[]),
+                uids(&[]),
+                uids(&[]),
+                uids(&["a1", "b1"]),
+                uids(&["a1"]),
+                uids(&["a1"]),
+                uids(&[]),
+                uids(&[]),
+                uids(&["b1", "c1"]),
+            ]
+        );
     }
 
     #[tokio::test]

@@ -230,15 +230,19 @@ async fn frontend_autoscaler_reads_cpu_from_metrics() {
         Duration::from_secs(240),
         || async {
             let hpa = autoscalers.get("frontend").await?;
-            let current = hpa
-                .status
-                .and_then(|s| s.current_metrics)
+            let status = hpa.status.unwrap_or_default();
+            let current = status
+                .current_metrics
                 .into_iter()
                 .flatten()
                 .filter_map(|m| m.resource)
                 .find(|r| r.name == "cpu")
                 .and_then(|r| r.current.average_utilization);
-            Ok(current)
+            match current {
+                Some(current) => Ok(Some(current)),
+                // Not yet: what the HPA says, for the message should it never come.
+                None => anyhow::bail!("the HPA's conditions are {:?}", status.conditions),
+            }
         },
     )
     .await
@@ -248,12 +252,16 @@ async fn frontend_autoscaler_reads_cpu_from_metrics() {
         Duration::from_secs(60),
         || async {
             let ms = microservices.get("frontend").await?;
-            let active = ms.status.as_ref().is_some_and(|s| {
+            let autoscaling = ms.status.as_ref().and_then(|s| {
                 s.conditions
                     .iter()
-                    .any(|c| c.type_ == conditions::AUTOSCALING && c.status == "True")
+                    .find(|c| c.type_ == conditions::AUTOSCALING)
+                    .cloned()
             });
-            Ok(active.then_some(ms))
+            match autoscaling {
+                Some(c) if c.status == "True" => Ok(Some(ms)),
+                other => anyhow::bail!("the Autoscaling condition is {other:?}"),
+            }
         },
     )
     .await

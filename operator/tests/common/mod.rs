@@ -88,6 +88,24 @@ impl Operator {
             requeue_ready: Duration::from_secs(2),
             ..ControllerConfig::default()
         };
+        Self::start_config(client, config)
+    }
+
+    /// A controller whose timed reconciles are an hour away: whatever it does within a test
+    /// it does because a watch told it to.
+    pub fn start_without_timers(namespace: &TestNamespace) -> Self {
+        let hour = Duration::from_secs(3600);
+        let config = ControllerConfig {
+            namespace: Some(namespace.name().to_owned()),
+            requeue_ready: hour,
+            requeue_not_ready: hour,
+            requeue_stores_pending: hour,
+            ..ControllerConfig::default()
+        };
+        Self::start_config(namespace.client(), config)
+    }
+
+    fn start_config(client: Client, config: ControllerConfig) -> Self {
         let metrics = Metrics::default();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(run_controller(
