@@ -687,6 +687,56 @@ pub mod conditions {
         pub const STORE_PENDING: &str = "StorePending";
         /// An object the store needs exists and belongs to someone else.
         pub const STORE_CONFLICT: &str = "StoreConflict";
+        /// The spec cannot be turned into children (it passed the schema but not the
+        /// operator's own checks); the message says what to fix.
+        pub const INVALID_SPEC: &str = "InvalidSpec";
+    }
+}
+
+/// Reasons of one entry of `status.dependencies`.
+pub mod dependency_reasons {
+    /// The dependency exists and is Ready.
+    pub const READY: &str = "Ready";
+    /// The dependency exists and is not Ready.
+    pub const NOT_READY: &str = "NotReady";
+    /// No Microservice of that name in the namespace.
+    pub const NOT_FOUND: &str = "NotFound";
+}
+
+/// The Kubernetes Events the operator records on a Microservice (`kubectl describe ms`,
+/// `kubectl get events --field-selector reason=...`). A failure to apply is recorded with
+/// the `Reconciled` condition's reason (e.g. `ChildRejected`, `Forbidden`).
+pub mod events {
+    /// Event reasons.
+    pub mod reasons {
+        /// `Ready` turned True.
+        pub const READY: &str = "Ready";
+        /// `Ready` turned False, or its reason changed.
+        pub const NOT_READY: &str = "NotReady";
+        /// The spec cannot be turned into children.
+        pub const INVALID_SPEC: &str = "InvalidSpec";
+        /// `spec.suspend` scaled the Microservice to zero.
+        pub const SUSPENDED: &str = "Suspended";
+        /// A Microservice named in `dependsOn` does not exist (any more).
+        pub const DEPENDENCY_MISSING: &str = "DependencyMissing";
+        /// Every store turned ready.
+        pub const STORES_READY: &str = "StoresReady";
+        /// A store turned unusable, or its reason changed.
+        pub const STORES_NOT_READY: &str = "StoresNotReady";
+        /// Children were created or changed.
+        pub const APPLIED: &str = "Applied";
+        /// Children no longer wanted were deleted.
+        pub const DELETED: &str = "Deleted";
+    }
+
+    /// Event actions: what the operator was doing.
+    pub mod actions {
+        /// Computing the status.
+        pub const RECONCILE: &str = "Reconcile";
+        /// Applying children.
+        pub const APPLY: &str = "Apply";
+        /// Deleting children.
+        pub const DELETE: &str = "Delete";
     }
 }
 

@@ -414,8 +414,8 @@ where
 mod tests {
     use super::*;
     use crate::api::MicroserviceStatus;
-    use futures::channel::mpsc;
     use futures::StreamExt;
+    use futures::channel::mpsc;
 
     fn ms(uid: &str, generation: i64, observed: Option<i64>) -> Microservice {
         let mut ms: Microservice = serde_json::from_value(serde_json::json!({

@@ -25,7 +25,7 @@ use serde::de::DeserializeOwned;
 use tracing::{debug, info, warn};
 
 use crate::api::conditions::{self, reasons};
-use crate::api::{Microservice, MicroserviceStatus};
+use crate::api::{Microservice, MicroserviceStatus, events};
 use crate::apply::{Applied, apply_child, delete_child};
 use crate::builders::{self, DependencyPorts, MANAGER, Settings};
 use crate::cache::{Caches, Informers, spec_changes};
@@ -257,7 +257,7 @@ async fn report_failure(ctx: &Context, ms: &Microservice, reason: &str, message:
             ms,
             EventType::Warning,
             reason,
-            "Apply",
+            events::actions::APPLY,
             message.to_owned(),
         );
     }
@@ -422,8 +422,8 @@ async fn apply_children(
             ctx,
             ms,
             EventType::Normal,
-            "Applied",
-            "Apply",
+            events::reasons::APPLIED,
+            events::actions::APPLY,
             format!("applied {}", applied.join(", ")),
         );
     }
@@ -433,8 +433,8 @@ async fn apply_children(
             ctx,
             ms,
             EventType::Normal,
-            "Deleted",
-            "Delete",
+            events::reasons::DELETED,
+            events::actions::DELETE,
             format!("deleted {}, no longer wanted", deleted.join(", ")),
         );
     }
@@ -597,7 +597,14 @@ fn publish_transition_events(ctx: &Context, ms: &Microservice, new: &Microservic
         .map(|s| s.conditions.as_slice())
         .unwrap_or(&[]);
     for event in status_events(old, &new.conditions) {
-        publish(ctx, ms, event.type_, event.reason, "Reconcile", event.note);
+        publish(
+            ctx,
+            ms,
+            event.type_,
+            event.reason,
+            events::actions::RECONCILE,
+            event.note,
+        );
     }
 }
 
@@ -627,10 +634,10 @@ pub fn status_events(old: &[Condition], new: &[Condition]) -> Vec<StatusEvent> {
     let mut events = Vec::new();
     if let Some(ready) = changed(conditions::READY) {
         let (type_, reason) = match (ready.status.as_str(), ready.reason.as_str()) {
-            ("True", _) => (EventType::Normal, "Ready"),
-            (_, status::REASON_INVALID_SPEC) => (EventType::Warning, "InvalidSpec"),
-            (_, reasons::SUSPENDED) => (EventType::Normal, "Suspended"),
-            _ => (EventType::Warning, "NotReady"),
+            ("True", _) => (EventType::Normal, events::reasons::READY),
+            (_, reasons::INVALID_SPEC) => (EventType::Warning, events::reasons::INVALID_SPEC),
+            (_, reasons::SUSPENDED) => (EventType::Normal, events::reasons::SUSPENDED),
+            _ => (EventType::Warning, events::reasons::NOT_READY),
         };
         events.push(StatusEvent {
             type_,
@@ -643,7 +650,7 @@ pub fn status_events(old: &[Condition], new: &[Condition]) -> Vec<StatusEvent> {
     {
         events.push(StatusEvent {
             type_: EventType::Warning,
-            reason: "DependencyMissing",
+            reason: events::reasons::DEPENDENCY_MISSING,
             note: deps.message.clone(),
         });
     }
@@ -651,9 +658,9 @@ pub fn status_events(old: &[Condition], new: &[Condition]) -> Vec<StatusEvent> {
         && stores.reason != reasons::NO_STORES
     {
         let (type_, reason) = if stores.status == "True" {
-            (EventType::Normal, "StoresReady")
+            (EventType::Normal, events::reasons::STORES_READY)
         } else {
-            (EventType::Warning, "StoresNotReady")
+            (EventType::Warning, events::reasons::STORES_NOT_READY)
         };
         events.push(StatusEvent {
             type_,
@@ -770,6 +777,6 @@ mod tests {
             reasons::DEPENDENCY_MISSING,
         )];
         let events = status_events(&[], &missing);
-        assert_eq!(events[0].reason, "DependencyMissing");
+        assert_eq!(events[0].reason, events::reasons::DEPENDENCY_MISSING);
     }
 }

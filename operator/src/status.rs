@@ -12,7 +12,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::ResourceExt;
 
 use crate::api::conditions::{self, reasons};
-use crate::api::{DependencyStatus, Microservice, MicroserviceStatus, StoreStatus, default_port};
+use crate::api::{
+    DependencyStatus, Microservice, MicroserviceStatus, StoreStatus, default_port,
+    dependency_reasons,
+};
 use crate::builders::{self, ReplicaControl};
 use crate::stores::{Engine, PlannedStore};
 
@@ -98,9 +101,6 @@ pub struct ServerObservation {
     pub pod: Option<Pod>,
 }
 
-/// Reason of the `Ready` condition when [`Observed::invalid_spec`] is set.
-pub const REASON_INVALID_SPEC: &str = "InvalidSpec";
-
 /// The status of `ms` given what was observed. `now` stamps conditions whose status changed.
 pub fn compute_status(ms: &Microservice, observed: &Observed, now: &Time) -> MicroserviceStatus {
     let name = ms.name_any();
@@ -126,7 +126,7 @@ pub fn compute_status(ms: &Microservice, observed: &Observed, now: &Time) -> Mic
         add(
             conditions::READY,
             false,
-            REASON_INVALID_SPEC,
+            reasons::INVALID_SPEC,
             problem.clone(),
         );
     } else if suspended {
@@ -558,14 +558,19 @@ pub fn dependency_statuses(
                     name: dependency.name.clone(),
                     url: builders::service_url(&dependency.name, &namespace, found.spec.port),
                     ready,
-                    reason: if ready { "Ready" } else { "NotReady" }.to_owned(),
+                    reason: if ready {
+                        dependency_reasons::READY
+                    } else {
+                        dependency_reasons::NOT_READY
+                    }
+                    .to_owned(),
                 }
             }
             None => DependencyStatus {
                 name: dependency.name.clone(),
                 url: builders::service_url(&dependency.name, &namespace, default_port()),
                 ready: false,
-                reason: "NotFound".to_owned(),
+                reason: dependency_reasons::NOT_FOUND.to_owned(),
             },
         })
         .collect()
@@ -577,12 +582,12 @@ fn dependencies_condition(dependencies: &[DependencyStatus]) -> (bool, &'static 
     }
     let missing: Vec<&str> = dependencies
         .iter()
-        .filter(|d| d.reason == "NotFound")
+        .filter(|d| d.reason == dependency_reasons::NOT_FOUND)
         .map(|d| d.name.as_str())
         .collect();
     let not_ready: Vec<&str> = dependencies
         .iter()
-        .filter(|d| !d.ready && d.reason != "NotFound")
+        .filter(|d| !d.ready && d.reason != dependency_reasons::NOT_FOUND)
         .map(|d| d.name.as_str())
         .collect();
     if !missing.is_empty() {
@@ -988,7 +993,7 @@ mod tests {
             dependency_statuses(&ms, |name| (name == "users").then(|| users.clone()));
         assert_eq!(dependencies[0].url, "http://users.shop.svc.cluster.local");
         assert!(dependencies[0].ready);
-        assert_eq!(dependencies[1].reason, "NotFound");
+        assert_eq!(dependencies[1].reason, dependency_reasons::NOT_FOUND);
         assert_eq!(
             dependencies[1].url,
             "http://stock.shop.svc.cluster.local:8080"

@@ -10,7 +10,7 @@ use kea_operator::Microservice;
 use kube::api::{Api, ApiResource, DynamicObject, PostParams};
 use serde_json::json;
 
-/// (name, spec, a fragment the API server's message must contain)
+/// (name, spec, what the API server's message must contain: the field and what to fix)
 fn bad_specs() -> Vec<(&'static str, serde_json::Value, &'static str)> {
     vec![
         (
@@ -18,22 +18,30 @@ fn bad_specs() -> Vec<(&'static str, serde_json::Value, &'static str)> {
             json!({"replicas": 1}),
             "spec.image: Required value",
         ),
-        ("empty-image", json!({"image": ""}), "spec.image"),
+        (
+            "empty-image",
+            json!({"image": ""}),
+            "spec.image in body should be at least 1 chars long",
+        ),
         (
             "spaced-image",
             json!({"image": "kea service:1"}),
-            "without spaces",
+            "image must be an image reference without spaces",
         ),
-        ("port-zero", json!({"image": "x", "port": 0}), "spec.port"),
+        (
+            "port-zero",
+            json!({"image": "x", "port": 0}),
+            "spec.port in body should be greater than or equal to 1",
+        ),
         (
             "port-too-big",
             json!({"image": "x", "port": 70000}),
-            "spec.port",
+            "spec.port in body should be less than or equal to 65535",
         ),
         (
             "negative-replicas",
             json!({"image": "x", "replicas": -1}),
-            "spec.replicas",
+            "spec.replicas in body should be greater than or equal to 0",
         ),
         (
             "min-over-max",
@@ -44,17 +52,17 @@ fn bad_specs() -> Vec<(&'static str, serde_json::Value, &'static str)> {
         (
             "bad-dependency",
             json!({"image": "x", "dependsOn": [{"name": "Users_DB"}]}),
-            "spec.dependsOn[0].name",
+            "spec.dependsOn[0].name: Invalid value: \"string\": dependsOn name must be a DNS-1035 label: lowercase letters",
         ),
         (
             "depends-on-itself",
             json!({"image": "x", "dependsOn": [{"name": "depends-on-itself"}]}),
-            "itself",
+            "spec.dependsOn must not name the Microservice itself: remove this Microservice's own name",
         ),
         (
             "duplicate-dependency",
             json!({"image": "x", "dependsOn": [{"name": "users"}, {"name": "users"}]}),
-            "Duplicate value",
+            r#"spec.dependsOn[1]: Duplicate value: {"name":"users"}"#,
         ),
         (
             "relative-probe",
@@ -64,7 +72,7 @@ fn bad_specs() -> Vec<(&'static str, serde_json::Value, &'static str)> {
         (
             "magic-service",
             json!({"image": "x", "serviceType": "Magic"}),
-            "spec.serviceType",
+            r#"spec.serviceType: Unsupported value: "Magic": supported values: "ClusterIP", "NodePort", "LoadBalancer""#,
         ),
         (
             "9lives",
@@ -74,7 +82,7 @@ fn bad_specs() -> Vec<(&'static str, serde_json::Value, &'static str)> {
         (
             "unknown-engine",
             json!({"image": "x", "stores": {"sql": {"engine": "postgres"}}}),
-            "spec.stores.sql.engine",
+            r#"spec.stores.sql.engine: Unsupported value: "postgres": supported values: "mariadb", "sqlite""#,
         ),
         (
             "embedded-replicas",
@@ -105,7 +113,7 @@ fn bad_specs() -> Vec<(&'static str, serde_json::Value, &'static str)> {
         (
             "store-policy",
             json!({"image": "x", "stores": {"nosql": {"engine": "redis", "deletionPolicy": "Shred"}}}),
-            "spec.stores.nosql.deletionPolicy",
+            r#"spec.stores.nosql.deletionPolicy: Unsupported value: "Shred": supported values: "Retain", "Delete""#,
         ),
         (
             "a-microservice-whose-name-is-too-long-for-its-stores",

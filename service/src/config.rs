@@ -77,6 +77,11 @@ pub struct Config {
     #[arg(long, env = "KEA_DEPENDENCY_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
     pub dependency_timeout: Duration,
 
+    /// How long a dependency's circuit stays open (calls rejected without touching the
+    /// network) after repeated failures, before one trial call goes through.
+    #[arg(long, env = "KEA_CIRCUIT_OPEN_FOR", default_value = "5s", value_parser = parse_duration)]
+    pub circuit_open_for: Duration,
+
     /// After SIGTERM: how long to stay up but unready, so load balancers stop sending traffic.
     #[arg(long, env = "KEA_SHUTDOWN_DELAY", default_value = "3s", value_parser = parse_duration)]
     pub shutdown_delay: Duration,

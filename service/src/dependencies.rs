@@ -18,8 +18,6 @@ const MAX_ATTEMPTS: u32 = 3;
 const RETRY_BACKOFF: Duration = Duration::from_millis(50);
 /// Consecutive failed calls that open the circuit.
 const FAILURES_TO_OPEN: u32 = 3;
-/// How long an open circuit rejects calls before letting one through to test.
-const OPEN_FOR: Duration = Duration::from_secs(5);
 /// Longest answer body kept in a report.
 const MAX_ANSWER_CHARS: usize = 200;
 
@@ -65,6 +63,8 @@ pub enum Circuit {
 struct Breaker {
     consecutive_failures: u32,
     open_until: Option<Instant>,
+    /// How long an open circuit rejects calls before letting one through to test.
+    open_for: Duration,
 }
 
 impl Breaker {
@@ -84,7 +84,7 @@ impl Breaker {
             self.consecutive_failures += 1;
             // A failed trial call re-opens the circuit at once.
             if self.consecutive_failures >= FAILURES_TO_OPEN || self.open_until.is_some() {
-                self.open_until = Some(now + OPEN_FOR);
+                self.open_until = Some(now + self.open_for);
             }
         }
     }
@@ -128,8 +128,9 @@ pub struct Dependencies {
 }
 
 impl Dependencies {
-    /// Prepares the calls; `timeout` bounds each attempt.
-    pub fn new(targets: Vec<DependencyTarget>, timeout: Duration) -> Self {
+    /// Prepares the calls; `timeout` bounds each attempt, and a circuit that opens stays
+    /// open for `open_for`.
+    pub fn new(targets: Vec<DependencyTarget>, timeout: Duration, open_for: Duration) -> Self {
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout)
@@ -142,6 +143,7 @@ impl Dependencies {
                 breaker: Mutex::new(Breaker {
                     consecutive_failures: 0,
                     open_until: None,
+                    open_for,
                 }),
             })
             .collect();
@@ -262,12 +264,15 @@ mod tests {
         );
     }
 
+    const OPEN_FOR: Duration = Duration::from_secs(5);
+
     #[test]
     fn breaker_opens_after_repeated_failures_and_closes_on_success() {
         let now = Instant::now();
         let mut breaker = Breaker {
             consecutive_failures: 0,
             open_until: None,
+            open_for: OPEN_FOR,
         };
         for _ in 0..FAILURES_TO_OPEN - 1 {
             breaker.record(false, now);

@@ -57,7 +57,11 @@ pub async fn build_with_dependencies(
     let stores = Stores::open(config).await?;
     let state = AppState {
         stores,
-        dependencies: Arc::new(Dependencies::new(targets, config.dependency_timeout)),
+        dependencies: Arc::new(Dependencies::new(
+            targets,
+            config.dependency_timeout,
+            config.circuit_open_for,
+        )),
         metrics: Arc::default(),
         flags: Arc::new(Flags::default()),
     };

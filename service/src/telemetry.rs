@@ -54,6 +54,7 @@ pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram>,
+    in_flight: Gauge,
     store_up: Family<StoreLabels, Gauge>,
 }
 
@@ -75,6 +76,12 @@ impl Default for Metrics {
             "Time to answer an HTTP request, by method and route",
             latency.clone(),
         );
+        let in_flight = Gauge::default();
+        registry.register(
+            "http_requests_in_flight",
+            "HTTP requests being answered",
+            in_flight.clone(),
+        );
         let store_up = Family::<StoreLabels, Gauge>::default();
         registry.register(
             "store_up",
@@ -85,6 +92,7 @@ impl Default for Metrics {
             registry,
             requests,
             latency,
+            in_flight,
             store_up,
         }
     }
@@ -149,7 +157,9 @@ pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: 
                 .find(|path| *path == matched.as_str())
         })
         .unwrap_or("unmatched");
+    let in_flight = InFlight::enter(&metrics.in_flight);
     let response = next.run(request).await;
+    drop(in_flight);
     metrics.observe(
         method,
         route,
@@ -157,6 +167,23 @@ pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: 
         start.elapsed().as_secs_f64(),
     );
     response
+}
+
+/// One request counted in the in-flight gauge until dropped, also when the client goes
+/// away and the request's future is dropped half-way.
+struct InFlight<'a>(&'a Gauge);
+
+impl<'a> InFlight<'a> {
+    fn enter(gauge: &'a Gauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// Lets a log line that can repeat under load (a shed request, a failed

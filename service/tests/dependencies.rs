@@ -6,7 +6,7 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{embedded_app, get};
 use kea_service::config::Config;
@@ -49,6 +49,7 @@ async fn dependencies_are_reported_without_failing_the_caller() {
     ];
     let mut config = Config::with_data_dir(dir.path());
     config.dependency_timeout = Duration::from_millis(500);
+    config.circuit_open_for = Duration::from_millis(500);
     let (app, _) = kea_service::build_with_dependencies(&config, targets)
         .await
         .unwrap();
@@ -76,6 +77,7 @@ async fn dependencies_are_reported_without_failing_the_caller() {
     // Two more failed calls open the circuit: then calls are not even made.
     get(&app, "/api/dependencies").await;
     let third = get(&app, "/api/dependencies").await.json();
+    let opened = Instant::now();
     assert_eq!(third["dependencies"][1]["circuit"], "open");
     let rejected = get(&app, "/api/dependencies").await.json();
     assert_eq!(rejected["dependencies"][1]["attempts"], 0);
@@ -84,10 +86,31 @@ async fn dependencies_are_reported_without_failing_the_caller() {
         "the healthy one is unaffected"
     );
 
-    // The dependency comes back; after the open period a trial call closes the circuit.
+    // The dependency comes back: calls stay rejected until the open period is over, then a
+    // trial call closes the circuit.
     let _orders_dir = serve_kea_on(TcpListener::bind(down).await.unwrap()).await;
-    tokio::time::sleep(Duration::from_millis(5100)).await;
-    let recovered = get(&app, "/api/dependencies").await.json();
+    let recovered = loop {
+        let report = get(&app, "/api/dependencies").await.json();
+        let orders = &report["dependencies"][1];
+        if orders["circuit"] != "open" {
+            break report;
+        }
+        assert_eq!(
+            orders["attempts"], 0,
+            "an open circuit makes no call: {report}"
+        );
+        assert!(
+            opened.elapsed() < Duration::from_secs(10),
+            "the circuit stayed open: {report}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(
+        opened.elapsed() >= config.circuit_open_for,
+        "the circuit let a call through after {:?}, before its open period",
+        opened.elapsed()
+    );
     assert_eq!(recovered["dependencies"][1]["up"], true, "{recovered}");
     assert_eq!(recovered["dependencies"][1]["circuit"], "closed");
+    assert_eq!(recovered["dependencies"][1]["attempts"], 1);
 }

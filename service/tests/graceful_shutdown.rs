@@ -14,6 +14,23 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// The service's `kea_service_http_requests_in_flight` gauge.
+async fn in_flight_requests(client: &reqwest::Client, base: &str) -> i64 {
+    let metrics = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("kea_service_http_requests_in_flight "))
+        .and_then(|value| value.trim().parse().ok())
+        .expect("the in-flight gauge")
+}
+
 #[tokio::test]
 async fn sigterm_drains_in_flight_requests_and_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
@@ -31,9 +48,15 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
         .unwrap();
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
+    // Probes open a connection each, as a kubelet's do: an idle pooled one would keep the
+    // drain waiting until its deadline.
+    let prober = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
 
     let started = Instant::now();
-    while client
+    while prober
         .get(format!("{base}/readyz"))
         .send()
         .await
@@ -55,17 +78,39 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
             tokio::spawn(async move { request.await.map(|r| r.status()) })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // SIGTERM once all of them are being answered (the metrics request counts itself).
+    let started = Instant::now();
+    while in_flight_requests(&prober, &base).await < 21 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the requests never got in flight"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
 
-    // During the shutdown delay the service still answers, but unready.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let readiness = client.get(format!("{base}/readyz")).send().await.unwrap();
-    assert_eq!(readiness.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
+    // During the shutdown delay the service still accepts connections (as a kubelet's probe
+    // opens one each time), but says it is unready: every probe until then is answered, never
+    // refused, and one of them says draining.
+    let readiness = loop {
+        let readiness = prober
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .expect("the service answers during its shutdown delay");
+        if readiness.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE {
+            break readiness;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "never unready after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
     let body: serde_json::Value = readiness.json().await.unwrap();
     assert_eq!(body["draining"], true);
 

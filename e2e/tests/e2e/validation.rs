@@ -26,15 +26,27 @@ async fn invalid_microservices_are_rejected_with_a_readable_message() {
     cases.push((
         "depends on itself",
         ms,
-        "must not name the Microservice itself",
+        "spec.dependsOn must not name the Microservice itself: remove this Microservice's own name",
     ));
     let ms = microservice("e2e.dotted", 1);
-    cases.push(("name with a dot", ms, "DNS-1035"));
+    cases.push((
+        "name with a dot",
+        ms,
+        "metadata.name must be a DNS-1035 label",
+    ));
     let ms = microservice("e2e-negative", -1);
-    cases.push(("negative replicas", ms, "spec.replicas"));
+    cases.push((
+        "negative replicas",
+        ms,
+        "spec.replicas in body should be greater than or equal to 0",
+    ));
     let mut ms = microservice("e2e-space", 1);
     ms.spec.image = "kea.dev/kea-service: dev".into();
-    cases.push(("image with a space", ms, "without spaces"));
+    cases.push((
+        "image with a space",
+        ms,
+        "image must be an image reference without spaces",
+    ));
     let mut ms = microservice("e2e-minmax", 1);
     ms.spec.autoscaling = Some(Autoscaling {
         min_replicas: 5,
@@ -44,7 +56,7 @@ async fn invalid_microservices_are_rejected_with_a_readable_message() {
     cases.push((
         "autoscaling min > max",
         ms,
-        "minReplicas must be less than or equal to",
+        "autoscaling.minReplicas must be less than or equal to autoscaling.maxReplicas",
     ));
     let mut ms = microservice("e2e-probe", 1);
     ms.spec.probes = Some(Probes {
@@ -54,7 +66,11 @@ async fn invalid_microservices_are_rejected_with_a_readable_message() {
         }),
         ..Probes::default()
     });
-    cases.push(("probe path without /", ms, "must start with '/'"));
+    cases.push((
+        "probe path without /",
+        ms,
+        "probe path must start with '/', e.g. /healthz",
+    ));
 
     for (case, ms, expected) in cases {
         match api.create(&params, &ms).await {
