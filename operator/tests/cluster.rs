@@ -448,7 +448,6 @@ async fn a_restarted_operator_converges_fifty_microservices() {
         return;
     };
     let names: Vec<String> = (0..50).map(|i| format!("svc-{i:02}")).collect();
-    let operator = Operator::start(&namespace);
     for name in &names {
         create(
             &microservices,
@@ -457,10 +456,28 @@ async fn a_restarted_operator_converges_fifty_microservices() {
         )
         .await;
     }
-    // Killed in the middle of reconciling: abort without a graceful stop.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Killed in the middle of reconciling, without a graceful stop: as soon as it has
+    // written a few children, long before it could have written all of them.
+    let operator = Operator::start(&namespace);
+    let started = std::time::Instant::now();
+    while operator.metrics.writes.get() < 10 {
+        assert!(started.elapsed() < TIMEOUT, "the operator wrote nothing");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     operator.task.abort();
     let _ = operator.task.await;
+    let made = namespace
+        .api::<Deployment>()
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .len();
+    eprintln!("killed with {made} of 50 Deployments made");
+    assert!(
+        made < names.len(),
+        "the kill came too late to land mid-way: {made} Deployments already made"
+    );
 
     let operator = Operator::start(&namespace);
     for name in &names {

@@ -5,7 +5,8 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kea_e2e::{
-    TestNamespace, enabled, eventually, microservice, pods_of, wait_ready, wait_ready_pods,
+    ClusterClient, TestNamespace, enabled, eventually, microservice, pods_of, service_url,
+    wait_ready, wait_ready_pods,
 };
 use kea_operator::Microservice;
 use kube::ResourceExt;
@@ -128,10 +129,12 @@ async fn deleted_children_come_back() {
 
     wait_ready_pods(&pods, "drift", 1, TIMEOUT).await.unwrap();
     wait_ready(&api, "drift", TIMEOUT).await.unwrap();
-    // The recreated Service answers.
-    let answer = kea_e2e::get_from_service_pod(&ns.client, &ns.name, "drift", "/")
+    // The recreated Service answers, through the Service: a caller in the cluster reaches it
+    // by its name (a new cluster IP behind the same DNS name).
+    let caller = ClusterClient::caller_of(&ns.client, &ns.name, "drift")
         .await
         .unwrap();
-    assert_eq!(answer.body, "Hello KEA!");
+    let answer = caller.http(&service_url("drift", "/"), None).await.unwrap();
+    assert_eq!((answer.status, answer.body.as_str()), (200, "Hello KEA!"));
     ns.cleanup().await.unwrap();
 }

@@ -2,8 +2,9 @@
 
 use std::time::Duration;
 
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, PodSpec};
 use kea_e2e::{
     OPERATOR_LEASE, OPERATOR_NAMESPACE, TestNamespace, enabled, eventually, microservice,
     wait_ready, wait_ready_pods,
@@ -13,6 +14,17 @@ use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 
 const TIMEOUT: Duration = Duration::from_secs(240);
+
+/// Whether a pod spec carries the change the test rolls out.
+fn runs_revision_2(spec: &Option<PodSpec>) -> bool {
+    spec.as_ref().is_some_and(|spec| {
+        spec.containers[0]
+            .env
+            .iter()
+            .flatten()
+            .any(|e| e.name == "E2E_REVISION" && e.value.as_deref() == Some("2"))
+    })
+}
 
 #[tokio::test]
 async fn killing_the_leader_mid_rollout_converges() {
@@ -44,7 +56,8 @@ async fn killing_the_leader_mid_rollout_converges() {
     .unwrap();
     let leader_uid = operator_pods.get(&leader).await.unwrap().uid();
 
-    // Start a rollout (env change), then kill the leader at once, without grace: a crash.
+    // Start a rollout (env change); once the leader has handed it to the Deployment, kill the
+    // leader at once, without grace: a crash in the middle of the rollout.
     let patch =
         serde_json::json!({ "spec": { "env": [{ "name": "E2E_REVISION", "value": "2" }] } });
     let generation = api
@@ -53,6 +66,16 @@ async fn killing_the_leader_mid_rollout_converges() {
         .unwrap()
         .metadata
         .generation;
+    let deployments = ns.api::<Deployment>();
+    eventually("the leader to apply the change", TIMEOUT, || {
+        let deployments = deployments.clone();
+        async move {
+            let deployment = deployments.get("survivor").await?;
+            Ok(runs_revision_2(&deployment.spec.and_then(|s| s.template.spec)).then_some(()))
+        }
+    })
+    .await
+    .unwrap();
     operator_pods
         .delete(
             &leader,
@@ -63,13 +86,31 @@ async fn killing_the_leader_mid_rollout_converges() {
         )
         .await
         .unwrap();
-    eprintln!(
-        "killed operator leader {leader} right after the change to generation {generation:?}"
-    );
-    // Mid-rollout indeed: the new pods cannot be up and past minReadySeconds yet.
+    // The state at the kill: the rollout had begun and not finished, and the Microservice's
+    // status did not say Ready for the new generation yet.
+    let deployment = deployments.get("survivor").await.unwrap();
+    let rolled_out = deployment.status.as_ref().is_some_and(|s| {
+        s.observed_generation == deployment.metadata.generation
+            && s.updated_replicas == Some(2)
+            && s.available_replicas == Some(2)
+            && s.replicas == Some(2)
+    });
     assert!(
-        !kea_e2e::is_ready(&api.get("survivor").await.unwrap()),
-        "the rollout finished before the kill"
+        !rolled_out,
+        "the rollout finished before the kill: {:?}",
+        deployment.status
+    );
+    let at_kill = api.get("survivor").await.unwrap();
+    let observed = at_kill.status.as_ref().and_then(|s| s.observed_generation);
+    assert!(
+        !(kea_e2e::is_ready(&at_kill) && observed == generation),
+        "the Microservice was already Ready for generation {generation:?} at the kill"
+    );
+    eprintln!(
+        "killed operator leader {leader} mid-rollout to generation {generation:?} (status at the kill: observed {observed:?}, Deployment {:?})",
+        deployment
+            .status
+            .map(|s| (s.updated_replicas, s.available_replicas))
     );
 
     // The Microservice converges: Ready with the new generation observed. The rollout takes
@@ -82,12 +123,8 @@ async fn killing_the_leader_mid_rollout_converges() {
         .await
         .unwrap();
     for pod in &running {
-        let env = pod.spec.as_ref().unwrap().containers[0]
-            .env
-            .clone()
-            .unwrap_or_default();
         assert!(
-            env.iter().any(|e| e.name == "E2E_REVISION"),
+            runs_revision_2(&pod.spec),
             "pod {} runs the old spec",
             pod.name_any()
         );
