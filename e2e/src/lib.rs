@@ -12,6 +12,7 @@
 //! [`ClusterClient`] pod, so that the cluster's NetworkPolicies apply as to any workload.
 
 mod in_cluster;
+pub mod load;
 pub use in_cluster::{CLIENT_IMAGE_ENV, ClusterClient, Output};
 
 use std::collections::BTreeMap;

@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicyPeer;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kea_e2e::load::{Counts, Load};
 use kea_e2e::{
-    ClusterClient, TestNamespace, enabled, eventually, pod_ready, pods_of, service_url, wait_ready,
+    TestNamespace, enabled, eventually, pod_ready, pods_of, service_url, wait_ready,
     wait_ready_pods,
 };
 use kea_operator::Microservice;
@@ -22,57 +23,7 @@ use kube::api::{Api, ListParams, PostParams};
 use kube::{Client, ResourceExt};
 
 const LOAD_LABEL: (&str, &str) = ("kea.dev/e2e-client", "load");
-/// Parallel request loops in the load pod.
-const LOAD_LOOPS: u32 = 4;
-/// Bounds of the load: requests per loop and seconds in all.
-const LOAD_MAX_REQUESTS: u32 = 20_000;
-const LOAD_MAX_SECONDS: u32 = 400;
 const TIMEOUT: Duration = Duration::from_secs(300);
-
-/// `LOAD_LOOPS` loops of `wget` against the URL `$1`, each counting answers "Hello KEA!" and
-/// everything else (a refused or reset connection, a timeout, an error status). Every 10
-/// requests a loop writes its counts to /tmp/count.N; /tmp/stop ends them. Prints the sums
-/// and the first failures.
-const LOAD_SCRIPT: &str = r#"
-url=$1; loops=$2; max=$3; seconds=$4
-deadline=$(( $(date +%s) + seconds ))
-rm -f /tmp/stop /tmp/count.* /tmp/failures
-run() {
-  ok=0; failed=0; n=0
-  while [ ! -f /tmp/stop ] && [ $n -lt "$max" ] && [ "$(date +%s)" -lt $deadline ]; do
-    n=$((n + 1))
-    answer=$(timeout 5 wget -q -O - "$url" 2>&1)
-    if [ "$answer" = "Hello KEA!" ]; then ok=$((ok + 1)); else
-      failed=$((failed + 1)); echo "$(date +%T) $answer" >> /tmp/failures; fi
-    [ $((n % 10)) = 0 ] && echo "$ok $failed" > /tmp/count.$1
-  done
-  echo "$ok $failed" > /tmp/count.$1
-}
-for i in $(seq "$loops"); do run "$i" & done
-wait
-cat /tmp/count.* | awk '{ok += $1; failed += $2} END {print ok, failed}'
-head -n 20 /tmp/failures 2>/dev/null || true
-"#;
-
-/// `ok failed` summed over the loops so far.
-async fn load_counts(load: &ClusterClient) -> anyhow::Result<(u64, u64)> {
-    let output = load
-        .exec(
-            &["sh", "-c", "cat /tmp/count.* 2>/dev/null || true"],
-            Duration::from_secs(5),
-        )
-        .await?;
-    Ok(sum_counts(&output.stdout))
-}
-
-fn sum_counts(text: &str) -> (u64, u64) {
-    text.lines()
-        .filter_map(|line| {
-            let mut fields = line.split_whitespace().map(|f| f.parse::<u64>().ok());
-            Some((fields.next()??, fields.next()??))
-        })
-        .fold((0, 0), |(ok, failed), (o, f)| (ok + o, failed + f))
-}
 
 /// Runs kubectl (on PATH: `hack/e2e.sh` puts the toolchain's there) and fails with its output.
 fn kubectl(args: &[&str]) -> anyhow::Result<String> {
@@ -170,39 +121,18 @@ async fn draining_a_worker_under_load_fails_no_request() {
     let other = workers.iter().find(|w| **w != drained).cloned().unwrap();
 
     // The load comes from the worker that stays, through the Service's ClusterIP.
-    let load = ClusterClient::start_on(
+    let load = Load::start(
         &client,
         &ns.name,
         "load",
         BTreeMap::from([(LOAD_LABEL.0.to_owned(), LOAD_LABEL.1.to_owned())]),
         Some(&other),
+        &service_url("web", "/"),
+        50,
     )
     .await
     .unwrap();
-    let url = service_url("web", "/");
-    let (loops, max, seconds) = (
-        LOAD_LOOPS.to_string(),
-        LOAD_MAX_REQUESTS.to_string(),
-        LOAD_MAX_SECONDS.to_string(),
-    );
-    let running = {
-        let load = load.clone();
-        let args: Vec<String> = ["sh", "-c", LOAD_SCRIPT, "sh", &url, &loops, &max, &seconds]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        tokio::spawn(async move {
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            load.exec(&args, Duration::from_secs(u64::from(LOAD_MAX_SECONDS)))
-                .await
-        })
-    };
-    let (warm, _) = eventually("the load running", Duration::from_secs(60), || async {
-        let counts = load_counts(&load).await?;
-        Ok((counts.0 >= 50).then_some(counts))
-    })
-    .await
-    .unwrap();
+    let warm = load.counts().await.unwrap().ok;
 
     let uncordon = Uncordon(drained.clone());
     let started = Instant::now();
@@ -232,35 +162,22 @@ async fn draining_a_worker_under_load_fails_no_request() {
     .unwrap();
     let back_after = started.elapsed();
     // Keep the load on a little past the new pods, then stop it.
-    let at_ready = load_counts(&load).await.unwrap();
-    eventually(
-        "more requests after the drain",
-        Duration::from_secs(60),
-        || async { Ok((load_counts(&load).await?.0 >= at_ready.0 + 50).then_some(())) },
-    )
-    .await
-    .unwrap();
-    load.exec(&["touch", "/tmp/stop"], Duration::from_secs(5))
+    let at_ready = load.counts().await.unwrap();
+    load.wait_for_answers(at_ready.ok + 50, Duration::from_secs(60))
         .await
         .unwrap();
-    let output = running.await.unwrap().unwrap();
-    let (ok, failed) = sum_counts(output.stdout.lines().next().unwrap_or_default());
+    let report = load.stop().await.unwrap();
+    let Counts { ok, failed } = report.counts;
     eprintln!(
         "e2e: drain of {drained} took {drain_took:?}, web Ready on {after:?} after {back_after:?}; \
-         {ok} requests answered ({} before the drain), {failed} failed",
-        warm
+         {ok} requests answered ({warm} before the drain), {failed} failed"
     );
     assert_eq!(
         failed, 0,
         "requests failed during the drain:\n{}",
-        output.stdout
+        report.output
     );
     assert!(ok >= warm + 100, "too little load: {ok} requests");
     drop(uncordon);
     ns.cleanup().await.unwrap();
-}
-
-#[test]
-fn sums_the_counts_of_the_loops() {
-    assert_eq!(sum_counts("10 0\n5 1\n\nbad\n"), (15, 1));
 }
