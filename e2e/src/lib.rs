@@ -486,6 +486,17 @@ pub fn service_url(name: &str, path: &str) -> String {
     format!("http://{name}:{SERVICE_PORT}{path}")
 }
 
+/// Whether a pod spec carries `E2E_REVISION=2`, the change the rollout tests roll out.
+pub fn runs_revision_2(spec: Option<&k8s_openapi::api::core::v1::PodSpec>) -> bool {
+    spec.is_some_and(|spec| {
+        spec.containers[0]
+            .env
+            .iter()
+            .flatten()
+            .any(|e| e.name == "E2E_REVISION" && e.value.as_deref() == Some("2"))
+    })
+}
+
 /// GET through a port-forward to the first Ready pod of the Microservice `name`.
 pub async fn get_from_service_pod(
     client: &Client,

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Pod, PodSpec};
+use k8s_openapi::api::core::v1::Pod;
 use kea_e2e::{
     OPERATOR_LEASE, OPERATOR_NAMESPACE, TestNamespace, enabled, eventually, microservice,
     wait_ready, wait_ready_pods,
@@ -14,17 +14,6 @@ use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 
 const TIMEOUT: Duration = Duration::from_secs(240);
-
-/// Whether a pod spec carries the change the test rolls out.
-fn runs_revision_2(spec: &Option<PodSpec>) -> bool {
-    spec.as_ref().is_some_and(|spec| {
-        spec.containers[0]
-            .env
-            .iter()
-            .flatten()
-            .any(|e| e.name == "E2E_REVISION" && e.value.as_deref() == Some("2"))
-    })
-}
 
 #[tokio::test]
 async fn killing_the_leader_mid_rollout_converges() {
@@ -71,7 +60,10 @@ async fn killing_the_leader_mid_rollout_converges() {
         let deployments = deployments.clone();
         async move {
             let deployment = deployments.get("survivor").await?;
-            Ok(runs_revision_2(&deployment.spec.and_then(|s| s.template.spec)).then_some(()))
+            Ok(
+                kea_e2e::runs_revision_2(deployment.spec.and_then(|s| s.template.spec).as_ref())
+                    .then_some(()),
+            )
         }
     })
     .await
@@ -124,7 +116,7 @@ async fn killing_the_leader_mid_rollout_converges() {
         .unwrap();
     for pod in &running {
         assert!(
-            runs_revision_2(&pod.spec),
+            kea_e2e::runs_revision_2(pod.spec.as_ref()),
             "pod {} runs the old spec",
             pod.name_any()
         );

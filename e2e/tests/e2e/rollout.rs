@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Pod, PodSpec};
+use k8s_openapi::api::core::v1::Pod;
 use kea_e2e::load::{Counts, Load};
 use kea_e2e::{
     TestNamespace, enabled, microservice, pods_of, service_url, wait_ready, wait_ready_pods,
@@ -19,17 +19,6 @@ use kube::ResourceExt;
 use kube::api::{Patch, PatchParams, PostParams};
 
 const TIMEOUT: Duration = Duration::from_secs(240);
-
-/// Whether a pod spec carries the change the test rolls out.
-fn runs_revision_2(spec: &Option<PodSpec>) -> bool {
-    spec.as_ref().is_some_and(|spec| {
-        spec.containers[0]
-            .env
-            .iter()
-            .flatten()
-            .any(|e| e.name == "E2E_REVISION" && e.value.as_deref() == Some("2"))
-    })
-}
 
 /// The load's counts when an old pod began terminating and when it was gone.
 #[derive(Debug, Default)]
@@ -152,7 +141,7 @@ async fn rolling_update_under_load_drops_no_request() {
         .filter(|p| p.metadata.deletion_timestamp.is_none())
     {
         assert!(
-            runs_revision_2(&pod.spec),
+            kea_e2e::runs_revision_2(pod.spec.as_ref()),
             "pod {} runs the old spec",
             pod.name_any()
         );
