@@ -232,7 +232,7 @@ fn watch<K, const N: usize>(
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
-    let (reader, mut writer) = reflector::store();
+    let (reader, writer) = reflector::store();
     let mut subscribers = Vec::with_capacity(N);
     let parked = std::array::from_fn(|_| {
         let (sender, receiver) = mpsc::channel(BUFFER);
@@ -240,6 +240,7 @@ where
         ParkedSubscription::park(receiver)
     });
     let mut dispatcher = Dispatcher {
+        writer,
         subscribers,
         cache: reader.clone(),
         before_relist: Vec::new(),
@@ -250,11 +251,7 @@ where
         let mut events = std::pin::pin!(events);
         while let Some(event) = events.next().await {
             match event {
-                Ok(event) => {
-                    dispatcher.before(&event);
-                    writer.apply_watcher_event(&event);
-                    dispatcher.after(&event).await;
-                }
+                Ok(event) => dispatcher.apply(&event).await,
                 Err(error) => warn!(%kind, %error, "watch failed, retrying"),
             }
         }
@@ -262,8 +259,9 @@ where
     (reader, parked)
 }
 
-/// Hands the changes of one watch to its subscribers, once the cache holds them.
+/// Applies the events of one watch to its cache, then hands the changes to its subscribers.
 struct Dispatcher<K: Resource<DynamicType = ()> + Clone + 'static> {
+    writer: reflector::store::Writer<K>,
     subscribers: Vec<mpsc::Sender<Arc<K>>>,
     cache: Store<K>,
     /// What the cache held when a (re)list began: an object missing from the new list was
@@ -272,15 +270,12 @@ struct Dispatcher<K: Resource<DynamicType = ()> + Clone + 'static> {
 }
 
 impl<K: Resource<DynamicType = ()> + Clone + 'static> Dispatcher<K> {
-    /// Called before the cache applies `event`.
-    fn before(&mut self, event: &watcher::Event<K>) {
+    /// Applies `event` to the cache; then its subscribers hear of what changed.
+    async fn apply(&mut self, event: &watcher::Event<K>) {
         if let watcher::Event::Init = event {
             self.before_relist = self.cache.state();
         }
-    }
-
-    /// Called once the cache has applied `event`.
-    async fn after(&mut self, event: &watcher::Event<K>) {
+        self.writer.apply_watcher_event(event);
         match event {
             watcher::Event::Apply(object) => {
                 let key = ObjectRef::from_obj(object);
@@ -434,18 +429,17 @@ mod tests {
 
     /// Feeds `events` through a cache and a dispatcher; returns the uids each one handed on.
     async fn dispatched(events: Vec<watcher::Event<Microservice>>) -> Vec<Vec<String>> {
-        let (cache, mut writer) = reflector::store::<Microservice>();
+        let (cache, writer) = reflector::store::<Microservice>();
         let (sender, mut receiver) = mpsc::channel(BUFFER);
         let mut dispatcher = Dispatcher {
+            writer,
             subscribers: vec![sender],
             cache,
             before_relist: Vec::new(),
         };
         let mut seen = Vec::new();
         for event in events {
-            dispatcher.before(&event);
-            writer.apply_watcher_event(&event);
-            dispatcher.after(&event).await;
+            dispatcher.apply(&event).await;
             let mut uids = Vec::new();
             while let Ok(ms) = receiver.try_recv() {
                 uids.push(ms.metadata.uid.clone().unwrap_or_default());
