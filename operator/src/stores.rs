@@ -45,9 +45,9 @@ pub const STORE_COMPONENT: &str = "store";
 /// Name of the volume claim template of a store's StatefulSet (claims are `data-NAME-0`).
 pub const CLAIM_TEMPLATE: &str = "data";
 /// Where the embedded stores' volumes are mounted in the service's container.
-pub const SQL_MOUNT_PATH: &str = "/data/sql";
+pub const SQL_MOUNT_PATH: &str = kea_contract::mounts::SQL_DATA;
 /// Where the embedded stores' volumes are mounted in the service's container.
-pub const NOSQL_MOUNT_PATH: &str = "/data/nosql";
+pub const NOSQL_MOUNT_PATH: &str = kea_contract::mounts::NOSQL_DATA;
 /// Length of generated passwords (alphanumeric: about 190 bits).
 pub const PASSWORD_LEN: usize = 32;
 
@@ -121,8 +121,8 @@ impl ServerEngine {
     /// The variable through which the service gets the URL.
     pub fn url_variable(self) -> &'static str {
         match self {
-            Self::Mariadb => "DATABASE_URL",
-            Self::Redis => "REDIS_URL",
+            Self::Mariadb => kea_contract::env::DATABASE_URL,
+            Self::Redis => kea_contract::env::REDIS_URL,
         }
     }
 }
@@ -732,8 +732,8 @@ pub fn service_wiring(stores: &[PlannedStore]) -> ServiceWiring {
             )),
             Engine::Embedded(engine) => {
                 let (variable, path) = match store.role {
-                    Role::Sql => ("KEA_SQL_DATA_DIR", SQL_MOUNT_PATH),
-                    Role::Nosql => ("KEA_NOSQL_DATA_DIR", NOSQL_MOUNT_PATH),
+                    Role::Sql => (kea_contract::env::SQL_DATA_DIR, SQL_MOUNT_PATH),
+                    Role::Nosql => (kea_contract::env::NOSQL_DATA_DIR, NOSQL_MOUNT_PATH),
                 };
                 let volume = format!("store-{}", engine.as_str());
                 wiring.env.push(plain_env(variable, path));

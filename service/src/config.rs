@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use kea_contract::env;
 
 /// Largest accepted request body. Items are small; anything bigger is a mistake or abuse.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -17,29 +18,29 @@ pub const MAX_URI_BYTES: usize = 8 * 1024;
 #[command(name = "kea-service", version, about)]
 pub struct Config {
     /// Address to listen on.
-    #[arg(long, env = "KEA_LISTEN", default_value = "0.0.0.0:8080")]
+    #[arg(long, env = env::LISTEN, default_value_t = SocketAddr::from(([0, 0, 0, 0], kea_contract::DEFAULT_PORT)))]
     pub listen: SocketAddr,
 
     /// Directory of the embedded stores (SQLite, redb); the only place the service writes.
-    #[arg(long, env = "KEA_DATA_DIR", default_value = "data")]
+    #[arg(long, env = env::DATA_DIR, default_value = "data")]
     pub data_dir: PathBuf,
 
     /// Directory of the embedded SQLite file when it lives apart from the data directory,
     /// e.g. on its own volume.
-    #[arg(long, env = "KEA_SQL_DATA_DIR")]
+    #[arg(long, env = env::SQL_DATA_DIR)]
     pub sql_data_dir: Option<PathBuf>,
 
     /// Directory of the embedded redb file when it lives apart from the data directory,
     /// e.g. on its own volume.
-    #[arg(long, env = "KEA_NOSQL_DATA_DIR")]
+    #[arg(long, env = env::NOSQL_DATA_DIR)]
     pub nosql_data_dir: Option<PathBuf>,
 
     /// MySQL/MariaDB URL (mysql://user:password@host/db) for /mysqldata; embedded SQLite when unset.
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    #[arg(long, env = env::DATABASE_URL, hide_env_values = true)]
     pub database_url: Option<String>,
 
     /// Redis URL (redis://host:6379/0) for /nosqldata; embedded redb when unset.
-    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    #[arg(long, env = env::REDIS_URL, hide_env_values = true)]
     pub redis_url: Option<String>,
 
     /// Prefix of the keys the service owns in Redis, so services can share a server.
@@ -83,11 +84,11 @@ pub struct Config {
     pub circuit_open_for: Duration,
 
     /// After SIGTERM: how long to stay up but unready, so load balancers stop sending traffic.
-    #[arg(long, env = "KEA_SHUTDOWN_DELAY", default_value = "3s", value_parser = parse_duration)]
+    #[arg(long, env = env::SHUTDOWN_DELAY, default_value = "3s", value_parser = parse_duration)]
     pub shutdown_delay: Duration,
 
     /// After the delay: how long in-flight requests get to finish before the process exits.
-    #[arg(long, env = "KEA_DRAIN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = env::DRAIN_TIMEOUT, default_value = "10s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
 
     /// Log format.

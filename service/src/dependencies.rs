@@ -35,10 +35,11 @@ pub fn targets_from_env(vars: impl IntoIterator<Item = (String, String)>) -> Vec
     let mut targets: Vec<DependencyTarget> = vars
         .into_iter()
         .filter_map(|(key, value)| {
-            let name = key.strip_suffix("_URL")?;
+            let name = kea_contract::env::dependency_of(&key)?;
+            // Only HTTP URLs: the stores' `DATABASE_URL` and `REDIS_URL` have the same shape.
             let is_http = value.starts_with("http://") || value.starts_with("https://");
-            (!name.is_empty() && is_http).then(|| DependencyTarget {
-                name: name.to_ascii_lowercase().replace('_', "-"),
+            is_http.then(|| DependencyTarget {
+                name,
                 url: value.trim_end_matches('/').to_owned(),
             })
         })

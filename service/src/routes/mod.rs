@@ -155,17 +155,18 @@ impl utoipa::Modify for NamePattern {
 }
 
 /// Every route template the router serves, in one place: the router is built
-/// from these, and metrics use them as `'static` labels without allocating.
+/// from these, and metrics use them as `'static` labels without allocating. The probe
+/// paths are the operator's ([`kea_contract::paths`]).
 pub mod paths {
     pub const ROOT: &str = "/";
     pub const OSCHECK: &str = "/oscheck";
     pub const MYSQLDATA: &str = "/mysqldata";
     pub const NOSQLDATA: &str = "/nosqldata";
-    pub const HEALTHZ: &str = "/healthz";
-    pub const READYZ: &str = "/readyz";
+    pub const HEALTHZ: &str = kea_contract::paths::HEALTHZ;
+    pub const READYZ: &str = kea_contract::paths::READYZ;
     pub const READYZ_ENABLE: &str = "/readyz/enable";
     pub const READYZ_DISABLE: &str = "/readyz/disable";
-    pub const METRICS: &str = "/metrics";
+    pub const METRICS: &str = kea_contract::paths::METRICS;
     pub const VERSION: &str = "/version";
     pub const OPENAPI: &str = "/openapi.json";
     pub const DEPENDENCIES: &str = "/api/dependencies";
