@@ -317,7 +317,7 @@ if ! kubectl get --raw /readyz >/dev/null 2>&1; then
 fi
 
 log "building kea-operator (release)"
-cargo build -q --release -p kea-operator
+cargo build -q --release -p kea-cli
 TARGET_DIR=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 OPERATOR="$TARGET_DIR/release/kea-operator"
 

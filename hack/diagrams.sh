@@ -13,7 +13,7 @@
 # differently and --check says so.
 #
 # docs/diagrams/cluster-example.puml is written by a unit test of `kea-operator diagram`
-# (UPDATE_GOLDEN=1 cargo test -p kea-operator --lib diagram); the test keeps it current,
+# (UPDATE_GOLDEN=1 cargo test -p kea-cli --lib diagram); the test keeps it current,
 # this script renders it.
 # shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"

@@ -45,7 +45,7 @@ build_local_base() {
 }
 
 log "compiling kea-service and kea-operator (release)"
-(cd "$REPO_ROOT" && cargo build -q --release -p kea-service -p kea-operator --bins)
+(cd "$REPO_ROOT" && cargo build -q --release -p kea-service -p kea-cli --bins)
 TARGET_DIR=$(cd "$REPO_ROOT" && cargo metadata --format-version 1 --no-deps \
   | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 

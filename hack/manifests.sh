@@ -14,7 +14,7 @@
 #   hack/manifests.sh           # regenerate the files above
 #   hack/manifests.sh --check   # regenerate into a temp dir; exit 1 naming each drifted file
 #
-# Needs helm (hack/toolchain.sh helm). The operator runs through `cargo run -p kea-operator`,
+# Needs helm (hack/toolchain.sh helm). The operator runs through `cargo run -p kea-cli`,
 # or set KEA_OPERATOR to a built binary.
 # shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -52,7 +52,7 @@ kea_operator() {
   if [ -n "${KEA_OPERATOR:-}" ]; then
     "$KEA_OPERATOR" "$@"
   else
-    cargo run --quiet -p kea-operator -- "$@"
+    cargo run --quiet -p kea-cli -- "$@"
   fi
 }
 
@@ -159,7 +159,7 @@ done
 
 # The checked-in CRD is the operator's to regenerate; say so rather than write it.
 if ! cmp -s "$WORK/crd.yaml" "$OPERATOR_CRD"; then
-  drifted "$OPERATOR_CRD" "regenerate: cargo run -p kea-operator -- crd > $OPERATOR_CRD"
+  drifted "$OPERATOR_CRD" "regenerate: cargo run -p kea-cli -- crd > $OPERATOR_CRD"
 fi
 
 for file in "$CRD_TEMPLATE" "$RULES_TEMPLATE" deploy/00-crd.yaml deploy/02-rbac.yaml deploy/03-operator.yaml; do

@@ -21,9 +21,13 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
-use kea_operator::{Microservice, MicroserviceSpec};
-use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams};
+use k8s_openapi::api::core::v1::Pod;
+use kea_operator::Microservice;
+pub use kea_testkit::TestNamespace;
+pub use kea_testkit::microservices::is_ready;
+use kea_testkit::microservices::{self, Fixture};
+use kea_testkit::wait_for_list;
+use kube::api::ListParams;
 use kube::{Api, Client, ResourceExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -43,8 +47,6 @@ pub const SERVICE_IMAGE: &str = "kea.dev/kea-service:dev";
 pub const SERVICE_PORT: u16 = 8080;
 /// Label put on every namespace the suite creates (`kubectl delete ns -l kea.dev/e2e=true`).
 pub const NAMESPACE_LABEL: &str = "kea.dev/e2e";
-/// Env var that keeps the namespaces of failed tests for inspection.
-pub const KEEP_ENV: &str = "KEA_KEEP_NAMESPACES";
 
 /// Whether the suite is on. When it is not, prints a loud SKIPPED line naming the test.
 pub fn enabled(test: &str) -> bool {
@@ -62,17 +64,23 @@ pub fn enabled(test: &str) -> bool {
     false
 }
 
-/// A client for the cluster of `KUBECONFIG` (or `KEA_KUBECONFIG`, the testkit's variable,
-/// when `KUBECONFIG` is unset).
+/// The configuration of the cluster of `KUBECONFIG` (or `KEA_KUBECONFIG`, the testkit's
+/// variable, when `KUBECONFIG` is unset).
+pub async fn config() -> anyhow::Result<kube::Config> {
+    Ok(
+        match std::env::var_os("KUBECONFIG").filter(|v| !v.is_empty()) {
+            Some(_) => kube::Config::infer().await?,
+            None if std::env::var_os(kea_testkit::KUBECONFIG_ENV).is_some() => {
+                kea_testkit::config().await?
+            }
+            None => kube::Config::infer().await?,
+        },
+    )
+}
+
+/// A client for the cluster of [`config`], checked to answer.
 pub async fn client() -> anyhow::Result<Client> {
-    let config = match std::env::var_os("KUBECONFIG").filter(|v| !v.is_empty()) {
-        Some(_) => kube::Config::infer().await?,
-        None if std::env::var_os(kea_testkit::KUBECONFIG_ENV).is_some() => {
-            kea_testkit::config().await?
-        }
-        None => kube::Config::infer().await?,
-    };
-    let client = Client::try_from(config)?;
+    let client = Client::try_from(config().await?)?;
     client
         .apiserver_version()
         .await
@@ -101,109 +109,17 @@ where
     }
 }
 
-/// A namespace of one test, labelled to enforce the "restricted" Pod Security Standard like
-/// the examples' namespace. Deleted by [`cleanup`](Self::cleanup), or best-effort on drop
-/// (kept when `KEA_KEEP_NAMESPACES=1`).
-pub struct TestNamespace {
-    /// The namespace's name.
-    pub name: String,
-    /// The client used by the test.
-    pub client: Client,
-    cleaned_up: bool,
-}
-
-impl TestNamespace {
-    /// Creates `e2e-<prefix>-<suffix>` and waits for its default ServiceAccount.
-    pub async fn create(prefix: &str) -> anyhow::Result<Self> {
-        let client = client().await?;
-        let suffix = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() % 1_000_000_000)
-            .unwrap_or_default();
-        let name = format!("e2e-{prefix}-{suffix}");
-        let mut labels: BTreeMap<String, String> = restricted_labels();
-        labels.insert(NAMESPACE_LABEL.into(), "true".into());
-        let namespace = Namespace {
-            metadata: ObjectMeta {
-                name: Some(name.clone()),
-                labels: Some(labels),
-                ..ObjectMeta::default()
-            },
-            ..Namespace::default()
-        };
-        Api::<Namespace>::all(client.clone())
-            .create(&PostParams::default(), &namespace)
-            .await
-            .with_context(|| format!("creating namespace {name}"))?;
-        let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), &name);
-        eventually(
-            "the default ServiceAccount",
-            Duration::from_secs(30),
-            || {
-                let accounts = accounts.clone();
-                async move { Ok(accounts.get_opt("default").await?.map(|_| ())) }
-            },
-        )
-        .await?;
-        eprintln!("e2e: namespace {name}");
-        Ok(Self {
-            name,
-            client,
-            cleaned_up: false,
-        })
-    }
-
-    /// An [`Api`] of a namespaced kind in this namespace.
-    pub fn api<K>(&self) -> Api<K>
-    where
-        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
-        K::DynamicType: Default,
-    {
-        Api::namespaced(self.client.clone(), &self.name)
-    }
-
-    /// Deletes the namespace (without waiting for its contents to go).
-    pub async fn cleanup(mut self) -> anyhow::Result<()> {
-        self.cleaned_up = true;
-        match Api::<Namespace>::all(self.client.clone())
-            .delete(&self.name, &DeleteParams::background())
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-            Err(error) => Err(error).with_context(|| format!("deleting namespace {}", self.name)),
-        }
-    }
-}
-
-impl Drop for TestNamespace {
-    fn drop(&mut self) {
-        if self.cleaned_up {
-            return;
-        }
-        if std::env::var(KEEP_ENV).is_ok_and(|v| v == "1") {
-            eprintln!("e2e: keeping namespace {} ({KEEP_ENV}=1)", self.name);
-            return;
-        }
-        // Drop cannot await and the test's runtime may be ending: a thread of our own.
-        let name = self.name.clone();
-        let _ = std::thread::spawn(move || {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            runtime.block_on(async {
-                if let Ok(client) = client().await {
-                    let _ = Api::<Namespace>::all(client)
-                        .delete(&name, &DeleteParams::background())
-                        .await;
-                }
-            });
-        })
-        .join();
-    }
+/// A namespace of one test in the cluster of [`config`], `e2e-<prefix>-<suffix>`, labelled
+/// [`NAMESPACE_LABEL`] and enforcing the "restricted" Pod Security Standard like the examples'
+/// namespace. Deleted by its `cleanup`, or best-effort on drop (kept with
+/// `KEA_KEEP_NAMESPACES=1`).
+pub async fn namespace(prefix: &str) -> anyhow::Result<TestNamespace> {
+    let mut labels = restricted_labels();
+    labels.insert(NAMESPACE_LABEL.into(), "true".into());
+    let namespace =
+        TestNamespace::create_in(config().await?, &format!("e2e-{prefix}"), labels).await?;
+    eprintln!("e2e: namespace {}", namespace.name());
+    Ok(namespace)
 }
 
 /// The Pod Security labels of deploy/examples/00-namespace.yaml: enforce "restricted".
@@ -227,40 +143,21 @@ pub fn restricted_labels() -> BTreeMap<String, String> {
 
 /// A Microservice of the kea-service image, pulled only if absent (the image is preloaded).
 pub fn microservice(name: &str, replicas: i32) -> Microservice {
-    let mut spec = MicroserviceSpec::with_image(SERVICE_IMAGE);
-    spec.replicas = replicas;
-    spec.image_pull_policy = Some(kea_operator::api::ImagePullPolicy::IfNotPresent);
-    // Short drain so rollouts and deletions in the tests stay quick.
-    spec.drain_seconds = 2;
-    Microservice::new(name, spec)
+    Fixture::new(name)
+        .image(SERVICE_IMAGE)
+        .replicas(replicas)
+        // Short drain so rollouts and deletions in the tests stay quick.
+        .spec(serde_json::json!({ "drainSeconds": 2 }))
+        .build()
 }
 
-/// Whether the Microservice reports `Ready=True` for its current generation.
-pub fn is_ready(ms: &Microservice) -> bool {
-    let generation = ms.metadata.generation;
-    ms.status.as_ref().is_some_and(|status| {
-        status.observed_generation == generation
-            && status
-                .conditions
-                .iter()
-                .any(|c| c.type_ == conditions::READY && c.status == "True")
-    })
-}
-
-/// Waits until the Microservice is Ready with its current generation observed.
+/// Waits (on a watch) until the Microservice is Ready with its current generation observed.
 pub async fn wait_ready(
     api: &Api<Microservice>,
     name: &str,
     timeout: Duration,
 ) -> anyhow::Result<Microservice> {
-    eventually(&format!("Microservice {name} Ready"), timeout, || {
-        let api = api.clone();
-        async move {
-            let ms = api.get(name).await?;
-            Ok(is_ready(&ms).then_some(ms))
-        }
-    })
-    .await
+    Ok(microservices::wait_ready(api, name, timeout).await?)
 }
 
 /// The pods of a Microservice (by the operator's selector labels).
@@ -285,26 +182,23 @@ pub fn pod_ready(pod: &Pod) -> bool {
         })
 }
 
-/// Waits until exactly `count` pods of the Microservice exist and all are Ready.
+/// Waits (on a watch) until exactly `count` pods of the Microservice exist and all are Ready.
 pub async fn wait_ready_pods(
     pods: &Api<Pod>,
     name: &str,
     count: usize,
     timeout: Duration,
 ) -> anyhow::Result<Vec<Pod>> {
-    eventually(&format!("{count} Ready pods of {name}"), timeout, || {
-        let pods = pods.clone();
-        async move {
-            let list = pods_of(&pods, name).await?;
-            let ready = list.iter().filter(|p| pod_ready(p)).count();
-            if list.len() == count && ready == count {
-                Ok(Some(list))
-            } else {
-                Err(anyhow::anyhow!("{} pods, {ready} Ready", list.len()))
-            }
-        }
-    })
-    .await
+    let ready = |list: &[Pod]| list.iter().filter(|p| pod_ready(p)).count();
+    Ok(wait_for_list(
+        pods,
+        &kea_operator::builders::selector_string(name),
+        &format!("{count} Ready pods of {name}"),
+        |list| list.len() == count && ready(list) == count,
+        |list| format!("{} pods, {} Ready", list.len(), ready(list)),
+        timeout,
+    )
+    .await?)
 }
 
 /// The Microservices of deploy/examples.

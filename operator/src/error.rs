@@ -10,7 +10,7 @@ pub enum Error {
     /// The `Microservice` CRD is not installed in the cluster.
     #[error(
         "CRD microservices.kea.dev is not installed: kubectl apply -f deploy/crd.yaml \
-         (or: cargo run -p kea-operator -- crd | kubectl apply -f -)"
+         (or: cargo run -p kea-cli -- crd | kubectl apply -f -)"
     )]
     CrdNotInstalled,
 

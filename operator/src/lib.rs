@@ -1,7 +1,11 @@
 //! The kea operator: reconciles `Microservice` custom resources (`kea.dev/v1alpha1`) into
-//! Deployments, Services, PodDisruptionBudgets and HorizontalPodAutoscalers.
+//! Deployments, Services, PodDisruptionBudgets, HorizontalPodAutoscalers, NetworkPolicies and
+//! the stores of each Microservice. This crate is the controller and the process that runs it;
+//! the `kea-operator` command and what it prints (CRD, RBAC, rendered children, diagrams) are
+//! the `kea-cli` crate, and what the operator and the service agree on is `kea-contract`.
 //!
-//! - [`api`]: the custom resource types and condition names.
+//! - [`api`]: the custom resource types, condition types and reasons, event reasons.
+//! - [`crd`]: the CustomResourceDefinition made from [`api`].
 //! - [`builders`]: pure functions, Microservice -> children.
 //! - [`network`]: pure functions, `dependsOn` and `stores` -> NetworkPolicies.
 //! - [`stores`]: pure functions, `spec.stores` -> the stores' StatefulSets, Services, claims, Secrets.
@@ -13,14 +17,14 @@
 //! - [`reconcile`]: the controller ([`run_controller`] runs it in-process).
 //! - [`leader`]: leader election on a Lease.
 //! - [`http`], [`metrics`]: the operator's own health and metrics endpoints.
-//! - [`crdgen`], [`render`], [`rbac`], [`diagram`]: what the CLI prints.
+//! - [`rbac`]: the permissions the controller needs.
+//! - [`runtime`]: the operator process (endpoints, leader election, controller, signals).
 
 pub mod api;
 pub mod apply;
 pub mod builders;
 pub mod cache;
-pub mod crdgen;
-pub mod diagram;
+pub mod crd;
 pub mod error;
 pub mod http;
 pub mod leader;
@@ -29,7 +33,7 @@ pub mod network;
 pub mod provision;
 pub mod rbac;
 pub mod reconcile;
-pub mod render;
+pub mod runtime;
 pub mod status;
 pub mod stores;
 pub mod validate;

@@ -570,7 +570,7 @@ async fn the_example_system_converges_and_draws_itself() {
     .unwrap();
     assert_eq!(frontend.status.as_ref().unwrap().dependencies.len(), 2);
 
-    let diagram = kea_operator::diagram::from_cluster(&namespace.client(), namespace.name())
+    let diagram = kea_cli::diagram::from_cluster(&namespace.client(), namespace.name())
         .await
         .unwrap();
     let ns = namespace.name();

@@ -26,6 +26,9 @@
 
 #![warn(missing_docs)]
 
+pub mod microservices;
+
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -98,6 +101,9 @@ pub enum Error {
         /// The state of the object when the wait gave up.
         last_seen: String,
     },
+    /// A test's setup could not be made (e.g. the CRD does not build).
+    #[error("test setup failed: {0}")]
+    Setup(String),
     /// The watch behind a [`wait_for`] failed.
     #[error("watching while waiting for {what} failed: {source}")]
     Watch {
@@ -211,6 +217,31 @@ impl TestNamespace {
     /// plane) when no control plane answers.
     pub async fn create(prefix: &str) -> Result<Self> {
         let (client, config) = connect().await?;
+        Self::create_with(client, config, prefix, BTreeMap::new()).await
+    }
+
+    /// Like [`create`](Self::create), in the cluster of `config` (e.g. a kind cluster's
+    /// rather than the local control plane's), with `labels` added to [`NAMESPACE_LABEL`]
+    /// (e.g. Pod Security labels).
+    pub async fn create_in(
+        config: kube::Config,
+        prefix: &str,
+        labels: BTreeMap<String, String>,
+    ) -> Result<Self> {
+        let client = Client::try_from(config.clone()).map_err(|source| Error::Kube {
+            action: format!("connecting to {}", config.cluster_url),
+            source,
+        })?;
+        Self::create_with(client, config, prefix, labels).await
+    }
+
+    async fn create_with(
+        client: Client,
+        config: kube::Config,
+        prefix: &str,
+        mut labels: BTreeMap<String, String>,
+    ) -> Result<Self> {
+        labels.insert(NAMESPACE_LABEL.to_string(), "true".to_string());
         let namespaces: Api<Namespace> = Api::all(client.clone());
         let mut attempt = 0;
         let name = loop {
@@ -218,7 +249,7 @@ impl TestNamespace {
             let namespace = Namespace {
                 metadata: ObjectMeta {
                     name: Some(name.clone()),
-                    labels: Some([(NAMESPACE_LABEL.to_string(), "true".to_string())].into()),
+                    labels: Some(labels.clone()),
                     ..ObjectMeta::default()
                 },
                 ..Namespace::default()
@@ -460,6 +491,65 @@ where
             what,
             timeout,
             last_seen: last_seen(api, name).await,
+        }),
+    }
+}
+
+/// Waits until the objects of `api` that match `selector` (a label selector, `""` for all)
+/// meet `condition`, judged on the whole list after each change a watch reports; for at
+/// most `timeout`. Returns the objects as they were when the condition held. On timeout the
+/// error names what was waited for and says what `condition` last saw, through `describe`.
+pub async fn wait_for_list<K>(
+    api: &Api<K>,
+    selector: &str,
+    what: &str,
+    condition: impl Fn(&[K]) -> bool,
+    describe: impl Fn(&[K]) -> String,
+    timeout: Duration,
+) -> Result<Vec<K>>
+where
+    K: Resource + Clone + Debug + Send + Sync + DeserializeOwned + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    use futures::StreamExt;
+    use kube::runtime::{WatchStreamExt, reflector, watcher};
+
+    let (reader, writer) = reflector::store();
+    let config = watcher::Config::default().labels(selector);
+    let mut events =
+        std::pin::pin!(reflector(writer, watcher(api.clone(), config)).default_backoff());
+    let objects = |reader: &reflector::Store<K>| -> Vec<K> {
+        let mut objects: Vec<K> = reader.state().iter().map(|o| (**o).clone()).collect();
+        objects.sort_by_key(|o| o.meta().name.clone());
+        objects
+    };
+    let waited = tokio::time::timeout(timeout, async {
+        // Judged only once the initial list is complete, so that "none match yet" is not
+        // read off a half-filled store; then after every change.
+        let mut listed = false;
+        while let Some(event) = events.next().await {
+            listed |= matches!(event, Ok(watcher::Event::InitDone));
+            if listed {
+                let now = objects(&reader);
+                if condition(&now) {
+                    return Ok(now);
+                }
+            }
+        }
+        Err(format!("the watch for {what} ended"))
+    })
+    .await;
+    match waited {
+        Ok(Ok(objects)) => Ok(objects),
+        Ok(Err(ended)) => Err(Error::Timeout {
+            what: what.to_string(),
+            timeout,
+            last_seen: ended,
+        }),
+        Err(_) => Err(Error::Timeout {
+            what: what.to_string(),
+            timeout,
+            last_seen: describe(&objects(&reader)),
         }),
     }
 }

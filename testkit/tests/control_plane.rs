@@ -169,3 +169,69 @@ async fn a_dropped_namespace_is_deleted() {
         "namespace {name} is being deleted after drop"
     );
 }
+
+/// `wait_for_list` follows a watch of the selected objects: it returns once the list meets
+/// the condition, ignores objects outside the selector, and on timeout says what it last saw.
+#[tokio::test]
+async fn a_list_wait_sees_the_selected_objects_arrive_and_reports_what_it_saw() {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kea_testkit::wait_for_list;
+
+    let Some(ns) = TestNamespace::create_or_skip("list-wait").await else {
+        return;
+    };
+    let config_maps = ns.api::<ConfigMap>();
+    let make = |name: &str, team: &str| -> ConfigMap {
+        serde_json::from_value(serde_json::json!({
+            "metadata": { "name": name, "labels": { "team": team } },
+        }))
+        .expect("a valid ConfigMap")
+    };
+    let names = |list: &[ConfigMap]| list.iter().map(|c| c.name_any()).collect::<Vec<_>>();
+    // One object now, the rest while the wait runs: the wait must see the later ones arrive.
+    let apply = PatchParams::apply("kea-testkit");
+    config_maps
+        .patch("a", &apply, &Patch::Apply(make("a", "blue")))
+        .await
+        .expect("apply a");
+    let writer = {
+        let config_maps = config_maps.clone();
+        tokio::spawn(async move {
+            for (name, team) in [("other", "red"), ("b", "blue"), ("c", "blue")] {
+                config_maps
+                    .patch(name, &apply, &Patch::Apply(make(name, team)))
+                    .await
+                    .expect("apply");
+            }
+        })
+    };
+    let blue = wait_for_list(
+        &config_maps,
+        "team=blue",
+        "three blue ConfigMaps",
+        |list| list.len() == 3,
+        |list| format!("saw {:?}", names(list)),
+        TIMEOUT,
+    )
+    .await
+    .expect("the three blue ConfigMaps arrive");
+    assert_eq!(names(&blue), ["a", "b", "c"]);
+    writer.await.expect("the writer finished");
+
+    let never = wait_for_list(
+        &config_maps,
+        "team=blue",
+        "four blue ConfigMaps",
+        |list| list.len() == 4,
+        |list| format!("saw {:?}", names(list)),
+        Duration::from_secs(2),
+    )
+    .await
+    .expect_err("there are only three");
+    let message = never.to_string();
+    assert!(
+        message.contains("four blue ConfigMaps") && message.contains(r#"saw ["a", "b", "c"]"#),
+        "{message}"
+    );
+    ns.cleanup().await.expect("cleanup");
+}

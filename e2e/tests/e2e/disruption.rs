@@ -14,8 +14,7 @@ use k8s_openapi::api::networking::v1::NetworkPolicyPeer;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kea_e2e::load::{Counts, Load};
 use kea_e2e::{
-    TestNamespace, enabled, eventually, pod_ready, pods_of, service_url, wait_ready,
-    wait_ready_pods,
+    enabled, eventually, namespace, pod_ready, pods_of, service_url, wait_ready, wait_ready_pods,
 };
 use kea_operator::Microservice;
 use kea_operator::api::Network;
@@ -83,8 +82,8 @@ async fn draining_a_worker_under_load_fails_no_request() {
     if !enabled("draining_a_worker_under_load_fails_no_request") {
         return;
     }
-    let ns = TestNamespace::create("drain").await.unwrap();
-    let client = ns.client.clone();
+    let ns = namespace("drain").await.unwrap();
+    let client = ns.client();
     let workers = workers(&client).await;
     assert!(
         workers.len() >= 2,
@@ -123,7 +122,7 @@ async fn draining_a_worker_under_load_fails_no_request() {
     // The load comes from the worker that stays, through the Service's ClusterIP.
     let load = Load::start(
         &client,
-        &ns.name,
+        ns.name(),
         "load",
         BTreeMap::from([(LOAD_LABEL.0.to_owned(), LOAD_LABEL.1.to_owned())]),
         Some(&other),

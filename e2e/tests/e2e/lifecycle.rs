@@ -5,8 +5,8 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kea_e2e::{
-    ClusterClient, TestNamespace, enabled, eventually, microservice, pods_of, service_url,
-    wait_ready, wait_ready_pods,
+    ClusterClient, enabled, eventually, microservice, namespace, pods_of, service_url, wait_ready,
+    wait_ready_pods,
 };
 use kea_operator::Microservice;
 use kube::ResourceExt;
@@ -29,7 +29,7 @@ async fn scale_subresource_changes_pod_count_and_delete_removes_children() {
     if !enabled("scale_subresource_changes_pod_count_and_delete_removes_children") {
         return;
     }
-    let ns = TestNamespace::create("scale").await.unwrap();
+    let ns = namespace("scale").await.unwrap();
     let api = ns.api::<Microservice>();
     let pods = ns.api::<Pod>();
     api.create(&PostParams::default(), &microservice("web", 1))
@@ -81,7 +81,7 @@ async fn deleted_children_come_back() {
     if !enabled("deleted_children_come_back") {
         return;
     }
-    let ns = TestNamespace::create("drift").await.unwrap();
+    let ns = namespace("drift").await.unwrap();
     let api = ns.api::<Microservice>();
     let pods = ns.api::<Pod>();
     api.create(&PostParams::default(), &microservice("drift", 1))
@@ -131,7 +131,7 @@ async fn deleted_children_come_back() {
     wait_ready(&api, "drift", TIMEOUT).await.unwrap();
     // The recreated Service answers, through the Service: a caller in the cluster reaches it
     // by its name (a new cluster IP behind the same DNS name).
-    let caller = ClusterClient::caller_of(&ns.client, &ns.name, "drift")
+    let caller = ClusterClient::caller_of(&ns.client(), ns.name(), "drift")
         .await
         .unwrap();
     let answer = caller.http(&service_url("drift", "/"), None).await.unwrap();

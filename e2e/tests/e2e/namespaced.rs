@@ -9,7 +9,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
 };
-use kea_e2e::{OPERATOR_NAMESPACE, TestNamespace, enabled, microservice, wait_ready};
+use kea_e2e::{OPERATOR_NAMESPACE, enabled, microservice, namespace, wait_ready};
 use kea_operator::Microservice;
 use kube::api::{Api, PostParams};
 use kube::{Client, ResourceExt};
@@ -84,14 +84,14 @@ async fn an_operator_confined_to_one_namespace_runs_it_and_leaves_the_rest() {
         .unwrap();
 
     // Least privilege, as the authorizer sees it.
-    let other = TestNamespace::create("unwatched").await.unwrap();
+    let other = namespace("unwatched").await.unwrap();
     let checks = [
         ("patch", "apps", "deployments", watched.as_str(), true),
         ("watch", "kea.dev", "microservices", watched.as_str(), true),
-        ("list", "apps", "deployments", other.name.as_str(), false),
-        ("patch", "apps", "deployments", other.name.as_str(), false),
+        ("list", "apps", "deployments", other.name(), false),
+        ("patch", "apps", "deployments", other.name(), false),
         ("list", "kea.dev", "microservices", "", false),
-        ("get", "", "secrets", other.name.as_str(), false),
+        ("get", "", "secrets", other.name(), false),
     ];
     for (verb, group, resource, namespace, allowed) in checks {
         assert_eq!(
@@ -126,7 +126,7 @@ async fn an_operator_confined_to_one_namespace_runs_it_and_leaves_the_rest() {
     eprintln!(
         "e2e: operator confined to {watched}: {} Ready there, {}/web untouched for 15 s",
         inside.get("web").await.unwrap().name_any(),
-        other.name
+        other.name()
     );
     inside.delete("web", &Default::default()).await.unwrap();
     other.cleanup().await.unwrap();

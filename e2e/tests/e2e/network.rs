@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::EnvVar;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kea_e2e::{
-    ClusterClient, DEMO_NAMESPACE, TestNamespace, enabled, eventually, get_from_service_pod, http,
+    ClusterClient, DEMO_NAMESPACE, enabled, eventually, get_from_service_pod, http, namespace,
     pod_ready, pods_of, wait_ready,
 };
 use kea_operator::Microservice;
@@ -153,8 +153,8 @@ async fn only_declared_callers_reach_a_service_and_only_its_owner_reaches_its_st
     if !enabled("only_declared_callers_reach_a_service_and_only_its_owner_reaches_its_store") {
         return;
     }
-    let ns = TestNamespace::create("net").await.unwrap();
-    let client = ns.client.clone();
+    let ns = namespace("net").await.unwrap();
+    let client = ns.client();
     let microservices: Api<Microservice> = ns.api();
     for ms in [
         users(),
@@ -172,11 +172,11 @@ async fn only_declared_callers_reach_a_service_and_only_its_owner_reaches_its_st
             .unwrap();
     }
     // Any pod of the namespace that is no Microservice: no label, no declared call.
-    let stranger = ClusterClient::start(&client, &ns.name, "stranger", BTreeMap::new())
+    let stranger = ClusterClient::start(&client, ns.name(), "stranger", BTreeMap::new())
         .await
         .unwrap();
     let users_url = "http://users:8080/";
-    let owner_store = get_from_service_pod(&client, &ns.name, "users", "/nosqldata")
+    let owner_store = get_from_service_pod(&client, ns.name(), "users", "/nosqldata")
         .await
         .unwrap();
     assert_eq!(
@@ -210,7 +210,7 @@ async fn only_declared_callers_reach_a_service_and_only_its_owner_reaches_its_st
         assert_eq!(status.network_policy, None, "the status claims no boundary");
         // Without policies, the undeclared call and the stranger's store access get through:
         // what the boundary, when on, takes away.
-        assert!(sees_users(&client, &ns.name, "intruder").await.unwrap().0);
+        assert!(sees_users(&client, ns.name(), "intruder").await.unwrap().0);
         assert!(stranger.reaches(users_url).await);
         let answer = stranger
             .tcp_exchange("users-redis", 6379, "PING")
@@ -234,8 +234,8 @@ async fn only_declared_callers_reach_a_service_and_only_its_owner_reaches_its_st
     );
 
     // The declared caller gets through; the undeclared one and the stranger do not.
-    until_sees_users(&client, &ns.name, "caller", true, PATH_CHANGE_LIMIT).await;
-    let (up, report) = sees_users(&client, &ns.name, "intruder").await.unwrap();
+    until_sees_users(&client, ns.name(), "caller", true, PATH_CHANGE_LIMIT).await;
+    let (up, report) = sees_users(&client, ns.name(), "intruder").await.unwrap();
     assert!(!up, "an undeclared caller must not reach users: {report}");
     let refused = stranger.http(users_url, None).await;
     assert!(refused.is_err(), "a stranger reached users: {refused:?}");
@@ -251,9 +251,9 @@ async fn only_declared_callers_reach_a_service_and_only_its_owner_reaches_its_st
 
     // Declaring the call opens the path; removing the declaration closes it again.
     set_depends_on(&microservices, "intruder", json!([{"name": "users"}])).await;
-    let opened = until_sees_users(&client, &ns.name, "intruder", true, PATH_CHANGE_LIMIT).await;
+    let opened = until_sees_users(&client, ns.name(), "intruder", true, PATH_CHANGE_LIMIT).await;
     set_depends_on(&microservices, "intruder", json!(null)).await;
-    let closed = until_sees_users(&client, &ns.name, "intruder", false, PATH_CHANGE_LIMIT).await;
+    let closed = until_sees_users(&client, ns.name(), "intruder", false, PATH_CHANGE_LIMIT).await;
     eprintln!(
         "e2e: adding dependsOn opened the path in {opened:?}, removing it closed it in {closed:?}"
     );

@@ -6,8 +6,8 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
 use kea_e2e::{
-    OPERATOR_LEASE, OPERATOR_NAMESPACE, TestNamespace, enabled, eventually, microservice,
-    wait_ready, wait_ready_pods,
+    OPERATOR_LEASE, OPERATOR_NAMESPACE, enabled, eventually, microservice, namespace, wait_ready,
+    wait_ready_pods,
 };
 use kea_operator::Microservice;
 use kube::ResourceExt;
@@ -20,7 +20,7 @@ async fn killing_the_leader_mid_rollout_converges() {
     if !enabled("killing_the_leader_mid_rollout_converges") {
         return;
     }
-    let ns = TestNamespace::create("leader").await.unwrap();
+    let ns = namespace("leader").await.unwrap();
     let api = ns.api::<Microservice>();
     let pods = ns.api::<Pod>();
     api.create(&PostParams::default(), &microservice("survivor", 2))
@@ -28,8 +28,8 @@ async fn killing_the_leader_mid_rollout_converges() {
         .unwrap();
     wait_ready(&api, "survivor", TIMEOUT).await.unwrap();
 
-    let leases: Api<Lease> = Api::namespaced(ns.client.clone(), OPERATOR_NAMESPACE);
-    let operator_pods: Api<Pod> = Api::namespaced(ns.client.clone(), OPERATOR_NAMESPACE);
+    let leases: Api<Lease> = Api::namespaced(ns.client(), OPERATOR_NAMESPACE);
+    let operator_pods: Api<Pod> = Api::namespaced(ns.client(), OPERATOR_NAMESPACE);
     let leader = eventually("an operator leader", TIMEOUT, || {
         let leases = leases.clone();
         async move {

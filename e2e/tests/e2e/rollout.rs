@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::Pod;
 use kea_e2e::load::{Counts, Load};
 use kea_e2e::{
-    TestNamespace, enabled, microservice, pods_of, service_url, wait_ready, wait_ready_pods,
+    enabled, microservice, namespace, pods_of, service_url, wait_ready, wait_ready_pods,
 };
 use kea_operator::Microservice;
 use kube::ResourceExt;
@@ -32,7 +32,7 @@ async fn rolling_update_under_load_drops_no_request() {
     if !enabled("rolling_update_under_load_drops_no_request") {
         return;
     }
-    let ns = TestNamespace::create("rollout").await.unwrap();
+    let ns = namespace("rollout").await.unwrap();
     let api = ns.api::<Microservice>();
     let pods = ns.api::<Pod>();
     let mut target = microservice("target", 2);
@@ -50,8 +50,8 @@ async fn rolling_update_under_load_drops_no_request() {
 
     // The load: a declared caller of target (so its NetworkPolicy lets it in).
     let load = Load::start(
-        &ns.client,
-        &ns.name,
+        &ns.client(),
+        ns.name(),
         "load",
         BTreeMap::from([(
             kea_operator::network::calls_label("target"),

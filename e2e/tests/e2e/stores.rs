@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Event, PersistentVolumeClaim, Pod, Secret};
 use kea_e2e::{
-    Answer, ClusterClient, OPERATOR_NAMESPACE, TestNamespace, enabled, eventually, http, pod_ready,
-    pods_of, service_url,
+    Answer, ClusterClient, OPERATOR_NAMESPACE, TestNamespace, enabled, eventually, http, namespace,
+    pod_ready, pods_of, service_url,
 };
 use kea_operator::Microservice;
 use kea_operator::api::{DeletionPolicy, NosqlEngine, SqlEngine, Store, Stores};
@@ -134,7 +134,7 @@ async fn everything_visible(client: &Client, ns: &TestNamespace, name: &str) -> 
         );
     }
     text.push_str(
-        &kea_operator::diagram::from_cluster(client, &ns.name)
+        &kea_cli::diagram::from_cluster(client, ns.name())
             .await
             .unwrap(),
     );
@@ -146,8 +146,8 @@ async fn orders_replicas_share_their_own_stores_and_keep_them() {
     if !enabled("orders_replicas_share_their_own_stores_and_keep_them") {
         return;
     }
-    let ns = TestNamespace::create("stores").await.unwrap();
-    let client = ns.client.clone();
+    let ns = namespace("stores").await.unwrap();
+    let client = ns.client();
     let microservices = ns.api::<Microservice>();
     let started = Instant::now();
     microservices
@@ -166,7 +166,7 @@ async fn orders_replicas_share_their_own_stores_and_keep_them() {
     );
 
     // Items POSTed through the Service are seen by each of the three pods.
-    let caller = ClusterClient::caller_of(&client, &ns.name, "orders")
+    let caller = ClusterClient::caller_of(&client, ns.name(), "orders")
         .await
         .unwrap();
     let items: Vec<String> = (0..5).map(|i| format!("order-{i}")).collect();
@@ -179,7 +179,7 @@ async fn orders_replicas_share_their_own_stores_and_keep_them() {
     assert_eq!(serving.len(), 3);
     for pod in &serving {
         for route in ["/mysqldata", "/nosqldata"] {
-            let answer = http(&client, &ns.name, &pod.name_any(), "GET", route, None)
+            let answer = http(&client, ns.name(), &pod.name_any(), "GET", route, None)
                 .await
                 .unwrap();
             let names = item_names(&answer);
@@ -308,8 +308,8 @@ async fn embedded_stores_keep_their_data_when_the_pod_goes() {
     if !enabled("embedded_stores_keep_their_data_when_the_pod_goes") {
         return;
     }
-    let ns = TestNamespace::create("embedded").await.unwrap();
-    let client = ns.client.clone();
+    let ns = namespace("embedded").await.unwrap();
+    let client = ns.client();
     let microservices = ns.api::<Microservice>();
     let stores = Stores {
         sql: Some(store(SqlEngine::Sqlite, "64Mi", None)),
@@ -322,7 +322,7 @@ async fn embedded_stores_keep_their_data_when_the_pod_goes() {
     kea_e2e::wait_ready(&microservices, "users", STORE_TIMEOUT)
         .await
         .unwrap();
-    let caller = ClusterClient::caller_of(&client, &ns.name, "users")
+    let caller = ClusterClient::caller_of(&client, ns.name(), "users")
         .await
         .unwrap();
     let items: Vec<String> = (0..3).map(|i| format!("user-{i}")).collect();
@@ -358,7 +358,7 @@ async fn a_store_volume_that_cannot_bind_is_reported() {
     if !enabled("a_store_volume_that_cannot_bind_is_reported") {
         return;
     }
-    let ns = TestNamespace::create("unbound").await.unwrap();
+    let ns = namespace("unbound").await.unwrap();
     let microservices = ns.api::<Microservice>();
     let class = "no-such-class";
     let stores = Stores {

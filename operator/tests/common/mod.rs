@@ -5,53 +5,18 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::PersistentVolume;
 use k8s_openapi::api::storage::v1::StorageClass;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kea_operator::{ControllerConfig, Metrics, Microservice, run_controller};
-use kea_testkit::{TestNamespace, has_status_condition, wait_for};
+use kea_testkit::TestNamespace;
+use kea_testkit::microservices;
+pub use kea_testkit::microservices::{microservice, namespace_with_crd};
+use kube::Client;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::runtime::wait::conditions;
-use kube::{Client, ResourceExt};
 use serde_json::json;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 /// How long a test waits for the cluster to get somewhere.
 pub const TIMEOUT: Duration = Duration::from_secs(120);
-
-/// A fresh namespace with the CRD installed (or updated, with server-side
-/// apply) and served; `None` when the test is skipped for lack of a cluster.
-pub async fn namespace_with_crd(prefix: &str) -> Option<TestNamespace> {
-    let namespace = TestNamespace::create_or_skip(prefix).await?;
-    let crds: Api<CustomResourceDefinition> = Api::all(namespace.client());
-    let crd = kea_operator::crdgen::crd().unwrap();
-    crds.patch(
-        &crd.name_any(),
-        &PatchParams::apply("kea-tests").force(),
-        &Patch::Apply(&crd),
-    )
-    .await
-    .unwrap();
-    wait_for(
-        &crds,
-        &crd.name_any(),
-        conditions::is_crd_established(),
-        TIMEOUT,
-    )
-    .await
-    .unwrap();
-    Some(namespace)
-}
-
-/// A Microservice object from a JSON spec.
-pub fn microservice(name: &str, spec: serde_json::Value) -> Microservice {
-    serde_json::from_value(json!({
-        "apiVersion": "kea.dev/v1alpha1",
-        "kind": "Microservice",
-        "metadata": {"name": name},
-        "spec": spec,
-    }))
-    .unwrap()
-}
 
 /// A controller running in this test's namespace.
 pub struct Operator {
@@ -152,19 +117,14 @@ pub async fn merge_spec(api: &Api<Microservice>, name: &str, spec: serde_json::V
 }
 
 pub async fn wait_ready(api: &Api<Microservice>, name: &str) -> Microservice {
-    wait_for(api, name, has_status_condition("Ready", "True"), TIMEOUT)
-        .await
-        .unwrap()
-        .unwrap()
+    microservices::wait_ready(api, name, TIMEOUT).await.unwrap()
 }
 
 pub fn condition<'a>(
     ms: &'a Microservice,
     type_: &str,
 ) -> &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
-    ms.status
-        .as_ref()
-        .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
+    microservices::condition(ms, type_)
         .unwrap_or_else(|| panic!("no {type_} condition in {:?}", ms.status))
 }
 

@@ -1,6 +1,6 @@
 //! Golden files: the children rendered from each fixture in `tests/fixtures/` must equal
 //! `tests/golden/<name>.yaml`. After an intended change, regenerate them with
-//! `UPDATE_GOLDEN=1 cargo test -p kea-operator --test golden` and review the diff.
+//! `UPDATE_GOLDEN=1 cargo test -p kea-cli --test golden` and review the diff.
 
 use std::path::{Path, PathBuf};
 
@@ -32,7 +32,7 @@ fn rendered_children_match_the_golden_files() {
         let input_path =
             Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/{name}.yaml"));
         let input = std::fs::read_to_string(&input_path).expect("fixture is readable");
-        let rendered = kea_operator::render::render_yaml(&input)
+        let rendered = kea_cli::render::render_yaml(&input)
             .unwrap_or_else(|err| panic!("fixture {name} does not render: {err}"));
         let path = golden_path(&name);
         if update {
@@ -47,6 +47,6 @@ fn rendered_children_match_the_golden_files() {
     assert!(
         mismatches.is_empty(),
         "rendered children differ from tests/golden/ for {mismatches:?}; if the change is intended, run \
-         `UPDATE_GOLDEN=1 cargo test -p kea-operator --test golden` and review the diff"
+         `UPDATE_GOLDEN=1 cargo test -p kea-cli --test golden` and review the diff"
     );
 }

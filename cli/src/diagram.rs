@@ -18,13 +18,13 @@ use k8s_openapi::api::core::v1::{EnvVar, Pod, Service};
 use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt};
 
-use crate::api::{DeletionPolicy, Microservice, conditions};
-use crate::builders::{self, MANAGER, ReplicaControl, labels};
-use crate::error::Result;
-use crate::reconcile::check_crd_installed;
-use crate::status::find_condition;
-use crate::stores::{self, EmbeddedEngine, Engine, PlannedStore, Role, ServerEngine};
 use kea_contract::env;
+use kea_operator::api::{DeletionPolicy, Microservice, conditions};
+use kea_operator::builders::{self, MANAGER, ReplicaControl, labels};
+use kea_operator::error::Result;
+use kea_operator::reconcile::check_crd_installed;
+use kea_operator::status::find_condition;
+use kea_operator::stores::{self, EmbeddedEngine, Engine, PlannedStore, Role, ServerEngine};
 
 /// Arguments of `kea-operator diagram`.
 #[derive(clap::Args, Debug, Clone)]
@@ -573,7 +573,7 @@ spec: {type: ClusterIP, ports: [{name: http, port: 8080}]}
 
     /// The rendered example is checked in as `docs/diagrams/cluster-example.puml` and rendered
     /// to SVG by `hack/diagrams.sh`. After an intended change, regenerate it with
-    /// `UPDATE_GOLDEN=1 cargo test -p kea-operator --lib diagram` and run `hack/diagrams.sh`.
+    /// `UPDATE_GOLDEN=1 cargo test -p kea-cli --lib diagram` and run `hack/diagrams.sh`.
     #[test]
     fn example_system_matches_the_checked_in_diagram() {
         let path = concat!(
@@ -589,7 +589,7 @@ spec: {type: ClusterIP, ports: [{name: http, port: 8080}]}
         assert!(
             checked_in == rendered,
             "docs/diagrams/cluster-example.puml differs from render_plantuml; if intended, run \
-             `UPDATE_GOLDEN=1 cargo test -p kea-operator --lib diagram` and hack/diagrams.sh\n{rendered}"
+             `UPDATE_GOLDEN=1 cargo test -p kea-cli --lib diagram` and hack/diagrams.sh\n{rendered}"
         );
     }
 

@@ -3,11 +3,11 @@
 
 use serde::Serialize;
 
-use crate::api::Microservice;
-use crate::builders::{Children, DependencyPorts, Settings, build_children};
-use crate::error::{Error, Result};
-use crate::stores::StoreObjects;
-use crate::validate;
+use kea_operator::api::Microservice;
+use kea_operator::builders::{Children, DependencyPorts, Settings, build_children};
+use kea_operator::error::{Error, Result};
+use kea_operator::stores::StoreObjects;
+use kea_operator::validate;
 
 /// Namespace used for a Microservice that names none.
 pub const DEFAULT_NAMESPACE: &str = "default";

@@ -4,20 +4,21 @@
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly on the unexpected.
 
-mod common;
-
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{TIMEOUT, microservice, namespace_with_crd};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::coordination::v1::LeaseSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kea_operator::Microservice;
+use kea_testkit::microservices::{microservice, namespace_with_crd};
 use kea_testkit::{has_status_condition, wait_for};
 use kube::api::{Api, ObjectMeta, PostParams};
 use serde_json::json;
+
+/// How long a test waits for the cluster to get somewhere.
+const TIMEOUT: Duration = Duration::from_secs(120);
 
 struct Replica {
     identity: &'static str,

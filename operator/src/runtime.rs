@@ -1,181 +1,82 @@
-//! The `kea-operator` command: runs the controller (`run`, the default), or prints the CRD
-//! (`crd`), the children of a Microservice file (`render FILE`), the RBAC rules (`rbac`) or a
-//! PlantUML diagram of the Microservices in a namespace (`diagram`).
+//! The operator as a process: its health and metrics endpoints, leader election among its
+//! replicas, the controller while it leads, and a clean stop on SIGTERM or a lost Lease.
+//! `kea-operator run` is [`run`] with [`RunArgs`] from flags and environment variables.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
-use kea_operator::cache::Informers;
-use kea_operator::http::{self, HttpState};
-use kea_operator::leader::{LeaderElection, LeaderElector};
-use kea_operator::reconcile::{check_crd_installed, run_controller_with, start_informers};
-use kea_operator::{ControllerConfig, Error, Metrics, crdgen, rbac, render, run_controller};
+use clap::ValueEnum;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 use tracing::{error, info};
 
-/// The kea operator: reconciles Microservice custom resources (kea.dev/v1alpha1).
-#[derive(Parser, Debug)]
-#[command(version, about, args_conflicts_with_subcommands = true)]
-struct Cli {
-    #[command(subcommand)]
-    command: Option<Command>,
-    /// Without a subcommand, `run` with these arguments.
-    #[command(flatten)]
-    run: RunArgs,
-}
+use crate::cache::Informers;
+use crate::http::{self, HttpState};
+use crate::leader::{LeaderElection, LeaderElector};
+use crate::reconcile::{check_crd_installed, run_controller_with, start_informers};
+use crate::{ControllerConfig, Error, Metrics, run_controller};
 
-#[derive(Subcommand, Debug)]
-enum Command {
-    /// Run the controller against the cluster of the current kubeconfig or service account.
-    Run(RunArgs),
-    /// Print the CustomResourceDefinition as YAML.
-    Crd,
-    /// Print the children (Deployment, Service, ...) of the Microservices in a YAML file.
-    Render {
-        /// A YAML file with one or more Microservices.
-        file: PathBuf,
-    },
-    /// Print the ClusterRole and the leader-election Role the operator needs.
-    Rbac {
-        /// Namespace of the leader-election Role.
-        #[arg(long, default_value = "kea-system")]
-        namespace: String,
-        /// For an operator confined to this namespace: its permissions there as a Role, and a
-        /// ClusterRole with the cluster-scoped reads only.
-        #[arg(long)]
-        watch_namespace: Option<String>,
-    },
-    /// Print the Microservices of a namespace, their dependencies and stores as PlantUML.
-    Diagram(kea_operator::diagram::DiagramArgs),
-    /// GET an http:// URL; exit 0 on a 2xx answer (the chart's `helm test` pod runs this).
-    Probe {
-        /// e.g. http://kea-operator-metrics.kea-system.svc:8081/readyz
-        url: String,
-        /// Seconds to wait for the answer.
-        #[arg(long, default_value_t = 5)]
-        timeout_seconds: u64,
-    },
-}
-
-#[derive(clap::Args, Debug)]
-struct RunArgs {
+/// How the operator process runs: flags of `kea-operator run`, each with its environment variable.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RunArgs {
     /// Address of /healthz, /readyz and /metrics.
     #[arg(long, env = "KEA_HTTP_ADDR", default_value = "0.0.0.0:8081")]
-    http_addr: SocketAddr,
+    pub http_addr: SocketAddr,
     /// Elect a leader among replicas through a Lease; only the leader reconciles.
     #[arg(long, env = "KEA_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
-    leader_elect: bool,
+    pub leader_elect: bool,
     /// Name of the leader-election Lease.
     #[arg(long, env = "KEA_LEASE_NAME", default_value = "kea-operator")]
-    lease_name: String,
+    pub lease_name: String,
     /// Namespace of the Lease; defaults to the pod's namespace, else the kubeconfig's.
     #[arg(long, env = "POD_NAMESPACE")]
-    lease_namespace: Option<String>,
+    pub lease_namespace: Option<String>,
     /// Seconds a follower waits, after it last saw the Lease change, before taking it over.
     #[arg(long, env = "KEA_LEASE_DURATION_SECONDS", default_value_t = 15)]
-    lease_duration_seconds: u64,
+    pub lease_duration_seconds: u64,
     /// Seconds the leader keeps leading without a successful renewal (less than the lease
     /// duration).
     #[arg(long, env = "KEA_LEASE_RENEW_DEADLINE_SECONDS", default_value_t = 10)]
-    lease_renew_deadline_seconds: u64,
+    pub lease_renew_deadline_seconds: u64,
     /// Seconds between two renewals, and between two looks of a follower at the Lease.
     #[arg(long, env = "KEA_LEASE_RETRY_PERIOD_SECONDS", default_value_t = 2)]
-    lease_retry_period_seconds: u64,
+    pub lease_retry_period_seconds: u64,
     /// This replica's identity in the Lease; defaults to the pod name, else the hostname.
     #[arg(long, env = "POD_NAME")]
-    identity: Option<String>,
+    pub identity: Option<String>,
     /// Watch only this namespace (all namespaces when unset).
     #[arg(long, env = "KEA_WATCH_NAMESPACE")]
-    watch_namespace: Option<String>,
+    pub watch_namespace: Option<String>,
     /// Reconciles running at once.
     #[arg(long, env = "KEA_CONCURRENCY", default_value_t = 4)]
-    concurrency: u16,
+    pub concurrency: u16,
     /// Log format.
     #[arg(long, env = "KEA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
-    log_format: LogFormat,
+    pub log_format: LogFormat,
     /// Write a NetworkPolicy per Microservice and per store server, so that only declared calls
     /// get through. Turn off on clusters without a NetworkPolicy implementation.
     #[arg(long, env = "KEA_NETWORK_POLICIES", default_value_t = true, action = clap::ArgAction::Set)]
-    network_policies: bool,
+    pub network_policies: bool,
     /// Image of the MariaDB servers of `stores.sql.engine: mariadb`.
-    #[arg(long, env = "KEA_MARIADB_IMAGE", default_value = kea_operator::stores::DEFAULT_MARIADB_IMAGE)]
-    mariadb_image: String,
+    #[arg(long, env = "KEA_MARIADB_IMAGE", default_value = crate::stores::DEFAULT_MARIADB_IMAGE)]
+    pub mariadb_image: String,
     /// Image of the Redis servers of `stores.nosql.engine: redis`.
-    #[arg(long, env = "KEA_REDIS_IMAGE", default_value = kea_operator::stores::DEFAULT_REDIS_IMAGE)]
-    redis_image: String,
+    #[arg(long, env = "KEA_REDIS_IMAGE", default_value = crate::stores::DEFAULT_REDIS_IMAGE)]
+    pub redis_image: String,
 }
 
+/// How log lines are written.
 #[derive(Clone, Copy, Debug, ValueEnum)]
-enum LogFormat {
+pub enum LogFormat {
+    /// One JSON object per line, for log collectors.
     Json,
+    /// Human-readable text, for a terminal.
     Text,
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let result = match cli.command {
-        None => run(cli.run).await,
-        Some(Command::Run(args)) => run(args).await,
-        Some(Command::Crd) => crdgen::crd_yaml().map(|yaml| print!("{yaml}")),
-        Some(Command::Render { file }) => std::fs::read_to_string(&file)
-            .map_err(Error::from)
-            .and_then(|input| render::render_yaml(&input))
-            .map(|yaml| print!("{yaml}")),
-        Some(Command::Rbac {
-            namespace,
-            watch_namespace,
-        }) => print_rbac(&namespace, watch_namespace.as_deref()),
-        Some(Command::Diagram(args)) => kea_operator::diagram::run(&args).await,
-        Some(Command::Probe {
-            url,
-            timeout_seconds,
-        }) => probe(&url, Duration::from_secs(timeout_seconds)).await,
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            // Logging may not be set up (subcommands): say it on stderr too.
-            error!(error = %err, "kea-operator failed");
-            eprintln!("kea-operator: {err}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-async fn probe(url: &str, timeout: Duration) -> kea_operator::Result<()> {
-    let status = http::probe(url, timeout).await?;
-    println!("{url}: {status}");
-    if (200..300).contains(&status) {
-        Ok(())
-    } else {
-        Err(Error::Io(std::io::Error::other(format!(
-            "{url} answered {status}"
-        ))))
-    }
-}
-
-fn print_rbac(namespace: &str, watch_namespace: Option<&str>) -> kea_operator::Result<()> {
-    let documents = match watch_namespace {
-        None => vec![
-            serde_json::to_value(rbac::cluster_role())?,
-            serde_json::to_value(rbac::lease_role(namespace))?,
-        ],
-        Some(watched) => vec![
-            serde_json::to_value(rbac::cluster_scoped_role())?,
-            serde_json::to_value(rbac::watched_namespace_role(watched))?,
-            serde_json::to_value(rbac::lease_role(namespace))?,
-        ],
-    };
-    print!("{}", render::to_yaml_stream(&documents)?);
-    Ok(())
-}
-
-async fn run(args: RunArgs) -> kea_operator::Result<()> {
+/// Runs the operator until SIGTERM/SIGINT, or until it loses the leader Lease (an error: the
+/// pod restarts as a follower).
+pub async fn run(args: RunArgs) -> crate::Result<()> {
     init_logging(args.log_format);
     let client = kube::Client::try_default().await?;
 
@@ -200,8 +101,8 @@ async fn run(args: RunArgs) -> kea_operator::Result<()> {
         namespace: args.watch_namespace.clone(),
         concurrency: args.concurrency,
         instance: Some(identity(args.identity.clone())),
-        settings: kea_operator::builders::Settings {
-            store_images: kea_operator::stores::StoreImages {
+        settings: crate::builders::Settings {
+            store_images: crate::stores::StoreImages {
                 mariadb: args.mariadb_image.clone(),
                 redis: args.redis_image.clone(),
             },
@@ -252,7 +153,7 @@ async fn run_as_leader(
     elector: LeaderElector,
     stop_tx: watch::Sender<bool>,
     mut stop_rx: watch::Receiver<bool>,
-) -> kea_operator::Result<()> {
+) -> crate::Result<()> {
     tokio::select! {
         () = elector.acquire() => {}
         _ = stop_rx.wait_for(|stop| *stop) => return Ok(()),

@@ -1,6 +1,8 @@
-//! The CRD YAML, generated from the Rust types (`kea-operator crd`). The checked-in copies
-//! (`operator/crd/microservices.kea.dev.yaml`, `deploy/00-crd.yaml`, the chart's template)
-//! are made from it by `hack/manifests.sh`, and tests fail when they drift.
+//! The CustomResourceDefinition of `Microservice`, as the API server gets it: generated from the
+//! Rust types in [`crate::api`], with descriptions folded for `kubectl explain`. `kea-operator
+//! crd` prints it; the checked-in copies (`operator/crd/microservices.kea.dev.yaml`,
+//! `deploy/00-crd.yaml`, the chart's template) are made from that by `hack/manifests.sh`, and
+//! tests fail when they drift.
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
@@ -8,11 +10,6 @@ use serde_json::Value;
 
 use crate::api::Microservice;
 use crate::error::Result;
-use crate::render::to_yaml;
-
-/// The command that regenerates the checked-in CRD.
-pub const REGENERATE: &str =
-    "cargo run -p kea-operator -- crd > operator/crd/microservices.kea.dev.yaml";
 
 /// The CustomResourceDefinition of `Microservice`, with descriptions that read well in
 /// `kubectl explain` (see [`fold_descriptions`]).
@@ -20,14 +17,6 @@ pub fn crd() -> Result<CustomResourceDefinition> {
     let mut crd = serde_json::to_value(Microservice::crd())?;
     fold_descriptions(&mut crd);
     Ok(serde_json::from_value(crd)?)
-}
-
-/// The CustomResourceDefinition of `Microservice` as YAML.
-pub fn crd_yaml() -> Result<String> {
-    let header = format!(
-        "# Generated from the Rust types in operator/src/api.rs; do not edit.\n# Regenerate: {REGENERATE}\n"
-    );
-    Ok(header + &to_yaml(&crd()?)?)
 }
 
 /// Makes the doc comments that became descriptions read as kubebuilder's do: the hard wraps of
