@@ -132,14 +132,15 @@ for url in "http://$cluster_ip:8080/" "http://web.$NS.svc.cluster.local:8080/"; 
   if [ $ok = 6 ]; then pass "client-other -> Service $url (6/6)"; else fail "client-other -> Service $url ($ok/6)"; fi
 done
 
+# Applies the ingress NetworkPolicy NAME whose spec (indented two spaces) comes on stdin.
+ingress_policy() {
+  { printf 'apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: %s}\nspec:\n  policyTypes: [Ingress]\n' "$1"
+    cat; } | kubectl apply -n "$NS" -f - >/dev/null
+}
+
 log "== 3. NetworkPolicy: ingress to app=web only from pods labelled access=allowed"
-kubectl apply -n "$NS" -f - >/dev/null <<EOF
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: web-allow-labelled}
-spec:
+ingress_policy web-allow-labelled <<EOF
   podSelector: {matchLabels: {app: web}}
-  policyTypes: [Ingress]
   ingress:
     - from: [{podSelector: {matchLabels: {access: allowed}}}]
       ports: [{port: 8080, protocol: TCP}]
@@ -164,13 +165,8 @@ if ms=$(until_state client-allowed "$svc" yes 30); then pass "label back: client
 else fail "client-allowed still refused 30 s after its label came back"; fi
 
 log "== 4. deny-all ingress: clients refused, the kubelet's probes still pass"
-kubectl apply -n "$NS" -f - >/dev/null <<EOF
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: deny-all-ingress}
-spec:
+ingress_policy deny-all-ingress <<EOF
   podSelector: {}
-  policyTypes: [Ingress]
 EOF
 kubectl -n "$NS" delete networkpolicy web-allow-labelled >/dev/null
 if ms=$(until_state client-allowed "$svc" no 30); then pass "deny-all: client-allowed refused after ${ms} ms"

@@ -22,104 +22,70 @@ pub struct Permission {
     pub why: &'static str,
 }
 
+/// The verbs of a child the operator owns and deletes when the spec no longer wants it.
+const OWN: &[&str] = &["get", "list", "watch", "create", "patch", "delete"];
+
+impl Permission {
+    const fn new(
+        group: &'static str,
+        resource: &'static str,
+        verbs: &'static [&'static str],
+        why: &'static str,
+    ) -> Self {
+        Self {
+            group,
+            resource,
+            verbs,
+            why,
+        }
+    }
+}
+
 /// The controller's permissions on namespaced objects, in every namespace it watches.
 /// Server-side apply creates missing objects through PATCH; `create` is listed for that path.
+#[rustfmt::skip]
 pub const NAMESPACED_PERMISSIONS: &[Permission] = &[
-    Permission {
-        group: "kea.dev",
-        resource: "microservices",
-        verbs: &["get", "list", "watch"],
-        why: "watch the custom resources",
-    },
-    Permission {
-        group: "kea.dev",
-        resource: "microservices/status",
-        verbs: &["get", "patch"],
-        why: "write the status subresource (server-side apply)",
-    },
-    Permission {
-        group: "apps",
-        resource: "deployments",
-        verbs: &["get", "list", "watch", "create", "patch"],
-        why: "own the Deployment (server-side apply; deleted by garbage collection)",
-    },
-    Permission {
-        group: "",
-        resource: "services",
-        verbs: &["get", "list", "watch", "create", "patch", "delete"],
-        why: "own the Services of the Microservice and of its stores (server-side apply)",
-    },
-    Permission {
-        group: "policy",
-        resource: "poddisruptionbudgets",
-        verbs: &["get", "list", "watch", "create", "patch", "delete"],
-        why: "own the PodDisruptionBudget, deleted when one pod is wanted",
-    },
-    Permission {
-        group: "autoscaling",
-        resource: "horizontalpodautoscalers",
-        verbs: &["get", "list", "watch", "create", "patch", "delete"],
-        why: "own the HorizontalPodAutoscaler, deleted when autoscaling is removed",
-    },
-    Permission {
-        group: "",
-        resource: "pods",
-        verbs: &["get", "list"],
-        why: "read why pods fail (image pull, crash loop) when a Deployment or a store server is not available",
-    },
-    Permission {
-        group: "apps",
-        resource: "statefulsets",
-        verbs: &["get", "list", "watch", "create", "patch", "delete"],
-        why: "own the stores' servers (server-side apply), deleted when a store is removed",
-    },
-    Permission {
-        group: "networking.k8s.io",
-        resource: "networkpolicies",
-        verbs: &["get", "list", "watch", "create", "patch", "delete"],
-        why: "own the network boundaries of the pods and store servers, deleted when switched off",
-    },
-    Permission {
-        group: "",
-        resource: "secrets",
-        verbs: &["get", "create", "patch"],
-        why: "create the stores' credentials once; afterwards only their ownerReferences follow deletionPolicy",
-    },
-    Permission {
-        group: "",
-        resource: "persistentvolumeclaims",
-        verbs: &["get", "create", "patch"],
-        why: "create the embedded stores' volumes once and read why a store's volume does not bind",
-    },
-    Permission {
-        group: "",
-        resource: "events",
-        verbs: &["list"],
-        why: "read why a store's volume does not bind (the provisioner's events on the claim)",
-    },
-    Permission {
-        group: "events.k8s.io",
-        resource: "events",
-        verbs: &["create", "patch"],
-        why: "record events on Microservices",
-    },
+    Permission::new("kea.dev", "microservices", &["get", "list", "watch"],
+        "watch the custom resources"),
+    Permission::new("kea.dev", "microservices/status", &["get", "patch"],
+        "write the status subresource (server-side apply)"),
+    Permission::new("apps", "deployments", &["get", "list", "watch", "create", "patch"],
+        "own the Deployment (server-side apply; deleted by garbage collection)"),
+    Permission::new("", "services", OWN,
+        "own the Services of the Microservice and of its stores (server-side apply)"),
+    Permission::new("policy", "poddisruptionbudgets", OWN,
+        "own the PodDisruptionBudget, deleted when one pod is wanted"),
+    Permission::new("autoscaling", "horizontalpodautoscalers", OWN,
+        "own the HorizontalPodAutoscaler, deleted when autoscaling is removed"),
+    Permission::new("", "pods", &["get", "list"],
+        "read why pods fail (image pull, crash loop) when a Deployment or a store server is not available"),
+    Permission::new("apps", "statefulsets", OWN,
+        "own the stores' servers (server-side apply), deleted when a store is removed"),
+    Permission::new("networking.k8s.io", "networkpolicies", OWN,
+        "own the network boundaries of the pods and store servers, deleted when switched off"),
+    Permission::new("", "secrets", &["get", "create", "patch"],
+        "create the stores' credentials once; afterwards only their ownerReferences follow deletionPolicy"),
+    Permission::new("", "persistentvolumeclaims", &["get", "create", "patch"],
+        "create the embedded stores' volumes once and read why a store's volume does not bind"),
+    Permission::new("", "events", &["list"],
+        "read why a store's volume does not bind (the provisioner's events on the claim)"),
+    Permission::new("events.k8s.io", "events", &["create", "patch"],
+        "record events on Microservices"),
 ];
 
 /// The controller's reads of cluster-scoped objects (no namespace to confine them to).
-pub const CLUSTER_SCOPED_PERMISSIONS: &[Permission] = &[Permission {
-    group: "storage.k8s.io",
-    resource: "storageclasses",
-    verbs: &["get"],
-    why: "report a store whose StorageClass does not exist",
-}];
+#[rustfmt::skip]
+pub const CLUSTER_SCOPED_PERMISSIONS: &[Permission] = &[
+    Permission::new("storage.k8s.io", "storageclasses", &["get"],
+        "report a store whose StorageClass does not exist"),
+];
 
 /// Permissions in the operator's own namespace.
-pub const NAMESPACE_PERMISSIONS: &[Permission] = &[Permission {
-    group: "coordination.k8s.io",
-    resource: "leases",
-    verbs: &["get", "create", "update"],
-    why: "leader election",
-}];
+#[rustfmt::skip]
+pub const NAMESPACE_PERMISSIONS: &[Permission] = &[
+    Permission::new("coordination.k8s.io", "leases", &["get", "create", "update"],
+        "leader election"),
+];
 
 /// Name of the ClusterRole and of the Role.
 pub const ROLE_NAME: &str = "kea-operator";

@@ -95,8 +95,8 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
     };
     tracing::info!(
         address = %config.listen,
-        relational = state.stores.relational.backend(),
-        nosql = state.stores.nosql.backend(),
+        relational = state.stores.relational.backend().name,
+        nosql = state.stores.nosql.backend().name,
         max_connections = options.max_connections,
         "kea-service listening"
     );

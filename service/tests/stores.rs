@@ -79,7 +79,7 @@ async fn mysql_store_on_real_mariadb() {
         return;
     };
     let store = MySqlStore::connect_lazy(&url, TIMEOUT).unwrap();
-    assert_eq!(store.backend(), "mysql");
+    assert_eq!(store.backend().name, "mysql");
     exercise(Arc::new(store), "Test MySQL").await;
 }
 
@@ -89,7 +89,7 @@ async fn redis_store_on_real_redis() {
         return;
     };
     let store = RedisStore::new(&url, &unique_prefix("redis"), TIMEOUT).unwrap();
-    assert_eq!(store.backend(), "redis");
+    assert_eq!(store.backend().name, "redis");
     exercise(Arc::new(store), "Test NoSQL").await;
 }
 
@@ -128,7 +128,7 @@ async fn concurrent_creates_get_distinct_ids() {
             ids.len(),
             20,
             "{}: every create got its own id",
-            store.backend()
+            store.backend().name
         );
     }
 }

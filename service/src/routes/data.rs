@@ -31,7 +31,7 @@ async fn list(
         None
     };
     Ok(Json(ItemList {
-        store: store.backend().to_owned(),
+        store: store.backend().name.to_owned(),
         items,
         next_before,
     }))
@@ -57,7 +57,7 @@ fn observed<T>(
 ) -> Result<T, StoreError> {
     state
         .metrics
-        .store_up(label, store.backend(), result.is_ok());
+        .store_up(label, store.backend().name, result.is_ok());
     result
 }
 

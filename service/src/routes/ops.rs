@@ -59,23 +59,23 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readines
     let (relational, nosql) = tokio::join!(stores.relational.ping(), stores.nosql.ping());
     state.metrics.store_up(
         "relational",
-        stores.relational.backend(),
+        stores.relational.backend().name,
         relational.is_ok(),
     );
     state
         .metrics
-        .store_up("nosql", stores.nosql.backend(), nosql.is_ok());
+        .store_up("nosql", stores.nosql.backend().name, nosql.is_ok());
     let enabled = state.flags.enabled.load(Ordering::Relaxed);
     let draining = state.flags.draining.load(Ordering::Relaxed);
     let local_ok = |store: &dyn crate::store::ItemStore, result: &Result<(), StoreError>| {
-        store.shared() || result.is_ok()
+        store.backend().shared || result.is_ok()
     };
     let ready = enabled
         && !draining
         && local_ok(stores.relational.as_ref(), &relational)
         && local_ok(stores.nosql.as_ref(), &nosql);
-    let degraded = (stores.relational.shared() && relational.is_err())
-        || (stores.nosql.shared() && nosql.is_err());
+    let degraded = (stores.relational.backend().shared && relational.is_err())
+        || (stores.nosql.backend().shared && nosql.is_err());
     let describe = |result: Result<(), StoreError>| {
         result.map_or_else(|e| e.to_string(), |()| "ok".to_owned())
     };

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use chrono::Utc;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
-use super::{ItemStore, NOSQL_SEED_ITEM, StoreError, StoreFuture, group_commit};
+use super::{Backend, ItemStore, NOSQL_SEED_ITEM, StoreError, StoreFuture, group_commit};
 use crate::dto::{Item, NewItem};
 
 const ITEMS: TableDefinition<u64, &str> = TableDefinition::new("items");
@@ -35,7 +35,10 @@ impl Drop for RedbStore {
 }
 
 impl RedbStore {
-    const BACKEND: &'static str = "redb";
+    const BACKEND: Backend = Backend {
+        name: "redb",
+        shared: false,
+    };
 
     /// Opens (or creates) the file, its table and the seed item.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
@@ -43,7 +46,7 @@ impl RedbStore {
         let database = tokio::task::spawn_blocking(move || -> Result<Database, StoreError> {
             let database = Database::create(&path).map_err(|e| {
                 StoreError::new(
-                    Self::BACKEND,
+                    Self::BACKEND.name,
                     format!("cannot open {}: {e}", path.display()),
                 )
             })?;
@@ -67,7 +70,7 @@ impl RedbStore {
         .await
         .map_err(store_error)??;
         let database = Arc::new(database);
-        let (writer, mut queue) = group_commit::Writer::new(Self::BACKEND);
+        let (writer, mut queue) = group_commit::Writer::new(Self::BACKEND.name);
         let writer_database = Arc::clone(&database);
         let writer_thread = std::thread::Builder::new()
             .name("redb-writer".into())
@@ -125,12 +128,8 @@ impl RedbStore {
 }
 
 impl ItemStore for RedbStore {
-    fn backend(&self) -> &'static str {
+    fn backend(&self) -> Backend {
         Self::BACKEND
-    }
-
-    fn shared(&self) -> bool {
-        false
     }
 
     fn list(&self, limit: u32, before: Option<u64>) -> StoreFuture<'_, Vec<Item>> {
@@ -148,7 +147,7 @@ impl ItemStore for RedbStore {
                 let (_, value) = entry.map_err(store_error)?;
                 let item = serde_json::from_str(value.value()).map_err(|e| {
                     StoreError::new(
-                        Self::BACKEND,
+                        Self::BACKEND.name,
                         format!("a stored item is not valid JSON: {e}"),
                     )
                 })?;
@@ -162,7 +161,7 @@ impl ItemStore for RedbStore {
         Box::pin(async move {
             match &self.writer {
                 Some(writer) => writer.write(new_item).await,
-                None => Err(StoreError::new(Self::BACKEND, "the store is closing")),
+                None => Err(StoreError::new(Self::BACKEND.name, "the store is closing")),
             }
         })
     }
@@ -177,7 +176,7 @@ impl ItemStore for RedbStore {
 }
 
 fn store_error(error: impl std::fmt::Display) -> StoreError {
-    StoreError::new(RedbStore::BACKEND, error)
+    StoreError::new(RedbStore::BACKEND.name, error)
 }
 
 fn to_json(item: &Item) -> Result<String, StoreError> {

@@ -34,22 +34,29 @@ pub const NOSQL_SEED_ITEM: &str = "Test NoSQL";
 /// A boxed future, so [`ItemStore`] can be used as a trait object.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
 
+/// A kind of store: its name and whether the replicas share it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Backend {
+    /// Short name reported to clients and in metrics: `mysql`, `sqlite`, `redis`, `redb`.
+    pub name: &'static str,
+    /// True for a server shared by every replica (MySQL, Redis); false for a
+    /// store embedded in the pod (SQLite, redb). Readiness counts only the
+    /// latter: an outage of a shared store would otherwise take every replica
+    /// out of the Service at once.
+    pub shared: bool,
+}
+
 /// What the data routes need from a store. Implementations create their
 /// schema on first use, so a store that is down at start-up does not stop the
 /// service from starting: its route answers 503 until it comes back.
 pub trait ItemStore: Send + Sync {
-    /// Short backend name reported to clients: `mysql`, `sqlite`, `redis`, `redb`.
-    fn backend(&self) -> &'static str;
+    /// Which backend this is.
+    fn backend(&self) -> Backend;
     /// Up to `limit` items, newest first; with `before`, only items whose id
     /// is lower (the next page).
     fn list(&self, limit: u32, before: Option<u64>) -> StoreFuture<'_, Vec<Item>>;
     /// Stores a new, already validated item and returns it with its id.
     fn create(&self, item: NewItem) -> StoreFuture<'_, Item>;
-    /// True for a server shared by every replica (MySQL, Redis); false for a
-    /// store embedded in the pod (SQLite, redb). Readiness counts only the
-    /// latter: an outage of a shared store would otherwise take every replica
-    /// out of the Service at once.
-    fn shared(&self) -> bool;
     /// Checks that the store answers (and its schema exists).
     fn ping(&self) -> StoreFuture<'_, ()>;
 }

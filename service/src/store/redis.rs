@@ -12,7 +12,7 @@ use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::OnceCell;
 
-use super::{ItemStore, NOSQL_SEED_ITEM, StoreError, StoreFuture, with_timeout};
+use super::{Backend, ItemStore, NOSQL_SEED_ITEM, StoreError, StoreFuture, with_timeout};
 use crate::dto::{Item, NewItem};
 
 /// A Redis server reached through a reconnecting connection manager, created
@@ -27,13 +27,16 @@ pub struct RedisStore {
 }
 
 impl RedisStore {
-    const BACKEND: &'static str = "redis";
+    const BACKEND: Backend = Backend {
+        name: "redis",
+        shared: true,
+    };
 
     /// Validates the URL; connects on first use.
     pub fn new(url: &str, key_prefix: &str, timeout: Duration) -> Result<Self, StoreError> {
         let client = redis::Client::open(url).map_err(|e| {
             StoreError::new(
-                Self::BACKEND,
+                Self::BACKEND.name,
                 format!("REDIS_URL is not a valid redis:// URL ({e})"),
             )
         })?;
@@ -57,7 +60,7 @@ impl RedisStore {
                 let mut connection =
                     ConnectionManager::new_with_config(self.client.clone(), config)
                         .await
-                        .map_err(|e| StoreError::new(Self::BACKEND, e))?;
+                        .map_err(|e| StoreError::new(Self::BACKEND.name, e))?;
                 self.seed(&mut connection).await?;
                 Ok(connection)
             })
@@ -73,7 +76,7 @@ impl RedisStore {
             .arg("NX")
             .query_async::<Option<String>>(connection)
             .await
-            .map_err(|e| StoreError::new(Self::BACKEND, e))?
+            .map_err(|e| StoreError::new(Self::BACKEND.name, e))?
             .is_some();
         if claimed {
             let item = Item {
@@ -91,28 +94,25 @@ impl RedisStore {
         connection: &mut ConnectionManager,
         item: &Item,
     ) -> Result<(), StoreError> {
-        let json = serde_json::to_string(item).map_err(|e| StoreError::new(Self::BACKEND, e))?;
+        let json =
+            serde_json::to_string(item).map_err(|e| StoreError::new(Self::BACKEND.name, e))?;
         redis::pipe()
             .atomic()
             .hset(&self.items_key, item.id, json)
             .zadd(&self.ids_key, item.id, item.id)
             .query_async::<()>(connection)
             .await
-            .map_err(|e| StoreError::new(Self::BACKEND, e))
+            .map_err(|e| StoreError::new(Self::BACKEND.name, e))
     }
 }
 
 impl ItemStore for RedisStore {
-    fn backend(&self) -> &'static str {
+    fn backend(&self) -> Backend {
         Self::BACKEND
     }
 
-    fn shared(&self) -> bool {
-        true
-    }
-
     fn list(&self, limit: u32, before: Option<u64>) -> StoreFuture<'_, Vec<Item>> {
-        Box::pin(with_timeout(Self::BACKEND, self.timeout, async move {
+        Box::pin(with_timeout(Self::BACKEND.name, self.timeout, async move {
             let mut connection = self.connection().await?;
             let max = before.map_or_else(|| "+inf".to_owned(), |id| format!("({id}"));
             let ids: Vec<u64> = redis::cmd("ZREVRANGEBYSCORE")
@@ -124,7 +124,7 @@ impl ItemStore for RedisStore {
                 .arg(limit)
                 .query_async(&mut connection)
                 .await
-                .map_err(|e| StoreError::new(Self::BACKEND, e))?;
+                .map_err(|e| StoreError::new(Self::BACKEND.name, e))?;
             if ids.is_empty() {
                 return Ok(Vec::new());
             }
@@ -133,14 +133,14 @@ impl ItemStore for RedisStore {
                 .arg(&ids)
                 .query_async(&mut connection)
                 .await
-                .map_err(|e| StoreError::new(Self::BACKEND, e))?;
+                .map_err(|e| StoreError::new(Self::BACKEND.name, e))?;
             values
                 .into_iter()
                 .flatten()
                 .map(|json| {
                     serde_json::from_str(&json).map_err(|e| {
                         StoreError::new(
-                            Self::BACKEND,
+                            Self::BACKEND.name,
                             format!("a stored item is not valid JSON: {e}"),
                         )
                     })
@@ -150,12 +150,12 @@ impl ItemStore for RedisStore {
     }
 
     fn create(&self, item: NewItem) -> StoreFuture<'_, Item> {
-        Box::pin(with_timeout(Self::BACKEND, self.timeout, async move {
+        Box::pin(with_timeout(Self::BACKEND.name, self.timeout, async move {
             let mut connection = self.connection().await?;
             let id: u64 = connection
                 .incr(&self.next_id_key, 1)
                 .await
-                .map_err(|e| StoreError::new(Self::BACKEND, e))?;
+                .map_err(|e| StoreError::new(Self::BACKEND.name, e))?;
             let item = Item {
                 id,
                 name: item.name,
@@ -167,12 +167,12 @@ impl ItemStore for RedisStore {
     }
 
     fn ping(&self) -> StoreFuture<'_, ()> {
-        Box::pin(with_timeout(Self::BACKEND, self.timeout, async move {
+        Box::pin(with_timeout(Self::BACKEND.name, self.timeout, async move {
             let mut connection = self.connection().await?;
             redis::cmd("PING")
                 .query_async::<String>(&mut connection)
                 .await
-                .map_err(|e| StoreError::new(Self::BACKEND, e))?;
+                .map_err(|e| StoreError::new(Self::BACKEND.name, e))?;
             Ok(())
         }))
     }

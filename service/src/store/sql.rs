@@ -16,8 +16,8 @@ use sqlx::sqlite::{
 use tokio::sync::OnceCell;
 
 use super::{
-    ItemStore, RELATIONAL_SEED_ITEM, StoreError, StoreFuture, from_millis, group_commit, to_millis,
-    with_timeout,
+    Backend, ItemStore, RELATIONAL_SEED_ITEM, StoreError, StoreFuture, from_millis, group_commit,
+    to_millis, with_timeout,
 };
 use crate::dto::{Item, NewItem};
 
@@ -34,14 +34,17 @@ pub struct MySqlStore {
 }
 
 impl MySqlStore {
-    const BACKEND: &'static str = "mysql";
+    const BACKEND: Backend = Backend {
+        name: "mysql",
+        shared: true,
+    };
 
     /// Parses the URL and prepares the pool without connecting, so the
     /// service starts even while the database is down.
     pub fn connect_lazy(url: &str, timeout: Duration) -> Result<Self, StoreError> {
         let invalid = |reason: String| {
             StoreError::new(
-                Self::BACKEND,
+                Self::BACKEND.name,
                 format!("DATABASE_URL is not a valid mysql:// URL ({reason})"),
             )
         };
@@ -86,35 +89,31 @@ impl MySqlStore {
                 Ok::<(), sqlx::Error>(())
             })
             .await
-            .map_err(|e| StoreError::new(Self::BACKEND, e))?;
+            .map_err(|e| StoreError::new(Self::BACKEND.name, e))?;
         Ok(&self.pool)
     }
 }
 
 impl ItemStore for MySqlStore {
-    fn backend(&self) -> &'static str {
+    fn backend(&self) -> Backend {
         Self::BACKEND
     }
 
-    fn shared(&self) -> bool {
-        true
-    }
-
     fn list(&self, limit: u32, before: Option<u64>) -> StoreFuture<'_, Vec<Item>> {
-        Box::pin(with_timeout(Self::BACKEND, self.timeout, async move {
+        Box::pin(with_timeout(Self::BACKEND.name, self.timeout, async move {
             let pool = self.ready_pool().await?;
             let rows: Vec<(u64, String, i64)> = sqlx::query_as(LIST_ITEMS)
                 .bind(before_bound(before))
                 .bind(limit)
                 .fetch_all(pool)
                 .await
-                .map_err(|e| StoreError::new(Self::BACKEND, e))?;
+                .map_err(|e| StoreError::new(Self::BACKEND.name, e))?;
             Ok(rows.into_iter().map(item_from_row).collect())
         }))
     }
 
     fn create(&self, item: NewItem) -> StoreFuture<'_, Item> {
-        Box::pin(with_timeout(Self::BACKEND, self.timeout, async move {
+        Box::pin(with_timeout(Self::BACKEND.name, self.timeout, async move {
             let pool = self.ready_pool().await?;
             let created_at = Utc::now();
             let result = sqlx::query(INSERT_ITEM)
@@ -122,7 +121,7 @@ impl ItemStore for MySqlStore {
                 .bind(to_millis(created_at))
                 .execute(pool)
                 .await
-                .map_err(|e| StoreError::new(Self::BACKEND, e))?;
+                .map_err(|e| StoreError::new(Self::BACKEND.name, e))?;
             Ok(Item {
                 id: result.last_insert_id(),
                 name: item.name,
@@ -132,12 +131,12 @@ impl ItemStore for MySqlStore {
     }
 
     fn ping(&self) -> StoreFuture<'_, ()> {
-        Box::pin(with_timeout(Self::BACKEND, self.timeout, async move {
+        Box::pin(with_timeout(Self::BACKEND.name, self.timeout, async move {
             let pool = self.ready_pool().await?;
             sqlx::query("SELECT 1")
                 .execute(pool)
                 .await
-                .map_err(|e| StoreError::new(Self::BACKEND, e))?;
+                .map_err(|e| StoreError::new(Self::BACKEND.name, e))?;
             Ok(())
         }))
     }
@@ -152,7 +151,10 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
-    const BACKEND: &'static str = "sqlite";
+    const BACKEND: Backend = Backend {
+        name: "sqlite",
+        shared: false,
+    };
 
     /// Opens (or creates) the database file and its schema.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
@@ -168,7 +170,7 @@ impl SqliteStore {
             .await
             .map_err(|e| {
                 StoreError::new(
-                    Self::BACKEND,
+                    Self::BACKEND.name,
                     format!("cannot open {}: {e}", path.display()),
                 )
             })?;
@@ -181,17 +183,17 @@ impl SqliteStore {
         )
         .execute(&pool)
         .await
-        .map_err(|e| StoreError::new(Self::BACKEND, e))?;
+        .map_err(|e| StoreError::new(Self::BACKEND.name, e))?;
         sqlx::query("INSERT OR IGNORE INTO items (id, name, created_at_ms) VALUES (1, ?, ?)")
             .bind(RELATIONAL_SEED_ITEM)
             .bind(to_millis(Utc::now()))
             .execute(&pool)
             .await
-            .map_err(|e| StoreError::new(Self::BACKEND, e))?;
+            .map_err(|e| StoreError::new(Self::BACKEND.name, e))?;
         let connection = SqliteConnection::connect_with(&options)
             .await
-            .map_err(|e| StoreError::new(Self::BACKEND, e))?;
-        let (writer, queue) = group_commit::Writer::new(Self::BACKEND);
+            .map_err(|e| StoreError::new(Self::BACKEND.name, e))?;
+        let (writer, queue) = group_commit::Writer::new(Self::BACKEND.name);
         tokio::spawn(Self::write_loop(connection, queue));
         Ok(Self { pool, writer })
     }
@@ -212,7 +214,7 @@ impl SqliteStore {
         connection: &mut SqliteConnection,
         batch: &[group_commit::PendingWrite],
     ) -> Result<Vec<Item>, StoreError> {
-        let error = |e: sqlx::Error| StoreError::new(Self::BACKEND, e);
+        let error = |e: sqlx::Error| StoreError::new(Self::BACKEND.name, e);
         let mut transaction = connection.begin().await.map_err(error)?;
         let mut items = Vec::with_capacity(batch.len());
         for write in batch {
@@ -235,12 +237,8 @@ impl SqliteStore {
 }
 
 impl ItemStore for SqliteStore {
-    fn backend(&self) -> &'static str {
+    fn backend(&self) -> Backend {
         Self::BACKEND
-    }
-
-    fn shared(&self) -> bool {
-        false
     }
 
     fn list(&self, limit: u32, before: Option<u64>) -> StoreFuture<'_, Vec<Item>> {
@@ -250,7 +248,7 @@ impl ItemStore for SqliteStore {
                 .bind(limit)
                 .fetch_all(&self.pool)
                 .await
-                .map_err(|e| StoreError::new(Self::BACKEND, e))?;
+                .map_err(|e| StoreError::new(Self::BACKEND.name, e))?;
             Ok(rows
                 .into_iter()
                 .map(|(id, name, created)| item_from_row((id.unsigned_abs(), name, created)))
@@ -267,7 +265,7 @@ impl ItemStore for SqliteStore {
             sqlx::query("SELECT 1")
                 .execute(&self.pool)
                 .await
-                .map_err(|e| StoreError::new(Self::BACKEND, e))?;
+                .map_err(|e| StoreError::new(Self::BACKEND.name, e))?;
             Ok(())
         })
     }
