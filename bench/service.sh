@@ -36,11 +36,7 @@ WORK=$(mktemp -d)
 PIDS=()
 # Stops every server and waits (bounded) until each is gone and its port free.
 cleanup() {
-  local pid i
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do
-    for i in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  done
+  stop_processes 15 "${PIDS[@]}" || true
   wait 2>/dev/null
   rm -rf "$WORK"
 }

@@ -58,12 +58,9 @@ start_redis() {
 }
 
 stop_pid() {
-  local pidfile=$1 i
+  local pidfile=$1
   pid_alive "$pidfile" || return 0
-  local pid; pid=$(cat "$pidfile")
-  kill "$pid" 2>/dev/null || true
-  for i in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.25; done
-  kill -9 "$pid" 2>/dev/null || true
+  stop_processes 15 "$(cat "$pidfile")"
 }
 
 case "${1:-}" in

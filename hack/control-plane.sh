@@ -388,17 +388,7 @@ stop_all() {
     kill -TERM "$pid" 2>/dev/null || true
     pids+=("$pid")
   done
-  for i in $(seq 100); do
-    local alive=()
-    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive+=("$pid"); done
-    [ ${#alive[@]} -eq 0 ] && break
-    [ "$i" -eq 100 ] && kill -KILL "${alive[@]}" 2>/dev/null
-    sleep 0.1
-  done
-  sleep 0.1
-  for pid in "${pids[@]}"; do
-    kill -0 "$pid" 2>/dev/null && die "process $pid survived SIGKILL"
-  done
+  stop_processes 10 "${pids[@]}" || die "control plane processes survived SIGKILL"
   [ -z "$(strays)" ] || die "control plane processes are still running: $(strays | tr '\n' ' ')"
   rm -f "$PIDS"/*.pid
 }

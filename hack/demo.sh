@@ -33,7 +33,7 @@ down() {
 }
 
 up() {
-  local start=$SECONDS ms route
+  local start=$SECONDS route
   mkdir -p "$DEMO_DIR"
   "$HACK_DIR/docker.sh" start
   "$HACK_DIR/toolchain.sh" kind
@@ -42,16 +42,8 @@ up() {
   "$HACK_DIR/images.sh"
   "$HACK_DIR/kind.sh" up
 
-  log "installing the operator (kubectl apply -f deploy/)"
-  kubectl apply -f deploy/ >/dev/null
-  kubectl wait --for=condition=Established crd/microservices.kea.dev --timeout=60s >/dev/null
-  kubectl -n kea-system rollout status deployment/kea-operator --timeout=300s >/dev/null
-  log "applying the example system (deploy/examples)"
-  kubectl apply -f deploy/examples/ >/dev/null
-  for ms in users orders frontend; do
-    kubectl -n kea-demo wait --for=condition=Ready --timeout=300s "microservice/$ms" >/dev/null \
-      || die "$ms did not become Ready: kubectl -n kea-demo describe ms $ms"
-  done
+  install_operator 300s
+  install_examples 300s
 
   stop_port_forward
   kubectl -n kea-demo port-forward --address 127.0.0.1 svc/frontend "$PORT:8080" \

@@ -109,15 +109,7 @@ stop() {
     return 0
   fi
   log "stopping dockerd (pid $pid; it stops its containers and containerd)"
-  kill -TERM "$pid"
-  for _ in $(seq 60); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.5
-  done
-  if kill -0 "$pid" 2>/dev/null; then
-    log "dockerd still running after 30s: killing it"
-    kill -KILL "$pid"
-  fi
+  stop_processes 30 "$pid" || die "dockerd survived SIGKILL"
   for pid in $(strays); do
     log "stopping leftover process $pid ($(tr '\0' ' ' <"/proc/$pid/cmdline" | cut -c1-80))"
     kill -KILL "$pid" 2>/dev/null || true

@@ -30,7 +30,6 @@ export KUBECONFIG=$KEA_KIND_KUBECONFIG
 export KEA_KUBECONFIG=$KUBECONFIG
 WAIT=${KEA_E2E_WAIT:-300s}
 OPERATOR_NS=$(awk '/^  name:/ {print $2; exit}' "$REPO_ROOT/deploy/01-namespace.yaml")
-DEMO_NS=$(awk '/^  name:/ {print $2; exit}' "$REPO_ROOT/deploy/examples/00-namespace.yaml")
 RELEASE=kea-operator
 TIMES=()
 
@@ -66,7 +65,7 @@ install_operator() {
   local mode=$1
   case "$mode" in
     kubectl)
-      kubectl apply -f "$REPO_ROOT/deploy/" >/dev/null
+      install_operator "$WAIT"
       ;;
     helm)
       # The namespace with its Pod Security labels, as deploy/ has it.
@@ -75,23 +74,12 @@ install_operator() {
       helm install "$RELEASE" "$REPO_ROOT/charts/kea-operator" -n "$OPERATOR_NS" --wait \
         --set stores.images.mariadb=kea.dev/kea-mariadb:dev --set stores.images.redis=kea.dev/kea-redis:dev \
         --timeout "$WAIT" >/dev/null
+      wait_operator "$OPERATOR_NS" "$WAIT"
       ;;
   esac
-  kubectl wait --for=condition=Established crd/microservices.kea.dev --timeout=60s >/dev/null
-  kubectl -n "$OPERATOR_NS" rollout status deployment/kea-operator --timeout="$WAIT" >/dev/null
   kubectl -n "$OPERATOR_NS" get pods >&2
 }
 
-install_examples() {
-  local ms
-  kubectl apply -f "$REPO_ROOT/deploy/examples/" >/dev/null
-  for ms in users orders frontend; do
-    kubectl -n "$DEMO_NS" wait --for=jsonpath='{.status.conditions[?(@.type=="Ready")].status}'=True \
-      "microservice/$ms" --timeout="$WAIT" >/dev/null || die "Microservice $ms not Ready"
-    kubectl -n "$DEMO_NS" rollout status "deployment/$ms" --timeout="$WAIT" >/dev/null
-  done
-  kubectl -n "$DEMO_NS" get microservices >&2
-}
 
 # suite [ARGS...]: the e2e test binary with ARGS after `--`.
 suite() {
@@ -160,7 +148,7 @@ uninstall() {
 mode() {
   local mode=$1 rc=0
   timed "[$mode] install operator" install_operator "$mode" || rc=$?
-  [ $rc = 0 ] && { timed "[$mode] apply examples, wait Ready" install_examples || rc=$?; }
+  [ $rc = 0 ] && { timed "[$mode] apply examples, wait Ready" install_examples "$WAIT" || rc=$?; }
   [ $rc = 0 ] && { timed "[$mode] cargo test -p kea-e2e" run_suite || rc=$?; }
   [ $rc = 0 ] && { timed "[$mode] drain a worker under load" run_disruption || rc=$?; }
   if [ "$mode" = helm ] && [ $rc = 0 ]; then

@@ -138,20 +138,11 @@ down() {
 # through `kubectl port-forward` (no image can be pulled for an in-cluster curl).
 e2e() {
   exists || die "no kind cluster $CLUSTER: hack/kind.sh up"
-  local start=$SECONDS port=${KEA_E2E_PORT:-28080} pf answer ms
+  local start=$SECONDS port=${KEA_E2E_PORT:-28080} pf answer
   command -v jq >/dev/null || die "jq is needed"
-  log "applying deploy/ (CRD, RBAC, operator)"
-  kubectl apply -f "$REPO_ROOT/deploy/" >/dev/null
-  kubectl wait --for=condition=Established crd/microservices.kea.dev --timeout=60s >/dev/null
-  kubectl -n kea-system rollout status deployment/kea-operator --timeout="$WAIT" >/dev/null
+  install_operator "$WAIT"
   log "  operator running ($((SECONDS - start))s)"
-  log "applying deploy/examples/ (users, orders, frontend)"
-  kubectl apply -f "$REPO_ROOT/deploy/examples/" >/dev/null
-  for ms in users orders frontend; do
-    kubectl -n kea-demo wait --for=jsonpath='{.status.conditions[?(@.type=="Ready")].status}'=True \
-      "microservice/$ms" --timeout="$WAIT" >/dev/null || die "Microservice $ms not Ready"
-    kubectl -n kea-demo rollout status "deployment/$ms" --timeout="$WAIT" >/dev/null
-  done
+  install_examples "$WAIT"
   log "  Microservices Ready ($((SECONDS - start))s)"
   kubectl get microservices -n kea-demo >&2
   ss -ltn 2>/dev/null | grep -q "127.0.0.1:$port " && die "port $port is taken: set KEA_E2E_PORT"

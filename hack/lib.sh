@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared helpers for the hack/ scripts. Source it; do not run it.
 set -euo pipefail
 
@@ -49,4 +50,68 @@ apt_install() {
 # demo's cluster "kea" in $KEA_CACHE_DIR/kind/kubeconfig, any other next to it.
 kind_kubeconfig() {
   if [ "$1" = kea ]; then echo "$KEA_CACHE_DIR/kind/kubeconfig"; else echo "$KEA_CACHE_DIR/kind/kubeconfig-$1"; fi
+}
+
+# process_running PID: whether PID is a live process (a zombie, killed but not yet reaped by
+# its parent, counts as gone).
+process_running() {
+  local state
+  state=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1) || return 1
+  [ -n "$state" ] && [ "$state" != Z ]
+}
+
+# stop_processes GRACE_SECONDS PID...: SIGTERM each process, SIGKILL those still running
+# after the grace period; fails, naming them, if any survives that.
+stop_processes() {
+  local grace=$1 pid alive=() i
+  shift
+  [ $# -gt 0 ] || return 0
+  kill -TERM "$@" 2>/dev/null || true
+  for ((i = 0; i <= grace * 10 + 20; i++)); do
+    alive=()
+    for pid in "$@"; do process_running "$pid" && alive+=("$pid"); done
+    [ ${#alive[@]} -eq 0 ] && return 0
+    if [ "$i" -eq $((grace * 10)) ]; then
+      log "still running ${grace}s after SIGTERM, killing: ${alive[*]}"
+      kill -KILL "${alive[@]}" 2>/dev/null || true
+    fi
+    sleep 0.1
+  done
+  log "error: still running after SIGKILL: ${alive[*]}"
+  return 1
+}
+
+# Every example Microservice of deploy/examples/.
+EXAMPLES=(users orders frontend)
+
+# wait_operator NAMESPACE TIMEOUT: waits until the Microservice CRD is served and the
+# operator's Deployment in NAMESPACE has rolled out.
+wait_operator() {
+  kubectl wait --for=condition=Established crd/microservices.kea.dev --timeout=60s >/dev/null ||
+    die "the Microservice CRD is not served: kubectl get crd microservices.kea.dev -o yaml"
+  kubectl -n "$1" rollout status deployment/kea-operator --timeout="$2" >/dev/null ||
+    die "the operator did not roll out: kubectl -n $1 describe deployment kea-operator"
+}
+
+# install_operator TIMEOUT: kubectl apply -f deploy/ (CRD, namespace, RBAC, operator), then
+# waits until the operator runs.
+install_operator() {
+  log "installing the operator (kubectl apply -f deploy/)"
+  kubectl apply -f "$REPO_ROOT/deploy/" >/dev/null || die "kubectl apply -f deploy/ failed"
+  wait_operator kea-system "$1"
+}
+
+# install_examples TIMEOUT: applies deploy/examples/ and waits until each example is Ready
+# and its Deployment rolled out.
+install_examples() {
+  local ms
+  log "applying the example system (deploy/examples/)"
+  kubectl apply -f "$REPO_ROOT/deploy/examples/" >/dev/null || die "kubectl apply -f deploy/examples/ failed"
+  for ms in "${EXAMPLES[@]}"; do
+    kubectl -n kea-demo wait --for=jsonpath='{.status.conditions[?(@.type=="Ready")].status}'=True \
+      "microservice/$ms" --timeout="$1" >/dev/null ||
+      die "Microservice $ms is not Ready: kubectl -n kea-demo describe ms $ms"
+    kubectl -n kea-demo rollout status "deployment/$ms" --timeout="$1" >/dev/null ||
+      die "Deployment $ms did not roll out: kubectl -n kea-demo describe deployment $ms"
+  done
 }

@@ -43,6 +43,9 @@ enum Command {
         /// ClusterRole with the cluster-scoped reads only.
         #[arg(long)]
         watch_namespace: Option<String>,
+        /// Only the rules, by what they are for (the Helm chart's `files/rbac-rules.yaml`).
+        #[arg(long, conflicts_with = "watch_namespace")]
+        rules: bool,
     },
     /// Print the Microservices of a namespace, their dependencies and stores as PlantUML.
     Diagram(kea_cli::diagram::DiagramArgs),
@@ -67,9 +70,13 @@ async fn main() -> ExitCode {
             .map_err(Error::from)
             .and_then(|input| render::render_yaml(&input))
             .map(|yaml| print!("{yaml}")),
+        Some(Command::Rbac { rules: true, .. }) => {
+            manifests::rbac_rules_yaml().map(|yaml| print!("{yaml}"))
+        }
         Some(Command::Rbac {
             namespace,
             watch_namespace,
+            ..
         }) => manifests::rbac_yaml(&namespace, watch_namespace.as_deref())
             .map(|yaml| print!("{yaml}")),
         Some(Command::Diagram(args)) => diagram::run(&args).await,

@@ -90,7 +90,8 @@ pub const NAMESPACE_PERMISSIONS: &[Permission] = &[
 /// Name of the ClusterRole and of the Role.
 pub const ROLE_NAME: &str = "kea-operator";
 
-fn rules(permissions: &[Permission]) -> Vec<PolicyRule> {
+/// The RBAC rules that grant `permissions`.
+pub fn rules(permissions: &[Permission]) -> Vec<PolicyRule> {
     permissions
         .iter()
         .map(|p| PolicyRule {
