@@ -250,62 +250,51 @@ pub async fn http(
     path: &str,
     json_body: Option<&str>,
 ) -> anyhow::Result<Answer> {
-    tokio::time::timeout(
-        Duration::from_secs(20),
-        http_inner(client, namespace, pod, method, path, json_body),
-    )
-    .await
-    .with_context(|| format!("{method} {path} on pod {namespace}/{pod} timed out"))?
-    .with_context(|| format!("{method} {path} on pod {namespace}/{pod}"))
-}
-
-async fn http_inner(
-    client: &Client,
-    namespace: &str,
-    pod: &str,
-    method: &str,
-    path: &str,
-    json_body: Option<&str>,
-) -> anyhow::Result<Answer> {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    let mut forwarder = pods.portforward(pod, &[SERVICE_PORT]).await?;
-    let mut stream = forwarder
-        .take_stream(SERVICE_PORT)
-        .context("no port-forward stream")?;
-    let mut request =
-        format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
-    if let Some(body) = json_body {
-        request.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        ));
-    } else {
-        request.push_str("\r\n");
-    }
-    stream.write_all(request.as_bytes()).await?;
-    stream.flush().await?;
-    // The port-forward stream does not always end when the server closes the connection:
-    // read until the answer is complete by its own framing.
-    let mut raw = Vec::new();
-    let mut chunk = [0u8; 8192];
-    let answer = loop {
-        let read = stream.read(&mut chunk).await?;
-        if read > 0 {
-            raw.extend_from_slice(&chunk[..read]);
+    let exchange = async {
+        let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+        let mut forwarder = pods.portforward(pod, &[SERVICE_PORT]).await?;
+        let mut stream = forwarder
+            .take_stream(SERVICE_PORT)
+            .context("no port-forward stream")?;
+        let mut request =
+            format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
+        if let Some(body) = json_body {
+            request.push_str(&format!(
+                "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            ));
+        } else {
+            request.push_str("\r\n");
         }
-        if let Some(answer) = parse_response(&raw)? {
-            break answer;
-        }
-        if read == 0 {
-            bail!(
-                "connection closed before a full answer: {:?}",
-                String::from_utf8_lossy(&raw)
-            );
-        }
+        stream.write_all(request.as_bytes()).await?;
+        stream.flush().await?;
+        // The port-forward stream does not always end when the server closes the connection:
+        // read until the answer is complete by its own framing.
+        let mut raw = Vec::new();
+        let mut chunk = [0u8; 8192];
+        let answer = loop {
+            let read = stream.read(&mut chunk).await?;
+            if read > 0 {
+                raw.extend_from_slice(&chunk[..read]);
+            }
+            if let Some(answer) = parse_response(&raw)? {
+                break answer;
+            }
+            if read == 0 {
+                bail!(
+                    "connection closed before a full answer: {:?}",
+                    String::from_utf8_lossy(&raw)
+                );
+            }
+        };
+        drop(stream);
+        forwarder.abort();
+        Ok::<_, anyhow::Error>(answer)
     };
-    drop(stream);
-    forwarder.abort();
-    Ok(answer)
+    tokio::time::timeout(Duration::from_secs(20), exchange)
+        .await
+        .with_context(|| format!("{method} {path} on pod {namespace}/{pod} timed out"))?
+        .with_context(|| format!("{method} {path} on pod {namespace}/{pod}"))
 }
 
 /// Parses a complete HTTP/1.1 response, or `None` while more bytes are needed.

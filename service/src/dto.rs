@@ -2,10 +2,8 @@
 //! crosses the service boundary. Stores map their own records to these.
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{FromRequest, FromRequestParts, Query, Request};
-use axum::http::request::Parts;
+use axum::extract::{FromRequest, FromRequestParts, Query};
 use chrono::{DateTime, Utc};
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -276,62 +274,42 @@ impl ListParams {
 
 /// A JSON body extractor whose rejections are the service's JSON errors
 /// rather than axum's plain-text ones.
+#[derive(FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
 pub struct JsonBody<T>(pub T);
 
-impl<S, T> FromRequest<S> for JsonBody<T>
-where
-    S: Send + Sync,
-    T: DeserializeOwned,
-{
-    type Rejection = ApiError;
-
-    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(request, state).await {
-            Ok(axum::Json(value)) => Ok(Self(value)),
-            Err(rejection) => Err(json_rejection(rejection)),
-        }
-    }
-}
-
-fn json_rejection(rejection: JsonRejection) -> ApiError {
-    match rejection {
-        JsonRejection::JsonDataError(e) => ApiError::Invalid(format!(
-            "the JSON body does not have the expected shape: {}",
-            e.body_text()
-        )),
-        JsonRejection::JsonSyntaxError(e) => {
-            ApiError::BadRequest(format!("the body is not valid JSON: {}", e.body_text()))
-        }
-        JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType(
-            "send the body as JSON with `Content-Type: application/json`".into(),
-        ),
-        JsonRejection::BytesRejection(e)
-            if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE =>
-        {
-            ApiError::PayloadTooLarge {
-                limit: crate::config::MAX_BODY_BYTES,
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        match rejection {
+            JsonRejection::JsonDataError(e) => ApiError::Invalid(format!(
+                "the JSON body does not have the expected shape: {}",
+                e.body_text()
+            )),
+            JsonRejection::JsonSyntaxError(e) => {
+                ApiError::BadRequest(format!("the body is not valid JSON: {}", e.body_text()))
             }
+            JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType(
+                "send the body as JSON with `Content-Type: application/json`".into(),
+            ),
+            JsonRejection::BytesRejection(e)
+                if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE =>
+            {
+                ApiError::PayloadTooLarge {
+                    limit: crate::config::MAX_BODY_BYTES,
+                }
+            }
+            other => ApiError::BadRequest(other.body_text()),
         }
-        other => ApiError::BadRequest(other.body_text()),
     }
 }
 
 /// A query-string extractor with JSON errors.
+#[derive(FromRequestParts)]
+#[from_request(via(Query), rejection(ApiError))]
 pub struct QueryParams<T>(pub T);
 
-impl<S, T> FromRequestParts<S> for QueryParams<T>
-where
-    S: Send + Sync,
-    T: DeserializeOwned,
-{
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        Query::<T>::from_request_parts(parts, state)
-            .await
-            .map(|Query(value)| Self(value))
-            .map_err(|rejection: QueryRejection| {
-                ApiError::BadRequest(format!("invalid query string: {}", rejection.body_text()))
-            })
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        ApiError::BadRequest(format!("invalid query string: {}", rejection.body_text()))
     }
 }

@@ -609,13 +609,8 @@ where
             if let Some(deleting) = value.pointer("/metadata/deletionTimestamp") {
                 shown.push_str(&format!(", being deleted since {deleting}"));
             }
-            if shown.len() > MAX {
-                let mut cut = MAX;
-                while !shown.is_char_boundary(cut) {
-                    cut -= 1;
-                }
-                shown.truncate(cut);
-                shown.push_str("...");
+            if shown.chars().count() > MAX {
+                shown = shown.chars().take(MAX).chain("...".chars()).collect();
             }
             shown
         }
