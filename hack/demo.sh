@@ -42,8 +42,8 @@ up() {
   "$HACK_DIR/images.sh"
   "$HACK_DIR/kind.sh" up
 
-  install_operator 300s
-  install_examples 300s
+  deploy_operator 300s
+  deploy_examples 300s
 
   stop_port_forward
   kubectl -n kea-demo port-forward --address 127.0.0.1 svc/frontend "$PORT:8080" \

@@ -65,7 +65,7 @@ install_operator() {
   local mode=$1
   case "$mode" in
     kubectl)
-      install_operator "$WAIT"
+      deploy_operator "$WAIT"
       ;;
     helm)
       # The namespace with its Pod Security labels, as deploy/ has it.
@@ -148,7 +148,7 @@ uninstall() {
 mode() {
   local mode=$1 rc=0
   timed "[$mode] install operator" install_operator "$mode" || rc=$?
-  [ $rc = 0 ] && { timed "[$mode] apply examples, wait Ready" install_examples "$WAIT" || rc=$?; }
+  [ $rc = 0 ] && { timed "[$mode] apply examples, wait Ready" deploy_examples "$WAIT" || rc=$?; }
   [ $rc = 0 ] && { timed "[$mode] cargo test -p kea-e2e" run_suite || rc=$?; }
   [ $rc = 0 ] && { timed "[$mode] drain a worker under load" run_disruption || rc=$?; }
   if [ "$mode" = helm ] && [ $rc = 0 ]; then

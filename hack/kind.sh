@@ -140,9 +140,9 @@ e2e() {
   exists || die "no kind cluster $CLUSTER: hack/kind.sh up"
   local start=$SECONDS port=${KEA_E2E_PORT:-28080} pf answer
   command -v jq >/dev/null || die "jq is needed"
-  install_operator "$WAIT"
+  deploy_operator "$WAIT"
   log "  operator running ($((SECONDS - start))s)"
-  install_examples "$WAIT"
+  deploy_examples "$WAIT"
   log "  Microservices Ready ($((SECONDS - start))s)"
   kubectl get microservices -n kea-demo >&2
   ss -ltn 2>/dev/null | grep -q "127.0.0.1:$port " && die "port $port is taken: set KEA_E2E_PORT"

@@ -82,7 +82,7 @@ stop_processes() {
 }
 
 # Every example Microservice of deploy/examples/.
-EXAMPLES=(users orders frontend)
+EXAMPLE_MICROSERVICES=(users orders frontend)
 
 # wait_operator NAMESPACE TIMEOUT: waits until the Microservice CRD is served and the
 # operator's Deployment in NAMESPACE has rolled out.
@@ -93,21 +93,21 @@ wait_operator() {
     die "the operator did not roll out: kubectl -n $1 describe deployment kea-operator"
 }
 
-# install_operator TIMEOUT: kubectl apply -f deploy/ (CRD, namespace, RBAC, operator), then
+# deploy_operator TIMEOUT: kubectl apply -f deploy/ (CRD, namespace, RBAC, operator), then
 # waits until the operator runs.
-install_operator() {
+deploy_operator() {
   log "installing the operator (kubectl apply -f deploy/)"
   kubectl apply -f "$REPO_ROOT/deploy/" >/dev/null || die "kubectl apply -f deploy/ failed"
   wait_operator kea-system "$1"
 }
 
-# install_examples TIMEOUT: applies deploy/examples/ and waits until each example is Ready
+# deploy_examples TIMEOUT: applies deploy/examples/ and waits until each example is Ready
 # and its Deployment rolled out.
-install_examples() {
+deploy_examples() {
   local ms
   log "applying the example system (deploy/examples/)"
   kubectl apply -f "$REPO_ROOT/deploy/examples/" >/dev/null || die "kubectl apply -f deploy/examples/ failed"
-  for ms in "${EXAMPLES[@]}"; do
+  for ms in "${EXAMPLE_MICROSERVICES[@]}"; do
     kubectl -n kea-demo wait --for=jsonpath='{.status.conditions[?(@.type=="Ready")].status}'=True \
       "microservice/$ms" --timeout="$1" >/dev/null ||
       die "Microservice $ms is not Ready: kubectl -n kea-demo describe ms $ms"
