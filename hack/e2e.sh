@@ -176,6 +176,11 @@ main() {
       mode "$what" || rc=$?
       ;;
     all)
+      # A cluster of this run's own: the leftover of an interrupted earlier run may be half
+      # broken (restarted nodes, a stale metrics API), so it goes first, and this run's
+      # cluster goes however the run ends.
+      trap '"$HACK_DIR/kind.sh" down >/dev/null 2>&1 || true' EXIT
+      "$HACK_DIR/kind.sh" down >/dev/null 2>&1 || true
       timed "cluster up" cluster_up || { summary; exit 1; }
       mode kubectl || rc=$?
       mode helm || rc=$?
