@@ -150,13 +150,11 @@ impl Fixture {
 ///
 /// When `spec` is not a Microservice spec: a mistake in the test itself.
 pub fn microservice(name: &str, spec: Value) -> Microservice {
-    serde_json::from_value(json!({
-        "apiVersion": "kea.dev/v1alpha1",
-        "kind": "Microservice",
-        "metadata": { "name": name },
-        "spec": spec,
-    }))
-    .unwrap_or_else(|err| panic!("spec of {name} is not a Microservice spec: {err}"))
+    let fixture = Fixture {
+        name: name.to_owned(),
+        spec: Map::new(),
+    };
+    fixture.spec(spec).build()
 }
 
 /// Whether the Microservice reports `Ready=True` for its current generation.
