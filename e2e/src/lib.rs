@@ -47,6 +47,10 @@ pub const SERVICE_IMAGE: &str = "kea.dev/kea-service:dev";
 pub const SERVICE_PORT: u16 = 8080;
 /// Label put on every namespace the suite creates (`kubectl delete ns -l kea.dev/e2e=true`).
 pub const NAMESPACE_LABEL: &str = "kea.dev/e2e";
+/// `deregistrationSeconds` of the tests that count dropped requests: the default 5 covers a
+/// healthy cluster, but the test cluster's nodes share two cores with the whole suite, and
+/// their proxies then apply an endpoint change up to several seconds late.
+pub const DEREGISTRATION_SECONDS: i32 = 15;
 
 /// Whether the suite is on. When it is not, prints a loud SKIPPED line naming the test.
 pub fn enabled(test: &str) -> bool {

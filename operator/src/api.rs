@@ -178,9 +178,16 @@ pub struct MicroserviceSpec {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub pod_annotations: BTreeMap<String, String>,
 
-    /// Seconds the application needs after SIGTERM to finish in-flight requests. Before SIGTERM
-    /// the pod first sleeps a few seconds (a preStop hook) so that endpoints stop routing to it;
-    /// the termination grace period covers both. Defaults to 5.
+    /// Seconds a terminating pod keeps serving before SIGTERM (a preStop sleep), so that every
+    /// node's proxy and every load balancer stops routing to it first. Endpoint changes reach
+    /// the nodes within a few seconds on a healthy cluster; raise it where they take longer
+    /// (busy nodes, external load balancers). 0 sends SIGTERM at once. Defaults to 5.
+    #[serde(default = "default_deregistration_seconds")]
+    #[schemars(range(min = 0, max = 300))]
+    pub deregistration_seconds: i32,
+
+    /// Seconds the application needs after SIGTERM to finish in-flight requests. The
+    /// termination grace period covers `deregistrationSeconds`, then these. Defaults to 5.
     #[serde(default = "default_drain_seconds")]
     #[schemars(range(min = 0, max = 300))]
     pub drain_seconds: i32,
@@ -750,6 +757,11 @@ pub fn default_port() -> i32 {
     i32::from(kea_contract::DEFAULT_PORT)
 }
 
+/// Default of `spec.deregistrationSeconds`.
+pub fn default_deregistration_seconds() -> i32 {
+    5
+}
+
 /// Default of `spec.drainSeconds`.
 pub fn default_drain_seconds() -> i32 {
     5
@@ -782,6 +794,7 @@ impl MicroserviceSpec {
             service_type: ServiceType::default(),
             pod_labels: BTreeMap::new(),
             pod_annotations: BTreeMap::new(),
+            deregistration_seconds: default_deregistration_seconds(),
             drain_seconds: default_drain_seconds(),
             data_volume: None,
             stores: None,

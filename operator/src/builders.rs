@@ -38,9 +38,6 @@ pub const MANAGER: &str = "kea-operator";
 pub const CONTAINER_NAME: &str = "app";
 /// UID and GID the container runs as (the conventional "nonroot" user of distroless images).
 pub const RUN_AS_USER: i64 = 65532;
-/// Seconds a terminating pod sleeps before SIGTERM, so that endpoints, kube-proxy and load
-/// balancers stop routing to it first. A `sleep` hook needs no shell in the image.
-pub const PRE_STOP_SLEEP_SECONDS: i64 = 5;
 /// Extra seconds of grace after the drain, before the kubelet sends SIGKILL.
 pub const TERMINATION_MARGIN_SECONDS: i64 = 5;
 /// Seconds a new pod must be ready before it counts as available during a rollout.
@@ -416,6 +413,7 @@ fn build_pod_spec(
     dependency_ports: &DependencyPorts,
     wiring: &ServiceWiring,
 ) -> PodSpec {
+    let deregistration_seconds = i64::from(spec.deregistration_seconds.max(0));
     let drain_seconds = i64::from(spec.drain_seconds.max(0));
     let data_volume = spec.data_volume.clone().unwrap_or_default();
     let mut volumes = vec![
@@ -441,7 +439,7 @@ fn build_pod_spec(
             .then(|| spec.image_pull_secrets.clone()),
         security_context: Some(restricted_pod_security(RUN_AS_USER)),
         termination_grace_period_seconds: Some(
-            PRE_STOP_SLEEP_SECONDS + drain_seconds + TERMINATION_MARGIN_SECONDS,
+            deregistration_seconds + drain_seconds + TERMINATION_MARGIN_SECONDS,
         ),
         volumes: Some(volumes),
         ..Default::default()
@@ -494,10 +492,11 @@ fn build_container(
             .startup
             .as_ref()
             .and_then(|startup| http_probe(Some(startup), ProbeDefaults::STARTUP)),
-        lifecycle: Some(Lifecycle {
+        // Serving on while the endpoint removal spreads; a `sleep` hook needs no shell.
+        lifecycle: (spec.deregistration_seconds > 0).then(|| Lifecycle {
             pre_stop: Some(LifecycleHandler {
                 sleep: Some(SleepAction {
-                    seconds: PRE_STOP_SLEEP_SECONDS,
+                    seconds: i64::from(spec.deregistration_seconds),
                 }),
                 ..Default::default()
             }),
@@ -526,7 +525,7 @@ fn build_env(
         // Read by the kea reference service; harmless for other images.
         (env::LISTEN.to_owned(), format!("0.0.0.0:{}", spec.port)),
         (env::DATA_DIR.to_owned(), mounts::DATA.to_owned()),
-        // The preStop sleep already keeps traffic away before SIGTERM.
+        // The preStop sleep (deregistrationSeconds) keeps traffic away before SIGTERM.
         (env::SHUTDOWN_DELAY.to_owned(), "0s".to_owned()),
         (
             env::DRAIN_TIMEOUT.to_owned(),
@@ -726,6 +725,42 @@ mod tests {
 
     #[test]
     fn dependency_variables_are_upper_case_with_underscores() {}
+
+    #[test]
+    fn the_pod_serves_through_its_deregistration_then_drains_within_the_grace_period() {
+        let pod_of = |deregistration_seconds, drain_seconds| {
+            let mut spec = MicroserviceSpec::with_image("img:1");
+            spec.deregistration_seconds = deregistration_seconds;
+            spec.drain_seconds = drain_seconds;
+            let children = build_children(
+                &microservice(spec),
+                &DependencyPorts::new(),
+                &Settings::default(),
+            )
+            .expect("children");
+            children
+                .deployment
+                .spec
+                .expect("spec")
+                .template
+                .spec
+                .expect("pod spec")
+        };
+        let pre_stop_sleep = |pod: &PodSpec| {
+            pod.containers[0]
+                .lifecycle
+                .as_ref()
+                .and_then(|l| l.pre_stop.as_ref())
+                .and_then(|h| h.sleep.as_ref())
+                .map(|sleep| sleep.seconds)
+        };
+        let pod = pod_of(20, 30);
+        assert_eq!(pre_stop_sleep(&pod), Some(20));
+        assert_eq!(pod.termination_grace_period_seconds, Some(20 + 30 + 5));
+        let pod = pod_of(0, 7);
+        assert_eq!(pre_stop_sleep(&pod), None, "no preStop hook at 0");
+        assert_eq!(pod.termination_grace_period_seconds, Some(7 + 5));
+    }
 
     #[test]
     fn minimal_spec_gets_defaults_and_a_restricted_pod() {

@@ -91,7 +91,8 @@ async fn draining_a_worker_under_load_fails_no_request() {
     );
 
     let mut web = kea_e2e::microservice("web", 2);
-    // Long enough for every node's kube-proxy to drop an evicted pod before it stops.
+    // Evicted pods keep serving until every node's proxy has dropped them.
+    web.spec.deregistration_seconds = kea_e2e::DEREGISTRATION_SECONDS;
     web.spec.drain_seconds = 10;
     web.spec.network = Some(Network {
         allow_from: vec![NetworkPolicyPeer {

@@ -20,11 +20,25 @@ use kube::api::{Patch, PatchParams, PostParams};
 
 const TIMEOUT: Duration = Duration::from_secs(240);
 
-/// The load's counts when an old pod began terminating and when it was gone.
+/// The load's counts when an old pod began terminating and when it was gone, with the time of
+/// day (UTC, as the load pod stamps its failures).
 #[derive(Debug, Default)]
 struct Termination {
-    began: Option<Counts>,
-    ended: Option<Counts>,
+    began: Option<(Counts, String)>,
+    ended: Option<(Counts, String)>,
+}
+
+/// The time of day, UTC, as `HH:MM:SS`.
+fn clock() -> String {
+    let seconds = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs() % 86_400);
+    format!(
+        "{:02}:{:02}:{:02}",
+        seconds / 3600,
+        seconds / 60 % 60,
+        seconds % 60
+    )
 }
 
 #[tokio::test]
@@ -36,8 +50,9 @@ async fn rolling_update_under_load_drops_no_request() {
     let api = ns.api::<Microservice>();
     let pods = ns.api::<Pod>();
     let mut target = microservice("target", 2);
-    // As in the drain test: long enough for every node's kube-proxy to drop a terminating
-    // pod before it stops serving.
+    // As in the drain test: the pods keep serving until every node's proxy has dropped them,
+    // with room for a test cluster whose two cores also run the other tests.
+    target.spec.deregistration_seconds = kea_e2e::DEREGISTRATION_SECONDS;
     target.spec.drain_seconds = 10;
     api.create(&PostParams::default(), &target).await.unwrap();
     wait_ready(&api, "target", TIMEOUT).await.unwrap();
@@ -72,7 +87,10 @@ async fn rolling_update_under_load_drops_no_request() {
         .unwrap()
         .metadata
         .generation;
-    eprintln!("rollout of target to generation {generation:?} started");
+    eprintln!(
+        "rollout of target to generation {generation:?} started at {}",
+        clock()
+    );
 
     // Follow every old pod until it is gone, noting the load's counts as each one begins
     // terminating and when it has gone.
@@ -88,15 +106,16 @@ async fn rolling_update_under_load_drops_no_request() {
         );
         let current = pods_of(&pods, "target").await.unwrap();
         let counts = load.counts().await.unwrap();
+        let now = clock();
         for (name, termination) in &mut terminations {
             match current.iter().find(|p| p.name_any() == *name) {
                 Some(pod) if pod.metadata.deletion_timestamp.is_some() => {
-                    termination.began.get_or_insert(counts);
+                    termination.began.get_or_insert((counts, now.clone()));
                 }
                 Some(_) => {}
                 None => {
-                    termination.began.get_or_insert(counts);
-                    termination.ended.get_or_insert(counts);
+                    termination.began.get_or_insert((counts, now.clone()));
+                    termination.ended.get_or_insert((counts, now.clone()));
                 }
             }
         }
@@ -113,10 +132,16 @@ async fn rolling_update_under_load_drops_no_request() {
     let Counts { ok, failed } = report.counts;
     eprintln!(
         "e2e: {ok} requests to target through its Service during the rollout, {failed} failed; \
-         old pods' terminations (answers when it began, when it was gone): {:?}",
+         old pods' terminations (answers and time when it began, when it was gone): {:?}",
         terminations
             .iter()
-            .map(|(name, t)| (name, t.began.map(|c| c.ok), t.ended.map(|c| c.ok)))
+            .map(|(name, t)| {
+                let answered = |at: &Option<(Counts, String)>| {
+                    at.as_ref()
+                        .map(|(counts, time)| format!("{} at {time}", counts.ok))
+                };
+                (name, answered(&t.began), answered(&t.ended))
+            })
             .collect::<Vec<_>>()
     );
     assert_eq!(
@@ -125,7 +150,7 @@ async fn rolling_update_under_load_drops_no_request() {
         report.output
     );
     for (name, termination) in &terminations {
-        let (Some(began), Some(ended)) = (termination.began, termination.ended) else {
+        let (Some((began, _)), Some((ended, _))) = (&termination.began, &termination.ended) else {
             panic!("pod {name} not followed through its termination: {termination:?}");
         };
         assert!(
