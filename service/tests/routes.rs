@@ -385,6 +385,50 @@ async fn version_and_openapi_describe_the_service() {
 }
 
 #[tokio::test]
+async fn a_broken_embedded_store_takes_the_pod_out_of_the_service() {
+    let (app, dir) = embedded_app().await;
+    assert_eq!(get(&app, "/readyz").await.status, StatusCode::OK);
+
+    // The pod's own SQLite file loses its table behind the service's back (as a damaged
+    // file would): the store still opens, `SELECT 1` still answers, the data is gone.
+    let mut intruder = <sqlx::SqliteConnection as sqlx::Connection>::connect(&format!(
+        "sqlite://{}",
+        dir.path().join("relational.sqlite").display()
+    ))
+    .await
+    .unwrap();
+    sqlx::query("DROP TABLE items")
+        .execute(&mut intruder)
+        .await
+        .unwrap();
+
+    let ready = get(&app, "/readyz").await;
+    assert_eq!(
+        ready.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "a pod whose own store is broken stays in the Service: {}",
+        ready.text
+    );
+    let body = ready.json();
+    assert_eq!(body["ready"], false);
+    assert_eq!(body["degraded"], false, "not a shared store's outage");
+    assert!(
+        body["relational"]
+            .as_str()
+            .unwrap()
+            .contains("no such table"),
+        "{body}"
+    );
+    assert_eq!(body["nosql"], "ok");
+    assert_eq!(
+        get(&app, "/").await.text,
+        "Hello KEA!",
+        "liveness is not readiness"
+    );
+    assert_eq!(get(&app, "/healthz").await.status, StatusCode::OK);
+}
+
+#[tokio::test]
 async fn a_shared_store_that_is_down_fails_only_its_route_and_the_pod_stays_ready() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config::with_data_dir(dir.path());

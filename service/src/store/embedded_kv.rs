@@ -166,12 +166,21 @@ impl ItemStore for RedbStore {
         })
     }
 
+    /// Opens the table in a read transaction and checks that the writer runs.
     fn ping(&self) -> StoreFuture<'_, ()> {
-        Box::pin(self.blocking(|database| {
-            let transaction = database.begin_read().map_err(store_error)?;
-            transaction.open_table(ITEMS).map_err(store_error)?;
-            Ok(())
-        }))
+        let writer = self.writer.clone();
+        Box::pin(async move {
+            match &writer {
+                Some(writer) => writer.check_running()?,
+                None => return Err(StoreError::new(Self::BACKEND.name, "the store is closing")),
+            }
+            self.blocking(|database| {
+                let transaction = database.begin_read().map_err(store_error)?;
+                transaction.open_table(ITEMS).map_err(store_error)?;
+                Ok(())
+            })
+            .await
+        })
     }
 }
 

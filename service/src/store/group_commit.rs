@@ -37,6 +37,16 @@ impl Writer {
         (Self { backend, queue }, receiver)
     }
 
+    /// Fails when the writer loop has stopped (it panicked, or its store was
+    /// closed): every write would fail from then on.
+    pub fn check_running(&self) -> Result<(), StoreError> {
+        if self.queue.is_closed() {
+            Err(StoreError::new(self.backend, "the writer has stopped"))
+        } else {
+            Ok(())
+        }
+    }
+
     /// Queues `item` and waits until the commit that holds it is durable.
     pub async fn write(&self, item: NewItem) -> Result<Item, StoreError> {
         let (reply, answer) = oneshot::channel();

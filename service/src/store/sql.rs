@@ -260,9 +260,12 @@ impl ItemStore for SqliteStore {
         Box::pin(self.writer.write(item))
     }
 
+    /// Reads the table itself (`SELECT 1` would not touch the file) and checks
+    /// that the writer runs: this store is the pod's own, and readiness rests on it.
     fn ping(&self) -> StoreFuture<'_, ()> {
         Box::pin(async move {
-            sqlx::query("SELECT 1")
+            self.writer.check_running()?;
+            sqlx::query("SELECT id FROM items LIMIT 1")
                 .execute(&self.pool)
                 .await
                 .map_err(|e| StoreError::new(Self::BACKEND.name, e))?;
