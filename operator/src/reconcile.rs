@@ -44,6 +44,10 @@ pub struct ControllerConfig {
     pub namespace: Option<String>,
     /// Reconciles running at once.
     pub concurrency: u16,
+    /// How long a triggered reconcile waits for more triggers of the same Microservice: the
+    /// burst of watch events that follows an apply (each new child, each status update of
+    /// the Deployment controller) then costs one reconcile instead of one each.
+    pub debounce: Duration,
     /// Next reconcile of a Ready Microservice when nothing changes (a safety net: watches
     /// trigger reconciles on every relevant change).
     pub requeue_ready: Duration,
@@ -64,6 +68,7 @@ impl Default for ControllerConfig {
         Self {
             namespace: None,
             concurrency: 4,
+            debounce: Duration::from_millis(500),
             requeue_ready: Duration::from_secs(300),
             requeue_not_ready: Duration::from_secs(30),
             requeue_stores_pending: Duration::from_secs(5),
@@ -190,7 +195,11 @@ pub async fn run_controller_with(
 
     info!(namespace = ?config.namespace, "starting the Microservice controller");
     controller
-        .with_config(kube::runtime::controller::Config::default().concurrency(config.concurrency))
+        .with_config(
+            kube::runtime::controller::Config::default()
+                .concurrency(config.concurrency)
+                .debounce(config.debounce),
+        )
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, context)
         .for_each(|result| async move {
@@ -308,7 +317,7 @@ async fn reconcile_children(ms: &Arc<Microservice>, ctx: &Arc<Context>) -> Resul
             .map(|(name, found)| ((*name).to_owned(), found.spec.port))
             .collect();
         let children = apply_children(ms, ctx, &namespace, &uid, &ports).await?;
-        if !ms.spec.suspend && !deployment_available(&children.deployment) {
+        if !ms.spec.suspend && has_unavailable_pods(&children.deployment) {
             observed.pod_problem = read_pod_problem(&ctx.client, &namespace, &name).await?;
         }
         observed.deployment = Some(children.deployment);
@@ -543,16 +552,19 @@ struct AppliedChildren {
     autoscaler: Option<HorizontalPodAutoscaler>,
 }
 
-fn deployment_available(deployment: &Deployment) -> bool {
-    deployment
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|conditions| {
-            conditions
-                .iter()
-                .any(|c| c.type_ == "Available" && c.status == "True")
-        })
+/// Whether the Deployment is not Available although it has pods: only then are its pods
+/// read for a reason (a Deployment just made has none yet, and its next status update
+/// brings the owner back).
+fn has_unavailable_pods(deployment: &Deployment) -> bool {
+    let Some(status) = deployment.status.as_ref() else {
+        return false;
+    };
+    let available = status
+        .conditions
+        .iter()
+        .flatten()
+        .any(|c| c.type_ == "Available" && c.status == "True");
+    !available && status.replicas.unwrap_or(0) > 0
 }
 
 /// Reads the Microservice's pods (one list call, by label selector) for a reason they fail.
@@ -747,6 +759,27 @@ mod tests {
             observed_generation: None,
             last_transition_time: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
         }
+    }
+
+    #[test]
+    fn pods_are_read_only_while_a_deployment_with_pods_is_unavailable() {
+        use k8s_openapi::api::apps::v1::{DeploymentCondition, DeploymentStatus};
+        let deployment = |replicas: i32, available: &str| Deployment {
+            status: Some(DeploymentStatus {
+                replicas: Some(replicas),
+                conditions: Some(vec![DeploymentCondition {
+                    type_: "Available".into(),
+                    status: available.into(),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert!(!has_unavailable_pods(&Deployment::default()), "just made");
+        assert!(!has_unavailable_pods(&deployment(0, "False")), "no pod yet");
+        assert!(has_unavailable_pods(&deployment(1, "False")));
+        assert!(!has_unavailable_pods(&deployment(2, "True")));
     }
 
     #[test]
