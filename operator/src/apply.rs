@@ -9,14 +9,15 @@
 
 use std::fmt::Debug;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{DeleteParams, Patch, PatchParams};
-use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::builders::MANAGER;
+use crate::cache::{ChildCache, Lookup};
 use crate::error::{Error, Result};
 
 /// Annotation holding the hash of the object the operator last wanted.
@@ -91,7 +92,11 @@ pub fn is_controlled_by<K: Resource>(object: &K, owner_uid: &str) -> bool {
     object
         .owner_references()
         .iter()
-        .any(|r| r.controller == Some(true) && r.uid == owner_uid)
+        .any(|r| controls(r, owner_uid))
+}
+
+fn controls(reference: &OwnerReference, owner_uid: &str) -> bool {
+    reference.controller == Some(true) && reference.uid == owner_uid
 }
 
 /// What [`apply_child`] did.
@@ -106,12 +111,13 @@ pub struct Applied<K> {
 /// Makes the child `wanted` exist as wanted; writes only when the current object differs.
 /// Refuses to take over an object of the same name that another owner controls.
 ///
-/// The current object comes from `cache`. A child missing there is read from the API server
-/// (a new child, or an object of that name that is not the operator's, which the cache does
-/// not hold), so a cache that lags can cost a write, never an overwrite.
+/// The current object comes from `cache`: a name that is free there is created with one
+/// request, and a name that another owner's object holds is refused without one. Only an
+/// object of someone else's that names this owner as its controller, or a cache not filled
+/// yet, is read from the API server.
 pub async fn apply_child<K>(
     api: &Api<K>,
-    cache: &Store<K>,
+    cache: &ChildCache<K>,
     wanted: K,
     owner_uid: &str,
 ) -> Result<Applied<K>>
@@ -120,19 +126,27 @@ where
 {
     let wanted = with_desired_hash(wanted)?;
     let name = wanted.name_any();
-    let cached = wanted
-        .namespace()
-        .and_then(|namespace| cache.get(&ObjectRef::new(&name).within(&namespace)));
-    let current = match cached {
-        Some(cached) => Some(K::clone(&cached)),
-        None => api.get_opt(&name).await?,
+    let taken = || {
+        Error::Conflict(format!(
+            "{} {name} exists and is not controlled by this Microservice: delete or rename it",
+            K::kind(&())
+        ))
+    };
+    let lookup = match wanted.namespace() {
+        Some(namespace) => cache.lookup(&namespace, &name),
+        None => Lookup::Unknown,
+    };
+    let current = match lookup {
+        Lookup::Ours(cached) => Some(K::clone(&cached)),
+        Lookup::Free => None,
+        Lookup::Other(owners) if !owners.iter().any(|r| controls(r, owner_uid)) => {
+            return Err(taken());
+        }
+        Lookup::Other(_) | Lookup::Unknown => api.get_opt(&name).await?,
     };
     if let Some(current) = current {
         if !is_controlled_by(&current, owner_uid) {
-            return Err(Error::Conflict(format!(
-                "{} {name} exists and is not controlled by this Microservice: delete or rename it",
-                K::kind(&())
-            )));
+            return Err(taken());
         }
         if json_contains(
             &serde_json::to_value(&current)?,
@@ -161,7 +175,7 @@ where
 /// Returns whether it deleted something.
 pub async fn delete_child<K>(
     api: &Api<K>,
-    cache: &Store<K>,
+    cache: &ChildCache<K>,
     namespace: &str,
     name: &str,
     owner_uid: &str,
@@ -169,7 +183,7 @@ pub async fn delete_child<K>(
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
 {
-    match cache.get(&ObjectRef::new(name).within(namespace)) {
+    match cache.get(namespace, name) {
         Some(current) if is_controlled_by(current.as_ref(), owner_uid) => {
             match api.delete(name, &DeleteParams::background()).await {
                 Ok(_) => Ok(true),

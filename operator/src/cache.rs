@@ -15,12 +15,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::channel::mpsc;
-use futures::{SinkExt, StreamExt};
+use futures::{FutureExt, SinkExt, StreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -51,19 +53,19 @@ const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 pub struct Caches {
     /// Every Microservice in the watched namespaces.
     pub microservices: Store<Microservice>,
-    /// The children the operator manages (label `app.kubernetes.io/managed-by`).
-    pub deployments: Store<Deployment>,
+    /// Deployments of Microservices.
+    pub deployments: ChildCache<Deployment>,
     /// Services of Microservices and of store servers.
-    pub services: Store<Service>,
+    pub services: ChildCache<Service>,
     /// PodDisruptionBudgets.
-    pub pod_disruption_budgets: Store<PodDisruptionBudget>,
+    pub pod_disruption_budgets: ChildCache<PodDisruptionBudget>,
     /// HorizontalPodAutoscalers.
-    pub autoscalers: Store<HorizontalPodAutoscaler>,
+    pub autoscalers: ChildCache<HorizontalPodAutoscaler>,
     /// The store servers.
-    pub stateful_sets: Store<StatefulSet>,
+    pub stateful_sets: ChildCache<StatefulSet>,
     /// NetworkPolicies (watched even when the operator writes none, to delete those it wrote
     /// before it was told to stop).
-    pub network_policies: Store<NetworkPolicy>,
+    pub network_policies: ChildCache<NetworkPolicy>,
 }
 
 impl Caches {
@@ -73,6 +75,58 @@ impl Caches {
         K: Resource<DynamicType = ()> + Clone + 'static,
     {
         store.get(&ObjectRef::new(name).within(namespace))
+    }
+}
+
+/// What the operator knows of one kind of child: the whole objects it manages (label
+/// `app.kubernetes.io/managed-by`), and the names (with owners) of every other object of
+/// the kind. Together they say whether a name is free without asking the API server, so
+/// creating a child is one request, and a name that someone else's object holds is refused
+/// before anything is written.
+#[derive(Clone)]
+pub struct ChildCache<K: Resource<DynamicType = ()> + Clone + 'static> {
+    /// The operator's own objects, whole.
+    pub ours: Store<K>,
+    /// Every other object of the kind: metadata only (name, namespace, owners).
+    pub others: Store<PartialObjectMeta<K>>,
+}
+
+/// Where a child's name stands, as the caches see it.
+pub enum Lookup<K> {
+    /// The operator's object of that name.
+    Ours(Arc<K>),
+    /// Another object holds the name; its owners, as listed in its metadata.
+    Other(Vec<OwnerReference>),
+    /// No object of that name exists.
+    Free,
+    /// A cache is not filled yet (e.g. its watch lacks a permission): ask the API server.
+    Unknown,
+}
+
+impl<K: Resource<DynamicType = ()> + Clone + 'static> ChildCache<K> {
+    /// The operator's cached object named `name` in `namespace`.
+    pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<K>> {
+        self.ours.get(&ObjectRef::new(name).within(namespace))
+    }
+
+    /// Where the name `name` in `namespace` stands.
+    pub fn lookup(&self, namespace: &str, name: &str) -> Lookup<K> {
+        if let Some(ours) = self.get(namespace, name) {
+            return Lookup::Ours(ours);
+        }
+        if let Some(other) = self.others.get(&ObjectRef::new(name).within(namespace)) {
+            return Lookup::Other(other.metadata.owner_references.clone().unwrap_or_default());
+        }
+        let filled = |ready: Option<std::result::Result<(), reflector::store::WriterDropped>>| {
+            matches!(ready, Some(Ok(())))
+        };
+        if filled(self.ours.wait_until_ready().now_or_never())
+            && filled(self.others.wait_until_ready().now_or_never())
+        {
+            Lookup::Free
+        } else {
+            Lookup::Unknown
+        }
     }
 }
 
@@ -128,18 +182,20 @@ impl Informers {
             watcher::Config::default(),
             &mut tasks,
         );
+        let others =
+            watcher::Config::default().labels(&format!("{}!={MANAGER}", labels::MANAGED_BY));
         let (deployments, [parked_deployments]) =
-            watch(api(client, namespace), children.clone(), &mut tasks);
+            watch_children(client, namespace, &children, &others, &mut tasks);
         let (services, [parked_services]) =
-            watch(api(client, namespace), children.clone(), &mut tasks);
+            watch_children(client, namespace, &children, &others, &mut tasks);
         let (pod_disruption_budgets, [parked_pdbs]) =
-            watch(api(client, namespace), children.clone(), &mut tasks);
+            watch_children(client, namespace, &children, &others, &mut tasks);
         let (autoscalers, [parked_autoscalers]) =
-            watch(api(client, namespace), children.clone(), &mut tasks);
+            watch_children(client, namespace, &children, &others, &mut tasks);
         let (stateful_sets, [parked_stateful_sets]) =
-            watch(api(client, namespace), children.clone(), &mut tasks);
+            watch_children(client, namespace, &children, &others, &mut tasks);
         let (network_policies, [parked_policies]) =
-            watch(api(client, namespace), children, &mut tasks);
+            watch_children(client, namespace, &children, &others, &mut tasks);
         Self {
             caches: Caches {
                 microservices,
@@ -173,12 +229,12 @@ impl Informers {
         let _ = caches.microservices.wait_until_ready().await;
         let children = async {
             futures::join!(
-                synced("Deployment", &caches.deployments),
-                synced("Service", &caches.services),
-                synced("PodDisruptionBudget", &caches.pod_disruption_budgets),
-                synced("HorizontalPodAutoscaler", &caches.autoscalers),
-                synced("StatefulSet", &caches.stateful_sets),
-                synced("NetworkPolicy", &caches.network_policies),
+                synced(&caches.deployments),
+                synced(&caches.services),
+                synced(&caches.pod_disruption_budgets),
+                synced(&caches.autoscalers),
+                synced(&caches.stateful_sets),
+                synced(&caches.network_policies),
             )
         };
         let _ = tokio::time::timeout(CHILDREN_SYNC_LIMIT, children).await;
@@ -221,6 +277,57 @@ where
         Some(namespace) => Api::namespaced(client.clone(), namespace),
         None => Api::all(client.clone()),
     }
+}
+
+/// Starts the watches of one kind of child: the operator's objects (`ours`, whole, with `N`
+/// parked subscriptions) and everyone else's (`others`, metadata only).
+fn watch_children<K, const N: usize>(
+    client: &Client,
+    namespace: Option<&str>,
+    ours: &watcher::Config,
+    others: &watcher::Config,
+    tasks: &mut Vec<JoinHandle<()>>,
+) -> (ChildCache<K>, [ParkedSubscription<K>; N])
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (ours, parked) = watch(api(client, namespace), ours.clone(), tasks);
+    let (reader, mut writer) = reflector::store::<PartialObjectMeta<K>>();
+    let kind = K::kind(&()).into_owned();
+    // An Api of PartialObjectMeta asks for metadata only.
+    let events = watcher(
+        api::<PartialObjectMeta<K>>(client, namespace),
+        others.clone(),
+    )
+    .default_backoff()
+    .modify(|meta: &mut PartialObjectMeta<K>| {
+        // Only the name and the owners are read.
+        meta.metadata.managed_fields = None;
+        meta.metadata.annotations = None;
+        meta.metadata.labels = None;
+    });
+    tasks.push(tokio::spawn(async move {
+        let mut events = std::pin::pin!(events);
+        while let Some(event) = events.next().await {
+            match event {
+                Ok(event) => writer.apply_watcher_event(&event),
+                Err(error) => warn!(%kind, %error, "watch of other objects failed, retrying"),
+            }
+        }
+    }));
+    (
+        ChildCache {
+            ours,
+            others: reader,
+        },
+        parked,
+    )
 }
 
 /// Starts one watch of `K` into a cache, with `N` parked subscriptions.
@@ -310,18 +417,27 @@ impl<K: Resource<DynamicType = ()> + Clone + 'static> Dispatcher<K> {
     }
 }
 
-/// Waits until `cache` is filled, and says so when it takes long.
-async fn synced<K>(kind: &str, cache: &Store<K>)
+/// Waits until both caches of a kind are filled, and says so when it takes long.
+async fn synced<K>(cache: &ChildCache<K>)
 where
     K: Resource<DynamicType = ()> + Clone + 'static,
 {
-    let waited = tokio::time::timeout(CHILDREN_SYNC_LIMIT / 2, cache.wait_until_ready()).await;
-    if waited.is_err() {
+    let filled = async {
+        let _ = futures::join!(
+            cache.ours.wait_until_ready(),
+            cache.others.wait_until_ready()
+        );
+    };
+    let mut filled = std::pin::pin!(filled);
+    if tokio::time::timeout(CHILDREN_SYNC_LIMIT / 2, &mut filled)
+        .await
+        .is_err()
+    {
         warn!(
-            %kind,
+            kind = %K::kind(&()),
             "the cache has not filled yet (see the watch errors): reading this kind from the API server until it has"
         );
-        let _ = cache.wait_until_ready().await;
+        filled.await;
     }
 }
 

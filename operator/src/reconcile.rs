@@ -28,7 +28,7 @@ use crate::api::conditions::{self, reasons};
 use crate::api::{Microservice, MicroserviceStatus, events};
 use crate::apply::{Applied, apply_child, delete_child};
 use crate::builders::{self, DependencyPorts, MANAGER, Settings};
-use crate::cache::{Caches, Informers, spec_changes};
+use crate::cache::{Caches, ChildCache, Informers, spec_changes};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::network;
@@ -331,7 +331,10 @@ async fn reconcile_children(ms: &Arc<Microservice>, ctx: &Arc<Context>) -> Resul
     } else {
         observed.invalid_spec = Some(problems.join("; "));
         // Keep showing the Deployment that still runs the last valid spec.
-        observed.deployment = Caches::get(&ctx.caches.deployments, &namespace, &name)
+        observed.deployment = ctx
+            .caches
+            .deployments
+            .get(&namespace, &name)
             .filter(|d| crate::apply::is_controlled_by(d.as_ref(), &uid))
             .map(|d| Deployment::clone(&d));
     }
@@ -475,7 +478,7 @@ impl<K> OptionalChild<K> {
 /// Applies `wanted` when there is one, else deletes the child `name` this owner controls.
 async fn apply_or_delete<K>(
     api: &Api<K>,
-    cache: &Store<K>,
+    cache: &ChildCache<K>,
     wanted: Option<K>,
     namespace: &str,
     name: &str,
@@ -632,7 +635,7 @@ pub struct StatusEvent {
 }
 
 /// The events to record when the conditions go from `old` to `new`: Ready and NotReady when
-/// `Ready` flips or its reason changes, DependencyMissing when a dependency disappears,
+/// `Ready` flips or its reason changes (not for a rollout under way), DependencyMissing when a dependency disappears,
 /// StoresReady and StoresNotReady when the stores' state changes, and InvalidSpec when the
 /// spec becomes invalid. Nothing when nothing changed.
 pub fn status_events(old: &[Condition], new: &[Condition]) -> Vec<StatusEvent> {
@@ -644,7 +647,13 @@ pub fn status_events(old: &[Condition], new: &[Condition]) -> Vec<StatusEvent> {
         }
     };
     let mut events = Vec::new();
-    if let Some(ready) = changed(conditions::READY) {
+    // A rollout under way is progress, not a problem: its start is already told by the
+    // Applied event, and a Warning for every new or updated Microservice would be noise.
+    let in_progress = |ready: &Condition| {
+        ready.status != "True"
+            && [reasons::DEPLOYMENT_PENDING, reasons::ROLLING_OUT].contains(&ready.reason.as_str())
+    };
+    if let Some(ready) = changed(conditions::READY).filter(|ready| !in_progress(ready)) {
         let (type_, reason) = match (ready.status.as_str(), ready.reason.as_str()) {
             ("True", _) => (EventType::Normal, events::reasons::READY),
             (_, reasons::INVALID_SPEC) => (EventType::Warning, events::reasons::INVALID_SPEC),
@@ -795,6 +804,11 @@ mod tests {
     fn events_only_on_changes() {
         let ready = vec![condition(conditions::READY, "True", reasons::READY)];
         assert!(status_events(&ready, &ready).is_empty());
+
+        let rolling_out = vec![condition(conditions::READY, "False", reasons::ROLLING_OUT)];
+        assert!(status_events(&[], &rolling_out).is_empty(), "a new rollout");
+        assert!(status_events(&ready, &rolling_out).is_empty(), "an update");
+        assert_eq!(status_events(&rolling_out, &ready).len(), 1, "then Ready");
 
         let crashing = vec![condition(conditions::READY, "False", "CrashLoopBackOff")];
         let events = status_events(&ready, &crashing);

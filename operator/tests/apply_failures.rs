@@ -246,3 +246,83 @@ async fn a_service_an_admission_policy_denies_shows_on_the_status() {
     operator.stop().await;
     namespace.cleanup().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_name_someone_else_holds_is_refused_and_left_untouched() {
+    let Some((namespace, microservices)) = setup("ms-taken").await else {
+        return;
+    };
+    // Someone else's Service of the name, made before the operator starts (it is in the
+    // operator's cache of other objects from the first list), and a Deployment made after it
+    // (it arrives through the watch).
+    let services: Api<Service> = namespace.api();
+    let theirs: Service = serde_json::from_value(json!({
+        "metadata": {"name": "taken", "labels": {"team": "theirs"}},
+        "spec": {"selector": {"team": "theirs"}, "ports": [{"port": 80}]}
+    }))
+    .unwrap();
+    services
+        .create(&PostParams::default(), &theirs)
+        .await
+        .unwrap();
+    let operator = Operator::start(&namespace);
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> = namespace.api();
+    let their_deployment = serde_json::from_value(json!({
+        "metadata": {"name": "taken"},
+        "spec": {
+            "selector": {"matchLabels": {"team": "theirs"}},
+            "template": {
+                "metadata": {"labels": {"team": "theirs"}},
+                "spec": {"containers": [{"name": "theirs", "image": "theirs:1"}]}
+            }
+        }
+    }))
+    .unwrap();
+    deployments
+        .create(&PostParams::default(), &their_deployment)
+        .await
+        .unwrap();
+
+    create(
+        &microservices,
+        "taken",
+        json!({"image": "kea.dev/kea-service:dev"}),
+    )
+    .await;
+    let ms = wait_failure(&microservices, "taken", reasons::CHILD_CONFLICT).await;
+    assert_failure_shown(
+        &ms,
+        reasons::CHILD_CONFLICT,
+        "exists and is not controlled by this Microservice",
+    );
+    // Nothing of theirs was written to: no owner added, their spec as they left it.
+    let service = services.get("taken").await.unwrap();
+    assert_eq!(service.metadata.owner_references, None);
+    assert_eq!(
+        service.spec.unwrap().selector,
+        Some([("team".to_owned(), "theirs".to_owned())].into())
+    );
+    let deployment = deployments.get("taken").await.unwrap();
+    assert_eq!(deployment.metadata.owner_references, None);
+    let containers = deployment.spec.unwrap().template.spec.unwrap().containers;
+    assert_eq!(
+        containers
+            .iter()
+            .map(|c| c.image.clone())
+            .collect::<Vec<_>>(),
+        [Some("theirs:1".to_owned())]
+    );
+
+    // Their objects gone, the name is free: the Microservice gets its own.
+    services
+        .delete("taken", &DeleteParams::default())
+        .await
+        .unwrap();
+    deployments
+        .delete("taken", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_ready(&microservices, "taken").await;
+    operator.stop().await;
+    namespace.cleanup().await.unwrap();
+}
