@@ -648,10 +648,17 @@ pub fn status_events(old: &[Condition], new: &[Condition]) -> Vec<StatusEvent> {
     };
     let mut events = Vec::new();
     // A rollout under way is progress, not a problem: its start is already told by the
-    // Applied event, and a Warning for every new or updated Microservice would be noise.
+    // Applied event, and a Warning for every new or updated Microservice would be noise. A
+    // rollout that fails turns into a reason of its own (a pod's, or the Deployment's
+    // ProgressDeadlineExceeded), and that one is told.
     let in_progress = |ready: &Condition| {
         ready.status != "True"
-            && [reasons::DEPLOYMENT_PENDING, reasons::ROLLING_OUT].contains(&ready.reason.as_str())
+            && [
+                reasons::DEPLOYMENT_PENDING,
+                reasons::ROLLING_OUT,
+                reasons::MINIMUM_REPLICAS_UNAVAILABLE,
+            ]
+            .contains(&ready.reason.as_str())
     };
     if let Some(ready) = changed(conditions::READY).filter(|ready| !in_progress(ready)) {
         let (type_, reason) = match (ready.status.as_str(), ready.reason.as_str()) {
@@ -809,6 +816,12 @@ mod tests {
         assert!(status_events(&[], &rolling_out).is_empty(), "a new rollout");
         assert!(status_events(&ready, &rolling_out).is_empty(), "an update");
         assert_eq!(status_events(&rolling_out, &ready).len(), 1, "then Ready");
+        let starting = vec![condition(
+            conditions::READY,
+            "False",
+            reasons::MINIMUM_REPLICAS_UNAVAILABLE,
+        )];
+        assert!(status_events(&[], &starting).is_empty(), "pods starting");
 
         let crashing = vec![condition(conditions::READY, "False", "CrashLoopBackOff")];
         let events = status_events(&ready, &crashing);
