@@ -106,7 +106,7 @@ pub enum Lookup<K> {
 impl<K: Resource<DynamicType = ()> + Clone + 'static> ChildCache<K> {
     /// The operator's cached object named `name` in `namespace`.
     pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<K>> {
-        self.ours.get(&ObjectRef::new(name).within(namespace))
+        Caches::get(&self.ours, namespace, name)
     }
 
     /// Where the name `name` in `namespace` stands.
@@ -114,20 +114,20 @@ impl<K: Resource<DynamicType = ()> + Clone + 'static> ChildCache<K> {
         if let Some(ours) = self.get(namespace, name) {
             return Lookup::Ours(ours);
         }
-        if let Some(other) = self.others.get(&ObjectRef::new(name).within(namespace)) {
+        if let Some(other) = Caches::get(&self.others, namespace, name) {
             return Lookup::Other(other.metadata.owner_references.clone().unwrap_or_default());
         }
-        let filled = |ready: Option<std::result::Result<(), reflector::store::WriterDropped>>| {
-            matches!(ready, Some(Ok(())))
-        };
-        if filled(self.ours.wait_until_ready().now_or_never())
-            && filled(self.others.wait_until_ready().now_or_never())
-        {
+        if is_filled(&self.ours) && is_filled(&self.others) {
             Lookup::Free
         } else {
             Lookup::Unknown
         }
     }
+}
+
+/// Whether the watch has filled `store` with its first list (without waiting for it).
+fn is_filled<K: Resource<DynamicType = ()> + Clone + 'static>(store: &Store<K>) -> bool {
+    matches!(store.wait_until_ready().now_or_never(), Some(Ok(())))
 }
 
 /// Subscriptions to the watches, for the controller's triggers.

@@ -562,12 +562,7 @@ fn has_unavailable_pods(deployment: &Deployment) -> bool {
     let Some(status) = deployment.status.as_ref() else {
         return false;
     };
-    let available = status
-        .conditions
-        .iter()
-        .flatten()
-        .any(|c| c.type_ == "Available" && c.status == "True");
-    !available && status.replicas.unwrap_or(0) > 0
+    !status::deployment_available(status) && status.replicas.unwrap_or(0) > 0
 }
 
 /// Reads the Microservice's pods (one list call, by label selector) for a reason they fail.
@@ -635,9 +630,9 @@ pub struct StatusEvent {
 }
 
 /// The events to record when the conditions go from `old` to `new`: Ready and NotReady when
-/// `Ready` flips or its reason changes (not for a rollout under way), DependencyMissing when a dependency disappears,
-/// StoresReady and StoresNotReady when the stores' state changes, and InvalidSpec when the
-/// spec becomes invalid. Nothing when nothing changed.
+/// `Ready` flips or its reason changes (not for a rollout under way), DependencyMissing when
+/// a dependency disappears, StoresReady and StoresNotReady when the stores' state changes,
+/// and InvalidSpec when the spec becomes invalid. Nothing when nothing changed.
 pub fn status_events(old: &[Condition], new: &[Condition]) -> Vec<StatusEvent> {
     let changed = |type_: &str| -> Option<&Condition> {
         let new = find_condition(new, type_)?;

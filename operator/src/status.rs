@@ -42,6 +42,16 @@ pub struct PodProblem {
     pub message: String,
 }
 
+/// Whether the Deployment controller reports the Deployment `Available`.
+pub fn deployment_available(status: &k8s_openapi::api::apps::v1::DeploymentStatus) -> bool {
+    status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "Available")
+        .is_some_and(|c| c.status == "True")
+}
+
 /// What the reconciler observed, the input of [`compute_status`].
 #[derive(Clone, Debug, Default)]
 pub struct Observed {
@@ -699,11 +709,8 @@ impl Rollout {
                 .and_then(|s| s.replicas)
                 .unwrap_or(min),
         };
+        let available = deployment_available(&status);
         let conditions = status.conditions.clone().unwrap_or_default();
-        let available = conditions
-            .iter()
-            .find(|c| c.type_ == "Available")
-            .is_some_and(|c| c.status == "True");
         let deadline_exceeded = conditions.iter().any(|c| {
             c.type_ == "Progressing"
                 && c.status == "False"

@@ -116,6 +116,13 @@ impl RedbStore {
         Ok(items)
     }
 
+    /// The writer, unless the store is closing.
+    fn writer(&self) -> Result<&group_commit::Writer, StoreError> {
+        self.writer
+            .as_ref()
+            .ok_or_else(|| StoreError::new(Self::BACKEND.name, "the store is closing"))
+    }
+
     async fn blocking<T: Send + 'static>(
         &self,
         operation: impl FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
@@ -158,22 +165,13 @@ impl ItemStore for RedbStore {
     }
 
     fn create(&self, new_item: NewItem) -> StoreFuture<'_, Item> {
-        Box::pin(async move {
-            match &self.writer {
-                Some(writer) => writer.write(new_item).await,
-                None => Err(StoreError::new(Self::BACKEND.name, "the store is closing")),
-            }
-        })
+        Box::pin(async move { self.writer()?.write(new_item).await })
     }
 
     /// Opens the table in a read transaction and checks that the writer runs.
     fn ping(&self) -> StoreFuture<'_, ()> {
-        let writer = self.writer.clone();
         Box::pin(async move {
-            match &writer {
-                Some(writer) => writer.check_running()?,
-                None => return Err(StoreError::new(Self::BACKEND.name, "the store is closing")),
-            }
+            self.writer()?.check_running()?;
             self.blocking(|database| {
                 let transaction = database.begin_read().map_err(store_error)?;
                 transaction.open_table(ITEMS).map_err(store_error)?;
