@@ -39,6 +39,8 @@ up() {
   "$HACK_DIR/toolchain.sh" kind
   "$HACK_DIR/toolchain.sh" control-plane
   toolchain_path
+  # Before the long image build: a cluster left from before a restart only burns CPU.
+  "$HACK_DIR/kind.sh" prune
   "$HACK_DIR/images.sh"
   "$HACK_DIR/kind.sh" up
 

@@ -9,6 +9,7 @@
 #   hack/kind.sh e2e     # deploy/ + deploy/examples/, then check the demo through port-forward
 #   hack/kind.sh down    # delete the cluster
 #   hack/kind.sh status
+#   hack/kind.sh prune   # delete the kea clusters that a dockerd or machine restart broke
 #
 # Without a registry (the default) the node image comes from hack/kind-node-image.sh.
 # With one, KEA_KIND_REGISTRY=1 uses kind's stock node image for its release instead
@@ -59,8 +60,35 @@ load() {
   done
 }
 
+# kind's nodes are containers. When dockerd or the machine restarts they start again, but the
+# cluster's Service network does not come back (pods time out on the API server's ClusterIP,
+# so CoreDNS, metrics-server and the operator never get ready), and its pods still take CPU.
+# A node container started more than a minute after it was created has been restarted.
+restarted_clusters() {
+  local cluster node created started
+  for cluster in $(kind get clusters 2>/dev/null); do
+    [[ $cluster == kea* || $cluster == "$CLUSTER" ]] || continue
+    for node in $(kind get nodes --name "$cluster" 2>/dev/null); do
+      read -r created started < <(docker inspect -f '{{.Created}} {{.State.StartedAt}}' "$node" 2>/dev/null) || continue
+      if (($(date -d "$started" +%s) - $(date -d "$created" +%s) > 60)); then
+        echo "$cluster"
+        break
+      fi
+    done
+  done
+}
+
+prune() {
+  local stale
+  for stale in $(restarted_clusters); do
+    log "kind cluster $stale was restarted (dockerd or the machine restarted) and its Service network is gone: deleting it"
+    kind delete cluster --name "$stale" >/dev/null 2>&1 || true
+  done
+}
+
 up() {
   local start=$SECONDS image args=()
+  prune
   # A cluster whose node container was stopped (e.g. dockerd was killed) does not come
   # back by itself: recreate it.
   if exists && ! kubectl --kubeconfig "$KUBECONFIG" get --raw /readyz >/dev/null 2>&1; then
@@ -173,5 +201,6 @@ case "${1:-}" in
   load) shift; load "$@" ;;
   e2e) e2e ;;
   status) status ;;
-  *) die "usage: $0 up|down|load|e2e|status" ;;
+  prune) prune ;;
+  *) die "usage: $0 up|down|load|e2e|status|prune" ;;
 esac
