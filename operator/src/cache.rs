@@ -9,8 +9,14 @@
 //! shared reflector passes on only the objects that are added or changed.) The cached
 //! objects carry no `managedFields` (nor kubectl's last-applied copy of a Microservice): the
 //! operator never reads them, and they are often the larger half of an object.
+//!
+//! The children are kept as their JSON ([`Compact`]) and decoded when a reconcile reads one.
+//! A typed Kubernetes object is mostly empty room: k8s-openapi's structs hold every optional
+//! field inline (a `Volume` is 3 KiB, a `Container` 2 KiB whatever they contain), so a typed
+//! Deployment costs about 16 KiB of memory and its JSON about 4 KiB.
 
 use std::fmt::Debug;
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,11 +27,12 @@ use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -85,8 +92,8 @@ impl Caches {
 /// before anything is written.
 #[derive(Clone)]
 pub struct ChildCache<K: Resource<DynamicType = ()> + Clone + 'static> {
-    /// The operator's own objects, whole.
-    pub ours: Store<K>,
+    /// The operator's own objects, whole (as their JSON).
+    pub ours: Store<Compact<K>>,
     /// Every other object of the kind: metadata only (name, namespace, owners).
     pub others: Store<PartialObjectMeta<K>>,
 }
@@ -103,10 +110,10 @@ pub enum Lookup<K> {
     Unknown,
 }
 
-impl<K: Resource<DynamicType = ()> + Clone + 'static> ChildCache<K> {
+impl<K: Resource<DynamicType = ()> + Clone + DeserializeOwned + 'static> ChildCache<K> {
     /// The operator's cached object named `name` in `namespace`.
     pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<K>> {
-        Caches::get(&self.ours, namespace, name)
+        Caches::get(&self.ours, namespace, name).and_then(|kept| kept.decode().map(Arc::new))
     }
 
     /// Where the name `name` in `namespace` stands.
@@ -177,11 +184,12 @@ impl Informers {
         let children =
             watcher::Config::default().labels(&format!("{}={MANAGER}", labels::MANAGED_BY));
         let mut tasks = Vec::new();
-        let (microservices, [parked_microservices, parked_dependencies]) = watch(
-            api(client, namespace),
-            watcher::Config::default(),
-            &mut tasks,
-        );
+        let (microservices, [parked_microservices, parked_dependencies]) =
+            watch::<_, Microservice, 2>(
+                api(client, namespace),
+                watcher::Config::default(),
+                &mut tasks,
+            );
         let others =
             watcher::Config::default().labels(&format!("{}!={MANAGER}", labels::MANAGED_BY));
         let (deployments, [parked_deployments]) =
@@ -291,13 +299,14 @@ fn watch_children<K, const N: usize>(
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
+        + Serialize
         + DeserializeOwned
         + Debug
         + Send
         + Sync
         + 'static,
 {
-    let (ours, parked) = watch(api(client, namespace), ours.clone(), tasks);
+    let (ours, parked) = watch::<K, Compact<K>, N>(api(client, namespace), ours.clone(), tasks);
     let (reader, mut writer) = reflector::store::<PartialObjectMeta<K>>();
     let kind = K::kind(&()).into_owned();
     // An Api of PartialObjectMeta asks for metadata only.
@@ -330,14 +339,16 @@ where
     )
 }
 
-/// Starts one watch of `K` into a cache, with `N` parked subscriptions.
-fn watch<K, const N: usize>(
+/// Starts one watch of `K` into a cache of `S` (what the cache keeps of each `K`), with `N`
+/// parked subscriptions.
+fn watch<K, S, const N: usize>(
     api: Api<K>,
     config: watcher::Config,
     tasks: &mut Vec<JoinHandle<()>>,
-) -> (Store<K>, [ParkedSubscription<K>; N])
+) -> (Store<S>, [ParkedSubscription<K>; N])
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    S: Kept<K>,
 {
     let (reader, writer) = reflector::store();
     let mut subscribers = Vec::with_capacity(N);
@@ -366,38 +377,147 @@ where
     (reader, parked)
 }
 
-/// Applies the events of one watch to its cache, then hands the changes to its subscribers.
-struct Dispatcher<K: Resource<DynamicType = ()> + Clone + 'static> {
-    writer: reflector::store::Writer<K>,
-    subscribers: Vec<mpsc::Sender<Arc<K>>>,
-    cache: Store<K>,
-    /// What the cache held when a (re)list began: an object missing from the new list was
-    /// deleted while the watch was down, and its subscribers hear of it as of any deletion.
-    before_relist: Vec<Arc<K>>,
+/// What a cache keeps of each object of kind `K`.
+pub trait Kept<K>: Resource<DynamicType = ()> + Clone + Send + Sync + 'static {
+    /// Applies a watch event to the cache.
+    fn apply(writer: &mut reflector::store::Writer<Self>, event: &watcher::Event<K>);
+    /// The object of a watch event, to hand to subscribers, after `apply`.
+    fn shared(cache: &Store<Self>, object: &K) -> Arc<K>;
+    /// The object again, from what the cache kept.
+    fn object(kept: Arc<Self>) -> Option<Arc<K>>;
 }
 
-impl<K: Resource<DynamicType = ()> + Clone + 'static> Dispatcher<K> {
+/// Microservices are kept whole: the controller reads them from the cache.
+impl Kept<Microservice> for Microservice {
+    fn apply(writer: &mut reflector::store::Writer<Self>, event: &watcher::Event<Self>) {
+        writer.apply_watcher_event(event);
+    }
+
+    fn shared(cache: &Store<Self>, object: &Self) -> Arc<Self> {
+        cache
+            .get(&ObjectRef::from_obj(object))
+            .unwrap_or_else(|| Arc::new(object.clone()))
+    }
+
+    fn object(kept: Arc<Self>) -> Option<Arc<Self>> {
+        Some(kept)
+    }
+}
+
+/// An object kept as its JSON, with the metadata that indexes it (name, namespace, uid,
+/// resourceVersion). [`Compact::decode`] gives the object back.
+#[derive(Clone)]
+pub struct Compact<K> {
+    metadata: ObjectMeta,
+    json: Arc<[u8]>,
+    kind: PhantomData<fn() -> K>,
+}
+
+impl<K: Resource<DynamicType = ()> + Serialize> Compact<K> {
+    /// Encodes `object`; `None` if it does not serialize (no Kubernetes object fails to).
+    pub fn encode(object: &K) -> Option<Self> {
+        let meta = object.meta();
+        Some(Self {
+            metadata: ObjectMeta {
+                name: meta.name.clone(),
+                namespace: meta.namespace.clone(),
+                uid: meta.uid.clone(),
+                resource_version: meta.resource_version.clone(),
+                ..ObjectMeta::default()
+            },
+            json: serde_json::to_vec(object).ok()?.into(),
+            kind: PhantomData,
+        })
+    }
+}
+
+impl<K: DeserializeOwned> Compact<K> {
+    /// The object.
+    pub fn decode(&self) -> Option<K> {
+        serde_json::from_slice(&self.json).ok()
+    }
+}
+
+impl<K: Resource<DynamicType = ()>> Resource for Compact<K> {
+    type DynamicType = ();
+    type Scope = K::Scope;
+
+    fn kind(dt: &()) -> std::borrow::Cow<'_, str> {
+        K::kind(dt)
+    }
+    fn group(dt: &()) -> std::borrow::Cow<'_, str> {
+        K::group(dt)
+    }
+    fn version(dt: &()) -> std::borrow::Cow<'_, str> {
+        K::version(dt)
+    }
+    fn plural(dt: &()) -> std::borrow::Cow<'_, str> {
+        K::plural(dt)
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+impl<K> Kept<K> for Compact<K>
+where
+    K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
+{
+    fn apply(writer: &mut reflector::store::Writer<Self>, event: &watcher::Event<K>) {
+        let keep = |object: &K| Compact::encode(object);
+        let kept = match event {
+            watcher::Event::Apply(object) => keep(object).map(watcher::Event::Apply),
+            watcher::Event::Delete(object) => keep(object).map(watcher::Event::Delete),
+            watcher::Event::InitApply(object) => keep(object).map(watcher::Event::InitApply),
+            watcher::Event::Init => Some(watcher::Event::Init),
+            watcher::Event::InitDone => Some(watcher::Event::InitDone),
+        };
+        if let Some(kept) = kept {
+            writer.apply_watcher_event(&kept);
+        }
+    }
+
+    fn shared(_cache: &Store<Self>, object: &K) -> Arc<K> {
+        Arc::new(object.clone())
+    }
+
+    fn object(kept: Arc<Self>) -> Option<Arc<K>> {
+        kept.decode().map(Arc::new)
+    }
+}
+
+/// Applies the events of one watch to its cache, then hands the changes to its subscribers.
+struct Dispatcher<K, S: Kept<K>> {
+    writer: reflector::store::Writer<S>,
+    subscribers: Vec<mpsc::Sender<Arc<K>>>,
+    cache: Store<S>,
+    /// What the cache held when a (re)list began: an object missing from the new list was
+    /// deleted while the watch was down, and its subscribers hear of it as of any deletion.
+    before_relist: Vec<Arc<S>>,
+}
+
+impl<K: Resource<DynamicType = ()> + Clone + 'static, S: Kept<K>> Dispatcher<K, S> {
     /// Applies `event` to the cache; then its subscribers hear of what changed.
     async fn apply(&mut self, event: &watcher::Event<K>) {
         if let watcher::Event::Init = event {
             self.before_relist = self.cache.state();
         }
-        self.writer.apply_watcher_event(event);
+        S::apply(&mut self.writer, event);
         match event {
-            watcher::Event::Apply(object) => {
-                let key = ObjectRef::from_obj(object);
-                let cached = self.cache.get(&key);
-                self.send(cached.unwrap_or_else(|| Arc::new(object.clone())))
-                    .await;
-            }
+            watcher::Event::Apply(object) => self.send(S::shared(&self.cache, object)).await,
             watcher::Event::Delete(object) => self.send(Arc::new(object.clone())).await,
             watcher::Event::InitDone => {
                 let gone: Vec<_> = std::mem::take(&mut self.before_relist)
                     .into_iter()
                     .filter(|old| self.cache.get(&ObjectRef::from_obj(old.as_ref())).is_none())
                     .collect();
-                for object in self.cache.state().into_iter().chain(gone) {
-                    self.send(object).await;
+                for kept in self.cache.state().into_iter().chain(gone) {
+                    if let Some(object) = S::object(kept) {
+                        self.send(object).await;
+                    }
                 }
             }
             watcher::Event::Init | watcher::Event::InitApply(_) => {}
@@ -600,6 +720,38 @@ mod tests {
                 uids(&["b1", "c1"]),
             ]
         );
+    }
+
+    #[test]
+    fn a_compact_object_decodes_to_the_object_and_is_indexed_like_it() {
+        let deployment: Deployment = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web", "namespace": "shop", "uid": "u1", "resourceVersion": "7",
+                         "labels": {"app": "web"},
+                         "ownerReferences": [{"apiVersion": "kea.dev/v1alpha1", "kind": "Microservice",
+                                              "name": "web", "uid": "o1", "controller": true}]},
+            "spec": {"selector": {"matchLabels": {"app": "web"}},
+                     "template": {"spec": {"containers": [{"name": "app", "image": "kea.dev/kea-service:dev"}],
+                                           "volumes": [{"name": "tmp", "emptyDir": {}}]}}},
+            "status": {"replicas": 2, "availableReplicas": 1},
+        }))
+        .expect("a Deployment");
+        let compact = Compact::encode(&deployment).expect("encodes");
+        assert_eq!(compact.decode().as_ref(), Some(&deployment));
+        assert_eq!(
+            ObjectRef::from_obj(&compact).erase(),
+            ObjectRef::from_obj(&deployment).erase()
+        );
+        let (store, mut writer) = reflector::store::<Compact<Deployment>>();
+        <Compact<Deployment> as Kept<Deployment>>::apply(
+            &mut writer,
+            &watcher::Event::Apply(deployment.clone()),
+        );
+        let cache = ChildCache {
+            ours: store,
+            others: reflector::store::<PartialObjectMeta<Deployment>>().0,
+        };
+        assert_eq!(cache.get("shop", "web").as_deref(), Some(&deployment));
+        assert!(cache.get("shop", "api").is_none());
     }
 
     #[tokio::test]

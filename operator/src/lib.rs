@@ -33,6 +33,7 @@ pub mod network;
 pub mod provision;
 pub mod rbac;
 pub mod reconcile;
+pub mod recorder;
 pub mod runtime;
 pub mod status;
 pub mod stores;

@@ -17,7 +17,7 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
@@ -33,6 +33,7 @@ use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::network;
 use crate::provision;
+use crate::recorder::EventRecorder;
 use crate::status::{self, Observed, StoreObservation, find_condition};
 use crate::validate;
 
@@ -83,7 +84,7 @@ pub struct Context {
     /// The client to the API server.
     pub client: Client,
     /// Records Kubernetes events on Microservices.
-    pub recorder: Recorder,
+    pub recorder: Arc<EventRecorder>,
     /// The controller's metrics.
     pub metrics: Metrics,
     /// The caches of Microservices and children: reconciles read them instead of the API
@@ -180,12 +181,12 @@ pub async fn run_controller_with(
         controller
     };
 
-    let reporter = Reporter {
-        controller: MANAGER.to_owned(),
-        instance: config.instance.clone(),
-    };
     let context = Arc::new(Context {
-        recorder: Recorder::new(client.clone(), reporter),
+        recorder: Arc::new(EventRecorder::new(
+            client.clone(),
+            MANAGER,
+            config.instance.as_deref(),
+        )),
         client,
         metrics,
         caches,

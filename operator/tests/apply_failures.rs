@@ -14,10 +14,13 @@ use k8s_openapi::api::admissionregistration::v1::{
     ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
 };
 use k8s_openapi::api::core::v1::{Event, Service};
+use k8s_openapi::api::events::v1::Event as EventV1;
 use kea_operator::Microservice;
 use kea_operator::api::conditions::{self, reasons};
+use kea_operator::recorder::EventRecorder;
 use kea_testkit::wait_for;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::runtime::events::{Event as RecordedEvent, EventType};
 use serde_json::json;
 
 /// "Within seconds": the first reconcile fails at once; allow for a loaded machine.
@@ -324,5 +327,77 @@ async fn a_name_someone_else_holds_is_refused_and_left_untouched() {
         .unwrap();
     wait_ready(&microservices, "taken").await;
     operator.stop().await;
+    namespace.cleanup().await.unwrap();
+}
+
+/// The events of `name`, as `events.k8s.io/v1` shows them (with their series).
+async fn series_of(events: &Api<EventV1>, name: &str) -> Vec<(String, i32)> {
+    let mut found: Vec<(String, i32)> = events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .map(|e| {
+            let count = e.series.as_ref().map_or(1, |s| s.count);
+            (e.note.unwrap_or_default(), count)
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+#[tokio::test]
+async fn a_repeated_event_is_one_event_whose_count_rises() {
+    let Some((namespace, microservices)) = setup("ms-events").await else {
+        return;
+    };
+    create(
+        &microservices,
+        "noisy",
+        json!({"image": "kea.dev/kea-service:dev"}),
+    )
+    .await;
+    let ms = microservices.get("noisy").await.unwrap();
+    let reference = kube::Resource::object_ref(&ms, &());
+    let recorder = EventRecorder::new(namespace.client(), "kea-operator", Some("test"));
+    let event = |note: &str| RecordedEvent {
+        type_: EventType::Warning,
+        reason: "NotReady".to_owned(),
+        note: Some(note.to_owned()),
+        action: "Reconcile".to_owned(),
+        secondary: None,
+    };
+    let events: Api<EventV1> = namespace.api();
+
+    for _ in 0..3 {
+        recorder.publish(&event("down"), &reference).await.unwrap();
+    }
+    recorder.publish(&event("other"), &reference).await.unwrap();
+    assert_eq!(
+        series_of(&events, "noisy").await,
+        [("down".to_owned(), 3), ("other".to_owned(), 1)],
+        "three of the same are one Event counting 3; another message is another Event"
+    );
+
+    // The Event is gone (the API server's TTL, or deleted): the next one is created anew.
+    let down = events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .find(|e| e.note.as_deref() == Some("down"))
+        .unwrap();
+    events
+        .delete(&down.metadata.name.unwrap(), &DeleteParams::default())
+        .await
+        .unwrap();
+    recorder.publish(&event("down"), &reference).await.unwrap();
+    assert_eq!(
+        series_of(&events, "noisy").await,
+        [("down".to_owned(), 1), ("other".to_owned(), 1)]
+    );
     namespace.cleanup().await.unwrap();
 }
