@@ -189,3 +189,28 @@ fn store_error(error: impl std::fmt::Display) -> StoreError {
 fn to_json(item: &Item) -> Result<String, StoreError> {
     serde_json::to_string(item).map_err(store_error)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Readiness rests on `ping`: once the writer thread is gone, every write would fail, so
+    /// `ping` must fail too, and say why.
+    #[tokio::test]
+    async fn ping_fails_once_the_writer_has_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = RedbStore::open(&dir.path().join("items.redb"))
+            .await
+            .unwrap();
+        store.ping().await.expect("a fresh store answers");
+        // A writer whose loop has ended, as after a panic of the writer thread.
+        let (stopped, queue) = group_commit::Writer::new(RedbStore::BACKEND.name);
+        drop(queue);
+        store.writer = Some(stopped);
+        let error = store
+            .ping()
+            .await
+            .expect_err("ping succeeded with no writer");
+        assert!(error.reason.contains("writer has stopped"), "{error}");
+    }
+}

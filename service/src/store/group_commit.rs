@@ -105,3 +105,70 @@ pub fn answer(batch: Vec<PendingWrite>, result: Result<Vec<Item>, StoreError>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_writer_whose_loop_ended_says_so_and_takes_no_write() {
+        let (writer, queue) = Writer::new("test");
+        writer
+            .check_running()
+            .expect("the loop's receiver is alive");
+        drop(queue);
+        let stopped = writer.check_running().expect_err("the loop is gone");
+        assert!(stopped.reason.contains("writer has stopped"), "{stopped}");
+        let write = writer.write(NewItem { name: "x".into() }).await;
+        assert!(write.is_err(), "a write was queued with no writer");
+    }
+
+    #[tokio::test]
+    async fn a_batch_takes_every_waiting_write_up_to_the_limit() {
+        let (writer, mut queue) = Writer::new("test");
+        let mut answers = Vec::new();
+        for n in 0..MAX_BATCH + 3 {
+            let writer = writer.clone();
+            answers.push(tokio::spawn(async move {
+                writer
+                    .write(NewItem {
+                        name: format!("item {n}"),
+                    })
+                    .await
+            }));
+        }
+        while queue.len() < MAX_BATCH + 3 {
+            tokio::task::yield_now().await;
+        }
+        let first = next_batch(&mut queue).await.unwrap();
+        assert_eq!(first.len(), MAX_BATCH);
+        let second = next_batch(&mut queue).await.unwrap();
+        assert_eq!(second.len(), 3);
+        let stored = |batch: &[PendingWrite], from: u64| {
+            batch
+                .iter()
+                .zip(from..)
+                .map(|(write, id)| Item {
+                    id,
+                    name: write.item.name.clone(),
+                    created_at: chrono::Utc::now(),
+                })
+                .collect::<Vec<_>>()
+        };
+        let first_items = stored(&first, 1);
+        answer(first, Ok(first_items));
+        answer(second, Err(StoreError::new("test", "disk full")));
+        let mut ok = 0;
+        let mut failed = 0;
+        for answer in answers {
+            match answer.await.unwrap() {
+                Ok(_) => ok += 1,
+                Err(error) => {
+                    assert!(error.reason.contains("disk full"), "{error}");
+                    failed += 1;
+                }
+            }
+        }
+        assert_eq!((ok, failed), (MAX_BATCH, 3));
+    }
+}

@@ -148,6 +148,10 @@ impl ItemStore for MySqlStore {
 pub struct SqliteStore {
     pool: SqlitePool,
     writer: group_commit::Writer,
+    /// The task committing the writes (it ends by itself once the store is
+    /// dropped), for tests that stop it as a panic would.
+    #[cfg(test)]
+    write_loop: tokio::task::AbortHandle,
 }
 
 impl SqliteStore {
@@ -194,8 +198,15 @@ impl SqliteStore {
             .await
             .map_err(|e| StoreError::new(Self::BACKEND.name, e))?;
         let (writer, queue) = group_commit::Writer::new(Self::BACKEND.name);
-        tokio::spawn(Self::write_loop(connection, queue));
-        Ok(Self { pool, writer })
+        let write_loop = tokio::spawn(Self::write_loop(connection, queue));
+        #[cfg(not(test))]
+        drop(write_loop);
+        Ok(Self {
+            pool,
+            writer,
+            #[cfg(test)]
+            write_loop: write_loop.abort_handle(),
+        })
     }
 
     /// Commits the waiting writes in groups until the store is dropped.
@@ -284,5 +295,35 @@ fn item_from_row((id, name, created_at_ms): (u64, String, i64)) -> Item {
         id,
         name,
         created_at: from_millis(created_at_ms),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A pod whose own store can no longer write must leave the Service: when the writer
+    /// task is gone (it panicked, say), `ping` (what readiness asks) fails and says why.
+    #[tokio::test]
+    async fn ping_fails_once_the_writer_has_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("items.sqlite"))
+            .await
+            .unwrap();
+        store.ping().await.expect("a fresh store answers");
+        store.write_loop.abort();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        let error = loop {
+            match store.ping().await {
+                Err(error) => break error,
+                Ok(()) if tokio::time::Instant::now() < deadline => tokio::task::yield_now().await,
+                Ok(()) => panic!("ping still succeeds 5 s after the writer stopped"),
+            }
+        };
+        assert!(error.reason.contains("writer has stopped"), "{error}");
+        let write = store.create(NewItem { name: "x".into() }).await;
+        assert!(write.is_err(), "a write was accepted with no writer");
     }
 }
