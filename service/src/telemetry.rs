@@ -1,13 +1,11 @@
 //! Logs and Prometheus metrics.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request};
 use axum::http::Method;
-use axum::middleware::Next;
-use axum::response::Response;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -142,31 +140,48 @@ fn method_label(method: &Method) -> &'static str {
     }
 }
 
-/// Middleware that counts and times every request. The route label is the
-/// matched route template (`/status/{code}`), never the raw path, so clients
-/// cannot blow up the number of series.
-pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
-    let start = Instant::now();
-    let method = method_label(request.method());
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .and_then(|matched| {
-            paths::ALL
-                .into_iter()
-                .find(|path| *path == matched.as_str())
-        })
-        .unwrap_or("unmatched");
-    let in_flight = InFlight::enter(&metrics.in_flight);
-    let response = next.run(request).await;
-    drop(in_flight);
-    metrics.observe(
-        method,
-        route,
-        response.status().as_u16(),
-        start.elapsed().as_secs_f64(),
-    );
-    response
+/// A request being counted: in the in-flight gauge until [`Tracked::finish`] (or until
+/// dropped, when the client goes away half-way), then in the request counter and the
+/// latency histogram of its route.
+pub struct Tracked<'a> {
+    metrics: &'a Metrics,
+    start: Instant,
+    method: &'static str,
+    route: &'static str,
+    _in_flight: InFlight<'a>,
+}
+
+impl Metrics {
+    /// Starts counting `request`. The route label is the matched route template
+    /// (`/status/{code}`), never the raw path, so clients cannot blow up the number of
+    /// series; `unmatched` for none.
+    pub fn track(&self, request: &Request) -> Tracked<'_> {
+        let route = request
+            .extensions()
+            .get::<MatchedPath>()
+            .and_then(|matched| {
+                paths::ALL
+                    .into_iter()
+                    .find(|path| *path == matched.as_str())
+            })
+            .unwrap_or("unmatched");
+        Tracked {
+            metrics: self,
+            start: Instant::now(),
+            method: method_label(request.method()),
+            route,
+            _in_flight: InFlight::enter(&self.in_flight),
+        }
+    }
+}
+
+impl Tracked<'_> {
+    /// Counts the answer.
+    pub fn finish(self, status: u16) {
+        let seconds = self.start.elapsed().as_secs_f64();
+        self.metrics
+            .observe(self.method, self.route, status, seconds);
+    }
 }
 
 /// One request counted in the in-flight gauge until dropped, also when the client goes

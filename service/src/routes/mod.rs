@@ -28,7 +28,7 @@ use crate::config::{MAX_BODY_BYTES, MAX_URI_BYTES};
 use crate::dependencies::Dependencies;
 use crate::error::ApiError;
 use crate::store::Stores;
-use crate::telemetry::{self, Metrics};
+use crate::telemetry::Metrics;
 
 /// Switches that readiness reads.
 #[derive(Debug, Default)]
@@ -194,8 +194,10 @@ pub mod paths {
 
 /// Builds the router with every route and protective layer.
 pub fn router(state: AppState, limits: Limits) -> Router {
-    let metrics = Arc::clone(&state.metrics);
-    let flags = Arc::clone(&state.flags);
+    let edge = Edge {
+        metrics: Arc::clone(&state.metrics),
+        flags: Arc::clone(&state.flags),
+    };
     let request_timeout = limits.request_timeout;
     Router::new()
         .route(paths::ROOT, get(seed::hello))
@@ -226,9 +228,7 @@ pub fn router(state: AppState, limits: Limits) -> Router {
                 .layer(CatchPanicLayer::custom(|_| {
                     ApiError::Internal("the request handler failed".into()).into_response()
                 }))
-                .layer(middleware::from_fn_with_state(flags, close_while_draining))
-                .layer(middleware::from_fn_with_state(metrics, telemetry::track))
-                .layer(middleware::from_fn(limit_uri))
+                .layer(middleware::from_fn_with_state(edge, edge_of_every_request))
                 .layer(HandleErrorLayer::new(move |error: BoxError| async move {
                     overload_or_timeout(&error, request_timeout)
                 }))
@@ -252,36 +252,41 @@ fn overload_or_timeout(error: &BoxError, timeout: Duration) -> Response {
     }
 }
 
-/// Once draining, every answer carries `Connection: close`, so clients with
-/// keep-alive connections reconnect, through the Service, to another pod.
-async fn close_while_draining(
-    State(flags): State<Arc<Flags>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let mut response = next.run(request).await;
-    if flags.draining.load(Ordering::Relaxed) {
+/// What the middleware in front of every route needs.
+#[derive(Clone)]
+struct Edge {
+    metrics: Arc<Metrics>,
+    flags: Arc<Flags>,
+}
+
+/// In front of every route, in one middleware (each layer of its own costs an
+/// allocation and a clone of the route per request):
+/// - counts and times the request ([`Metrics::track`]), whatever answers it;
+/// - answers 414 to a request target over [`MAX_URI_BYTES`], before any route parses it;
+/// - once draining, adds `Connection: close` to every answer, so clients with keep-alive
+///   connections reconnect, through the Service, to another pod.
+async fn edge_of_every_request(State(edge): State<Edge>, request: Request, next: Next) -> Response {
+    let tracked = edge.metrics.track(&request);
+    let length = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |target| target.as_str().len());
+    let mut response = if length > MAX_URI_BYTES {
+        ApiError::UriTooLong {
+            length,
+            limit: MAX_URI_BYTES,
+        }
+        .into_response()
+    } else {
+        next.run(request).await
+    };
+    tracked.finish(response.status().as_u16());
+    if edge.flags.draining.load(Ordering::Relaxed) {
         response
             .headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     response
-}
-
-/// Answers 414 to a request target over [`MAX_URI_BYTES`], before any route parses it.
-async fn limit_uri(request: Request, next: Next) -> Response {
-    let length = request
-        .uri()
-        .path_and_query()
-        .map_or(0, |target| target.as_str().len());
-    if length > MAX_URI_BYTES {
-        return ApiError::UriTooLong {
-            length,
-            limit: MAX_URI_BYTES,
-        }
-        .into_response();
-    }
-    next.run(request).await
 }
 
 async fn not_found(uri: Uri) -> ApiError {
