@@ -263,10 +263,10 @@ if ! kubectl get --raw /readyz >/dev/null 2>&1; then
   eval "$("$HACK_DIR/control-plane.sh" env)"
 fi
 
-log "building kea-operator (release)"
-cargo build -q --release -p kea-cli
+log "building kea-operator (profile release-small, as its image)"
+cargo build -q --profile release-small -p kea-cli
 TARGET_DIR=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-OPERATOR="$TARGET_DIR/release/kea-operator"
+OPERATOR="$TARGET_DIR/release-small/kea-operator"
 
 log "installing the CRD"
 "$OPERATOR" crd | kubectl apply --server-side --force-conflicts -f - >/dev/null

@@ -44,8 +44,9 @@ build_local_base() {
   rm -rf "$root"
 }
 
-log "compiling kea-service and kea-operator (release)"
-(cd "$REPO_ROOT" && cargo build -q --release -p kea-service -p kea-cli --bins)
+log "compiling kea-service (release) and kea-operator (release-small: built for size)"
+(cd "$REPO_ROOT" && cargo build -q --release -p kea-service --bins &&
+  cargo build -q --profile release-small -p kea-cli --bins)
 TARGET_DIR=$(cd "$REPO_ROOT" && cargo metadata --format-version 1 --no-deps \
   | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 
@@ -54,8 +55,9 @@ CONTEXT=$(mktemp -d)
 trap 'rm -rf "$CONTEXT"' EXIT
 mkdir -p "$CONTEXT/bin"
 cp "$REPO_ROOT/images/Dockerfile" "$CONTEXT/"
-for binary in kea-service kea-operator; do
-  cp "$TARGET_DIR/release/$binary" "$CONTEXT/bin/"
+for binary in kea-service:release kea-operator:release-small; do
+  profile=${binary#*:} binary=${binary%:*}
+  cp "$TARGET_DIR/$profile/$binary" "$CONTEXT/bin/"
   docker build -q --build-arg BASE_IMAGE="$BASE_IMAGE" --build-arg BINARY="$binary" \
     -t "kea.dev/$binary:$TAG" "$CONTEXT" >/dev/null
   size=$(docker image inspect "kea.dev/$binary:$TAG" --format '{{.Size}}')

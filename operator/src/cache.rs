@@ -404,12 +404,14 @@ impl Kept<Microservice> for Microservice {
     }
 }
 
-/// An object kept as its JSON, with the metadata that indexes it (name, namespace, uid,
-/// resourceVersion). [`Compact::decode`] gives the object back.
+/// An object kept as its JSON, LZ4-compressed (a Deployment's 3-4 KiB of JSON, much of it
+/// repeated keys, shrinks to about a third; compressing or decompressing it takes
+/// microseconds), with the metadata that indexes it (name, namespace, uid, resourceVersion).
+/// [`Compact::decode`] gives the object back.
 #[derive(Clone)]
 pub struct Compact<K> {
     metadata: ObjectMeta,
-    json: Arc<[u8]>,
+    compressed_json: Arc<[u8]>,
     kind: PhantomData<fn() -> K>,
 }
 
@@ -425,7 +427,8 @@ impl<K: Resource<DynamicType = ()> + Serialize> Compact<K> {
                 resource_version: meta.resource_version.clone(),
                 ..ObjectMeta::default()
             },
-            json: serde_json::to_vec(object).ok()?.into(),
+            compressed_json: lz4_flex::compress_prepend_size(&serde_json::to_vec(object).ok()?)
+                .into(),
             kind: PhantomData,
         })
     }
@@ -434,7 +437,8 @@ impl<K: Resource<DynamicType = ()> + Serialize> Compact<K> {
 impl<K: DeserializeOwned> Compact<K> {
     /// The object.
     pub fn decode(&self) -> Option<K> {
-        serde_json::from_slice(&self.json).ok()
+        let json = lz4_flex::decompress_size_prepended(&self.compressed_json).ok()?;
+        serde_json::from_slice(&json).ok()
     }
 }
 
