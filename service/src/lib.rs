@@ -19,12 +19,11 @@ pub mod telemetry;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use axum::Router;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
 use crate::dependencies::{Dependencies, DependencyTarget, targets_from_env};
-use crate::routes::{AppState, Flags, Limits};
+use crate::routes::{App, AppState, Flags, Limits, ServiceState};
 use crate::store::{StoreError, Stores};
 
 /// Why the service could not start or stopped with an error.
@@ -45,7 +44,7 @@ pub enum StartupError {
 
 /// Builds the application: stores opened, dependencies read from the
 /// environment. Returns the router and the state shared with it.
-pub async fn build(config: &Config) -> Result<(Router, AppState), StartupError> {
+pub async fn build(config: &Config) -> Result<(App, AppState), StartupError> {
     build_with_dependencies(config, targets_from_env(std::env::vars())).await
 }
 
@@ -53,9 +52,9 @@ pub async fn build(config: &Config) -> Result<(Router, AppState), StartupError> 
 pub async fn build_with_dependencies(
     config: &Config,
     targets: Vec<DependencyTarget>,
-) -> Result<(Router, AppState), StartupError> {
+) -> Result<(App, AppState), StartupError> {
     let stores = Stores::open(config).await?;
-    let state = AppState {
+    let state = Arc::new(ServiceState {
         stores,
         dependencies: Arc::new(Dependencies::new(
             targets,
@@ -64,7 +63,7 @@ pub async fn build_with_dependencies(
         )),
         metrics: Arc::default(),
         flags: Arc::new(Flags::default()),
-    };
+    });
     state.flags.enabled.store(true, Ordering::Relaxed);
     let limits = Limits {
         request_timeout: config.request_timeout,
@@ -100,7 +99,14 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
         max_connections = options.max_connections,
         "kea-service listening"
     );
-    server::serve(listener, app, options, state.flags, termination_signal()).await;
+    server::serve(
+        listener,
+        app,
+        options,
+        Arc::clone(&state.flags),
+        termination_signal(),
+    )
+    .await;
     Ok(())
 }
 

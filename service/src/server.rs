@@ -25,7 +25,6 @@ use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
@@ -33,7 +32,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 
-use crate::routes::Flags;
+use crate::routes::{App, Flags};
 use crate::telemetry::LogThrottle;
 
 /// Largest read buffer of one connection: a request head must fit in it, and
@@ -65,7 +64,7 @@ static REJECTED: LogThrottle = LogThrottle::new(Duration::from_secs(5));
 /// module documentation describes. `flags.draining` is set on the signal.
 pub async fn serve(
     listener: TcpListener,
-    app: Router,
+    app: App,
     options: ServerOptions,
     flags: Arc<crate::routes::Flags>,
     signal: impl Future<Output = ()>,
@@ -107,7 +106,7 @@ pub async fn serve(
 #[allow(clippy::too_many_arguments)] // The loop's whole context, passed once.
 async fn accept_until(
     listener: &TcpListener,
-    app: &Router,
+    app: &App,
     builder: &http1::Builder,
     permits: &Arc<Semaphore>,
     closing: &watch::Receiver<bool>,
@@ -166,7 +165,7 @@ fn reject(stream: &TcpStream, limit: usize) {
 
 async fn serve_connection(
     stream: TcpStream,
-    app: Router,
+    app: App,
     builder: http1::Builder,
     mut closing: watch::Receiver<bool>,
 ) {

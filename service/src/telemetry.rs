@@ -4,7 +4,6 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use axum::extract::{MatchedPath, Request};
 use axum::http::Method;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -15,7 +14,6 @@ use prometheus_client::registry::Registry;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
-use crate::routes::paths;
 
 /// Sets up the global logger; `RUST_LOG` overrides the default `info` level.
 pub fn init_logging(format: LogFormat) {
@@ -152,24 +150,15 @@ pub struct Tracked<'a> {
 }
 
 impl Metrics {
-    /// Starts counting `request`. The route label is the matched route template
-    /// (`/status/{code}`), never the raw path, so clients cannot blow up the number of
-    /// series; `unmatched` for none.
-    pub fn track(&self, request: &Request) -> Tracked<'_> {
-        let route = request
-            .extensions()
-            .get::<MatchedPath>()
-            .and_then(|matched| {
-                paths::ALL
-                    .into_iter()
-                    .find(|path| *path == matched.as_str())
-            })
-            .unwrap_or("unmatched");
+    /// Starts counting a request. The route label is the route template it
+    /// matched (`/status/{code}`, see [`crate::routes::paths::template_of`]), never
+    /// the raw path, so clients cannot blow up the number of series; `unmatched` for none.
+    pub fn track(&self, method: &Method, route: Option<&'static str>) -> Tracked<'_> {
         Tracked {
             metrics: self,
             start: Instant::now(),
-            method: method_label(request.method()),
-            route,
+            method: method_label(method),
+            route: route.unwrap_or("unmatched"),
             _in_flight: InFlight::enter(&self.in_flight),
         }
     }

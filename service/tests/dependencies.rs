@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 /// Serves a kea-service with embedded stores on an ephemeral loopback port.
 async fn serve_kea_on(listener: TcpListener) -> tempfile::TempDir {
     let (app, dir) = embedded_app().await;
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    tokio::spawn(async move { axum::serve(listener, tower::make::Shared::new(app)).await });
     dir
 }
 

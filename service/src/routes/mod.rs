@@ -1,30 +1,24 @@
-//! The HTTP surface: every route, the shared state, and the layers that
-//! protect the service (limits, timeout, load shedding, metrics).
+//! The HTTP surface: every route, the shared state, and the edge in front of
+//! them that protects the service (limits, timeout, load shedding, metrics).
 
 pub mod data;
+mod edge;
 pub mod faults;
 pub mod ops;
 pub mod seed;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use axum::error_handling::HandleErrorLayer;
+use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::extract::Request;
-use axum::extract::State;
-use axum::http::{HeaderValue, Uri, header};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::http::Uri;
 use axum::routing::{get, post};
-use axum::{BoxError, Router, middleware};
-use tower::ServiceBuilder;
-use tower::limit::GlobalConcurrencyLimitLayer;
-use tower_http::catch_panic::CatchPanicLayer;
 use utoipa::OpenApi;
 
-use crate::config::{MAX_BODY_BYTES, MAX_URI_BYTES};
+pub use self::edge::App;
+use crate::config::MAX_BODY_BYTES;
 use crate::dependencies::Dependencies;
 use crate::error::ApiError;
 use crate::store::Stores;
@@ -39,9 +33,12 @@ pub struct Flags {
     pub draining: AtomicBool,
 }
 
-/// What every handler can reach.
-#[derive(Clone)]
-pub struct AppState {
+/// What every handler can reach, behind one reference count: axum clones
+/// the state for every request.
+pub type AppState = Arc<ServiceState>;
+
+/// The parts of [`AppState`].
+pub struct ServiceState {
     /// The two data stores.
     pub stores: Stores,
     /// The services this one calls.
@@ -190,25 +187,46 @@ pub mod paths {
         STATUS,
         DELAY,
     ];
+
+    /// The template of [`ALL`] that `path` matches (a `{parameter}` matches
+    /// one non-empty segment), as the router matches it.
+    pub fn template_of(path: &str) -> Option<&'static str> {
+        ALL.into_iter().find(|template| matches(template, path))
+    }
+
+    fn matches(template: &str, path: &str) -> bool {
+        if !template.contains('{') {
+            return template == path;
+        }
+        let mut segments = path.split('/');
+        template.split('/').all(|expected| {
+            segments.next().is_some_and(|segment| {
+                segment == expected || (expected.starts_with('{') && !segment.is_empty())
+            })
+        }) && segments.next().is_none()
+    }
 }
 
-/// Builds the router with every route and protective layer.
-pub fn router(state: AppState, limits: Limits) -> Router {
-    let edge = Edge {
-        metrics: Arc::clone(&state.metrics),
-        flags: Arc::clone(&state.flags),
-    };
-    let request_timeout = limits.request_timeout;
-    Router::new()
+/// Builds the application: every route, behind the edge ([`App`]).
+pub fn router(state: AppState, limits: Limits) -> App {
+    let metrics = Arc::clone(&state.metrics);
+    let flags = Arc::clone(&state.flags);
+    // Only the routes that read a body need its limit.
+    let body_limit = || DefaultBodyLimit::max(MAX_BODY_BYTES);
+    let router = Router::new()
         .route(paths::ROOT, get(seed::hello))
         .route(paths::OSCHECK, get(seed::oscheck))
         .route(
             paths::MYSQLDATA,
-            get(data::list_relational).post(data::create_relational),
+            get(data::list_relational)
+                .post(data::create_relational)
+                .layer(body_limit()),
         )
         .route(
             paths::NOSQLDATA,
-            get(data::list_nosql).post(data::create_nosql),
+            get(data::list_nosql)
+                .post(data::create_nosql)
+                .layer(body_limit()),
         )
         .route(paths::HEALTHZ, get(ops::healthz))
         .route(paths::READYZ, get(ops::readyz))
@@ -222,71 +240,8 @@ pub fn router(state: AppState, limits: Limits) -> Router {
         .route(paths::DELAY, get(faults::delay))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(state)
-        .layer(
-            ServiceBuilder::new()
-                .layer(CatchPanicLayer::custom(|_| {
-                    ApiError::Internal("the request handler failed".into()).into_response()
-                }))
-                .layer(middleware::from_fn_with_state(edge, edge_of_every_request))
-                .layer(HandleErrorLayer::new(move |error: BoxError| async move {
-                    overload_or_timeout(&error, request_timeout)
-                }))
-                .load_shed()
-                // One semaphore for the whole service: `Router::layer` gives
-                // each route its own copy of a layer, so a plain
-                // `concurrency_limit` would limit each route separately.
-                .layer(GlobalConcurrencyLimitLayer::new(limits.max_concurrency))
-                .timeout(limits.request_timeout)
-                .layer(DefaultBodyLimit::max(MAX_BODY_BYTES)),
-        )
-}
-
-fn overload_or_timeout(error: &BoxError, timeout: Duration) -> Response {
-    if error.is::<tower::timeout::error::Elapsed>() {
-        ApiError::Timeout(timeout).into_response()
-    } else if error.is::<tower::load_shed::error::Overloaded>() {
-        ApiError::Overloaded.into_response()
-    } else {
-        ApiError::Internal(error.to_string()).into_response()
-    }
-}
-
-/// What the middleware in front of every route needs.
-#[derive(Clone)]
-struct Edge {
-    metrics: Arc<Metrics>,
-    flags: Arc<Flags>,
-}
-
-/// In front of every route, in one middleware (each layer of its own costs an
-/// allocation and a clone of the route per request):
-/// - counts and times the request ([`Metrics::track`]), whatever answers it;
-/// - answers 414 to a request target over [`MAX_URI_BYTES`], before any route parses it;
-/// - once draining, adds `Connection: close` to every answer, so clients with keep-alive
-///   connections reconnect, through the Service, to another pod.
-async fn edge_of_every_request(State(edge): State<Edge>, request: Request, next: Next) -> Response {
-    let tracked = edge.metrics.track(&request);
-    let length = request
-        .uri()
-        .path_and_query()
-        .map_or(0, |target| target.as_str().len());
-    let mut response = if length > MAX_URI_BYTES {
-        ApiError::UriTooLong {
-            length,
-            limit: MAX_URI_BYTES,
-        }
-        .into_response()
-    } else {
-        next.run(request).await
-    };
-    tracked.finish(response.status().as_u16());
-    if edge.flags.draining.load(Ordering::Relaxed) {
-        response
-            .headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    }
-    response
+        .with_state(state);
+    App::new(router, metrics, flags, limits)
 }
 
 async fn not_found(uri: Uri) -> ApiError {

@@ -2,11 +2,11 @@
 #![allow(dead_code)]
 #![allow(clippy::unwrap_used)] // Tests fail loudly on the unexpected.
 
-use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use kea_service::config::Config;
+use kea_service::routes::App;
 use tower::ServiceExt;
 
 /// The response of one request: status, content type and body text.
@@ -37,7 +37,7 @@ impl Answer {
 }
 
 /// Sends one request through the router, with no network.
-pub async fn send(app: &Router, request: Request<Body>) -> Answer {
+pub async fn send(app: &App, request: Request<Body>) -> Answer {
     let response = app
         .clone()
         .oneshot(request)
@@ -63,11 +63,11 @@ pub async fn send(app: &Router, request: Request<Body>) -> Answer {
     }
 }
 
-pub async fn get(app: &Router, uri: &str) -> Answer {
+pub async fn get(app: &App, uri: &str) -> Answer {
     send(app, Request::get(uri).body(Body::empty()).unwrap()).await
 }
 
-pub async fn post_json(app: &Router, uri: &str, body: &str) -> Answer {
+pub async fn post_json(app: &App, uri: &str, body: &str) -> Answer {
     let request = Request::post(uri)
         .header("content-type", "application/json")
         .body(Body::from(body.to_owned()))
@@ -76,7 +76,7 @@ pub async fn post_json(app: &Router, uri: &str, body: &str) -> Answer {
 }
 
 /// The service with embedded stores in a fresh temporary directory.
-pub async fn embedded_app() -> (Router, tempfile::TempDir) {
+pub async fn embedded_app() -> (App, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let (app, _) = kea_service::build_with_dependencies(&Config::with_data_dir(dir.path()), vec![])
         .await
