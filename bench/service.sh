@@ -176,5 +176,7 @@ print()
 print(f"GET /: kea-service / flask+gunicorn: {rps(kea) / rps(flask):.1f}x")
 print(f"GET /: kea-service / ceiling:        {statistics.median(per_round):.0f}% median of the rounds "
       f"({min(per_round):.0f}-{max(per_round):.0f}%; target >= 95%, p99 < 2 ms)")
+print(f"  each round: {', '.join(f'{r:.0f}%' for r in per_round)}; "
+      f"ratio of the medians above: {100 * rps(kea) / rps(ceiling):.0f}%")
 print("peak RSS is the high-water mark of the process over every row it served so far")
 PY
