@@ -14,6 +14,7 @@ use prometheus_client::registry::Registry;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
+use crate::routes::paths;
 
 /// Sets up the global logger; `RUST_LOG` overrides the default `info` level.
 pub fn init_logging(format: LogFormat) {
@@ -52,6 +53,21 @@ pub struct Metrics {
     latency: Family<RouteLabels, Histogram>,
     in_flight: Gauge,
     store_up: Family<StoreLabels, Gauge>,
+    /// By route ([`paths::ALL`], then unmatched) and method ([`METHODS`]).
+    series: [[OnceLock<RouteSeries>; METHODS.len()]; paths::ALL.len() + 1],
+}
+
+/// The method labels; methods the service does not serve are lumped together as `OTHER`.
+const METHODS: [&str; 8] = [
+    "GET", "POST", "HEAD", "PUT", "DELETE", "PATCH", "OPTIONS", "OTHER",
+];
+
+/// The series of one route and method, resolved on its first request, so that counting
+/// the next ones takes no hash and no lock on the families: its latency histogram and the
+/// request counters of the first statuses it answered (any further status is looked up).
+struct RouteSeries {
+    latency: Histogram,
+    statuses: [OnceLock<(u16, Counter)>; 4],
 }
 
 impl Default for Metrics {
@@ -90,6 +106,7 @@ impl Default for Metrics {
             latency,
             in_flight,
             store_up,
+            series: std::array::from_fn(|_| std::array::from_fn(|_| OnceLock::new())),
         }
     }
 }
@@ -109,32 +126,19 @@ impl Metrics {
             .get_or_create(&StoreLabels { store, backend })
             .set(i64::from(up));
     }
-
-    fn observe(&self, method: &'static str, route: &'static str, status: u16, seconds: f64) {
-        self.requests
-            .get_or_create(&RequestLabels {
-                method,
-                route,
-                status,
-            })
-            .inc();
-        self.latency
-            .get_or_create(&RouteLabels { method, route })
-            .observe(seconds);
-    }
 }
 
-/// The method as a label; methods the service does not serve are lumped together.
-fn method_label(method: &Method) -> &'static str {
+/// The index in [`METHODS`] of a request's method.
+fn method_index(method: &Method) -> usize {
     match *method {
-        Method::GET => "GET",
-        Method::POST => "POST",
-        Method::HEAD => "HEAD",
-        Method::PUT => "PUT",
-        Method::DELETE => "DELETE",
-        Method::PATCH => "PATCH",
-        Method::OPTIONS => "OPTIONS",
-        _ => "OTHER",
+        Method::GET => 0,
+        Method::POST => 1,
+        Method::HEAD => 2,
+        Method::PUT => 3,
+        Method::DELETE => 4,
+        Method::PATCH => 5,
+        Method::OPTIONS => 6,
+        _ => 7,
     }
 }
 
@@ -143,22 +147,33 @@ fn method_label(method: &Method) -> &'static str {
 /// latency histogram of its route.
 pub struct Tracked<'a> {
     metrics: &'a Metrics,
+    series: &'a RouteSeries,
+    labels: RouteLabels,
     start: Instant,
-    method: &'static str,
-    route: &'static str,
     _in_flight: InFlight<'a>,
 }
 
 impl Metrics {
-    /// Starts counting a request. The route label is the route template it
-    /// matched (`/status/{code}`, see [`crate::routes::paths::template_of`]), never
-    /// the raw path, so clients cannot blow up the number of series; `unmatched` for none.
-    pub fn track(&self, method: &Method, route: Option<&'static str>) -> Tracked<'_> {
+    /// Starts counting a request to the route at `route` in [`paths::ALL`] (`None`: it
+    /// matched none). The route label is the template (`/status/{code}`), never the raw
+    /// path, so clients cannot blow up the number of series; `unmatched` for none.
+    pub fn track(&self, method: &Method, route: Option<usize>) -> Tracked<'_> {
+        let route = route.filter(|index| *index < paths::ALL.len());
+        let method = method_index(method);
+        let labels = RouteLabels {
+            method: METHODS[method],
+            route: route.map_or("unmatched", |index| paths::ALL[index]),
+        };
+        let series =
+            self.series[route.unwrap_or(paths::ALL.len())][method].get_or_init(|| RouteSeries {
+                latency: self.latency.get_or_create(&labels).clone(),
+                statuses: Default::default(),
+            });
         Tracked {
             metrics: self,
+            series,
+            labels,
             start: Instant::now(),
-            method: method_label(method),
-            route: route.unwrap_or("unmatched"),
             _in_flight: InFlight::enter(&self.in_flight),
         }
     }
@@ -167,9 +182,25 @@ impl Metrics {
 impl Tracked<'_> {
     /// Counts the answer.
     pub fn finish(self, status: u16) {
-        let seconds = self.start.elapsed().as_secs_f64();
-        self.metrics
-            .observe(self.method, self.route, status, seconds);
+        self.series
+            .latency
+            .observe(self.start.elapsed().as_secs_f64());
+        let resolve = || {
+            let labels = RequestLabels {
+                method: self.labels.method,
+                route: self.labels.route,
+                status,
+            };
+            self.metrics.requests.get_or_create(&labels).clone()
+        };
+        for slot in &self.series.statuses {
+            let (seen, counter) = slot.get_or_init(|| (status, resolve()));
+            if *seen == status {
+                counter.inc();
+                return;
+            }
+        }
+        resolve().inc();
     }
 }
 
@@ -237,4 +268,46 @@ impl LogThrottle {
 fn process_start() -> Instant {
     static START: OnceLock<Instant> = OnceLock::new();
     *START.get_or_init(Instant::now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_status_of_a_route_is_counted_under_its_template() {
+        let metrics = Metrics::default();
+        let status_route = paths::ALL.iter().position(|path| *path == paths::STATUS);
+        // More distinct statuses than a route keeps resolved, each a different number of times.
+        for (times, status) in [200_u16, 404, 418, 500, 503, 599].into_iter().enumerate() {
+            for _ in 0..=times {
+                metrics.track(&Method::GET, status_route).finish(status);
+            }
+        }
+        metrics.track(&Method::POST, None).finish(405);
+        metrics
+            .track(&Method::from_bytes(b"BREW").unwrap_or_default(), None)
+            .finish(405);
+        let text = metrics.render();
+        for (times, status) in [200_u16, 404, 418, 500, 503, 599].into_iter().enumerate() {
+            let line = format!(
+                r#"kea_service_http_requests_total{{method="GET",route="/status/{{code}}",status="{status}"}} {}"#,
+                times + 1
+            );
+            assert!(text.contains(&line), "{line} not in\n{text}");
+        }
+        assert!(text.contains(r#"kea_service_http_request_duration_seconds_count{method="GET",route="/status/{code}"} 21"#), "{text}");
+        assert!(
+            text.contains(r#"{method="POST",route="unmatched",status="405"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"{method="OTHER",route="unmatched",status="405"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains("kea_service_http_requests_in_flight 0"),
+            "{text}"
+        );
+    }
 }

@@ -94,7 +94,7 @@ where
 
 impl Edge {
     async fn answer(&self, router: Router, request: Request) -> Response {
-        let route = paths::template_of(request.uri().path());
+        let route = paths::index_of(request.uri().path());
         let tracked = self.metrics.track(request.method(), route);
         let mut response = self.admit_and_route(router, request).await;
         tracked.finish(response.status().as_u16());
@@ -232,7 +232,11 @@ mod tests {
             ("", None),
         ];
         for (path, template) in cases {
-            assert_eq!(paths::template_of(path), template, "{path}");
+            assert_eq!(
+                paths::index_of(path).map(|index| paths::ALL[index]),
+                template,
+                "{path}"
+            );
         }
     }
 }

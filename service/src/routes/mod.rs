@@ -188,10 +188,10 @@ pub mod paths {
         DELAY,
     ];
 
-    /// The template of [`ALL`] that `path` matches (a `{parameter}` matches
-    /// one non-empty segment), as the router matches it.
-    pub fn template_of(path: &str) -> Option<&'static str> {
-        ALL.into_iter().find(|template| matches(template, path))
+    /// Where in [`ALL`] the template that `path` matches is (a `{parameter}`
+    /// matches one non-empty segment), as the router matches it.
+    pub fn index_of(path: &str) -> Option<usize> {
+        ALL.iter().position(|template| matches(template, path))
     }
 
     fn matches(template: &str, path: &str) -> bool {
