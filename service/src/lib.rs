@@ -43,7 +43,7 @@ pub enum StartupError {
 }
 
 /// Builds the application: stores opened, dependencies read from the
-/// environment. Returns the router and the state shared with it.
+/// environment. Returns the application (routes behind the edge) and the state shared with it.
 pub async fn build(config: &Config) -> Result<(App, AppState), StartupError> {
     build_with_dependencies(config, targets_from_env(std::env::vars())).await
 }
@@ -69,7 +69,7 @@ pub async fn build_with_dependencies(
         request_timeout: config.request_timeout,
         max_concurrency: config.max_concurrency,
     };
-    Ok((routes::router(state.clone(), limits), state))
+    Ok((routes::app(state.clone(), limits), state))
 }
 
 /// Serves until SIGTERM or Ctrl-C, then shuts down gracefully (see [`server`]):

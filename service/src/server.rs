@@ -66,7 +66,7 @@ pub async fn serve(
     listener: TcpListener,
     app: App,
     options: ServerOptions,
-    flags: Arc<crate::routes::Flags>,
+    flags: Arc<Flags>,
     signal: impl Future<Output = ()>,
 ) {
     let max_connections = u32::try_from(options.max_connections.max(1)).unwrap_or(u32::MAX);

@@ -208,7 +208,7 @@ pub mod paths {
 }
 
 /// Builds the application: every route, behind the edge ([`App`]).
-pub fn router(state: AppState, limits: Limits) -> App {
+pub fn app(state: AppState, limits: Limits) -> App {
     let metrics = Arc::clone(&state.metrics);
     let flags = Arc::clone(&state.flags);
     // Only the routes that read a body need its limit.
