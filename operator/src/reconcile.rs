@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::fmt::Debug;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -58,6 +58,10 @@ pub struct ControllerConfig {
     /// Next reconcile of a Microservice whose stores are not ready: claims, store pods and
     /// their events are not watched, and a volume that cannot bind must show within seconds.
     pub requeue_stores_pending: Duration,
+    /// How long a status change that only reports the progress of a rollout (pod counts
+    /// while pods come up) may wait before it is written: a rollout's steps then share
+    /// writes, and its end (Ready, or a failure) is written at once and carries them.
+    pub progress_delay: Duration,
     /// Name of this process in the events it records (the pod name in a cluster).
     pub instance: Option<String>,
     /// What shapes the children: store images, NetworkPolicies on or off.
@@ -73,6 +77,9 @@ impl Default for ControllerConfig {
             requeue_ready: Duration::from_secs(300),
             requeue_not_ready: Duration::from_secs(30),
             requeue_stores_pending: Duration::from_secs(5),
+            // A new pod is ready some moments before it counts as available
+            // (MIN_READY_SECONDS): long enough for that step to be written with Ready.
+            progress_delay: Duration::from_secs(5),
             instance: None,
             settings: Settings::default(),
         }
@@ -94,7 +101,35 @@ pub struct Context {
     pub config: ControllerConfig,
     /// Consecutive failures per Microservice, for the exponential backoff.
     failures: Mutex<HashMap<ObjectRef<Microservice>, u32>>,
+    /// Per Microservice, when rollout progress not yet written was first seen.
+    progress_held: Mutex<HashMap<ObjectRef<Microservice>, Instant>>,
 }
+
+impl Context {
+    /// How much longer the progress of `object`'s rollout, seen now, may wait to be written
+    /// (None: write it now). Entries left by deleted Microservices are dropped as they age.
+    fn progress_wait(&self, object: &ObjectRef<Microservice>) -> Option<Duration> {
+        let delay = self.config.progress_delay;
+        let mut held = self.progress_held.lock().ok()?;
+        let now = Instant::now();
+        if !held.contains_key(object) {
+            held.retain(|_, since| now.duration_since(*since) < delay + STALE_PROGRESS);
+        }
+        let since = *held.entry(object.clone()).or_insert(now);
+        delay.checked_sub(now.duration_since(since)).filter(|wait| !wait.is_zero())
+    }
+
+    /// Forgets progress held for `object` (it was written, or is no longer news).
+    fn release_progress(&self, object: &ObjectRef<Microservice>) {
+        if let Ok(mut held) = self.progress_held.lock() {
+            held.remove(object);
+        }
+    }
+}
+
+/// How long after its delay held progress is surely stale (its Microservice was reconciled
+/// since, or deleted).
+const STALE_PROGRESS: Duration = Duration::from_secs(60);
 
 /// Fails with [`Error::CrdNotInstalled`] when the API server does not serve Microservices.
 /// Reads only the watched namespace when there is one (the operator may have no more).
@@ -192,6 +227,7 @@ pub async fn run_controller_with(
         caches,
         config: config.clone(),
         failures: Mutex::new(HashMap::new()),
+        progress_held: Mutex::new(HashMap::new()),
     });
 
     info!(namespace = ?config.namespace, "starting the Microservice controller");
@@ -318,7 +354,7 @@ async fn reconcile_children(ms: &Arc<Microservice>, ctx: &Arc<Context>) -> Resul
             .map(|(name, found)| ((*name).to_owned(), found.spec.port))
             .collect();
         let children = apply_children(ms, ctx, &namespace, &uid, &ports).await?;
-        if !ms.spec.suspend && has_unavailable_pods(&children.deployment) {
+        if !ms.spec.suspend && has_pods_not_ready(&children.deployment) {
             observed.pod_problem = read_pod_problem(&ctx.client, &namespace, &name).await?;
         }
         observed.deployment = Some(children.deployment);
@@ -341,9 +377,18 @@ async fn reconcile_children(ms: &Arc<Microservice>, ctx: &Arc<Context>) -> Resul
     }
 
     let new_status = status::compute_status(ms, &observed, &now());
-    if ms.status.as_ref() != Some(&new_status) {
-        write_status(ctx, ms, &namespace, &new_status).await?;
-        publish_transition_events(ctx, ms, &new_status);
+    let progress_wait = match &ms.status {
+        Some(old) if status::is_progress_only(old, &new_status) => {
+            ctx.progress_wait(&object_ref)
+        }
+        _ => None,
+    };
+    if progress_wait.is_none() {
+        ctx.release_progress(&object_ref);
+        if ms.status.as_ref() != Some(&new_status) {
+            write_status(ctx, ms, &namespace, &new_status).await?;
+            publish_transition_events(ctx, ms, &new_status);
+        }
     }
 
     ctx.failures
@@ -353,13 +398,14 @@ async fn reconcile_children(ms: &Arc<Microservice>, ctx: &Arc<Context>) -> Resul
     let is_true = |type_: &str| {
         find_condition(&new_status.conditions, type_).is_some_and(|c| c.status == "True")
     };
-    Ok(Action::requeue(if !is_true(conditions::STORES_READY) {
+    let requeue = if !is_true(conditions::STORES_READY) {
         ctx.config.requeue_stores_pending
     } else if is_true(conditions::READY) || ms.spec.suspend {
         ctx.config.requeue_ready
     } else {
         ctx.config.requeue_not_ready
-    }))
+    };
+    Ok(Action::requeue(progress_wait.map_or(requeue, |wait| wait.min(requeue))))
 }
 
 /// Applies every wanted child and deletes the optional ones no longer wanted. Returns the
@@ -556,14 +602,15 @@ struct AppliedChildren {
     autoscaler: Option<HorizontalPodAutoscaler>,
 }
 
-/// Whether the Deployment is not Available although it has pods: only then are its pods
-/// read for a reason (a Deployment just made has none yet, and its next status update
-/// brings the owner back).
-fn has_unavailable_pods(deployment: &Deployment) -> bool {
+/// Whether the Deployment is not Available and some of its pods are not ready: only then
+/// can its pods tell why (a Deployment just made has none yet, and its next status update
+/// brings the owner back; pods that are all ready are only waiting out `minReadySeconds`).
+fn has_pods_not_ready(deployment: &Deployment) -> bool {
     let Some(status) = deployment.status.as_ref() else {
         return false;
     };
-    !status::deployment_available(status) && status.replicas.unwrap_or(0) > 0
+    !status::deployment_available(status)
+        && status.ready_replicas.unwrap_or(0) < status.replicas.unwrap_or(0)
 }
 
 /// Reads the Microservice's pods (one list call, by label selector) for a reason they fail.
@@ -648,13 +695,7 @@ pub fn status_events(old: &[Condition], new: &[Condition]) -> Vec<StatusEvent> {
     // rollout that fails turns into a reason of its own (a pod's, or the Deployment's
     // ProgressDeadlineExceeded), and that one is told.
     let in_progress = |ready: &Condition| {
-        ready.status != "True"
-            && [
-                reasons::DEPLOYMENT_PENDING,
-                reasons::ROLLING_OUT,
-                reasons::MINIMUM_REPLICAS_UNAVAILABLE,
-            ]
-            .contains(&ready.reason.as_str())
+        ready.status != "True" && status::ROLLOUT_IN_PROGRESS.contains(&ready.reason.as_str())
     };
     if let Some(ready) = changed(conditions::READY).filter(|ready| !in_progress(ready)) {
         let (type_, reason) = match (ready.status.as_str(), ready.reason.as_str()) {
@@ -774,11 +815,12 @@ mod tests {
     }
 
     #[test]
-    fn pods_are_read_only_while_a_deployment_with_pods_is_unavailable() {
+    fn pods_are_read_only_while_an_unavailable_deployment_has_pods_not_ready() {
         use k8s_openapi::api::apps::v1::{DeploymentCondition, DeploymentStatus};
-        let deployment = |replicas: i32, available: &str| Deployment {
+        let deployment = |replicas: i32, ready: i32, available: &str| Deployment {
             status: Some(DeploymentStatus {
                 replicas: Some(replicas),
+                ready_replicas: Some(ready),
                 conditions: Some(vec![DeploymentCondition {
                     type_: "Available".into(),
                     status: available.into(),
@@ -788,10 +830,15 @@ mod tests {
             }),
             ..Default::default()
         };
-        assert!(!has_unavailable_pods(&Deployment::default()), "just made");
-        assert!(!has_unavailable_pods(&deployment(0, "False")), "no pod yet");
-        assert!(has_unavailable_pods(&deployment(1, "False")));
-        assert!(!has_unavailable_pods(&deployment(2, "True")));
+        assert!(!has_pods_not_ready(&Deployment::default()), "just made");
+        assert!(!has_pods_not_ready(&deployment(0, 0, "False")), "no pod yet");
+        assert!(has_pods_not_ready(&deployment(1, 0, "False")), "a pod starting or failing");
+        assert!(has_pods_not_ready(&deployment(2, 1, "False")), "a new pod of a rollout");
+        assert!(
+            !has_pods_not_ready(&deployment(1, 1, "False")),
+            "ready, waiting out minReadySeconds"
+        );
+        assert!(!has_pods_not_ready(&deployment(2, 1, "True")), "available");
     }
 
     #[test]

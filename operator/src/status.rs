@@ -485,6 +485,35 @@ pub fn merge_conditions(previous: &[Condition], new: Vec<Condition>) -> Vec<Cond
         .collect()
 }
 
+/// The reasons of a rollout under way that is not failing (`Ready`, `Available` and
+/// `Progressing` say so while pods come up).
+pub const ROLLOUT_IN_PROGRESS: &[&str] = &[
+    reasons::DEPLOYMENT_PENDING,
+    reasons::ROLLING_OUT,
+    reasons::MINIMUM_REPLICAS_UNAVAILABLE,
+];
+
+/// Whether `new` differs from `old` only by the progress of a rollout under way: the pod
+/// counts, and the reasons and messages of conditions that say the rollout is progressing.
+/// Such a change may wait a moment, so that one write carries several steps of a rollout;
+/// any other (Ready, a failure, a new generation, a dependency, a store) is written at once.
+pub fn is_progress_only(old: &MicroserviceStatus, new: &MicroserviceStatus) -> bool {
+    fn without_progress(status: &MicroserviceStatus) -> MicroserviceStatus {
+        let mut status = status.clone();
+        status.replicas = 0;
+        status.ready_replicas = 0;
+        status.updated_replicas = 0;
+        for condition in &mut status.conditions {
+            if ROLLOUT_IN_PROGRESS.contains(&condition.reason.as_str()) {
+                condition.reason.clear();
+                condition.message.clear();
+            }
+        }
+        status
+    }
+    old != new && without_progress(old) == without_progress(new)
+}
+
 /// The reason a failed reconcile shows on the status, or `None` for failures that are not
 /// the Microservice's (e.g. this replica lost the leadership).
 pub fn failure_reason(error: &crate::Error) -> Option<&'static str> {
@@ -925,6 +954,55 @@ mod tests {
         let status = compute_status(&ms, &observed, &time(100));
         assert_eq!(get(&status, conditions::READY).reason, reasons::ROLLING_OUT);
         assert_eq!(get(&status, conditions::AVAILABLE).status, "True");
+    }
+
+    #[test]
+    fn only_the_steps_of_a_rollout_under_way_are_progress() {
+        let mut ms = microservice(MicroserviceSpec::with_image("img:1"));
+        let mut step = |deployment: Option<Deployment>, pod_problem: Option<PodProblem>, at| {
+            let observed = Observed {
+                deployment,
+                pod_problem,
+                ..Default::default()
+            };
+            let status = compute_status(&ms, &observed, &time(at));
+            let old = ms.status.replace(status.clone());
+            (old.unwrap_or_default(), status)
+        };
+        let (_, pending) = step(None, None, 100);
+        let (old, starting) = step(Some(deployment(1, 0, 1, false)), None, 101);
+        assert!(is_progress_only(&old, &starting), "pending -> a pod starting");
+        // Ready, waiting out minReadySeconds before it counts as available.
+        let mut ready_not_available = deployment(1, 1, 1, false);
+        if let Some(status) = ready_not_available.status.as_mut() {
+            status.available_replicas = Some(0);
+        }
+        let (old, waiting) = step(Some(ready_not_available), None, 102);
+        assert!(is_progress_only(&old, &waiting), "-> ready, not yet available");
+        assert!(!is_progress_only(&waiting, &waiting), "no change");
+        let (old, ready) = step(Some(deployment(1, 1, 1, true)), None, 103);
+        assert!(!is_progress_only(&old, &ready), "Ready is written at once");
+
+        let crashing = PodProblem {
+            reason: "CrashLoopBackOff".into(),
+            message: "back-off restarting".into(),
+        };
+        let failing = step(Some(deployment(1, 0, 1, false)), Some(crashing), 104).1;
+        assert!(!is_progress_only(&starting, &failing), "a failure is written at once");
+
+        let mut next_generation = pending.clone();
+        next_generation.observed_generation = Some(3);
+        assert!(!is_progress_only(&pending, &next_generation), "a new generation");
+        let mut dependency_gone = starting.clone();
+        if let Some(deps) = dependency_gone
+            .conditions
+            .iter_mut()
+            .find(|c| c.type_ == conditions::DEPENDENCIES_READY)
+        {
+            deps.status = "False".into();
+            deps.reason = reasons::DEPENDENCY_MISSING.into();
+        }
+        assert!(!is_progress_only(&starting, &dependency_gone), "another condition");
     }
 
     #[test]
