@@ -730,7 +730,8 @@ pub mod events {
         pub const STORES_READY: &str = "StoresReady";
         /// A store turned unusable, or its reason changed.
         pub const STORES_NOT_READY: &str = "StoresNotReady";
-        /// Children were created or changed.
+        /// Children of an existing Microservice were created or changed (a new one gets
+        /// none: its status tells it).
         pub const APPLIED: &str = "Applied";
         /// Children no longer wanted were deleted.
         pub const DELETED: &str = "Deleted";

@@ -116,7 +116,9 @@ impl Context {
             held.retain(|_, since| now.duration_since(*since) < delay + STALE_PROGRESS);
         }
         let since = *held.entry(object.clone()).or_insert(now);
-        delay.checked_sub(now.duration_since(since)).filter(|wait| !wait.is_zero())
+        delay
+            .checked_sub(now.duration_since(since))
+            .filter(|wait| !wait.is_zero())
     }
 
     /// Forgets progress held for `object` (it was written, or is no longer news).
@@ -378,9 +380,7 @@ async fn reconcile_children(ms: &Arc<Microservice>, ctx: &Arc<Context>) -> Resul
 
     let new_status = status::compute_status(ms, &observed, &now());
     let progress_wait = match &ms.status {
-        Some(old) if status::is_progress_only(old, &new_status) => {
-            ctx.progress_wait(&object_ref)
-        }
+        Some(old) if status::is_progress_only(old, &new_status) => ctx.progress_wait(&object_ref),
         _ => None,
     };
     if progress_wait.is_none() {
@@ -405,7 +405,9 @@ async fn reconcile_children(ms: &Arc<Microservice>, ctx: &Arc<Context>) -> Resul
     } else {
         ctx.config.requeue_not_ready
     };
-    Ok(Action::requeue(progress_wait.map_or(requeue, |wait| wait.min(requeue))))
+    Ok(Action::requeue(
+        progress_wait.map_or(requeue, |wait| wait.min(requeue)),
+    ))
 }
 
 /// Applies every wanted child and deletes the optional ones no longer wanted. Returns the
@@ -477,6 +479,11 @@ async fn apply_children(
     }
     if !applied.is_empty() {
         info!(microservice = %name, %namespace, children = ?applied, "applied");
+    }
+    // A new Microservice (no status yet) gets no Applied event: its status says the same
+    // from the first reconcile, and the Ready event, or a Warning, follows. At scale an event
+    // per creation is a write per Microservice on the API server for nothing new.
+    if !applied.is_empty() && ms.status.is_some() {
         publish(
             ctx,
             ms,
@@ -831,9 +838,18 @@ mod tests {
             ..Default::default()
         };
         assert!(!has_pods_not_ready(&Deployment::default()), "just made");
-        assert!(!has_pods_not_ready(&deployment(0, 0, "False")), "no pod yet");
-        assert!(has_pods_not_ready(&deployment(1, 0, "False")), "a pod starting or failing");
-        assert!(has_pods_not_ready(&deployment(2, 1, "False")), "a new pod of a rollout");
+        assert!(
+            !has_pods_not_ready(&deployment(0, 0, "False")),
+            "no pod yet"
+        );
+        assert!(
+            has_pods_not_ready(&deployment(1, 0, "False")),
+            "a pod starting or failing"
+        );
+        assert!(
+            has_pods_not_ready(&deployment(2, 1, "False")),
+            "a new pod of a rollout"
+        );
         assert!(
             !has_pods_not_ready(&deployment(1, 1, "False")),
             "ready, waiting out minReadySeconds"

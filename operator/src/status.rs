@@ -971,14 +971,20 @@ mod tests {
         };
         let (_, pending) = step(None, None, 100);
         let (old, starting) = step(Some(deployment(1, 0, 1, false)), None, 101);
-        assert!(is_progress_only(&old, &starting), "pending -> a pod starting");
+        assert!(
+            is_progress_only(&old, &starting),
+            "pending -> a pod starting"
+        );
         // Ready, waiting out minReadySeconds before it counts as available.
         let mut ready_not_available = deployment(1, 1, 1, false);
         if let Some(status) = ready_not_available.status.as_mut() {
             status.available_replicas = Some(0);
         }
         let (old, waiting) = step(Some(ready_not_available), None, 102);
-        assert!(is_progress_only(&old, &waiting), "-> ready, not yet available");
+        assert!(
+            is_progress_only(&old, &waiting),
+            "-> ready, not yet available"
+        );
         assert!(!is_progress_only(&waiting, &waiting), "no change");
         let (old, ready) = step(Some(deployment(1, 1, 1, true)), None, 103);
         assert!(!is_progress_only(&old, &ready), "Ready is written at once");
@@ -988,11 +994,17 @@ mod tests {
             message: "back-off restarting".into(),
         };
         let failing = step(Some(deployment(1, 0, 1, false)), Some(crashing), 104).1;
-        assert!(!is_progress_only(&starting, &failing), "a failure is written at once");
+        assert!(
+            !is_progress_only(&starting, &failing),
+            "a failure is written at once"
+        );
 
         let mut next_generation = pending.clone();
         next_generation.observed_generation = Some(3);
-        assert!(!is_progress_only(&pending, &next_generation), "a new generation");
+        assert!(
+            !is_progress_only(&pending, &next_generation),
+            "a new generation"
+        );
         let mut dependency_gone = starting.clone();
         if let Some(deps) = dependency_gone
             .conditions
@@ -1002,7 +1014,10 @@ mod tests {
             deps.status = "False".into();
             deps.reason = reasons::DEPENDENCY_MISSING.into();
         }
-        assert!(!is_progress_only(&starting, &dependency_gone), "another condition");
+        assert!(
+            !is_progress_only(&starting, &dependency_gone),
+            "another condition"
+        );
     }
 
     #[test]

@@ -10,12 +10,13 @@ use std::time::Duration;
 
 use common::{Operator, StaticVolumes, TIMEOUT, condition, create, merge_spec, setup, wait_ready};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Event, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kea_operator::Microservice;
 use kea_testkit::{has_status_condition, wait_for, wait_for_deletion};
+use kube::Api;
 use kube::ResourceExt;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::wait::conditions;
 use serde_json::json;
 
@@ -137,6 +138,13 @@ async fn updates_reach_the_deployment_and_drift_is_corrected() {
     .await;
     wait_ready(&microservices, "app").await;
     let deployments = namespace.api::<Deployment>();
+    // A new Microservice: a Ready event, and no Applied event (the status told it).
+    let events = namespace.api::<Event>();
+    wait_for_event(&events, "app", "Ready", "").await;
+    assert!(
+        event_notes(&events, "app", "Applied").await.is_empty(),
+        "no Applied event for a new Microservice"
+    );
 
     // Image, replicas and env changes are applied.
     merge_spec(
@@ -167,6 +175,8 @@ async fn updates_reach_the_deployment_and_drift_is_corrected() {
     .unwrap()
     .unwrap();
     assert!(container_env(&updated).contains(&("GREETING".into(), "hej".into())));
+    // An update of an existing one is told.
+    wait_for_event(&events, "app", "Applied", "Deployment").await;
     // More than one replica gets a PodDisruptionBudget.
     wait_for(
         &namespace.api::<PodDisruptionBudget>(),
@@ -222,6 +232,39 @@ async fn updates_reach_the_deployment_and_drift_is_corrected() {
 
     operator.stop().await;
     namespace.cleanup().await.unwrap();
+}
+
+/// The notes of the events of Microservice `name` with `reason`.
+async fn event_notes(events: &Api<Event>, name: &str, reason: &str) -> Vec<String> {
+    events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| {
+            e.involved_object.kind.as_deref() == Some("Microservice")
+                && e.involved_object.name.as_deref() == Some(name)
+                && e.reason.as_deref() == Some(reason)
+        })
+        .map(|e| e.message.unwrap_or_default())
+        .collect()
+}
+
+/// Waits until Microservice `name` has an event with `reason` whose note contains `note`.
+async fn wait_for_event(events: &Api<Event>, name: &str, reason: &str, note: &str) {
+    let start = std::time::Instant::now();
+    while !event_notes(events, name, reason)
+        .await
+        .iter()
+        .any(|n| n.contains(note))
+    {
+        assert!(
+            start.elapsed() < TIMEOUT,
+            "no {reason} event mentioning '{note}' for {name}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 #[tokio::test]
