@@ -101,36 +101,49 @@ pub struct Context {
     pub config: ControllerConfig,
     /// Consecutive failures per Microservice, for the exponential backoff.
     failures: Mutex<HashMap<ObjectRef<Microservice>, u32>>,
-    /// Per Microservice, when rollout progress not yet written was first seen.
-    progress_held: Mutex<HashMap<ObjectRef<Microservice>, Instant>>,
+    /// Rollout progress seen and not yet written, per Microservice.
+    progress: ProgressHold<ObjectRef<Microservice>>,
 }
 
-impl Context {
-    /// How much longer the progress of `object`'s rollout, seen now, may wait to be written
-    /// (None: write it now). Entries left by deleted Microservices are dropped as they age.
-    fn progress_wait(&self, object: &ObjectRef<Microservice>) -> Option<Duration> {
-        let delay = self.config.progress_delay;
-        let mut held = self.progress_held.lock().ok()?;
-        let now = Instant::now();
+/// When rollout progress not yet written was first seen, per object: a change that only
+/// reports progress waits until `delay` after that, unless something else is written first.
+struct ProgressHold<K> {
+    delay: Duration,
+    held: Mutex<HashMap<K, Instant>>,
+}
+
+impl<K: std::hash::Hash + Eq + Clone> ProgressHold<K> {
+    fn new(delay: Duration) -> Self {
+        Self {
+            delay,
+            held: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// How much longer the progress of `object`, seen `now`, may wait to be written (None:
+    /// write it now). Entries left by deleted objects are dropped as they age.
+    fn wait(&self, object: &K, now: Instant) -> Option<Duration> {
+        let mut held = self.held.lock().ok()?;
         if !held.contains_key(object) {
-            held.retain(|_, since| now.duration_since(*since) < delay + STALE_PROGRESS);
+            let stale = self.delay + STALE_PROGRESS;
+            held.retain(|_, since| now.saturating_duration_since(*since) < stale);
         }
         let since = *held.entry(object.clone()).or_insert(now);
-        delay
-            .checked_sub(now.duration_since(since))
+        self.delay
+            .checked_sub(now.saturating_duration_since(since))
             .filter(|wait| !wait.is_zero())
     }
 
     /// Forgets progress held for `object` (it was written, or is no longer news).
-    fn release_progress(&self, object: &ObjectRef<Microservice>) {
-        if let Ok(mut held) = self.progress_held.lock() {
+    fn release(&self, object: &K) {
+        if let Ok(mut held) = self.held.lock() {
             held.remove(object);
         }
     }
 }
 
-/// How long after its delay held progress is surely stale (its Microservice was reconciled
-/// since, or deleted).
+/// How long after its delay held progress is surely stale (its object was reconciled since,
+/// or deleted).
 const STALE_PROGRESS: Duration = Duration::from_secs(60);
 
 /// Fails with [`Error::CrdNotInstalled`] when the API server does not serve Microservices.
@@ -229,7 +242,7 @@ pub async fn run_controller_with(
         caches,
         config: config.clone(),
         failures: Mutex::new(HashMap::new()),
-        progress_held: Mutex::new(HashMap::new()),
+        progress: ProgressHold::new(config.progress_delay),
     });
 
     info!(namespace = ?config.namespace, "starting the Microservice controller");
@@ -380,11 +393,13 @@ async fn reconcile_children(ms: &Arc<Microservice>, ctx: &Arc<Context>) -> Resul
 
     let new_status = status::compute_status(ms, &observed, &now());
     let progress_wait = match &ms.status {
-        Some(old) if status::is_progress_only(old, &new_status) => ctx.progress_wait(&object_ref),
+        Some(old) if status::is_progress_only(old, &new_status) => {
+            ctx.progress.wait(&object_ref, Instant::now())
+        }
         _ => None,
     };
     if progress_wait.is_none() {
-        ctx.release_progress(&object_ref);
+        ctx.progress.release(&object_ref);
         if ms.status.as_ref() != Some(&new_status) {
             write_status(ctx, ms, &namespace, &new_status).await?;
             publish_transition_events(ctx, ms, &new_status);
@@ -855,6 +870,35 @@ mod tests {
             "ready, waiting out minReadySeconds"
         );
         assert!(!has_pods_not_ready(&deployment(2, 1, "True")), "available");
+    }
+
+    #[test]
+    fn progress_waits_out_its_delay_from_when_it_was_first_seen() {
+        let hold = ProgressHold::new(Duration::from_secs(5));
+        let start = Instant::now();
+        let at = |seconds: u64| start + Duration::from_secs(seconds);
+        assert_eq!(hold.wait(&"a", at(0)), Some(Duration::from_secs(5)));
+        assert_eq!(
+            hold.wait(&"a", at(2)),
+            Some(Duration::from_secs(3)),
+            "more progress"
+        );
+        assert_eq!(
+            hold.wait(&"b", at(4)),
+            Some(Duration::from_secs(5)),
+            "per object"
+        );
+        assert_eq!(hold.wait(&"a", at(5)), None, "its delay is out: write it");
+        hold.release(&"a");
+        assert_eq!(
+            hold.wait(&"a", at(6)),
+            Some(Duration::from_secs(5)),
+            "a new hold"
+        );
+        hold.release(&"a");
+        // Entries nobody released (a deleted object) are dropped once surely stale.
+        assert_eq!(hold.wait(&"c", at(100)), Some(Duration::from_secs(5)));
+        assert_eq!(hold.held.lock().unwrap().len(), 1, "b was dropped");
     }
 
     #[test]
