@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Operator, create, merge_spec, setup, wait_ready};
+use common::{Operator, create, events_about, merge_spec, setup, wait_ready};
 use k8s_openapi::api::admissionregistration::v1::{
     ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
 };
@@ -47,17 +47,10 @@ async fn wait_failure(api: &Api<Microservice>, name: &str, reason: &'static str)
 
 /// The Warning Events of the Microservice `name` with `reason`.
 async fn warnings(events: &Api<Event>, name: &str, reason: &str) -> Vec<Event> {
-    events
-        .list(&ListParams::default())
+    events_about(events, name, reason)
         .await
-        .unwrap()
-        .items
         .into_iter()
-        .filter(|e| {
-            e.type_.as_deref() == Some("Warning")
-                && e.reason.as_deref() == Some(reason)
-                && e.involved_object.name.as_deref() == Some(name)
-        })
+        .filter(|e| e.type_.as_deref() == Some("Warning"))
         .collect()
 }
 

@@ -8,7 +8,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Operator, StaticVolumes, TIMEOUT, condition, create, merge_spec, setup, wait_ready};
+use common::{
+    Operator, StaticVolumes, TIMEOUT, condition, create, events_about, merge_spec, setup,
+    wait_ready,
+};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{Event, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -16,7 +19,7 @@ use kea_operator::Microservice;
 use kea_testkit::{has_status_condition, wait_for, wait_for_deletion};
 use kube::Api;
 use kube::ResourceExt;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::wait::conditions;
 use serde_json::json;
 
@@ -236,17 +239,9 @@ async fn updates_reach_the_deployment_and_drift_is_corrected() {
 
 /// The notes of the events of Microservice `name` with `reason`.
 async fn event_notes(events: &Api<Event>, name: &str, reason: &str) -> Vec<String> {
-    events
-        .list(&ListParams::default())
+    events_about(events, name, reason)
         .await
-        .unwrap()
-        .items
         .into_iter()
-        .filter(|e| {
-            e.involved_object.kind.as_deref() == Some("Microservice")
-                && e.involved_object.name.as_deref() == Some(name)
-                && e.reason.as_deref() == Some(reason)
-        })
         .map(|e| e.message.unwrap_or_default())
         .collect()
 }

@@ -3,14 +3,14 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::PersistentVolume;
+use k8s_openapi::api::core::v1::{Event, PersistentVolume};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kea_operator::{ControllerConfig, Metrics, Microservice, run_controller};
 use kea_testkit::TestNamespace;
 use kea_testkit::microservices;
 pub use kea_testkit::microservices::{microservice, namespace_with_crd};
 use kube::Client;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -118,6 +118,22 @@ pub async fn merge_spec(api: &Api<Microservice>, name: &str, spec: serde_json::V
 
 pub async fn wait_ready(api: &Api<Microservice>, name: &str) -> Microservice {
     microservices::wait_ready(api, name, TIMEOUT).await.unwrap()
+}
+
+/// The Events about the Microservice `name` with `reason`.
+pub async fn events_about(events: &Api<Event>, name: &str, reason: &str) -> Vec<Event> {
+    events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| {
+            e.involved_object.kind.as_deref() == Some("Microservice")
+                && e.involved_object.name.as_deref() == Some(name)
+                && e.reason.as_deref() == Some(reason)
+        })
+        .collect()
 }
 
 pub fn condition<'a>(
