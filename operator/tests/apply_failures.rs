@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Operator, create, events_about, merge_spec, setup, wait_ready};
+use common::{Operator, create, events_about, merge_spec, setup, wait_for_event, wait_ready};
 use k8s_openapi::api::admissionregistration::v1::{
     ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
 };
@@ -135,14 +135,9 @@ async fn a_deployment_the_api_server_refuses_shows_on_the_status() {
 }
 
 async fn wait_for_warning(events: &Api<Event>, name: &str, reason: &str) {
-    let start = std::time::Instant::now();
-    while warnings(events, name, reason).await.is_empty() {
-        assert!(
-            start.elapsed() < REPORTED_WITHIN,
-            "no Warning Event {reason} for {name}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let warning = |e: &Event| e.type_.as_deref() == Some("Warning");
+    let what = format!("Warning Event {reason}");
+    wait_for_event(events, name, reason, warning, REPORTED_WITHIN, &what).await;
 }
 
 #[tokio::test]

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::{
     Operator, StaticVolumes, TIMEOUT, condition, create, events_about, merge_spec, setup,
-    wait_ready,
+    wait_for_event, wait_ready,
 };
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{Event, Service};
@@ -143,9 +143,9 @@ async fn updates_reach_the_deployment_and_drift_is_corrected() {
     let deployments = namespace.api::<Deployment>();
     // A new Microservice: a Ready event, and no Applied event (the status told it).
     let events = namespace.api::<Event>();
-    wait_for_event(&events, "app", "Ready", "").await;
+    wait_for_note(&events, "app", "Ready", "").await;
     assert!(
-        event_notes(&events, "app", "Applied").await.is_empty(),
+        events_about(&events, "app", "Applied").await.is_empty(),
         "no Applied event for a new Microservice"
     );
 
@@ -179,7 +179,7 @@ async fn updates_reach_the_deployment_and_drift_is_corrected() {
     .unwrap();
     assert!(container_env(&updated).contains(&("GREETING".into(), "hej".into())));
     // An update of an existing one is told.
-    wait_for_event(&events, "app", "Applied", "Deployment").await;
+    wait_for_note(&events, "app", "Applied", "Deployment").await;
     // More than one replica gets a PodDisruptionBudget.
     wait_for(
         &namespace.api::<PodDisruptionBudget>(),
@@ -237,29 +237,11 @@ async fn updates_reach_the_deployment_and_drift_is_corrected() {
     namespace.cleanup().await.unwrap();
 }
 
-/// The notes of the events of Microservice `name` with `reason`.
-async fn event_notes(events: &Api<Event>, name: &str, reason: &str) -> Vec<String> {
-    events_about(events, name, reason)
-        .await
-        .into_iter()
-        .map(|e| e.message.unwrap_or_default())
-        .collect()
-}
-
 /// Waits until Microservice `name` has an event with `reason` whose note contains `note`.
-async fn wait_for_event(events: &Api<Event>, name: &str, reason: &str, note: &str) {
-    let start = std::time::Instant::now();
-    while !event_notes(events, name, reason)
-        .await
-        .iter()
-        .any(|n| n.contains(note))
-    {
-        assert!(
-            start.elapsed() < TIMEOUT,
-            "no {reason} event mentioning '{note}' for {name}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+async fn wait_for_note(events: &Api<Event>, name: &str, reason: &str, note: &str) {
+    let wanted = |e: &Event| e.message.as_deref().unwrap_or_default().contains(note);
+    let what = format!("{reason} event mentioning '{note}'");
+    wait_for_event(events, name, reason, wanted, TIMEOUT, &what).await;
 }
 
 #[tokio::test]

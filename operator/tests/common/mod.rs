@@ -136,6 +136,23 @@ pub async fn events_about(events: &Api<Event>, name: &str, reason: &str) -> Vec<
         .collect()
 }
 
+/// Waits until the Microservice `name` has an Event with `reason` that `wanted` accepts;
+/// fails with "no {what} for {name}" after `within`.
+pub async fn wait_for_event(
+    events: &Api<Event>,
+    name: &str,
+    reason: &str,
+    wanted: impl Fn(&Event) -> bool,
+    within: Duration,
+    what: &str,
+) {
+    let start = std::time::Instant::now();
+    while !events_about(events, name, reason).await.iter().any(&wanted) {
+        assert!(start.elapsed() < within, "no {what} for {name}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 pub fn condition<'a>(
     ms: &'a Microservice,
     type_: &str,
