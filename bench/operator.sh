@@ -6,14 +6,17 @@
 #     every Microservice's children exist (the newest child's creationTimestamp), reconciles
 #     per second, p50/p99 reconcile latency (from its histogram), and the API server's GETs
 #     on the children's kinds while it worked (reads come from its caches). End to end:
-#     seconds until every Microservice reports Ready=True. Its peak RSS (VmHWM). At steady
-#     state (10 s after all are Ready, over a 30 s window) the writes it makes: its own
-#     counter, the objects whose kea-operator managedFields entry changed in the window,
-#     and the API server's mutating requests (apiserver_request_total).
+#     seconds until every Microservice reports Ready=True (followed by a watch, not polled).
+#     Its peak RSS (VmHWM). At steady state (10 s after all are Ready, over a 30 s window)
+#     the writes it makes: its own counter, the objects whose kea-operator managedFields
+#     entry changed in the window, and the API server's mutating requests
+#     (apiserver_request_total).
 #   - direct arm (the ceiling): the same children (Deployments, Services, NetworkPolicies,
-#     rendered by `kea-operator render`) applied straight to a second namespace by as many
+#     rendered by `kea-operator render`) applied straight to another namespace by as many
 #     concurrent `kubectl apply --server-side` clients as the operator runs reconciles at
-#     once; seconds until applied, and until every Deployment is Available.
+#     once; seconds until applied, and until every Deployment is Available. It runs once
+#     before and once after the operator arm, and the ratios take the mean of the two; a
+#     smaller direct run before all, not measured, warms the control plane up.
 # Targets at N=1000: children applied within 1.5x of the direct apply; end-to-end ratio
 # <= 1.2; peak RSS under 30 MiB; no writes at steady state. The control plane's own
 # controllers run with a raised client rate limit (KEA_CONTROL_PLANE_QPS, see
@@ -26,7 +29,8 @@
 # 1800), KEA_BENCH_SETTLE and KEA_BENCH_WINDOW (seconds after all are Ready before the
 # steady-state window, and its length: 10 and 30).
 # Pods run on the kwok node(s): the first kwok node's status capacity and allocatable get 2N
-# more pod slots and ample CPU and memory for the run, restored on exit. The CRD is installed (server-side apply) and left installed.
+# more pod slots and ample CPU and memory for the run, restored on exit. The CRD is
+# installed (server-side apply) and left installed.
 # If the control plane is down, it is started and stopped again on exit.
 # shellcheck source=hack/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../hack/lib.sh"
@@ -39,7 +43,6 @@ TIMEOUT=${KEA_BENCH_TIMEOUT:-1800}
 CONCURRENCY=${KEA_CONCURRENCY:-4}
 [[ $CONCURRENCY =~ ^[1-9][0-9]*$ ]] || die "KEA_CONCURRENCY must be a positive integer"
 APPLIERS=$CONCURRENCY
-POLL=2
 SETTLE=${KEA_BENCH_SETTLE:-10}
 WINDOW=${KEA_BENCH_WINDOW:-30}
 IMAGE=registry.example/kea-service:0.1.0
@@ -52,7 +55,9 @@ require_cmd python3 "apt-get install -y python3"
 
 RUN_ID=$(date +%H%M%S)-$$
 NS_OP=kea-bench-op-$RUN_ID
-NS_DIRECT=kea-bench-direct-$RUN_ID
+NS_WARM=kea-bench-warm-$RUN_ID
+NS_BEFORE=kea-bench-direct1-$RUN_ID
+NS_AFTER=kea-bench-direct2-$RUN_ID
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/kea-bench-operator.XXXXXX")
 OPERATOR_PID=
 STARTED_CONTROL_PLANE=
@@ -84,26 +89,85 @@ def split(path, parts):
             for doc in docs[k::parts]:
                 out.write("---\n" + doc.strip("\n") + "\n")
 
-def count_ready():
-    items = json.load(sys.stdin)["items"]
-    ready = 0
-    for ms in items:
-        c = cond(ms, "Ready")
-        if c and c.get("status") == "True" and c.get("observedGeneration") == ms["metadata"].get("generation"):
-            ready += 1
-    print(ready, len(items))
+def ms_ready(ms):
+    c = cond(ms, "Ready")
+    return bool(c and c.get("status") == "True" and c.get("observedGeneration") == ms["metadata"].get("generation"))
 
-def count_available():
-    items = json.load(sys.stdin)["items"]
-    ready = 0
-    for d in items:
-        s, want = d.get("status") or {}, d["spec"].get("replicas", 1)
-        c = cond(d, "Available")
-        if (c and c.get("status") == "True" and s.get("observedGeneration") == d["metadata"]["generation"]
+def deployment_available(d):
+    s, want = d.get("status") or {}, d["spec"].get("replicas", 1)
+    c = cond(d, "Available")
+    return bool(c and c.get("status") == "True" and s.get("observedGeneration") == d["metadata"]["generation"]
                 and s.get("updatedReplicas", 0) == want and s.get("availableReplicas", 0) == want
-                and s.get("replicas", 0) == want):
-            ready += 1
-    print(ready, len(items))
+                and s.get("replicas", 0) == want)
+
+def log(message):
+    print(time.strftime("[%H:%M:%S] ") + message, file=sys.stderr, flush=True)
+
+def alive(pid):
+    # Whether process PID runs (a zombie, dead but not yet waited for, does not).
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+def wait_ready(what, path, predicate, n, start, timeout, pid):
+    # Watches the collection at PATH (kubectl get --raw, a watch that first lists what
+    # exists as ADDED events) until N of its objects satisfy PREDICATE; prints the seconds
+    # from START (epoch) to the event that made it N. A watch instead of a poll: the
+    # measurement costs the API server one list, not one per poll, and is exact to the event.
+    import os, select, subprocess
+    is_ready = {"ms-ready": ms_ready, "deployment-available": deployment_available}[predicate]
+    n, start, deadline, pid = int(n), float(start), float(start) + float(timeout), int(pid)
+    decoder, ready, last_logged, last_count = json.JSONDecoder(), {}, 0.0, 0
+    while True:
+        remaining = int(deadline - time.time())
+        if remaining <= 0:
+            sys.exit(f"{what}: only {sum(ready.values())}/{n} ready after {timeout}s")
+        # A new watch starts from the current state: forget the old one's.
+        ready, buffer = {}, ""
+        watch = subprocess.Popen(["kubectl", "get", "--raw", f"{path}?watch=1&timeoutSeconds={remaining}"],
+                                 stdout=subprocess.PIPE)
+        fd = watch.stdout.fileno()
+        while True:
+            if pid and not alive(pid):
+                watch.kill()
+                sys.exit(f"{what}: kea-operator (pid {pid}) died")
+            if time.time() > deadline:
+                watch.kill()
+                sys.exit(f"{what}: only {sum(ready.values())}/{n} ready after {timeout}s")
+            if not select.select([fd], [], [], 1.0)[0]:
+                continue
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                break  # the watch ended (its timeout, or the server closed it): start another
+            buffer += chunk.decode()
+            while True:
+                buffer = buffer.lstrip()
+                try:
+                    event, end = decoder.raw_decode(buffer)
+                except ValueError:
+                    break  # an incomplete event: read more
+                buffer = buffer[end:]
+                kind, obj = event.get("type"), event.get("object") or {}
+                if kind == "ERROR":
+                    log(f"{what}: watch error {obj.get('message')}: watching again")
+                    watch.kill()
+                    break
+                name = (obj.get("metadata") or {}).get("name")
+                if kind == "DELETED":
+                    ready.pop(name, None)
+                elif kind in ("ADDED", "MODIFIED") and name:
+                    ready[name] = is_ready(obj)
+            count, now = sum(ready.values()), time.time()
+            if count >= n:
+                watch.kill()
+                log(f"{what}: {count}/{n} ready ({len(ready)} exist) after {now - start:.1f}s")
+                print(f"{now - start:.1f}")
+                return
+            if count != last_count and now - last_logged >= 2:
+                log(f"{what}: {count}/{n} ready ({len(ready)} exist) after {now - start:.1f}s")
+                last_logged, last_count = now, count
+        watch.wait()
 
 def capacity_patch(node_file, pods):
     # Prints "<status patch> <restore patch> <note>" as lines: room for PODS more pods on the
@@ -200,8 +264,7 @@ def manager_writes(manager, start, end):
 cmd, args = sys.argv[1], sys.argv[2:]
 if cmd == "gen-ms": gen_ms(int(args[0]), args[1], args[2])
 elif cmd == "split": split(args[0], int(args[1]))
-elif cmd == "count-ready": count_ready()
-elif cmd == "count-available": count_available()
+elif cmd == "wait-ready": wait_ready(*args)
 elif cmd == "capacity-patch": capacity_patch(args[0], int(args[1]))
 elif cmd == "node-is": node_is(args[0], args[1])
 elif cmd == "operator-metric": operator_metrics(args[0])
@@ -230,8 +293,8 @@ cleanup() {
   trap - EXIT INT TERM
   stop_operator
   if [ -z "$STARTED_CONTROL_PLANE" ]; then
-    log "deleting namespaces $NS_OP and $NS_DIRECT"
-    kubectl delete namespace "$NS_OP" "$NS_DIRECT" --ignore-not-found --wait=true --timeout=600s >/dev/null ||
+    log "deleting the benchmark's namespaces"
+    kubectl delete namespace "$NS_WARM" "$NS_BEFORE" "$NS_OP" "$NS_AFTER" --ignore-not-found --wait=true --timeout=600s >/dev/null ||
       log "warning: the namespaces are still being deleted"
     if [ -n "$NODE_PATCHED" ]; then
       kubectl get node "$NODE_PATCHED" -o json >"$WORK/node-now.json" 2>/dev/null || true
@@ -272,11 +335,8 @@ log "installing the CRD"
 "$OPERATOR" crd | kubectl apply --server-side --force-conflicts -f - >/dev/null
 kubectl wait --for=condition=Established --timeout=60s crd/microservices.kea.dev >/dev/null
 
-log "generating $N Microservices and, for the baseline, their rendered Deployments and Services"
+log "generating $N Microservices"
 py gen-ms "$N" "$NS_OP" "$IMAGE" >"$WORK/microservices.yaml"
-py gen-ms "$N" "$NS_DIRECT" "$IMAGE" >"$WORK/direct-ms.yaml"
-"$OPERATOR" render "$WORK/direct-ms.yaml" >"$WORK/direct.yaml"
-[ "$(grep -c '^kind: Deployment' "$WORK/direct.yaml")" -eq "$N" ] || die "render did not give $N Deployments"
 # Room for 2N pods on the first kwok node (the operator arm's pods may still be
 # terminating when the baseline's start).
 NODE=$(kubectl get nodes -o json |
@@ -295,23 +355,6 @@ done
 py node-is "$WORK/node-now.json" "$(sed -n 1p "$WORK/capacity")" || die "the capacity patch of node $NODE did not stick"
 log "$NODE_NOTE"
 
-kubectl create namespace "$NS_OP" >/dev/null
-kubectl create namespace "$NS_DIRECT" >/dev/null
-
-PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-METRICS_URL="http://127.0.0.1:$PORT/metrics"
-log "starting kea-operator on namespace $NS_OP (metrics on 127.0.0.1:$PORT, log $WORK/operator.log)"
-KEA_HTTP_ADDR="127.0.0.1:$PORT" KEA_WATCH_NAMESPACE="$NS_OP" KEA_LOG_FORMAT=json RUST_LOG=info \
-  KEA_CONCURRENCY="$CONCURRENCY" \
-  "$OPERATOR" run --leader-elect=false >"$WORK/operator.log" 2>&1 &
-OPERATOR_PID=$!
-for _ in $(seq 100); do
-  curl -fsS "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1 && break
-  kill -0 "$OPERATOR_PID" 2>/dev/null || { tail -n 20 "$WORK/operator.log" >&2; die "kea-operator exited"; }
-  sleep 0.1
-done
-curl -fsS "http://127.0.0.1:$PORT/readyz" >/dev/null || die "kea-operator is not ready"
-
 # apply_all FILE: server-side apply of FILE by $APPLIERS concurrent kubectl processes.
 apply_all() {
   local k pids=()
@@ -326,26 +369,63 @@ apply_all() {
   done
 }
 
-# wait_all WHAT LIST_PATH COUNTER START: poll the API path LIST_PATH every $POLL s until
-# COUNTER says all N objects are ready; prints the seconds since START. The list is read
-# raw (kubectl get --raw), so that the poll itself takes little of the CPU it measures.
+# wait_all WHAT PATH PREDICATE COUNT START: watches the collection at API path PATH until
+# COUNT objects satisfy PREDICATE (see wait_ready); writes the seconds since START to
+# WORK/WHAT.seconds.
 wait_all() {
-  local what=$1 path=$2 counter=$3 start=$4 ready total last=-1
-  while :; do
-    read -r ready total < <(kubectl get --raw "$path" | py "$counter")
-    if [ "$ready" -ne "$last" ]; then
-      log "$what: $ready/$N ready ($total exist) after $(elapsed "$start" "$(now)")s"
-      last=$ready
-    fi
-    [ "$ready" -ge "$N" ] && break
-    [ "$(elapsed "$start" "$(now)" | cut -d. -f1)" -lt "$TIMEOUT" ] || die "$what: only $ready/$N ready after ${TIMEOUT}s"
-    [ -z "$OPERATOR_PID" ] || kill -0 "$OPERATOR_PID" 2>/dev/null || die "kea-operator died (log: $WORK/operator.log)"
-    sleep "$POLL"
-  done
-  elapsed "$start" "$(now)" >"$WORK/$what.seconds"
+  py wait-ready "$1" "$2" "$3" "$4" "$5" "$TIMEOUT" "${OPERATOR_PID:-0}" >"$WORK/$1.seconds" ||
+    die "$1: not all $4 ready (log: $WORK/operator.log)"
 }
 
+# direct_arm TAG NAMESPACE COUNT: renders the children of COUNT Microservices for NAMESPACE
+# (`kea-operator render`), applies them to it by $APPLIERS concurrent clients, waits until
+# every Deployment is Available and deletes the namespace. Sets APPLIED and READY, the
+# seconds from the first apply until all were applied and until all were Available.
+direct_arm() {
+  local tag=$1 namespace=$2 count=$3 start
+  py gen-ms "$count" "$namespace" "$IMAGE" >"$WORK/$tag-ms.yaml"
+  "$OPERATOR" render "$WORK/$tag-ms.yaml" >"$WORK/$tag.yaml"
+  [ "$(grep -c '^kind: Deployment' "$WORK/$tag.yaml")" -eq "$count" ] || die "render did not give $count Deployments"
+  kubectl create namespace "$namespace" >/dev/null
+  log "$tag: applying the children of $count Microservices to $namespace ($APPLIERS kubectl processes)"
+  start=$(now)
+  apply_all "$WORK/$tag.yaml"
+  APPLIED=$(elapsed "$start" "$(now)")
+  log "$tag: applied in ${APPLIED}s"
+  wait_all "$tag" "/apis/apps/v1/namespaces/$namespace/deployments" deployment-available "$count" "$start"
+  READY=$(cat "$WORK/$tag.seconds")
+  kubectl delete namespace "$namespace" --wait=true --timeout=600s >/dev/null ||
+    log "warning: $namespace is still being deleted"
+}
+
+# --- the direct arm before, the operator arm, the direct arm after ---------------------
+
+# The direct arm runs before and after the operator arm and the ratios use the mean of the
+# two, so that neither arm is favoured by running first or last (the control plane's heaps,
+# caches and etcd's database change from one arm to the next). On a control plane just
+# started the first arm would also pay for cold caches and look a fifth slower: a quarter
+# of the direct arm, not measured, warms them first.
+direct_arm warm-up "$NS_WARM" $(((N + 3) / 4))
+direct_arm direct-before "$NS_BEFORE" "$N"
+APPLY_BEFORE=$APPLIED
+READY_BEFORE=$READY
+
 # --- operator arm ---------------------------------------------------------------------
+
+kubectl create namespace "$NS_OP" >/dev/null
+PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+METRICS_URL="http://127.0.0.1:$PORT/metrics"
+log "starting kea-operator on namespace $NS_OP (metrics on 127.0.0.1:$PORT, log $WORK/operator.log)"
+KEA_HTTP_ADDR="127.0.0.1:$PORT" KEA_WATCH_NAMESPACE="$NS_OP" KEA_LOG_FORMAT=json RUST_LOG=info \
+  KEA_CONCURRENCY="$CONCURRENCY" \
+  "$OPERATOR" run --leader-elect=false >"$WORK/operator.log" 2>&1 &
+OPERATOR_PID=$!
+for _ in $(seq 100); do
+  curl -fsS "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1 && break
+  kill -0 "$OPERATOR_PID" 2>/dev/null || { tail -n 20 "$WORK/operator.log" >&2; die "kea-operator exited"; }
+  sleep 0.1
+done
+curl -fsS "http://127.0.0.1:$PORT/readyz" >/dev/null || die "kea-operator is not ready"
 
 log "operator arm: applying $N Microservices to $NS_OP ($APPLIERS kubectl processes)"
 kubectl get --raw /metrics >"$WORK/arm-start.apiserver.txt"
@@ -353,7 +433,7 @@ START=$(now)
 apply_all "$WORK/microservices.yaml"
 APPLY_OP=$(elapsed "$START" "$(now)")
 log "operator arm: applied in ${APPLY_OP}s"
-wait_all operator "/apis/kea.dev/v1alpha1/namespaces/$NS_OP/microservices" count-ready "$START"
+wait_all operator "/apis/kea.dev/v1alpha1/namespaces/$NS_OP/microservices" ms-ready "$N" "$START"
 T_OP=$(cat "$WORK/operator.seconds")
 kubectl get --raw /metrics >"$WORK/arm-end.apiserver.txt"
 curl -fsS "$METRICS_URL" >"$WORK/arm-end.operator.txt"
@@ -388,30 +468,27 @@ RSS_MIB=$(awk '/^VmHWM/ {printf "%.1f", $2 / 1024}' "/proc/$OPERATOR_PID/status"
 log "operator arm: stopping kea-operator and deleting $NS_OP"
 stop_operator
 kubectl delete namespace "$NS_OP" --wait=true --timeout=600s >/dev/null ||
-  log "warning: $NS_OP is still being deleted; the baseline runs alongside"
+  log "warning: $NS_OP is still being deleted; the direct arm runs alongside"
 
-# --- direct arm ---------------------------------------------------------------------
-
-log "direct arm: applying the children of $N Microservices to $NS_DIRECT ($APPLIERS kubectl processes)"
-START=$(now)
-apply_all "$WORK/direct.yaml"
-APPLY_DIRECT=$(elapsed "$START" "$(now)")
-log "direct arm: applied in ${APPLY_DIRECT}s"
-wait_all direct "/apis/apps/v1/namespaces/$NS_DIRECT/deployments" count-available "$START"
-T_DIRECT=$(cat "$WORK/direct.seconds")
+direct_arm direct-after "$NS_AFTER" "$N"
+APPLY_AFTER=$APPLIED
+READY_AFTER=$READY
+APPLY_DIRECT=$(awk -v a="$APPLY_BEFORE" -v b="$APPLY_AFTER" 'BEGIN {printf "%.1f", (a + b) / 2}')
+T_DIRECT=$(awk -v a="$READY_BEFORE" -v b="$READY_AFTER" 'BEGIN {printf "%.1f", (a + b) / 2}')
 
 # --- report ---------------------------------------------------------------------------
 
 {
   echo
-  echo "kea-operator at scale ($(date -u +%Y-%m-%d), $(nproc) cores, Kubernetes $KUBERNETES_VERSION, kwok $KWOK_VERSION; times to +-${POLL}s)"
-  printf '| %-64s | %10s |\n' "measure" "value"
-  printf '|%s|%s|\n' "$(printf -- '-%.0s' $(seq 66))" "$(printf -- '-%.0s' $(seq 12))"
-  row() { printf '| %-64s | %10s |\n' "$1" "$2"; }
+  echo "kea-operator at scale ($(date -u +%Y-%m-%d), $(nproc) cores, Kubernetes $KUBERNETES_VERSION, kwok $KWOK_VERSION)"
+  printf '| %-64s | %13s |\n' "measure" "value"
+  printf '|%s|%s|\n' "$(printf -- '-%.0s' $(seq 66))" "$(printf -- '-%.0s' $(seq 15))"
+  row() { printf '| %-64s | %13s |\n' "$1" "$2"; }
   ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
   row "N (Microservices; their rendered children in the direct arm)" "$N"
   row "operator: seconds until every Microservice's children exist" "$T_CHILDREN"
-  row "direct: seconds to apply the same children ($APPLIERS clients)" "$APPLY_DIRECT"
+  row "direct: seconds to apply the same children ($APPLIERS clients), mean" "$APPLY_DIRECT"
+  row "  before / after the operator arm" "$APPLY_BEFORE / $APPLY_AFTER"
   row "ratio operator / direct, children applied (target <= 1.5)" "$(ratio "$T_CHILDREN" "$APPLY_DIRECT")"
   row "operator: Microservices with all children applied per second" "$(ratio "$N" "$T_CHILDREN")"
   row "operator: reconciles per second until all Ready" "$(ratio "$ARM_RECONCILES" "$T_OP")"
@@ -419,7 +496,8 @@ T_DIRECT=$(cat "$WORK/direct.seconds")
   row "apiserver GETs on child kinds until all Ready (cache reads)" "$ARM_GETS"
   row "operator: seconds until all Microservices Ready" "$T_OP"
   row "  of which the client's apply of the Microservices" "$APPLY_OP"
-  row "direct: seconds until all Deployments Available" "$T_DIRECT"
+  row "direct: seconds until all Deployments Available, mean" "$T_DIRECT"
+  row "  before / after the operator arm" "$READY_BEFORE / $READY_AFTER"
   row "ratio operator / direct, end to end (target <= 1.2)" "$(ratio "$T_OP" "$T_DIRECT")"
   row "operator peak RSS (VmHWM), MiB" "$RSS_MIB"
   row "operator writes in the ${WINDOW}s steady-state window (target 0)" "$OP_WRITES"
