@@ -120,6 +120,13 @@ pub async fn wait_ready(api: &Api<Microservice>, name: &str) -> Microservice {
     microservices::wait_ready(api, name, TIMEOUT).await.unwrap()
 }
 
+/// Whether `event` is about the Microservice `name` and has `reason`.
+fn is_about(event: &Event, name: &str, reason: &str) -> bool {
+    event.involved_object.kind.as_deref() == Some("Microservice")
+        && event.involved_object.name.as_deref() == Some(name)
+        && event.reason.as_deref() == Some(reason)
+}
+
 /// The Events about the Microservice `name` with `reason`.
 pub async fn events_about(events: &Api<Event>, name: &str, reason: &str) -> Vec<Event> {
     events
@@ -128,16 +135,12 @@ pub async fn events_about(events: &Api<Event>, name: &str, reason: &str) -> Vec<
         .unwrap()
         .items
         .into_iter()
-        .filter(|e| {
-            e.involved_object.kind.as_deref() == Some("Microservice")
-                && e.involved_object.name.as_deref() == Some(name)
-                && e.reason.as_deref() == Some(reason)
-        })
+        .filter(|e| is_about(e, name, reason))
         .collect()
 }
 
-/// Waits until the Microservice `name` has an Event with `reason` that `wanted` accepts;
-/// fails with "no {what} for {name}" after `within`.
+/// Waits, following a watch, until the Microservice `name` has an Event with `reason` that
+/// `wanted` accepts; fails with "no {what} for {name}" after `within`.
 pub async fn wait_for_event(
     events: &Api<Event>,
     name: &str,
@@ -146,10 +149,25 @@ pub async fn wait_for_event(
     within: Duration,
     what: &str,
 ) {
-    let start = std::time::Instant::now();
-    while !events_about(events, name, reason).await.iter().any(&wanted) {
-        assert!(start.elapsed() < within, "no {what} for {name}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    let about = |e: &&Event| is_about(e, name, reason);
+    let found = kea_testkit::wait_for_list(
+        events,
+        "",
+        &format!("{what} for {name}"),
+        |all: &[Event]| all.iter().filter(about).any(&wanted),
+        |all: &[Event]| {
+            let notes: Vec<_> = all
+                .iter()
+                .filter(about)
+                .map(|e| e.message.clone())
+                .collect();
+            format!("{reason} events about {name}: {notes:?}")
+        },
+        within,
+    )
+    .await;
+    if let Err(error) = found {
+        panic!("no {what} for {name}: {error}");
     }
 }
 
