@@ -396,6 +396,9 @@ async fn reconcile_children(ms: &Arc<Microservice>, ctx: &Arc<Context>) -> Resul
         Some(old) if status::is_progress_only(old, &new_status) => {
             ctx.progress.wait(&object_ref, Instant::now())
         }
+        None if status::is_rollout_start(&new_status) => {
+            ctx.progress.wait(&object_ref, Instant::now())
+        }
         _ => None,
     };
     if progress_wait.is_none() {

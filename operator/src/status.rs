@@ -514,6 +514,21 @@ pub fn is_progress_only(old: &MicroserviceStatus, new: &MicroserviceStatus) -> b
     old != new && without_progress(old) == without_progress(new)
 }
 
+/// Whether `new`, the first status of a Microservice, only reports a rollout under way: its
+/// pods are coming up, nothing failed and nothing else is waited for. It may wait like
+/// progress, so that a rollout that completes within the delay is written once, as Ready;
+/// a failure, a dependency or store not ready, or a suspended spec is written at once.
+pub fn is_rollout_start(new: &MicroserviceStatus) -> bool {
+    new.conditions.iter().all(|c| match c.type_.as_str() {
+        conditions::READY | conditions::AVAILABLE | conditions::PROGRESSING => {
+            ROLLOUT_IN_PROGRESS.contains(&c.reason.as_str())
+        }
+        conditions::DEPENDENCIES_READY | conditions::STORES_READY => c.status == "True",
+        conditions::SUSPENDED => c.status == "False",
+        _ => false,
+    })
+}
+
 /// The reason a failed reconcile shows on the status, or `None` for failures that are not
 /// the Microservice's (e.g. this replica lost the leadership).
 pub fn failure_reason(error: &crate::Error) -> Option<&'static str> {
@@ -1017,6 +1032,57 @@ mod tests {
         assert!(
             !is_progress_only(&starting, &dependency_gone),
             "another condition"
+        );
+    }
+
+    #[test]
+    fn a_first_status_may_wait_only_while_pods_come_up() {
+        let first = |spec: MicroserviceSpec, deployment: Option<Deployment>, pod_problem| {
+            let ms = microservice(spec);
+            let observed = Observed {
+                dependencies: dependency_statuses(&ms, |_| None),
+                deployment,
+                pod_problem,
+                ..Default::default()
+            };
+            is_rollout_start(&compute_status(&ms, &observed, &time(100)))
+        };
+        let plain = || MicroserviceSpec::with_image("img:1");
+        let just_applied = || {
+            let mut d = deployment(1, 0, 0, false);
+            d.status = None;
+            Some(d)
+        };
+        assert!(first(plain(), just_applied(), None), "just applied");
+        assert!(
+            first(plain(), Some(deployment(1, 0, 1, false)), None),
+            "a pod starting"
+        );
+        assert!(
+            !first(plain(), Some(deployment(1, 1, 1, true)), None),
+            "Ready is written at once"
+        );
+        let crashing = PodProblem {
+            reason: "CrashLoopBackOff".into(),
+            message: "back-off restarting".into(),
+        };
+        assert!(
+            !first(plain(), Some(deployment(1, 0, 1, false)), Some(crashing)),
+            "a failure is written at once"
+        );
+        let mut waits_for_a_dependency = plain();
+        waits_for_a_dependency.depends_on = vec![Dependency {
+            name: "users".into(),
+        }];
+        assert!(
+            !first(waits_for_a_dependency, just_applied(), None),
+            "a missing dependency is written at once"
+        );
+        let mut suspended = plain();
+        suspended.suspend = true;
+        assert!(
+            !first(suspended, Some(deployment(0, 0, 0, true)), None),
+            "suspended is written at once"
         );
     }
 

@@ -244,6 +244,84 @@ async fn wait_for_note(events: &Api<Event>, name: &str, reason: &str, note: &str
     wait_for_event(events, name, reason, wanted, TIMEOUT, &what).await;
 }
 
+/// Follows the Microservice `name` on a watch until it is Ready or `timeout` passes, and
+/// returns the Ready condition's reason of each status seen on the way ("-" for none).
+async fn ready_reasons_until_ready(
+    microservices: &Api<Microservice>,
+    name: &str,
+    timeout: Duration,
+) -> Vec<String> {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let record = seen.clone();
+    let ready = move |ms: Option<&Microservice>| {
+        let ms = ms.filter(|ms| ms.status.is_some());
+        let reason = ms
+            .and_then(|ms| kea_testkit::microservices::condition(ms, "Ready"))
+            .map_or("-".to_owned(), |c| format!("{}={}", c.reason, c.status));
+        let mut seen = record.lock().unwrap();
+        if seen.last() != Some(&reason) {
+            seen.push(reason);
+        }
+        ms.is_some_and(kea_testkit::microservices::is_ready)
+    };
+    let _ = wait_for(microservices, name, ready, timeout).await;
+    seen.lock().unwrap().clone()
+}
+
+#[tokio::test]
+async fn a_first_status_waits_only_for_pods_coming_up() {
+    let Some((namespace, microservices)) = setup("ms-first-status").await else {
+        return;
+    };
+    // Longer than any step below may take: what is written before it was not held.
+    let delay = Duration::from_secs(60);
+    let operator = Operator::start_with_progress_delay(&namespace, delay);
+
+    // Pods that come up within the delay: the first status written says Ready.
+    let watch = tokio::spawn({
+        let microservices = microservices.clone();
+        async move { ready_reasons_until_ready(&microservices, "quick", TIMEOUT).await }
+    });
+    create(
+        &microservices,
+        "quick",
+        json!({"image": "kea.dev/kea-service:1"}),
+    )
+    .await;
+    let seen = watch.await.unwrap();
+    assert_eq!(
+        seen.iter().filter(|r| *r != "-").collect::<Vec<_>>(),
+        ["Ready=True"],
+        "one status, Ready, for a Microservice whose pods came up at once (seen: {seen:?})"
+    );
+
+    // Pods that cannot come up: the reason shows long before the delay is over.
+    create(
+        &microservices,
+        "unschedulable",
+        json!({"image": "kea.dev/kea-service:1", "resources": {"requests": {"cpu": "100000"}}}),
+    )
+    .await;
+    let explained = wait_for(
+        &microservices,
+        "unschedulable",
+        |ms: Option<&Microservice>| {
+            ms.and_then(|ms| kea_testkit::microservices::condition(ms, "Ready"))
+                .is_some_and(|c| c.status == "False" && c.reason == "Unschedulable")
+        },
+        delay / 2,
+    )
+    .await;
+    assert!(
+        explained.is_ok(),
+        "Ready=False, Unschedulable within {:?}: {explained:?}",
+        delay / 2
+    );
+
+    operator.stop().await;
+    namespace.cleanup().await.unwrap();
+}
+
 #[tokio::test]
 async fn deleting_a_microservice_garbage_collects_its_children() {
     let Some((namespace, microservices)) = setup("ms-delete").await else {

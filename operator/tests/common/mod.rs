@@ -70,6 +70,18 @@ impl Operator {
         Self::start_config(namespace.client(), config)
     }
 
+    /// A controller that holds rollout progress, and a new Microservice's first status while
+    /// only its pods are awaited, for up to `progress_delay`.
+    pub fn start_with_progress_delay(namespace: &TestNamespace, progress_delay: Duration) -> Self {
+        let config = ControllerConfig {
+            namespace: Some(namespace.name().to_owned()),
+            requeue_not_ready: Duration::from_secs(2),
+            progress_delay,
+            ..ControllerConfig::default()
+        };
+        Self::start_config(namespace.client(), config)
+    }
+
     fn start_config(client: Client, config: ControllerConfig) -> Self {
         let metrics = Metrics::default();
         let (stop, stopped) = oneshot::channel::<()>();
