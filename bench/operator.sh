@@ -7,7 +7,7 @@
 #     per second, p50/p99 reconcile latency (from its histogram), and the API server's GETs
 #     on the children's kinds while it worked (reads come from its caches). End to end:
 #     seconds until every Microservice reports Ready=True (followed by a watch, not polled).
-#     Its peak RSS (VmHWM). At steady state (10 s after all are Ready, over a 30 s window)
+#     Its peak RSS (VmHWM) and CPU seconds. At steady state (10 s after all are Ready, over a 30 s window)
 #     the writes it makes: its own counter, the objects whose kea-operator managedFields
 #     entry changed in the window, and the API server's mutating requests
 #     (apiserver_request_total).
@@ -17,6 +17,9 @@
 #     once; seconds until applied, and until every Deployment is Available. It runs once
 #     before and once after the operator arm, and the ratios take the mean of the two; a
 #     smaller direct run before all, not measured, warms the control plane up.
+#   - in each arm, until all are Ready: the CPU seconds of kube-apiserver and of the whole
+#     control plane (its processes on this host: API server, etcd, controller-manager,
+#     scheduler, kwok). On 2 cores it is busy throughout, and the arms' times follow.
 # Targets at N=1000: children applied within 1.5x of the direct apply; end-to-end ratio
 # <= 1.2; peak RSS under 30 MiB; no writes at steady state. The control plane's own
 # controllers run with a raised client rate limit (KEA_CONTROL_PLANE_QPS, see
@@ -279,6 +282,26 @@ py() { python3 "$WORK/bench.py" "$@"; }
 now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.1f", b - a}'; }
 
+# The control plane's processes on this host, by their kernel name (15 characters at most).
+CONTROL_PLANE_PROCESSES="kube-apiserver etcd kube-controller kube-scheduler kwok"
+# cpu_seconds PID...: CPU seconds (user + system) the processes PID have used so far.
+cpu_seconds() {
+  local pid total=0
+  for pid in "$@"; do
+    total=$(awk -v t="$total" -v hz="$(getconf CLK_TCK)" '{ sub(/.*\) /, ""); print t + ($12 + $13) / hz }' \
+      "/proc/$pid/stat" 2>/dev/null || echo "$total")
+  done
+  echo "$total"
+}
+# cpu_of NAME...: CPU seconds used so far by the processes named NAME.
+cpu_of() {
+  local name pids=()
+  for name in "$@"; do
+    mapfile -t -O "${#pids[@]}" pids < <(pgrep -x "$name")
+  done
+  cpu_seconds "${pids[@]}"
+}
+
 # --- cleanup --------------------------------------------------------------------------
 
 stop_operator() {
@@ -388,12 +411,17 @@ direct_arm() {
   [ "$(grep -c '^kind: Deployment' "$WORK/$tag.yaml")" -eq "$count" ] || die "render did not give $count Deployments"
   kubectl create namespace "$namespace" >/dev/null
   log "$tag: applying the children of $count Microservices to $namespace ($APPLIERS kubectl processes)"
+  local api_cpu0 cp_cpu0
+  api_cpu0=$(cpu_of kube-apiserver)
+  cp_cpu0=$(cpu_of $CONTROL_PLANE_PROCESSES)
   start=$(now)
   apply_all "$WORK/$tag.yaml"
   APPLIED=$(elapsed "$start" "$(now)")
   log "$tag: applied in ${APPLIED}s"
   wait_all "$tag" "/apis/apps/v1/namespaces/$namespace/deployments" deployment-available "$count" "$start"
   READY=$(cat "$WORK/$tag.seconds")
+  API_CPU=$(elapsed "$api_cpu0" "$(cpu_of kube-apiserver)")
+  CP_CPU=$(elapsed "$cp_cpu0" "$(cpu_of $CONTROL_PLANE_PROCESSES)")
   kubectl delete namespace "$namespace" --wait=true --timeout=600s >/dev/null ||
     log "warning: $namespace is still being deleted"
 }
@@ -409,6 +437,8 @@ direct_arm warm-up "$NS_WARM" $(((N + 3) / 4))
 direct_arm direct-before "$NS_BEFORE" "$N"
 APPLY_BEFORE=$APPLIED
 READY_BEFORE=$READY
+API_CPU_BEFORE=$API_CPU
+CP_CPU_BEFORE=$CP_CPU
 
 # --- operator arm ---------------------------------------------------------------------
 
@@ -429,12 +459,17 @@ curl -fsS "http://127.0.0.1:$PORT/readyz" >/dev/null || die "kea-operator is not
 
 log "operator arm: applying $N Microservices to $NS_OP ($APPLIERS kubectl processes)"
 kubectl get --raw /metrics >"$WORK/arm-start.apiserver.txt"
+API_CPU0=$(cpu_of kube-apiserver)
+CP_CPU0=$(cpu_of $CONTROL_PLANE_PROCESSES)
 START=$(now)
 apply_all "$WORK/microservices.yaml"
 APPLY_OP=$(elapsed "$START" "$(now)")
 log "operator arm: applied in ${APPLY_OP}s"
 wait_all operator "/apis/kea.dev/v1alpha1/namespaces/$NS_OP/microservices" ms-ready "$N" "$START"
 T_OP=$(cat "$WORK/operator.seconds")
+API_CPU_OP=$(elapsed "$API_CPU0" "$(cpu_of kube-apiserver)")
+CP_CPU_OP=$(elapsed "$CP_CPU0" "$(cpu_of $CONTROL_PLANE_PROCESSES)")
+OPERATOR_CPU=$(elapsed 0 "$(cpu_seconds "$OPERATOR_PID")")
 kubectl get --raw /metrics >"$WORK/arm-end.apiserver.txt"
 curl -fsS "$METRICS_URL" >"$WORK/arm-end.operator.txt"
 T_CHILDREN=$(kubectl get deployments,services,networkpolicies -n "$NS_OP" -o json | py newest-creation "$START")
@@ -473,6 +508,8 @@ kubectl delete namespace "$NS_OP" --wait=true --timeout=600s >/dev/null ||
 direct_arm direct-after "$NS_AFTER" "$N"
 APPLY_AFTER=$APPLIED
 READY_AFTER=$READY
+API_CPU_AFTER=$API_CPU
+CP_CPU_AFTER=$CP_CPU
 APPLY_DIRECT=$(awk -v a="$APPLY_BEFORE" -v b="$APPLY_AFTER" 'BEGIN {printf "%.1f", (a + b) / 2}')
 T_DIRECT=$(awk -v a="$READY_BEFORE" -v b="$READY_AFTER" 'BEGIN {printf "%.1f", (a + b) / 2}')
 
@@ -500,6 +537,11 @@ T_DIRECT=$(awk -v a="$READY_BEFORE" -v b="$READY_AFTER" 'BEGIN {printf "%.1f", (
   row "  before / after the operator arm" "$READY_BEFORE / $READY_AFTER"
   row "ratio operator / direct, end to end (target <= 1.2)" "$(ratio "$T_OP" "$T_DIRECT")"
   row "operator peak RSS (VmHWM), MiB" "$RSS_MIB"
+  row "operator: CPU seconds until all Ready" "$OPERATOR_CPU"
+  row "kube-apiserver CPU seconds until all Ready: operator arm" "$API_CPU_OP"
+  row "  direct, before / after" "$API_CPU_BEFORE / $API_CPU_AFTER"
+  row "control plane CPU seconds until all Ready: operator arm" "$CP_CPU_OP"
+  row "  direct, before / after" "$CP_CPU_BEFORE / $CP_CPU_AFTER"
   row "operator writes in the ${WINDOW}s steady-state window (target 0)" "$OP_WRITES"
   row "objects changed by field manager kea-operator in the window" "$MANAGER_WRITES"
   row "apiserver mutating requests in the window, all" "$API_ALL"
