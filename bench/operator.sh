@@ -7,9 +7,9 @@
 #     per second, p50/p99 reconcile latency (from its histogram), and the API server's GETs
 #     on the children's kinds while it worked (reads come from its caches). End to end:
 #     seconds until every Microservice reports Ready=True (followed by a watch, not polled).
-#     Its peak RSS (VmHWM) and CPU seconds. At steady state (10 s after all are Ready, over a 30 s window)
-#     the writes it makes: its own counter, the objects whose kea-operator managedFields
-#     entry changed in the window, and the API server's mutating requests
+#     Its peak RSS (VmHWM) and CPU seconds. At steady state (10 s after all are Ready, over
+#     a 30 s window) the writes it makes: its own counter, the objects whose kea-operator
+#     managedFields entry changed in the window, and the API server's mutating requests
 #     (apiserver_request_total).
 #   - direct arm (the ceiling): the same children (Deployments, Services, NetworkPolicies,
 #     rendered by `kea-operator render`) applied straight to another namespace by as many

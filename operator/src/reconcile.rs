@@ -392,15 +392,15 @@ async fn reconcile_children(ms: &Arc<Microservice>, ctx: &Arc<Context>) -> Resul
     }
 
     let new_status = status::compute_status(ms, &observed, &now());
-    let progress_wait = match &ms.status {
-        Some(old) if status::is_progress_only(old, &new_status) => {
-            ctx.progress.wait(&object_ref, Instant::now())
-        }
-        None if status::is_rollout_start(&new_status) => {
-            ctx.progress.wait(&object_ref, Instant::now())
-        }
-        _ => None,
+    // Only the progress of a rollout may wait: pod counts changing, or a first status that
+    // says no more than that pods are coming up.
+    let only_progress = match &ms.status {
+        Some(old) => status::is_progress_only(old, &new_status),
+        None => status::is_rollout_start(&new_status),
     };
+    let progress_wait = only_progress
+        .then(|| ctx.progress.wait(&object_ref, Instant::now()))
+        .flatten();
     if progress_wait.is_none() {
         ctx.progress.release(&object_ref);
         if ms.status.as_ref() != Some(&new_status) {
