@@ -196,6 +196,33 @@ async fn keep_alive_clients_are_told_to_close_and_answered_during_shutdown() {
     assert!(exit.success(), "{exit:?}");
 }
 
+/// Starts a 3 s request and returns it once it holds the service's only concurrency slot
+/// (a probe is shed). A probe that arrives first takes the slot and has the slow request
+/// shed instead: then the slow request is sent again.
+async fn hold_the_only_slot(
+    client: &reqwest::Client,
+    base: &str,
+) -> tokio::task::JoinHandle<reqwest::Result<reqwest::Response>> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for _ in 0..100 {
+        let slow = tokio::spawn(client.get(format!("{base}/delay/3000")).send());
+        for _ in 0..1000 {
+            assert!(
+                Instant::now() < deadline,
+                "the slow request never held the slot"
+            );
+            let probe = client.get(format!("{base}/healthz")).send().await.unwrap();
+            if probe.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE {
+                return slow;
+            }
+            if slow.is_finished() {
+                break;
+            }
+        }
+    }
+    panic!("the slow request never held the slot");
+}
+
 #[tokio::test]
 async fn shed_requests_are_logged_in_aggregate() {
     let dir = tempfile::tempdir().unwrap();
@@ -203,7 +230,7 @@ async fn shed_requests_are_logged_in_aggregate() {
     let log = std::fs::File::create(&log_path).unwrap();
     let service = Service::start_in(dir, &[("KEA_MAX_CONCURRENCY", "1")], log).await;
     let client = reqwest::Client::new();
-    let slow = tokio::spawn(client.get(format!("{}/delay/3000", service.base)).send());
+    let slow = hold_the_only_slot(&client, &service.base).await;
     let mut shed = 0;
     let started = Instant::now();
     for _ in 0..400 {
