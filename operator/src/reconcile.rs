@@ -62,6 +62,11 @@ pub struct ControllerConfig {
     /// while pods come up) may wait before it is written: a rollout's steps then share
     /// writes, and its end (Ready, or a failure) is written at once and carries them.
     pub progress_delay: Duration,
+    /// How long a new Microservice's first status may wait while all it says is that its pods
+    /// are coming up: a rollout that completes within it is written once, as Ready. Anything
+    /// else (a failure, a pod that cannot start, a dependency or store not ready, a suspended
+    /// spec) is written at once, and so is the rollout's progress once this is over.
+    pub first_status_delay: Duration,
     /// Name of this process in the events it records (the pod name in a cluster).
     pub instance: Option<String>,
     /// What shapes the children: store images, NetworkPolicies on or off.
@@ -80,6 +85,9 @@ impl Default for ControllerConfig {
             // A new pod is ready some moments before it counts as available
             // (MIN_READY_SECONDS): long enough for that step to be written with Ready.
             progress_delay: Duration::from_secs(5),
+            // Under load (a thousand Microservices applied at once on a small control plane)
+            // pods take 5-11 s from the apply to be available: long enough to cover that.
+            first_status_delay: Duration::from_secs(15),
             instance: None,
             settings: Settings::default(),
         }
@@ -106,30 +114,32 @@ pub struct Context {
 }
 
 /// When rollout progress not yet written was first seen, per object: a change that only
-/// reports progress waits until `delay` after that, unless something else is written first.
+/// reports progress waits until a delay after that, unless something else is written first.
 struct ProgressHold<K> {
-    delay: Duration,
+    /// Age after which an entry is surely stale: its object was reconciled since, or deleted.
+    stale_after: Duration,
     held: Mutex<HashMap<K, Instant>>,
 }
 
 impl<K: std::hash::Hash + Eq + Clone> ProgressHold<K> {
-    fn new(delay: Duration) -> Self {
+    /// A hold for delays up to `longest_delay`.
+    fn new(longest_delay: Duration) -> Self {
         Self {
-            delay,
+            stale_after: longest_delay + STALE_PROGRESS,
             held: Mutex::new(HashMap::new()),
         }
     }
 
-    /// How much longer the progress of `object`, seen `now`, may wait to be written (None:
-    /// write it now). Entries left by deleted objects are dropped as they age.
-    fn wait(&self, object: &K, now: Instant) -> Option<Duration> {
+    /// How much longer the progress of `object`, seen `now`, may wait to be written, `delay`
+    /// after it was first seen (None: write it now). Entries left by deleted objects are
+    /// dropped as they age.
+    fn wait(&self, object: &K, now: Instant, delay: Duration) -> Option<Duration> {
         let mut held = self.held.lock().ok()?;
         if !held.contains_key(object) {
-            let stale = self.delay + STALE_PROGRESS;
-            held.retain(|_, since| now.saturating_duration_since(*since) < stale);
+            held.retain(|_, since| now.saturating_duration_since(*since) < self.stale_after);
         }
         let since = *held.entry(object.clone()).or_insert(now);
-        self.delay
+        delay
             .checked_sub(now.saturating_duration_since(since))
             .filter(|wait| !wait.is_zero())
     }
@@ -242,7 +252,7 @@ pub async fn run_controller_with(
         caches,
         config: config.clone(),
         failures: Mutex::new(HashMap::new()),
-        progress: ProgressHold::new(config.progress_delay),
+        progress: ProgressHold::new(config.progress_delay.max(config.first_status_delay)),
     });
 
     info!(namespace = ?config.namespace, "starting the Microservice controller");
@@ -394,12 +404,18 @@ async fn reconcile_children(ms: &Arc<Microservice>, ctx: &Arc<Context>) -> Resul
     let new_status = status::compute_status(ms, &observed, &now());
     // Only the progress of a rollout may wait: pod counts changing, or a first status that
     // says no more than that pods are coming up.
-    let only_progress = match &ms.status {
-        Some(old) => status::is_progress_only(old, &new_status),
-        None => status::is_rollout_start(&new_status),
+    let (only_progress, delay) = match &ms.status {
+        Some(old) => (
+            status::is_progress_only(old, &new_status),
+            ctx.config.progress_delay,
+        ),
+        None => (
+            status::is_rollout_start(&new_status),
+            ctx.config.first_status_delay,
+        ),
     };
     let progress_wait = only_progress
-        .then(|| ctx.progress.wait(&object_ref, Instant::now()))
+        .then(|| ctx.progress.wait(&object_ref, Instant::now(), delay))
         .flatten();
     if progress_wait.is_none() {
         ctx.progress.release(&object_ref);
@@ -498,8 +514,8 @@ async fn apply_children(
     if !applied.is_empty() {
         info!(microservice = %name, %namespace, children = ?applied, "applied");
     }
-    // A new Microservice (no status yet) gets no Applied event: its status says the same
-    // from the first reconcile, and the Ready event, or a Warning, follows. At scale an event
+    // A new Microservice (no status yet) gets no Applied event: its first status says the
+    // same, and the Ready event, or a Warning, follows. At scale an event
     // per creation is a write per Microservice on the API server for nothing new.
     if !applied.is_empty() && ms.status.is_some() {
         publish(
@@ -877,30 +893,46 @@ mod tests {
 
     #[test]
     fn progress_waits_out_its_delay_from_when_it_was_first_seen() {
-        let hold = ProgressHold::new(Duration::from_secs(5));
+        let progress = Duration::from_secs(5);
+        let first_status = Duration::from_secs(15);
+        let hold = ProgressHold::new(first_status);
         let start = Instant::now();
         let at = |seconds: u64| start + Duration::from_secs(seconds);
-        assert_eq!(hold.wait(&"a", at(0)), Some(Duration::from_secs(5)));
+        let secs = Duration::from_secs;
+        assert_eq!(hold.wait(&"a", at(0), progress), Some(secs(5)));
         assert_eq!(
-            hold.wait(&"a", at(2)),
-            Some(Duration::from_secs(3)),
+            hold.wait(&"a", at(2), progress),
+            Some(secs(3)),
             "more progress"
         );
         assert_eq!(
-            hold.wait(&"b", at(4)),
-            Some(Duration::from_secs(5)),
+            hold.wait(&"b", at(4), progress),
+            Some(secs(5)),
             "per object"
         );
-        assert_eq!(hold.wait(&"a", at(5)), None, "its delay is out: write it");
+        assert_eq!(
+            hold.wait(&"new", at(4), first_status),
+            Some(secs(15)),
+            "a first status has its own delay"
+        );
+        assert_eq!(
+            hold.wait(&"a", at(5), progress),
+            None,
+            "its delay is out: write it"
+        );
         hold.release(&"a");
         assert_eq!(
-            hold.wait(&"a", at(6)),
-            Some(Duration::from_secs(5)),
+            hold.wait(&"a", at(6), progress),
+            Some(secs(5)),
             "a new hold"
         );
         hold.release(&"a");
-        // Entries nobody released (a deleted object) are dropped once surely stale.
-        assert_eq!(hold.wait(&"c", at(100)), Some(Duration::from_secs(5)));
+        assert_eq!(hold.wait(&"new", at(14), first_status), Some(secs(5)));
+        assert_eq!(hold.wait(&"new", at(19), first_status), None);
+        hold.release(&"new");
+        // Entries nobody released (a deleted object) are dropped once surely stale: the
+        // longest delay and a minute after they were first seen.
+        assert_eq!(hold.wait(&"c", at(79), progress), Some(secs(5)));
         assert_eq!(hold.held.lock().unwrap().len(), 1, "b was dropped");
     }
 

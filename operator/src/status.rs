@@ -516,8 +516,9 @@ pub fn is_progress_only(old: &MicroserviceStatus, new: &MicroserviceStatus) -> b
 
 /// Whether `new`, the first status of a Microservice, only reports a rollout under way: its
 /// pods are coming up, nothing failed and nothing else is waited for. It may wait like
-/// progress, so that a rollout that completes within the delay is written once, as Ready;
-/// a failure, a dependency or store not ready, or a suspended spec is written at once.
+/// progress (for the controller's `first_status_delay`), so that a rollout that completes
+/// within it is written once, as Ready; a failure, a dependency or store not ready, or a
+/// suspended spec is written at once.
 pub fn is_rollout_start(new: &MicroserviceStatus) -> bool {
     new.conditions.iter().all(|c| match c.type_.as_str() {
         conditions::READY | conditions::AVAILABLE | conditions::PROGRESSING => {

@@ -275,7 +275,7 @@ async fn a_first_status_waits_only_for_pods_coming_up() {
     };
     // Longer than any step below may take: what is written before it was not held.
     let delay = Duration::from_secs(60);
-    let operator = Operator::start_with_progress_delay(&namespace, delay);
+    let operator = Operator::start_with_status_delays(&namespace, delay, delay);
 
     // Pods that come up within the delay: the first status written says Ready.
     let watch = tokio::spawn({
@@ -317,6 +317,40 @@ async fn a_first_status_waits_only_for_pods_coming_up() {
         "Ready=False, Unschedulable within {:?}: {explained:?}",
         delay / 2
     );
+
+    operator.stop().await;
+    namespace.cleanup().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_first_status_waits_no_longer_than_its_own_delay() {
+    let Some((namespace, microservices)) = setup("ms-first-delay").await else {
+        return;
+    };
+    // A pod counts as available minReadySeconds (3 s) after it is ready: a first status held
+    // for 1 s is written while the pods are still coming up, whatever the progress delay.
+    let operator = Operator::start_with_status_delays(
+        &namespace,
+        Duration::from_secs(60),
+        Duration::from_secs(1),
+    );
+    let watch = tokio::spawn({
+        let microservices = microservices.clone();
+        async move { ready_reasons_until_ready(&microservices, "rolling", TIMEOUT).await }
+    });
+    create(
+        &microservices,
+        "rolling",
+        json!({"image": "kea.dev/kea-service:1"}),
+    )
+    .await;
+    let seen = watch.await.unwrap();
+    let written: Vec<_> = seen.iter().filter(|r| *r != "-").collect();
+    assert!(
+        written.len() >= 2 && written[0].ends_with("=False"),
+        "a not-Ready status first, then Ready (seen: {seen:?})"
+    );
+    assert_eq!(written.last().map(|r| r.as_str()), Some("Ready=True"));
 
     operator.stop().await;
     namespace.cleanup().await.unwrap();

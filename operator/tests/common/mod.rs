@@ -70,13 +70,19 @@ impl Operator {
         Self::start_config(namespace.client(), config)
     }
 
-    /// A controller that holds rollout progress, and a new Microservice's first status while
-    /// only its pods are awaited, for up to `progress_delay`.
-    pub fn start_with_progress_delay(namespace: &TestNamespace, progress_delay: Duration) -> Self {
+    /// A controller that holds rollout progress for up to `progress_delay`, and a new
+    /// Microservice's first status, while only its pods are awaited, for up to
+    /// `first_status_delay`.
+    pub fn start_with_status_delays(
+        namespace: &TestNamespace,
+        progress_delay: Duration,
+        first_status_delay: Duration,
+    ) -> Self {
         let config = ControllerConfig {
             namespace: Some(namespace.name().to_owned()),
             requeue_not_ready: Duration::from_secs(2),
             progress_delay,
+            first_status_delay,
             ..ControllerConfig::default()
         };
         Self::start_config(namespace.client(), config)
