@@ -268,6 +268,21 @@ async fn ready_reasons_until_ready(
     seen.lock().unwrap().clone()
 }
 
+/// Creates a Microservice followed on a watch from before its creation, and returns the
+/// `Ready` reasons its status showed until it was Ready (see [`ready_reasons_until_ready`]).
+async fn create_and_follow_until_ready(
+    microservices: &Api<Microservice>,
+    name: &'static str,
+    spec: serde_json::Value,
+) -> Vec<String> {
+    let watch = tokio::spawn({
+        let microservices = microservices.clone();
+        async move { ready_reasons_until_ready(&microservices, name, TIMEOUT).await }
+    });
+    create(microservices, name, spec).await;
+    watch.await.unwrap()
+}
+
 #[tokio::test]
 async fn a_first_status_waits_only_for_pods_coming_up() {
     let Some((namespace, microservices)) = setup("ms-first-status").await else {
@@ -278,17 +293,12 @@ async fn a_first_status_waits_only_for_pods_coming_up() {
     let operator = Operator::start_with_status_delays(&namespace, delay, delay);
 
     // Pods that come up within the delay: the first status written says Ready.
-    let watch = tokio::spawn({
-        let microservices = microservices.clone();
-        async move { ready_reasons_until_ready(&microservices, "quick", TIMEOUT).await }
-    });
-    create(
+    let seen = create_and_follow_until_ready(
         &microservices,
         "quick",
         json!({"image": "kea.dev/kea-service:1"}),
     )
     .await;
-    let seen = watch.await.unwrap();
     assert_eq!(
         seen.iter().filter(|r| *r != "-").collect::<Vec<_>>(),
         ["Ready=True"],
@@ -334,17 +344,12 @@ async fn a_first_status_waits_no_longer_than_its_own_delay() {
         Duration::from_secs(60),
         Duration::from_secs(1),
     );
-    let watch = tokio::spawn({
-        let microservices = microservices.clone();
-        async move { ready_reasons_until_ready(&microservices, "rolling", TIMEOUT).await }
-    });
-    create(
+    let seen = create_and_follow_until_ready(
         &microservices,
         "rolling",
         json!({"image": "kea.dev/kea-service:1"}),
     )
     .await;
-    let seen = watch.await.unwrap();
     let written: Vec<_> = seen.iter().filter(|r| *r != "-").collect();
     assert!(
         written.len() >= 2 && written[0].ends_with("=False"),
