@@ -515,8 +515,8 @@ async fn apply_children(
         info!(microservice = %name, %namespace, children = ?applied, "applied");
     }
     // A new Microservice (no status yet) gets no Applied event: its first status says the
-    // same, and the Ready event, or a Warning, follows. At scale an event
-    // per creation is a write per Microservice on the API server for nothing new.
+    // same, and the Ready event, or a Warning, follows. At scale an event per creation is a
+    // write per Microservice on the API server for nothing new.
     if !applied.is_empty() && ms.status.is_some() {
         publish(
             ctx,
