@@ -2,6 +2,7 @@
 # Builds the project's container images with the local Docker engine:
 #   kea.dev/kea-service:$TAG and kea.dev/kea-operator:$TAG   (TAG defaults to "dev")
 #   kea.dev/kea-mariadb:$TAG and kea.dev/kea-redis:$TAG      (hack/store-images.sh)
+#   kea.dev/kea-pyweb:$TAG, the e2e tests' image from elsewhere (hack/store-images.sh)
 #
 # The binaries are compiled on the host (release profile) and copied onto a
 # base image that holds only the C runtime (what distroless/cc is). With a

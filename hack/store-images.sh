@@ -4,6 +4,9 @@
 #   kea.dev/kea-mariadb:$TAG   MariaDB 10.11 with the entrypoint of images/mariadb/
 #   kea.dev/kea-redis:$TAG     Redis 7.0
 # (TAG defaults to "dev"). Both run as uid/gid 999 on a read-only root filesystem.
+# And, for the end-to-end tests of images from elsewhere:
+#   kea.dev/kea-pyweb:$TAG     images/pyweb/app.py on Python 3.11: port 80, no health
+#                              routes, root by default, as a tutorial's image would be.
 #
 #   hack/store-images.sh [TAG]
 #
@@ -139,6 +142,20 @@ REDIS_IMPORT=(
   -c 'VOLUME /data'
 )
 
+customize_pyweb() {
+  local root=$1
+  install -d -m 0755 "$root/app"
+  install -m 0644 "$REPO_ROOT/images/pyweb/app.py" "$root/app/app.py"
+  in_root "$root" python3 -c 'import http.server' || die "python3 lacks http.server in the pyweb image"
+}
+PYWEB_IMPORT=(
+  # No USER: root, like the images of most tutorials (the operator runs it as non-root).
+  -c 'WORKDIR /app'
+  -c 'ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1'
+  -c 'CMD ["python3", "/app/app.py"]'
+  -c 'EXPOSE 80'
+)
+
 # Documentation, locales, apt's lists and caches, logs: nothing the servers read.
 # Copyright files stay.
 trim_rootfs() {
@@ -214,3 +231,4 @@ image_size() { docker image inspect "$1" --format '{{.Size}}' | awk '{printf "%.
 mkdir -p "$STORE_CACHE"
 build_image mariadb "${MARIADB_PACKAGES[*]}" "${MARIADB_IMPORT[@]}"
 build_image redis "${REDIS_PACKAGES[*]}" "${REDIS_IMPORT[@]}"
+build_image pyweb python3 "${PYWEB_IMPORT[@]}"

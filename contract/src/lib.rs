@@ -6,8 +6,9 @@
 //! build of the other instead of a rollout. `service/tests/operator_contract.rs` starts the real
 //! service binary with the container the operator renders, to prove the two still agree.
 //!
-//! Any other image can run as a Microservice too: it needs to serve [`paths::HEALTHZ`] and
-//! [`paths::READYZ`] on the declared port, and may ignore the variables it does not use.
+//! Any other image can run as a Microservice too: it serves HTTP on the declared port (also
+//! given as [`env::GENERIC_PORT`]), answers [`paths::HEALTHZ`] and [`paths::READYZ`] or has
+//! its probes pointed elsewhere (`spec.probes`), and may ignore the variables it does not use.
 
 #![warn(missing_docs)]
 
@@ -49,6 +50,9 @@ pub mod env {
     pub const NAMESPACE: &str = "KEA_NAMESPACE";
     /// The declared port.
     pub const PORT: &str = "KEA_PORT";
+    /// The declared port again, under the name images from elsewhere read (Cloud Run's and
+    /// Heroku's convention). kea-service reads [`LISTEN`] instead.
+    pub const GENERIC_PORT: &str = "PORT";
     /// The directory of the embedded stores ([`crate::mounts::DATA`]).
     pub const DATA_DIR: &str = "KEA_DATA_DIR";
     /// The directory of the embedded SQLite file, when it has a claim of its own.

@@ -144,13 +144,30 @@ impl ClusterClient {
         namespace: &str,
         service: &str,
     ) -> anyhow::Result<Self> {
+        Self::caller_at(
+            client,
+            namespace,
+            service,
+            &service_url(service, "/healthz"),
+        )
+        .await
+    }
+
+    /// Like [`caller_of`](Self::caller_of), for a service on another port or without
+    /// `/healthz`: waits until `probe` (a URL of the service) answers.
+    pub async fn caller_at(
+        client: &Client,
+        namespace: &str,
+        service: &str,
+        probe: &str,
+    ) -> anyhow::Result<Self> {
         let labels = BTreeMap::from([(
             kea_operator::network::calls_label(service),
             "true".to_owned(),
         )]);
         let caller =
             Self::start(client, namespace, &format!("caller-of-{service}"), labels).await?;
-        let probe = service_url(service, "/healthz");
+        let probe = probe.to_owned();
         eventually(
             &format!("{} admitted by the NetworkPolicy of {service}", caller.name),
             Duration::from_secs(60),

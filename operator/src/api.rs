@@ -103,10 +103,24 @@ pub struct MicroserviceSpec {
     #[schemars(range(min = 0, max = 1000))]
     pub replicas: i32,
 
-    /// TCP port the container serves HTTP on; the Service exposes the same port. Defaults to 8080.
+    /// TCP port the container serves HTTP on; the Service exposes the same port. Defaults to
+    /// 8080. A port below 1024 (e.g. 80, as images made for `docker run -p 80:80` listen on)
+    /// works without root or capabilities: the pod's `net.ipv4.ip_unprivileged_port_start`
+    /// sysctl, which Pod Security `restricted` allows, is lowered to this port.
     #[serde(default = "default_port")]
     #[schemars(range(min = 1, max = 65535))]
     pub port: i32,
+
+    /// The user ID the container runs as, whatever the image's `USER` says. Defaults to 65532
+    /// (distroless `nonroot`). Set it to the UID an image was built for when it must own its
+    /// files (e.g. 101 for nginx-unprivileged). The group and the volumes' group are the same
+    /// number. Root (0) is refused: Pod Security `restricted` forbids it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self >= 1 && self <= 2147483647",
+        "message": "runAsUser must be a non-root user ID from 1 to 2147483647: Pod Security restricted forbids running as root (0); the files the container writes belong under /data or /tmp"
+    }]))]
+    pub run_as_user: Option<i64>,
 
     /// Environment variables of the container, in the core/v1 EnvVar form (value or valueFrom).
     /// The operator adds `KEA_SERVICE_NAME`, `KEA_NAMESPACE`, `KEA_PORT` and one
@@ -125,8 +139,9 @@ pub struct MicroserviceSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
 
-    /// HTTP health probes of the container. Liveness (`/healthz`) and readiness (`/readyz`) are on
-    /// by default; the startup probe is off unless set.
+    /// Health probes of the container. Liveness (`GET /healthz`) and readiness (`GET /readyz`)
+    /// are on by default; the startup probe is off unless set. For an image without these
+    /// routes, set `probes.path` (e.g. `/`) or `probes.type: TCP`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probes: Option<Probes>,
 
@@ -368,10 +383,29 @@ impl Stores {
     }
 }
 
-/// The three HTTP probes of the container.
+/// The three probes of the container, and what they share.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "!has(self.path) || !has(self.type) || self.type == 'HTTP'",
+    "message": "probes.path is the path of HTTP probes: remove it, or set probes.type to HTTP"
+}]))]
 pub struct Probes {
+    /// How every probe checks the container, unless it sets its own `type`: `HTTP` (the
+    /// default: GET a path, 200-399 is healthy) or `TCP` (the port accepts a connection), for
+    /// an image with no health route.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub type_: Option<ProbeType>,
+    /// The path of every HTTP probe that sets none of its own, e.g. `/` for an image that
+    /// serves only its pages. Without it: `/healthz` for liveness and startup, `/readyz` for
+    /// readiness.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self.startsWith('/')",
+        "message": "probes.path must start with '/', e.g. /"
+    }]))]
+    pub path: Option<String>,
     /// Restarts the container when it fails. Defaults to `GET /healthz`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub liveness: Option<ProbeSpec>,
@@ -384,14 +418,22 @@ pub struct Probes {
     pub startup: Option<ProbeSpec>,
 }
 
-/// One HTTP GET probe on the container's `http` port. Unset fields keep their defaults.
+/// One probe on the container's `http` port. Unset fields keep their defaults.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "!has(self.path) || !has(self.type) || self.type == 'HTTP'",
+    "message": "a TCP probe has no path: remove path, or set type to HTTP"
+}]))]
 pub struct ProbeSpec {
     /// Set to false to switch this probe off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
-    /// HTTP path to GET, starting with `/`. A status from 200 to 399 counts as success.
+    /// `HTTP` or `TCP`; defaults to `probes.type`, else `HTTP`.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub type_: Option<ProbeType>,
+    /// HTTP path to GET, starting with `/`; defaults to `probes.path`, else the probe's own
+    /// default. A status from 200 to 399 counts as success.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 1024))]
     #[schemars(extend("x-kubernetes-validations" = [{
@@ -415,6 +457,17 @@ pub struct ProbeSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 3600))]
     pub initial_delay_seconds: Option<i32>,
+}
+
+/// How a probe checks the container.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum ProbeType {
+    /// An HTTP GET of the probe's path; a status from 200 to 399 is healthy.
+    #[serde(rename = "HTTP")]
+    Http,
+    /// A TCP connection to the port; accepted is healthy.
+    #[serde(rename = "TCP")]
+    Tcp,
 }
 
 /// A Microservice, in the same namespace, that this one calls.
@@ -783,6 +836,7 @@ impl MicroserviceSpec {
             image: image.into(),
             replicas: default_replicas(),
             port: default_port(),
+            run_as_user: None,
             env: Vec::new(),
             env_from: Vec::new(),
             resources: None,

@@ -15,8 +15,8 @@ use k8s_openapi::api::autoscaling::v2::{
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction, Lifecycle,
     LifecycleHandler, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
-    SeccompProfile, SecurityContext, Service, ServicePort, ServiceSpec, SleepAction,
-    TopologySpreadConstraint, Volume, VolumeMount,
+    SeccompProfile, SecurityContext, Service, ServicePort, ServiceSpec, SleepAction, Sysctl,
+    TCPSocketAction, TopologySpreadConstraint, Volume, VolumeMount,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -24,7 +24,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 
-use crate::api::{DataVolume, Microservice, MicroserviceSpec, ProbeSpec, default_port};
+use crate::api::{
+    DataVolume, Microservice, MicroserviceSpec, ProbeSpec, ProbeType, Probes, default_port,
+};
 use crate::error::{Error, Result};
 use crate::network;
 use crate::stores::{self, ServiceWiring, StoreChildren, StoreContext, StoreImages};
@@ -36,8 +38,14 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 pub const MANAGER: &str = "kea-operator";
 /// Name of the application container in every pod.
 pub const CONTAINER_NAME: &str = "app";
-/// UID and GID the container runs as (the conventional "nonroot" user of distroless images).
+/// UID and GID the container runs as unless `spec.runAsUser` says otherwise (the conventional
+/// "nonroot" user of distroless images).
 pub const RUN_AS_USER: i64 = 65532;
+/// The lowest port a process may bind without `CAP_NET_BIND_SERVICE` (Linux's default).
+pub const FIRST_UNPRIVILEGED_PORT: i32 = 1024;
+/// The pod sysctl that moves that bound; in Kubernetes' safe set, allowed by Pod Security
+/// `restricted`, and scoped to the pod's own network namespace.
+pub const UNPRIVILEGED_PORT_SYSCTL: &str = "net.ipv4.ip_unprivileged_port_start";
 /// Extra seconds of grace after the drain, before the kubelet sends SIGKILL.
 pub const TERMINATION_MARGIN_SECONDS: i64 = 5;
 /// Seconds a new pod must be ready before it counts as available during a rollout.
@@ -437,13 +445,28 @@ fn build_pod_spec(
         enable_service_links: Some(false),
         image_pull_secrets: (!spec.image_pull_secrets.is_empty())
             .then(|| spec.image_pull_secrets.clone()),
-        security_context: Some(restricted_pod_security(RUN_AS_USER)),
+        security_context: Some(pod_security(spec)),
         termination_grace_period_seconds: Some(
             deregistration_seconds + drain_seconds + TERMINATION_MARGIN_SECONDS,
         ),
         volumes: Some(volumes),
         ..Default::default()
     }
+}
+
+/// The restricted pod security context of the service's pod, as `spec.runAsUser`, and able to
+/// bind its port when that port is below 1024: images made for `docker run -p 80:80` listen
+/// there, and Docker itself lowers the same sysctl (to 0) in every container. Lowered only to
+/// the declared port, and only when needed, so other pods keep the kernel's default.
+fn pod_security(spec: &MicroserviceSpec) -> PodSecurityContext {
+    let mut security = restricted_pod_security(spec.run_as_user.unwrap_or(RUN_AS_USER));
+    if spec.port < FIRST_UNPRIVILEGED_PORT {
+        security.sysctls = Some(vec![Sysctl {
+            name: UNPRIVILEGED_PORT_SYSCTL.to_owned(),
+            value: spec.port.to_string(),
+        }]);
+    }
+    security
 }
 
 fn empty_dir(data_volume: &DataVolume) -> EmptyDirVolumeSource {
@@ -486,12 +509,12 @@ fn build_container(
         env: Some(build_env(ctx, spec, dependency_ports, wiring)),
         env_from: (!spec.env_from.is_empty()).then(|| spec.env_from.clone()),
         resources: Some(spec.resources.clone().unwrap_or_else(default_resources)),
-        liveness_probe: http_probe(probes.liveness.as_ref(), ProbeDefaults::LIVENESS),
-        readiness_probe: http_probe(probes.readiness.as_ref(), ProbeDefaults::READINESS),
+        liveness_probe: probe(&probes, probes.liveness.as_ref(), ProbeDefaults::LIVENESS),
+        readiness_probe: probe(&probes, probes.readiness.as_ref(), ProbeDefaults::READINESS),
         startup_probe: probes
             .startup
             .as_ref()
-            .and_then(|startup| http_probe(Some(startup), ProbeDefaults::STARTUP)),
+            .and_then(|startup| probe(&probes, Some(startup), ProbeDefaults::STARTUP)),
         // Serving on while the endpoint removal spreads; a `sleep` hook needs no shell.
         lifecycle: (spec.deregistration_seconds > 0).then(|| Lifecycle {
             pre_stop: Some(LifecycleHandler {
@@ -522,6 +545,9 @@ fn build_env(
         (env::SERVICE_NAME.to_owned(), ctx.name.clone()),
         (env::NAMESPACE.to_owned(), ctx.namespace.clone()),
         (env::PORT.to_owned(), spec.port.to_string()),
+        // The convention of Cloud Run, Heroku and many web frameworks: images from elsewhere
+        // often listen on $PORT.
+        (env::GENERIC_PORT.to_owned(), spec.port.to_string()),
         // Read by the kea reference service; harmless for other images.
         (env::LISTEN.to_owned(), format!("0.0.0.0:{}", spec.port)),
         (env::DATA_DIR.to_owned(), mounts::DATA.to_owned()),
@@ -593,18 +619,38 @@ impl ProbeDefaults {
     };
 }
 
-fn http_probe(spec: Option<&ProbeSpec>, defaults: ProbeDefaults) -> Option<Probe> {
+/// One probe: its own settings first, then what `probes` sets for all, then `defaults`.
+fn probe(shared: &Probes, spec: Option<&ProbeSpec>, defaults: ProbeDefaults) -> Option<Probe> {
     let spec = spec.cloned().unwrap_or_default();
     if spec.enabled == Some(false) {
         return None;
     }
+    let port = IntOrString::String(kea_contract::PORT_NAME.to_owned());
+    let (http_get, tcp_socket) = match spec.type_.or(shared.type_).unwrap_or(ProbeType::Http) {
+        ProbeType::Http => {
+            let path = spec
+                .path
+                .or_else(|| shared.path.clone())
+                .unwrap_or_else(|| defaults.path.to_owned());
+            let action = HTTPGetAction {
+                path: Some(path),
+                port,
+                scheme: Some("HTTP".to_owned()),
+                ..Default::default()
+            };
+            (Some(action), None)
+        }
+        ProbeType::Tcp => (
+            None,
+            Some(TCPSocketAction {
+                port,
+                ..Default::default()
+            }),
+        ),
+    };
     Some(Probe {
-        http_get: Some(HTTPGetAction {
-            path: Some(spec.path.unwrap_or_else(|| defaults.path.to_owned())),
-            port: IntOrString::String(kea_contract::PORT_NAME.to_owned()),
-            scheme: Some("HTTP".to_owned()),
-            ..Default::default()
-        }),
+        http_get,
+        tcp_socket,
         period_seconds: Some(spec.period_seconds.unwrap_or(defaults.period_seconds)),
         failure_threshold: Some(spec.failure_threshold.unwrap_or(defaults.failure_threshold)),
         timeout_seconds: Some(spec.timeout_seconds.unwrap_or(defaults.timeout_seconds)),
@@ -920,6 +966,102 @@ mod tests {
     }
 
     #[test]
+    fn probes_share_a_path_or_check_tcp_for_images_without_health_routes() {
+        let probe_of = |probes: Probes| {
+            let mut spec = MicroserviceSpec::with_image("img:1");
+            spec.probes = Some(probes);
+            let children = build_children(
+                &microservice(spec),
+                &DependencyPorts::new(),
+                &Settings::default(),
+            )
+            .expect("children");
+            let c = container(&children).clone();
+            (
+                c.liveness_probe.expect("liveness"),
+                c.readiness_probe.expect("readiness"),
+            )
+        };
+        let path = |p: &Probe| p.http_get.as_ref().and_then(|h| h.path.clone());
+
+        // One path for all, a probe's own path still wins.
+        let (liveness, readiness) = probe_of(Probes {
+            path: Some("/".into()),
+            readiness: Some(ProbeSpec {
+                path: Some("/ready".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        assert_eq!(path(&liveness).as_deref(), Some("/"));
+        assert_eq!(path(&readiness).as_deref(), Some("/ready"));
+
+        // TCP for all, a probe may still ask for HTTP (with its default path).
+        let (liveness, readiness) = probe_of(Probes {
+            type_: Some(ProbeType::Tcp),
+            readiness: Some(ProbeSpec {
+                type_: Some(ProbeType::Http),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        assert!(liveness.http_get.is_none());
+        assert_eq!(
+            liveness.tcp_socket.map(|t| t.port),
+            Some(IntOrString::String(kea_contract::PORT_NAME.to_owned()))
+        );
+        assert_eq!(path(&readiness).as_deref(), Some(paths::READYZ));
+        assert!(readiness.tcp_socket.is_none());
+    }
+
+    #[test]
+    fn a_port_below_1024_is_bound_without_root_or_capabilities() {
+        let pod_of = |port: i32, run_as_user: Option<i64>| {
+            let mut spec = MicroserviceSpec::with_image("img:1");
+            spec.port = port;
+            spec.run_as_user = run_as_user;
+            let children = build_children(
+                &microservice(spec),
+                &DependencyPorts::new(),
+                &Settings::default(),
+            )
+            .expect("children");
+            let pod = children
+                .deployment
+                .spec
+                .and_then(|s| s.template.spec)
+                .expect("pod spec");
+            let env = pod.containers[0].env.clone().unwrap_or_default();
+            let port_variable = env
+                .iter()
+                .find(|e| e.name == env::GENERIC_PORT)
+                .and_then(|e| e.value.clone());
+            (
+                pod.security_context.expect("security context"),
+                port_variable,
+            )
+        };
+        let (security, port) = pod_of(80, None);
+        assert_eq!(
+            security.sysctls,
+            Some(vec![Sysctl {
+                name: UNPRIVILEGED_PORT_SYSCTL.into(),
+                value: "80".into()
+            }])
+        );
+        assert_eq!(security.run_as_user, Some(RUN_AS_USER));
+        assert_eq!(security.run_as_non_root, Some(true));
+        assert_eq!(port.as_deref(), Some("80"));
+
+        let (security, port) = pod_of(8080, Some(101));
+        assert_eq!(security.sysctls, None, "the kernel's default above 1023");
+        assert_eq!(security.run_as_user, Some(101));
+        assert_eq!(security.run_as_group, Some(101));
+        assert_eq!(security.fs_group, Some(101));
+        assert_eq!(port.as_deref(), Some("8080"));
+    }
+
+    #[test]
     fn probes_can_be_overridden_and_switched_off() {
         let mut spec = MicroserviceSpec::with_image("img:1");
         spec.probes = Some(Probes {
@@ -933,6 +1075,7 @@ mod tests {
                 ..Default::default()
             }),
             startup: Some(ProbeSpec::default()),
+            ..Default::default()
         });
         let children = build_children(
             &microservice(spec),

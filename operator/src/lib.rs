@@ -10,6 +10,7 @@
 //! - [`network`]: pure functions, `dependsOn` and `stores` -> NetworkPolicies.
 //! - [`stores`]: pure functions, `spec.stores` -> the stores' StatefulSets, Services, claims, Secrets.
 //! - [`status`]: pure functions, observed state -> status and conditions.
+//! - [`pods`]: pure functions, pods and their probe events -> why they are not ready.
 //! - [`provision`]: the I/O of the stores (Secrets and claims created once, servers applied).
 //! - [`validate`]: spec checks the CRD schema cannot express.
 //! - [`apply`]: server-side apply without writes at steady state.
@@ -30,6 +31,7 @@ pub mod http;
 pub mod leader;
 pub mod metrics;
 pub mod network;
+pub mod pods;
 pub mod provision;
 pub mod rbac;
 pub mod reconcile;

@@ -68,7 +68,7 @@ pub const NAMESPACED_PERMISSIONS: &[Permission] = &[
     Permission::new("", "persistentvolumeclaims", &["get", "create", "patch"],
         "create the embedded stores' volumes once and read why a store's volume does not bind"),
     Permission::new("", "events", &["list"],
-        "read why a store's volume does not bind (the provisioner's events on the claim)"),
+        "read why a store's volume does not bind and why pods fail their probes (the provisioner's and kubelet's events)"),
     Permission::new("events.k8s.io", "events", &["create", "patch"],
         "record events on Microservices"),
 ];

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::{Event as CoreEvent, Pod, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -32,6 +32,7 @@ use crate::cache::{Caches, ChildCache, Informers, spec_changes};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::network;
+use crate::pods;
 use crate::provision;
 use crate::recorder::EventRecorder;
 use crate::status::{self, Observed, StoreObservation, find_condition};
@@ -654,16 +655,30 @@ fn has_pods_not_ready(deployment: &Deployment) -> bool {
         && status.ready_replicas.unwrap_or(0) < status.replicas.unwrap_or(0)
 }
 
-/// Reads the Microservice's pods (one list call, by label selector) for a reason they fail.
+/// Reads the Microservice's pods (one list call, by label selector) for a reason they fail,
+/// and, when a pod has failed long enough for its probes to explain it, that pod's probe
+/// events (one more list call).
 async fn read_pod_problem(
     client: &Client,
     namespace: &str,
     name: &str,
-) -> Result<Option<status::PodProblem>> {
+) -> Result<Option<pods::PodProblem>> {
     let pods = Api::<Pod>::namespaced(client.clone(), namespace)
         .list(&ListParams::default().labels(&builders::selector_string(name)))
         .await?;
-    Ok(status::pod_problem(&pods.items))
+    let events = match pods::needs_events(&pods.items, &now()) {
+        Some(pod) => {
+            Api::<CoreEvent>::namespaced(client.clone(), namespace)
+                .list(&ListParams::default().fields(&format!(
+                    "involvedObject.kind=Pod,involvedObject.name={pod},reason={}",
+                    pods::UNHEALTHY_EVENT_REASON
+                )))
+                .await?
+                .items
+        }
+        None => Vec::new(),
+    };
+    Ok(pods::problem(&pods.items, &events))
 }
 
 async fn write_status(

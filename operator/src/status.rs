@@ -17,30 +17,11 @@ use crate::api::{
     dependency_reasons,
 };
 use crate::builders::{self, ReplicaControl};
+use crate::pods::{self, PodProblem};
 use crate::stores::{Engine, PlannedStore};
-
-/// Container states that explain why pods do not become ready, worst first.
-const POD_PROBLEM_REASONS: &[&str] = &[
-    "InvalidImageName",
-    "ErrImagePull",
-    "ImagePullBackOff",
-    "CreateContainerConfigError",
-    "CreateContainerError",
-    "RunContainerError",
-    "CrashLoopBackOff",
-];
 
 /// Longest condition message; a pod's message can be long, and a status is no log.
 const MAX_MESSAGE_LEN: usize = 512;
-
-/// Why the pods of a Microservice are not ready, as read from one of them.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PodProblem {
-    /// A short CamelCase reason, e.g. `ImagePullBackOff`, `CrashLoopBackOff`, `Unschedulable`.
-    pub reason: String,
-    /// Which pod and container, and what Kubernetes says about it.
-    pub message: String,
-}
 
 /// Whether the Deployment controller reports the Deployment `Available`.
 pub fn deployment_available(status: &k8s_openapi::api::apps::v1::DeploymentStatus) -> bool {
@@ -378,14 +359,14 @@ fn store_state(seen: &StoreObservation) -> (bool, &'static str, String) {
                     format!("pod {pod_name} does not exist yet"),
                 );
             };
-            if let Some(problem) = pod_problem(std::slice::from_ref(pod)) {
+            if let Some(problem) = pods::problem(std::slice::from_ref(pod), &[]) {
                 // Unschedulable because of the claim: the claim's event says more.
-                if problem.reason == "Unschedulable" && claim_phase.as_deref() != Some("Bound") {
+                if problem.reason == pods::UNSCHEDULABLE && claim_phase.as_deref() != Some("Bound")
+                {
                     return claim_problem();
                 }
-                let reason = POD_PROBLEM_REASONS
+                let reason = pods::REASONS
                     .iter()
-                    .chain(["Unschedulable"].iter())
                     .find(|r| **r == problem.reason)
                     .copied()
                     .unwrap_or(reasons::STORE_POD_NOT_READY);
@@ -666,55 +647,6 @@ fn dependencies_condition(dependencies: &[DependencyStatus]) -> (bool, &'static 
     }
 }
 
-/// The first pod problem found among `pods` (sorted by name, so the answer is stable).
-pub fn pod_problem(pods: &[Pod]) -> Option<PodProblem> {
-    let mut pods: Vec<&Pod> = pods.iter().collect();
-    pods.sort_by_key(|p| p.metadata.name.clone());
-    for pod in pods {
-        let pod_name = pod.metadata.name.as_deref().unwrap_or("<unnamed>");
-        let Some(status) = &pod.status else { continue };
-        let containers = status
-            .init_container_statuses
-            .iter()
-            .flatten()
-            .chain(status.container_statuses.iter().flatten());
-        for container in containers {
-            let waiting = container.state.as_ref().and_then(|s| s.waiting.as_ref());
-            if let Some(waiting) = waiting
-                && let Some(reason) = waiting.reason.as_deref()
-                && POD_PROBLEM_REASONS.contains(&reason)
-            {
-                let detail = waiting.message.as_deref().unwrap_or(reason);
-                return Some(PodProblem {
-                    reason: reason.to_owned(),
-                    message: truncate(format!(
-                        "pod {pod_name}, container {}: {detail}",
-                        container.name
-                    )),
-                });
-            }
-        }
-        let unschedulable = status.conditions.iter().flatten().find(|c| {
-            c.type_ == "PodScheduled"
-                && c.status == "False"
-                && c.reason.as_deref() == Some("Unschedulable")
-        });
-        if let Some(condition) = unschedulable {
-            return Some(PodProblem {
-                reason: "Unschedulable".to_owned(),
-                message: truncate(format!(
-                    "pod {pod_name}: {}",
-                    condition
-                        .message
-                        .as_deref()
-                        .unwrap_or("cannot be scheduled")
-                )),
-            });
-        }
-    }
-    None
-}
-
 /// The rollout state of the Deployment, reduced to what the conditions need.
 struct Rollout {
     desired: i32,
@@ -854,9 +786,6 @@ mod tests {
     use super::*;
     use crate::api::{Dependency, MicroserviceSpec};
     use k8s_openapi::api::apps::v1::{DeploymentCondition, DeploymentSpec, DeploymentStatus};
-    use k8s_openapi::api::core::v1::{
-        ContainerState, ContainerStateWaiting, ContainerStatus, PodStatus,
-    };
     use k8s_openapi::jiff::Timestamp;
 
     fn time(second: i64) -> Time {
@@ -1183,35 +1112,57 @@ mod tests {
     }
 
     #[test]
-    fn pod_problems_are_read_from_waiting_containers() {
-        let waiting = |reason: &str| Pod {
-            metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
-                name: Some(format!("pod-{reason}")),
+    fn a_crashing_store_server_tells_its_last_words() {
+        use crate::api::Stores;
+        use k8s_openapi::api::core::v1::{
+            ContainerState, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus,
+            PodStatus,
+        };
+        let stores: Stores =
+            serde_json::from_value(serde_json::json!({"sql": {"engine": "mariadb"}}))
+                .expect("stores");
+        let store = crate::stores::plan("orders", Some(&stores)).remove(0);
+        let pod = Pod {
+            metadata: kube::api::ObjectMeta {
+                name: Some("orders-mariadb-0".into()),
                 ..Default::default()
             },
             spec: None,
             status: Some(PodStatus {
                 container_statuses: Some(vec![ContainerStatus {
-                    name: "app".into(),
+                    name: "mariadb".into(),
                     state: Some(ContainerState {
                         waiting: Some(ContainerStateWaiting {
-                            reason: Some(reason.into()),
-                            message: Some("details".into()),
+                            reason: Some("CrashLoopBackOff".into()),
+                            message: Some("back-off 10s".into()),
                         }),
                         ..Default::default()
                     }),
+                    last_state: Some(ContainerState {
+                        terminated: Some(ContainerStateTerminated {
+                            exit_code: 1,
+                            message: Some("2026-12-04 [ERROR] mariadbd: Can't create/write to file '/var/lib/mysql/x' (Errcode: 28 \"No space left on device\")\n2026-12-04 [ERROR] Aborting\n".into()),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
+                    restart_count: 2,
                     ..Default::default()
                 }]),
                 ..Default::default()
             }),
         };
-        assert_eq!(pod_problem(&[waiting("ContainerCreating")]), None);
-        let problem = pod_problem(&[waiting("ContainerCreating"), waiting("CrashLoopBackOff")])
-            .expect("a problem");
-        assert_eq!(problem.reason, "CrashLoopBackOff");
+        let mut seen = StoreObservation::new(store);
+        seen.server = Some(ServerObservation {
+            ready: false,
+            pod: Some(pod),
+        });
+        let (ready, reason, message) = store_state(&seen);
+        assert!(!ready);
+        assert_eq!(reason, "CrashLoopBackOff");
         assert_eq!(
-            problem.message,
-            "pod pod-CrashLoopBackOff, container app: details"
+            message,
+            "pod orders-mariadb-0, container mariadb exited with code 1: 2026-12-04 [ERROR] mariadbd: Can't create/write to file '/var/lib/mysql/x' (Errcode: 28 \"No space left on device\") / 2026-12-04 [ERROR] Aborting (back-off 10s)"
         );
     }
 

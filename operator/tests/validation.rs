@@ -70,6 +70,31 @@ fn bad_specs() -> Vec<(&'static str, serde_json::Value, &'static str)> {
             "must start with '/'",
         ),
         (
+            "relative-shared-probe",
+            json!({"image": "x", "probes": {"path": "index.html"}}),
+            "probes.path must start with '/', e.g. /",
+        ),
+        (
+            "tcp-probe-with-path",
+            json!({"image": "x", "probes": {"liveness": {"type": "TCP", "path": "/healthz"}}}),
+            "a TCP probe has no path: remove path, or set type to HTTP",
+        ),
+        (
+            "tcp-probes-with-path",
+            json!({"image": "x", "probes": {"type": "TCP", "path": "/"}}),
+            "probes.path is the path of HTTP probes: remove it, or set probes.type to HTTP",
+        ),
+        (
+            "grpc-probe",
+            json!({"image": "x", "probes": {"type": "GRPC"}}),
+            r#"spec.probes.type: Unsupported value: "GRPC": supported values: "HTTP", "TCP""#,
+        ),
+        (
+            "runs-as-root",
+            json!({"image": "x", "runAsUser": 0}),
+            "runAsUser must be a non-root user ID from 1 to 2147483647",
+        ),
+        (
             "magic-service",
             json!({"image": "x", "serviceType": "Magic"}),
             r#"spec.serviceType: Unsupported value: "Magic": supported values: "ClusterIP", "NodePort", "LoadBalancer""#,

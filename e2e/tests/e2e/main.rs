@@ -10,6 +10,7 @@ mod lifecycle;
 mod namespaced;
 mod network;
 mod operator_restart;
+mod other_images;
 mod rollout;
 mod security;
 mod stores;
