@@ -235,12 +235,18 @@ impl ClusterClient {
         }
         args.push(url);
         let output = self.exec(&args, Duration::from_secs(5)).await?;
-        // `-S` prints the status line(s) to stderr: "  HTTP/1.1 200 OK".
+        // `-S` prints the status line(s) to stderr: "  HTTP/1.1 200 OK" (or HTTP/1.0, as
+        // Python's http.server answers).
         let status = output
             .stderr
             .lines()
-            .filter_map(|line| line.trim().strip_prefix("HTTP/1.1 "))
-            .filter_map(|rest| rest.split_whitespace().next()?.parse::<u16>().ok())
+            .filter_map(|line| {
+                let mut words = line.split_whitespace();
+                let version = words.next()?;
+                (version == "HTTP/1.1" || version == "HTTP/1.0")
+                    .then(|| words.next()?.parse::<u16>().ok())
+                    .flatten()
+            })
             .next_back();
         match status {
             Some(status) => Ok(Answer {

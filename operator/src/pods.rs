@@ -96,24 +96,44 @@ pub fn needs_events<'a>(pods: &'a [Pod], now: &Time) -> Option<&'a str> {
     pods.into_iter()
         .find(|pod| {
             containers(pod).any(|(status, spec)| {
-                if status.ready {
-                    return false;
-                }
-                if status.restart_count > 0 {
-                    return true;
-                }
-                let started = status
-                    .state
-                    .as_ref()
-                    .and_then(|s| s.running.as_ref())
-                    .and_then(|r| r.started_at.as_ref());
-                let grace = spec
-                    .and_then(|c| c.readiness_probe.as_ref())
-                    .map_or(DEFAULT_READINESS_GRACE, probe_grace);
-                started.is_some_and(|started| elapsed(started, now) >= grace)
+                status.restart_count > 0 && !status.ready
+                    || unready_grace_left(status, spec, now) == Some(Duration::ZERO)
             })
         })
         .and_then(|pod| pod.metadata.name.as_deref())
+}
+
+/// How long until a container that runs unready has done so for longer than its readiness
+/// probe needs to fail (the earliest such container of `pods`); `None` when none is coming.
+pub fn events_due_in(pods: &[Pod], now: &Time) -> Option<Duration> {
+    pods.iter()
+        .flat_map(containers)
+        .filter_map(|(status, spec)| unready_grace_left(status, spec, now))
+        .filter(|left| !left.is_zero())
+        .min()
+}
+
+/// For a running container that is not ready: the time left of its readiness probe's grace
+/// (zero once it is over); `None` for any other container.
+fn unready_grace_left(
+    status: &ContainerStatus,
+    spec: Option<&Container>,
+    now: &Time,
+) -> Option<Duration> {
+    if status.ready {
+        return None;
+    }
+    let started = status
+        .state
+        .as_ref()?
+        .running
+        .as_ref()?
+        .started_at
+        .as_ref()?;
+    let grace = spec
+        .and_then(|c| c.readiness_probe.as_ref())
+        .map_or(DEFAULT_READINESS_GRACE, probe_grace);
+    Some(grace.saturating_sub(elapsed(started, now)))
 }
 
 fn probe_grace(probe: &Probe) -> Duration {
@@ -243,6 +263,12 @@ fn container_problem(
             .and_then(|w| w.message.as_deref())
             .unwrap_or(reason)
             .trim();
+        // "back-off 40s restarting failed container=app pod=NAME_NAMESPACE(UID)": the pod and
+        // container are named already.
+        let detail = detail.split_once(" container=").map_or_else(
+            || detail.to_owned(),
+            |(before, _)| format!("{before} container"),
+        );
         let message = match last_exit.filter(|e| e.exit_code != 0 || e.message.is_some()) {
             Some(exit) => {
                 let words = exit
@@ -275,9 +301,11 @@ fn container_problem(
         .find(|p| p.kind == ProbeKind::Readiness)
         .unwrap_or(&probes[0])
         .kind;
+    let mut told: Vec<ProbeFailure> = probes.to_vec();
+    told.sort_by_key(|p| p.kind != kind);
     Some(PodProblem {
         reason: kind.reason().to_owned(),
-        message: format!("{at}: {}", probe_summary(probes)),
+        message: format!("{at}: {}", probe_summary(&told)),
     })
 }
 
@@ -469,7 +497,7 @@ fn hint(kind: ProbeKind, words: &str, probe: Option<&Probe>, port: Option<&str>)
             .unwrap_or("/");
         return Some(if code == "404" {
             format!(
-                "the image does not serve {path}: set {field}.path (or spec.probes.path for all probes) to a route it answers, or spec.probes.type: TCP"
+                "the image does not serve {path}: set {field}.path or spec.probes.path to a route it serves, or spec.probes.type: TCP"
             )
         } else {
             format!(
@@ -729,7 +757,7 @@ mod tests {
         assert_eq!(found.reason, "CrashLoopBackOff");
         assert_eq!(
             found.message,
-            "pod web-1, container app exited with code 1: FileNotFoundError: [Errno 2] No such file or directory: '/etc/app/greeting.txt' (back-off 20s restarting failed container=app)"
+            "pod web-1, container app exited with code 1: FileNotFoundError: [Errno 2] No such file or directory: '/etc/app/greeting.txt' (back-off 20s restarting failed container)"
         );
     }
 
@@ -817,7 +845,7 @@ mod tests {
         );
         assert_eq!(
             found.message,
-            "pod web-1, container app: readiness probe GET /readyz on port 80 failed: HTTP probe failed with statuscode: 404 (the image does not serve /readyz: set spec.probes.readiness.path (or spec.probes.path for all probes) to a route it answers, or spec.probes.type: TCP)"
+            "pod web-1, container app: readiness probe GET /readyz on port 80 failed: HTTP probe failed with statuscode: 404 (the image does not serve /readyz: set spec.probes.readiness.path or spec.probes.path to a route it serves, or spec.probes.type: TCP)"
         );
         // Without events, a running container that is not ready is no problem yet.
         assert_eq!(problem(&[unready], &[]), None);
@@ -919,7 +947,8 @@ mod tests {
     #[test]
     fn events_are_read_once_a_probe_has_had_time_to_fail() {
         let now = time(1000);
-        let young = pod("a", status(running(990), None, 0));
+        let young_again = || pod("a", status(running(990), None, 0));
+        let young = young_again();
         let old = pod("b", status(running(900), None, 0));
         let restarted = pod("c", status(running(999), None, 1));
         assert_eq!(needs_events(std::slice::from_ref(&young), &now), None);
@@ -934,6 +963,15 @@ mod tests {
             None,
             "the pod problem says it all"
         );
+
+        // The reconciler comes back when the youngest unready container's grace is over.
+        let younger = pod("e", status(running(995), None, 0));
+        assert_eq!(
+            events_due_in(&[young_again(), younger], &now),
+            Some(Duration::from_secs(5))
+        );
+        let over = pod("f", status(running(900), None, 0));
+        assert_eq!(events_due_in(&[over], &now), None);
     }
 
     #[test]

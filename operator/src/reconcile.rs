@@ -373,6 +373,8 @@ async fn reconcile_children(ms: &Arc<Microservice>, ctx: &Arc<Context>) -> Resul
         ..Default::default()
     };
 
+    // When the probes of a pod that runs unready will have failed long enough to be told.
+    let mut probes_due: Option<Duration> = None;
     let problems = validate::spec_problems(&ms.spec);
     if problems.is_empty() {
         let ports: DependencyPorts = found
@@ -381,7 +383,9 @@ async fn reconcile_children(ms: &Arc<Microservice>, ctx: &Arc<Context>) -> Resul
             .collect();
         let children = apply_children(ms, ctx, &namespace, &uid, &ports).await?;
         if !ms.spec.suspend && has_pods_not_ready(&children.deployment) {
-            observed.pod_problem = read_pod_problem(&ctx.client, &namespace, &name).await?;
+            let pods = read_pod_problem(&ctx.client, &namespace, &name).await?;
+            observed.pod_problem = pods.problem;
+            probes_due = pods.probes_due;
         }
         observed.deployment = Some(children.deployment);
         observed.stores = children.stores;
@@ -440,9 +444,11 @@ async fn reconcile_children(ms: &Arc<Microservice>, ctx: &Arc<Context>) -> Resul
     } else {
         ctx.config.requeue_not_ready
     };
-    Ok(Action::requeue(
-        progress_wait.map_or(requeue, |wait| wait.min(requeue)),
-    ))
+    let requeue = [progress_wait, probes_due]
+        .into_iter()
+        .flatten()
+        .fold(requeue, Duration::min);
+    Ok(Action::requeue(requeue))
 }
 
 /// Applies every wanted child and deletes the optional ones no longer wanted. Returns the
@@ -655,18 +661,24 @@ fn has_pods_not_ready(deployment: &Deployment) -> bool {
         && status.ready_replicas.unwrap_or(0) < status.replicas.unwrap_or(0)
 }
 
+/// What the pods of a Microservice that is not available say.
+struct PodsSeen {
+    /// Why they are not ready, when they tell.
+    problem: Option<pods::PodProblem>,
+    /// When a pod that runs unready will have failed its readiness probe long enough for its
+    /// events to tell why: the reconcile comes back then rather than at the next requeue.
+    probes_due: Option<Duration>,
+}
+
 /// Reads the Microservice's pods (one list call, by label selector) for a reason they fail,
 /// and, when a pod has failed long enough for its probes to explain it, that pod's probe
 /// events (one more list call).
-async fn read_pod_problem(
-    client: &Client,
-    namespace: &str,
-    name: &str,
-) -> Result<Option<pods::PodProblem>> {
+async fn read_pod_problem(client: &Client, namespace: &str, name: &str) -> Result<PodsSeen> {
     let pods = Api::<Pod>::namespaced(client.clone(), namespace)
         .list(&ListParams::default().labels(&builders::selector_string(name)))
         .await?;
-    let events = match pods::needs_events(&pods.items, &now()) {
+    let now = now();
+    let events = match pods::needs_events(&pods.items, &now) {
         Some(pod) => {
             Api::<CoreEvent>::namespaced(client.clone(), namespace)
                 .list(&ListParams::default().fields(&format!(
@@ -678,7 +690,10 @@ async fn read_pod_problem(
         }
         None => Vec::new(),
     };
-    Ok(pods::problem(&pods.items, &events))
+    Ok(PodsSeen {
+        problem: pods::problem(&pods.items, &events),
+        probes_due: pods::events_due_in(&pods.items, &now),
+    })
 }
 
 async fn write_status(
