@@ -269,7 +269,11 @@ fn container_problem(
             || detail.to_owned(),
             |(before, _)| format!("{before} container"),
         );
-        let message = match last_exit.filter(|e| e.exit_code != 0 || e.message.is_some()) {
+        let message = match last_exit {
+            // A command that ends by itself: a job or a CLI, not a server.
+            Some(exit) if exit.exit_code == 0 && exit.message.is_none() => format!(
+                "{at} exited with code 0: a Microservice's container must keep serving on its port, and this image's command ends ({detail})"
+            ),
             Some(exit) => {
                 let words = exit
                     .message
@@ -508,7 +512,7 @@ fn hint(kind: ProbeKind, words: &str, probe: Option<&Probe>, port: Option<&str>)
     if lower.contains("connection refused") {
         let port = port.unwrap_or("the declared port");
         return Some(format!(
-            "nothing listens on port {port}: set spec.port to the port the image listens on"
+            "nothing listens on port {port}: set spec.port to the port the image listens on; if it starts slowly, give it spec.probes.startup"
         ));
     }
     if lower.contains("timeout") || lower.contains("deadline exceeded") {
@@ -758,6 +762,48 @@ mod tests {
         assert_eq!(
             found.message,
             "pod web-1, container app exited with code 1: FileNotFoundError: [Errno 2] No such file or directory: '/etc/app/greeting.txt' (back-off 20s restarting failed container)"
+        );
+    }
+
+    #[test]
+    fn a_command_that_ends_by_itself_is_told_it_must_serve() {
+        let done = pod(
+            "a",
+            status(
+                waiting("CrashLoopBackOff", "back-off 10s"),
+                Some(exited(0, "Completed", None)),
+                4,
+            ),
+        );
+        let found = problem(&[done], &[]).expect("a problem");
+        assert_eq!(found.reason, "CrashLoopBackOff");
+        assert_eq!(
+            found.message,
+            "pod a, container app exited with code 0: a Microservice's container must keep serving on its port, and this image's command ends (back-off 10s)"
+        );
+    }
+
+    #[test]
+    fn a_slow_starter_killed_by_liveness_is_pointed_at_the_startup_probe() {
+        let events = [unhealthy(
+            "a",
+            "Liveness probe failed: Get \"http://10.244.1.5:8080/healthz\": dial tcp 10.244.1.5:8080: connect: connection refused",
+            110,
+        )];
+        let killed = pod(
+            "a",
+            status(
+                waiting("CrashLoopBackOff", "back-off 10s"),
+                Some(exited(137, "Error", None)),
+                2,
+            ),
+        );
+        let found = problem(&[killed], &events).expect("a problem");
+        assert_eq!(found.reason, LIVENESS_PROBE_FAILED);
+        assert!(
+            found.message.contains("nothing listens on port 80: set spec.port to the port the image listens on; if it starts slowly, give it spec.probes.startup"),
+            "{}",
+            found.message
         );
     }
 
