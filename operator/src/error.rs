@@ -9,7 +9,7 @@ pub enum Error {
 
     /// The `Microservice` CRD is not installed in the cluster.
     #[error(
-        "CRD microservices.kea.dev is not installed: kubectl apply -f deploy/crd.yaml \
+        "CRD microservices.kea.dev is not installed: kubectl apply -f deploy/00-crd.yaml \
          (or: cargo run -p kea-cli -- crd | kubectl apply -f -)"
     )]
     CrdNotInstalled,
