@@ -347,6 +347,10 @@ async fn reconcile_children(ms: &Arc<Microservice>, ctx: &Arc<Context>) -> Resul
     let object_ref = ObjectRef::from_obj(ms.as_ref());
     if ms.metadata.deletion_timestamp.is_some() {
         // The garbage collector deletes the children through their ownerReferences.
+        ctx.failures
+            .lock()
+            .map(|mut failures| failures.remove(&object_ref))
+            .ok();
         return Ok(Action::await_change());
     }
     let name = ms.name_any();
@@ -841,15 +845,14 @@ fn publish(
 /// Retries a failed reconcile after an exponential backoff per Microservice.
 pub fn error_policy(ms: Arc<Microservice>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.record_error(error);
+    let microservices = &ctx.caches.microservices;
     let failures = ctx
         .failures
         .lock()
         .map(|mut failures| {
-            let count = failures
-                .entry(ObjectRef::from_obj(ms.as_ref()))
-                .or_insert(0);
-            *count = count.saturating_add(1);
-            *count
+            count_failure(&mut failures, ObjectRef::from_obj(ms.as_ref()), |other| {
+                microservices.get(other).is_some()
+            })
         })
         .unwrap_or(1);
     let delay = backoff_delay(failures);
@@ -861,6 +864,20 @@ pub fn error_policy(ms: Arc<Microservice>, error: &Error, ctx: Arc<Context>) -> 
         "reconcile failed"
     );
     Action::requeue(delay)
+}
+
+/// Counts one more failure of `object` and returns its count. The counts of Microservices
+/// that no longer `exist` are dropped: a deleted object is never reconciled again, so nothing
+/// else would remove them.
+fn count_failure<K: Eq + std::hash::Hash + Clone>(
+    failures: &mut HashMap<K, u32>,
+    object: K,
+    exist: impl Fn(&K) -> bool,
+) -> u32 {
+    failures.retain(|other, _| *other == object || exist(other));
+    let count = failures.entry(object).or_insert(0);
+    *count = count.saturating_add(1);
+    *count
 }
 
 /// The wait before retry number `failures` (1 for the first): 1 s doubling up to 5 minutes.
@@ -964,6 +981,16 @@ mod tests {
         // longest delay and a minute after they were first seen.
         assert_eq!(hold.wait(&"c", at(79), progress), Some(secs(5)));
         assert_eq!(hold.held.lock().unwrap().len(), 1, "b was dropped");
+    }
+
+    #[test]
+    fn failure_counts_of_deleted_microservices_are_dropped() {
+        let mut failures = HashMap::from([("kept", 3), ("deleted", 7)]);
+        let exist = |name: &&str| *name != "deleted";
+        assert_eq!(count_failure(&mut failures, "kept", exist), 4);
+        assert_eq!(failures.get("deleted"), None, "no count left behind");
+        assert_eq!(count_failure(&mut failures, "new", exist), 1);
+        assert_eq!(failures.len(), 2);
     }
 
     #[test]
