@@ -425,7 +425,9 @@ fn failing_probes(
         .collect()
 }
 
-fn event_time(event: &Event) -> Option<i64> {
+/// When an event was last seen, in seconds: its `lastTimestamp`, else its `eventTime`, else
+/// when it was created (the kubelet and the provisioners set different ones).
+pub fn event_time(event: &Event) -> Option<i64> {
     event
         .last_timestamp
         .as_ref()

@@ -20,6 +20,7 @@ use crate::apply::{apply_child, delete_child};
 use crate::builders::{self, MANAGER};
 use crate::cache::Caches;
 use crate::error::{Error, Result};
+use crate::pods;
 use crate::status::{ServerObservation, StoreObservation};
 use crate::stores::{
     self, Credentials, MICROSERVICE_LABEL, ServerEngine, StoreChildren, StoreObjects,
@@ -323,13 +324,7 @@ async fn last_event(client: &Client, namespace: &str, claim: &str) -> Result<Opt
     Ok(events
         .items
         .into_iter()
-        .max_by_key(|e| {
-            e.last_timestamp
-                .as_ref()
-                .map(|t| t.0)
-                .or(e.event_time.as_ref().map(|t| t.0))
-                .or(e.metadata.creation_timestamp.as_ref().map(|t| t.0))
-        })
+        .max_by_key(pods::event_time)
         .map(|e| {
             format!(
                 "{}: {}",

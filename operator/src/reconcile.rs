@@ -114,6 +114,16 @@ pub struct Context {
     progress: ProgressHold<ObjectRef<Microservice>>,
 }
 
+impl Context {
+    /// Resets the backoff of a Microservice: it reconciled, or it is going away.
+    fn forget_failures(&self, object: &ObjectRef<Microservice>) {
+        self.failures
+            .lock()
+            .map(|mut failures| failures.remove(object))
+            .ok();
+    }
+}
+
 /// When rollout progress not yet written was first seen, per object: a change that only
 /// reports progress waits until a delay after that, unless something else is written first.
 struct ProgressHold<K> {
@@ -347,10 +357,7 @@ async fn reconcile_children(ms: &Arc<Microservice>, ctx: &Arc<Context>) -> Resul
     let object_ref = ObjectRef::from_obj(ms.as_ref());
     if ms.metadata.deletion_timestamp.is_some() {
         // The garbage collector deletes the children through their ownerReferences.
-        ctx.failures
-            .lock()
-            .map(|mut failures| failures.remove(&object_ref))
-            .ok();
+        ctx.forget_failures(&object_ref);
         return Ok(Action::await_change());
     }
     let name = ms.name_any();
@@ -434,10 +441,7 @@ async fn reconcile_children(ms: &Arc<Microservice>, ctx: &Arc<Context>) -> Resul
         }
     }
 
-    ctx.failures
-        .lock()
-        .map(|mut failures| failures.remove(&object_ref))
-        .ok();
+    ctx.forget_failures(&object_ref);
     let is_true = |type_: &str| {
         find_condition(&new_status.conditions, type_).is_some_and(|c| c.status == "True")
     };
