@@ -211,8 +211,10 @@ impl LeaderElector {
         }
     }
 
-    /// Waits until this candidate holds the Lease.
-    pub async fn acquire(&self) {
+    /// Waits until this candidate holds the Lease. Returns when the winning attempt started:
+    /// the Lease was written no earlier, so followers cannot take it over before that instant
+    /// plus the lease duration.
+    pub async fn acquire(&self) -> Instant {
         info!(
             lease = %self.settings.lease_name,
             namespace = %self.settings.lease_namespace,
@@ -220,10 +222,11 @@ impl LeaderElector {
             "waiting to become the leader"
         );
         loop {
+            let attempt = Instant::now();
             match self.try_acquire_or_renew().await {
                 Ok(true) => {
                     info!(identity = %self.settings.identity, "became the leader");
-                    return;
+                    return attempt;
                 }
                 Ok(false) => debug!("another replica leads"),
                 Err(err) => warn!(error = %err, "could not read or write the leader lease"),
@@ -232,25 +235,46 @@ impl LeaderElector {
         }
     }
 
-    /// Renews the Lease until renewals fail for the renew deadline, then returns
-    /// [`Error::LeadershipLost`]. Never returns while leadership holds.
-    pub async fn keep_renewing(&self) -> Error {
-        let mut last_renewal = Instant::now();
+    /// Renews the Lease, last written by an attempt that started at `renewed_at`, until no
+    /// renewal succeeds within the renew deadline; then returns [`Error::LeadershipLost`].
+    /// Never returns while leadership holds.
+    ///
+    /// Each attempt gets only the time left to the deadline: an API server that stops
+    /// answering (a partition, a stalled connection) cannot keep this candidate leading past
+    /// it. Since the deadline counts from when the last successful attempt *started*, and the
+    /// Lease was written after that, the holder stops at least `lease_duration -
+    /// renew_deadline` before any follower may take over.
+    pub async fn keep_renewing(&self, mut renewed_at: Instant) -> Error {
+        let lost = || Error::LeadershipLost(self.settings.lease_name.clone());
         loop {
-            tokio::time::sleep(self.settings.retry_period).await;
-            match self.try_acquire_or_renew().await {
-                Ok(true) => last_renewal = Instant::now(),
-                Ok(false) => {
+            let deadline = renewed_at + self.settings.renew_deadline;
+            tokio::time::sleep_until((Instant::now() + self.settings.retry_period).min(deadline))
+                .await;
+            let attempt = Instant::now();
+            match tokio::time::timeout_at(deadline, self.try_acquire_or_renew()).await {
+                Ok(Ok(true)) => renewed_at = attempt,
+                Ok(Ok(false)) => {
                     warn!("another replica took the leader lease");
-                    return Error::LeadershipLost(self.settings.lease_name.clone());
+                    return lost();
                 }
-                Err(err) => warn!(error = %err, "could not renew the leader lease"),
+                Ok(Err(err)) => warn!(error = %err, "could not renew the leader lease"),
+                Err(_) => warn!(
+                    deadline = ?self.settings.renew_deadline,
+                    "the API server did not answer a renewal of the leader lease within the renew deadline"
+                ),
             }
-            // Stop before followers may take over, so two leaders never overlap.
-            if last_renewal.elapsed() >= self.settings.renew_deadline {
-                return Error::LeadershipLost(self.settings.lease_name.clone());
+            if renewed_at.elapsed() >= self.settings.renew_deadline {
+                return lost();
             }
         }
+    }
+
+    /// How long a lost leader may take to stop writing: the margin between its renew deadline
+    /// and the earliest takeover by a follower.
+    pub fn stop_margin(&self) -> Duration {
+        self.settings
+            .lease_duration
+            .saturating_sub(self.settings.renew_deadline)
     }
 
     /// Gives the Lease up at shutdown so another replica takes over at once.

@@ -22,6 +22,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
 use crate::api::conditions::{self, reasons};
@@ -112,6 +113,9 @@ pub struct Context {
     failures: Mutex<HashMap<ObjectRef<Microservice>, u32>>,
     /// Rollout progress seen and not yet written, per Microservice.
     progress: ProgressHold<ObjectRef<Microservice>>,
+    /// Events being recorded. Owned here, not detached, so that a controller that is dropped
+    /// (a leader that lost its Lease) drops them too: nothing it started writes afterwards.
+    event_writes: Mutex<JoinSet<()>>,
 }
 
 impl Context {
@@ -264,6 +268,7 @@ pub async fn run_controller_with(
         config: config.clone(),
         failures: Mutex::new(HashMap::new()),
         progress: ProgressHold::new(config.progress_delay.max(config.first_status_delay)),
+        event_writes: Mutex::new(JoinSet::new()),
     });
 
     info!(namespace = ?config.namespace, "starting the Microservice controller");
@@ -274,7 +279,7 @@ pub async fn run_controller_with(
                 .debounce(config.debounce),
         )
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, context)
+        .run(reconcile, error_policy, context.clone())
         .for_each(|result| async move {
             match result {
                 Ok((object, _)) => debug!(%object, "reconciled"),
@@ -282,6 +287,13 @@ pub async fn run_controller_with(
             }
         })
         .await;
+    // Events of the last reconciles are still worth recording after a graceful stop.
+    let pending = context
+        .event_writes
+        .lock()
+        .map(|mut writes| std::mem::take(&mut *writes))
+        .unwrap_or_default();
+    pending.join_all().await;
     info!("the Microservice controller stopped");
     Ok(())
 }
@@ -835,7 +847,12 @@ fn publish(
     let recorder = ctx.recorder.clone();
     let writes = ctx.metrics.writes.clone();
     let reference = ms.object_ref(&());
-    tokio::spawn(async move {
+    let Ok(mut event_writes) = ctx.event_writes.lock() else {
+        return;
+    };
+    // Reap the finished ones, so the set holds only those still being written.
+    while event_writes.try_join_next().is_some() {}
+    event_writes.spawn(async move {
         // Failing to record one must not fail the reconcile.
         match recorder.publish(&event, &reference).await {
             Ok(()) => {

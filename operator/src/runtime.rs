@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::ValueEnum;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::cache::Informers;
 use crate::http::{self, HttpState};
@@ -130,10 +130,7 @@ pub async fn run(args: RunArgs) -> crate::Result<()> {
         let elector = LeaderElector::new(client.clone(), settings);
         // Followers watch too: their caches are warm when they take over.
         let informers = start_informers(&client, &config);
-        run_as_leader(
-            client, config, informers, metrics, elector, stop_tx, stop_rx,
-        )
-        .await
+        lead(client, config, informers, metrics, elector, stop_tx).await
     } else {
         metrics.leader.set(1);
         run_controller(client, config, metrics, stopped(stop_rx)).await
@@ -145,19 +142,24 @@ pub async fn run(args: RunArgs) -> crate::Result<()> {
     result
 }
 
-async fn run_as_leader(
+/// Waits for the Lease, then runs the controller while this replica holds it. Returns `Ok`
+/// after a stop through `stop_tx` (the Lease released, so another replica takes over at once)
+/// and [`Error::LeadershipLost`] once the Lease could not be renewed: by then `stop_tx` told
+/// everything else to stop too, and the controller, with its running reconciles, has been
+/// stopped before any follower could take the Lease over.
+pub async fn lead(
     client: kube::Client,
     config: ControllerConfig,
     informers: Informers,
     metrics: Metrics,
     elector: LeaderElector,
     stop_tx: watch::Sender<bool>,
-    mut stop_rx: watch::Receiver<bool>,
 ) -> crate::Result<()> {
-    tokio::select! {
-        () = elector.acquire() => {}
+    let mut stop_rx = stop_tx.subscribe();
+    let renewed_at = tokio::select! {
+        renewed_at = elector.acquire() => renewed_at,
         _ = stop_rx.wait_for(|stop| *stop) => return Ok(()),
-    }
+    };
     metrics.leader.set(1);
     let mut controller = tokio::spawn(run_controller_with(
         informers,
@@ -167,11 +169,18 @@ async fn run_as_leader(
         stopped(stop_rx),
     ));
     let result = tokio::select! {
-        lost = elector.keep_renewing() => {
-            // Stop reconciling before another replica starts: finish running reconciles, exit
-            // non-zero, and let the pod restart as a follower.
+        lost = elector.keep_renewing(renewed_at) => {
+            // Stop reconciling before another replica may start: running reconciles get half
+            // of the margin to finish, then are dropped with their requests (a reconcile
+            // waiting on an API server that does not answer would otherwise write whenever
+            // it answers again). The process then exits non-zero and restarts as a follower.
             let _ = stop_tx.send(true);
-            let _ = controller.await;
+            let grace = elector.stop_margin() / 2;
+            if tokio::time::timeout(grace, &mut controller).await.is_err() {
+                warn!(?grace, "running reconciles did not finish in time after the leader lease was lost; dropping them");
+                controller.abort();
+                let _ = controller.await;
+            }
             Err(lost)
         }
         finished = &mut controller => {

@@ -1,6 +1,8 @@
 //! Helpers shared by the operator's tests on the real control plane.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod partition;
+
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Event, PersistentVolume};
