@@ -200,7 +200,9 @@ async fn two_replicas_one_leader_and_a_failover() {
     let microservices = namespace.api::<Microservice>();
     create_ready(&microservices, "first").await;
 
-    // The leader stops (SIGTERM releases the Lease); the follower takes over and reconciles.
+    // The leader stops (SIGTERM releases the Lease); the follower takes over at its next look
+    // at the Lease (a 2 s retry), not after the 15 s lease expires, and reconciles.
+    let stopping = Instant::now();
     replicas[leading].terminate();
     let follower = replicas
         .iter()
@@ -211,6 +213,12 @@ async fn two_replicas_one_leader_and_a_failover() {
         holder(&leases).await.as_deref() == Some(follower)
     })
     .await;
+    let handover = stopping.elapsed();
+    eprintln!("handover after SIGTERM: {handover:?} (lease duration 15 s)");
+    assert!(
+        handover < Duration::from_millis(7500),
+        "the follower took over {handover:?} after SIGTERM: the leader did not release the Lease"
+    );
     create_ready(&microservices, "second").await;
 
     for replica in &mut replicas {
