@@ -13,7 +13,7 @@
 # first if missing (hack/kind.sh up; the images must be built: hack/images.sh). Each mode uninstalls everything it installed, so the other mode can run on
 # the same cluster. The suite itself is cluster-agnostic: against any cluster with the
 # operator and the examples installed, run
-#   KUBECONFIG=... KEA_E2E=1 cargo test -p kea-e2e -- --test-threads=2
+#   KUBECONFIG=... KEA_E2E=1 cargo test -p kea-e2e --test e2e -- --ignored --test-threads=2
 # Env: KEA_E2E_KEEP=1 leaves the installation (and failed tests' namespaces) in place;
 # KEA_E2E_TEST_ARGS adds arguments for the test binary (e.g. a test name filter). The tests
 # of e2e/tests/e2e/disruption.rs drain a node, so they run alone after the others; those of
@@ -84,7 +84,7 @@ install_operator() {
 # suite [ARGS...]: the e2e test binary with ARGS after `--`.
 suite() {
   # --nocapture: the tests print what they measured (times, counts).
-  (cd "$REPO_ROOT" && KEA_E2E=1 cargo test -p kea-e2e --test e2e -- --nocapture "$@")
+  (cd "$REPO_ROOT" && KEA_E2E=1 cargo test -p kea-e2e --test e2e -- --ignored --nocapture "$@")
 }
 
 run_suite() {

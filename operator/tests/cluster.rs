@@ -41,10 +41,9 @@ fn container_env(deployment: &Deployment) -> Vec<(String, String)> {
 }
 
 #[tokio::test]
+#[ignore = "needs the control plane: hack/control-plane.sh up, then cargo test -- --ignored"]
 async fn a_microservice_becomes_a_ready_deployment_and_service() {
-    let Some((namespace, microservices)) = setup("ms-create").await else {
-        return;
-    };
+    let (namespace, microservices) = setup("ms-create").await;
     let operator = Operator::start(&namespace);
     create(
         &microservices,
@@ -128,10 +127,9 @@ async fn a_microservice_becomes_a_ready_deployment_and_service() {
 }
 
 #[tokio::test]
+#[ignore = "needs the control plane: hack/control-plane.sh up, then cargo test -- --ignored"]
 async fn updates_reach_the_deployment_and_drift_is_corrected() {
-    let Some((namespace, microservices)) = setup("ms-update").await else {
-        return;
-    };
+    let (namespace, microservices) = setup("ms-update").await;
     let operator = Operator::start(&namespace);
     create(
         &microservices,
@@ -284,10 +282,9 @@ async fn create_and_follow_until_ready(
 }
 
 #[tokio::test]
+#[ignore = "needs the control plane: hack/control-plane.sh up, then cargo test -- --ignored"]
 async fn a_first_status_waits_only_for_pods_coming_up() {
-    let Some((namespace, microservices)) = setup("ms-first-status").await else {
-        return;
-    };
+    let (namespace, microservices) = setup("ms-first-status").await;
     // Longer than any step below may take: what is written before it was not held.
     let delay = Duration::from_secs(60);
     let operator = Operator::start_with_status_delays(&namespace, delay, delay);
@@ -333,10 +330,9 @@ async fn a_first_status_waits_only_for_pods_coming_up() {
 }
 
 #[tokio::test]
+#[ignore = "needs the control plane: hack/control-plane.sh up, then cargo test -- --ignored"]
 async fn a_first_status_waits_no_longer_than_its_own_delay() {
-    let Some((namespace, microservices)) = setup("ms-first-delay").await else {
-        return;
-    };
+    let (namespace, microservices) = setup("ms-first-delay").await;
     // A pod counts as available minReadySeconds (3 s) after it is ready: a first status held
     // for 1 s is written while the pods are still coming up, whatever the progress delay.
     let operator = Operator::start_with_status_delays(
@@ -362,10 +358,9 @@ async fn a_first_status_waits_no_longer_than_its_own_delay() {
 }
 
 #[tokio::test]
+#[ignore = "needs the control plane: hack/control-plane.sh up, then cargo test -- --ignored"]
 async fn deleting_a_microservice_garbage_collects_its_children() {
-    let Some((namespace, microservices)) = setup("ms-delete").await else {
-        return;
-    };
+    let (namespace, microservices) = setup("ms-delete").await;
     let operator = Operator::start(&namespace);
     create(
         &microservices,
@@ -407,10 +402,9 @@ async fn deleting_a_microservice_garbage_collects_its_children() {
 }
 
 #[tokio::test]
+#[ignore = "needs the control plane: hack/control-plane.sh up, then cargo test -- --ignored"]
 async fn depends_on_injects_urls_and_reports_dependencies_ready() {
-    let Some((namespace, microservices)) = setup("ms-deps").await else {
-        return;
-    };
+    let (namespace, microservices) = setup("ms-deps").await;
     let operator = Operator::start(&namespace);
     create(
         &microservices,
@@ -482,10 +476,9 @@ async fn depends_on_injects_urls_and_reports_dependencies_ready() {
 }
 
 #[tokio::test]
+#[ignore = "needs the control plane: hack/control-plane.sh up, then cargo test -- --ignored"]
 async fn suspend_scales_to_zero_and_says_so() {
-    let Some((namespace, microservices)) = setup("ms-suspend").await else {
-        return;
-    };
+    let (namespace, microservices) = setup("ms-suspend").await;
     let operator = Operator::start(&namespace);
     create(
         &microservices,
@@ -527,10 +520,9 @@ async fn suspend_scales_to_zero_and_says_so() {
 }
 
 #[tokio::test]
+#[ignore = "needs the control plane: hack/control-plane.sh up, then cargo test -- --ignored"]
 async fn the_scale_subresource_drives_replicas() {
-    let Some((namespace, microservices)) = setup("ms-scale").await else {
-        return;
-    };
+    let (namespace, microservices) = setup("ms-scale").await;
     let operator = Operator::start(&namespace);
     create(
         &microservices,
@@ -580,10 +572,9 @@ async fn the_scale_subresource_drives_replicas() {
 }
 
 #[tokio::test]
+#[ignore = "needs the control plane: hack/control-plane.sh up, then cargo test -- --ignored"]
 async fn a_restarted_operator_converges_fifty_microservices() {
-    let Some((namespace, microservices)) = setup("ms-restart").await else {
-        return;
-    };
+    let (namespace, microservices) = setup("ms-restart").await;
     let names: Vec<String> = (0..50).map(|i| format!("svc-{i:02}")).collect();
     for name in &names {
         create(
@@ -651,10 +642,9 @@ async fn a_restarted_operator_converges_fifty_microservices() {
 /// The example system of `deploy/examples` (users, orders, frontend) converges on
 /// the real API server, and `kea-operator diagram` draws it from the cluster.
 #[tokio::test]
+#[ignore = "needs the control plane: hack/control-plane.sh up, then cargo test -- --ignored"]
 async fn the_example_system_converges_and_draws_itself() {
-    let Some((namespace, microservices)) = setup("ms-examples").await else {
-        return;
-    };
+    let (namespace, microservices) = setup("ms-examples").await;
     // The examples' stores use the cluster's default StorageClass; here, a class of the test's
     // own with a volume for each claim.
     let mut volumes = StaticVolumes::new(&namespace).await;
@@ -741,10 +731,9 @@ async fn the_example_system_converges_and_draws_itself() {
 }
 
 #[tokio::test]
+#[ignore = "needs the control plane: hack/control-plane.sh up, then cargo test -- --ignored"]
 async fn an_autoscaler_that_reads_no_metrics_shows_on_the_status() {
-    let Some((namespace, microservices)) = setup("ms-hpa").await else {
-        return;
-    };
+    let (namespace, microservices) = setup("ms-hpa").await;
     let operator = Operator::start(&namespace);
     create(
         &microservices,

@@ -97,10 +97,9 @@ async fn holder(namespace: &TestNamespace) -> Option<String> {
 /// before the follower takes over, and nothing it had sent may land after that (with the
 /// renewal unbounded it keeps leading, and its stalled writes land once the link heals).
 #[tokio::test]
+#[ignore = "needs the control plane: hack/control-plane.sh up, then cargo test -- --ignored"]
 async fn a_leader_cut_off_from_the_api_server_writes_nothing_after_the_takeover() {
-    let Some((namespace, microservices)) = setup("leader-partition").await else {
-        return;
-    };
+    let (namespace, microservices) = setup("leader-partition").await;
     let config = kea_testkit::config().await.unwrap();
     let upstream = {
         let url = &config.cluster_url;

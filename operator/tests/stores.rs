@@ -59,10 +59,9 @@ fn stores_spec(class: &str) -> serde_json::Value {
 }
 
 #[tokio::test]
+#[ignore = "needs the control plane: hack/control-plane.sh up, then cargo test -- --ignored"]
 async fn server_stores_are_provisioned_kept_and_adopted() {
-    let Some((namespace, microservices)) = setup("ms-stores").await else {
-        return;
-    };
+    let (namespace, microservices) = setup("ms-stores").await;
     let ns = namespace.name().to_owned();
     let mut volumes = StaticVolumes::new(&namespace).await;
     volumes.for_claim(&ns, "data-orders-mariadb-0").await;
@@ -190,10 +189,9 @@ async fn server_stores_are_provisioned_kept_and_adopted() {
 }
 
 #[tokio::test]
+#[ignore = "needs the control plane: hack/control-plane.sh up, then cargo test -- --ignored"]
 async fn embedded_stores_live_on_claims_of_their_own() {
-    let Some((namespace, microservices)) = setup("ms-embedded").await else {
-        return;
-    };
+    let (namespace, microservices) = setup("ms-embedded").await;
     let ns = namespace.name().to_owned();
     let mut volumes = StaticVolumes::new(&namespace).await;
     volumes.for_claim(&ns, "users-sqlite").await;
@@ -246,10 +244,9 @@ async fn embedded_stores_live_on_claims_of_their_own() {
 }
 
 #[tokio::test]
+#[ignore = "needs the control plane: hack/control-plane.sh up, then cargo test -- --ignored"]
 async fn a_volume_that_cannot_bind_shows_on_the_status() {
-    let Some((namespace, microservices)) = setup("ms-unbound").await else {
-        return;
-    };
+    let (namespace, microservices) = setup("ms-unbound").await;
     let operator = Operator::start(&namespace);
     let class = format!("{}-missing", namespace.name());
     let started = Instant::now();

@@ -11,10 +11,9 @@
 //! use kea_testkit::TestNamespace;
 //!
 //! # async fn example() -> Result<(), kea_testkit::Error> {
-//! // `None` (with a loud message) when no control plane runs and KEA_REQUIRE_CLUSTER is unset.
-//! let Some(ns) = TestNamespace::create_or_skip("my-test").await else {
-//!     return Ok(());
-//! };
+//! // Panics, saying how to start one, when no control plane runs: tests that call it are
+//! // `#[ignore = "needs the control plane"]`, and run with `cargo test -- --ignored`.
+//! let ns = TestNamespace::for_test("my-test").await;
 //! let config_maps = ns.api::<ConfigMap>();
 //! // ... create objects, then `kea_testkit::wait_for(&config_maps, "name", condition, timeout)`
 //! ns.cleanup().await?;
@@ -45,10 +44,6 @@ use serde::de::DeserializeOwned;
 
 /// Environment variable naming the kubeconfig to use; it wins over every other location.
 pub const KUBECONFIG_ENV: &str = "KEA_KUBECONFIG";
-
-/// Environment variable that, set to `1` (or `true`), turns "no control plane" from a
-/// skipped test into a failure. `hack/test.sh` sets it so CI cannot pass vacuously.
-pub const REQUIRE_CLUSTER_ENV: &str = "KEA_REQUIRE_CLUSTER";
 
 /// Environment variable that, set to `1` (or `true`), keeps the namespaces of tests that
 /// did not call [`TestNamespace::cleanup`] (typically failed ones) for inspection.
@@ -133,12 +128,6 @@ pub fn kubeconfig_path() -> PathBuf {
         PathBuf::from(env("HOME").unwrap_or_else(|| ".".into())).join(".cache/kea")
     });
     cache_dir.join("run/kubeconfig")
-}
-
-/// Whether a missing control plane must fail the tests (`KEA_REQUIRE_CLUSTER=1`)
-/// rather than skip them.
-pub fn cluster_required() -> bool {
-    env_flag(REQUIRE_CLUSTER_ENV)
 }
 
 fn env_flag(name: &str) -> bool {
@@ -283,24 +272,21 @@ impl TestNamespace {
         Ok(namespace)
     }
 
-    /// Like [`create`](Self::create), for tests that can be skipped: returns `None`, after
-    /// a loud message on stderr, when no control plane is reachable and
-    /// `KEA_REQUIRE_CLUSTER` is not set.
+    /// Like [`create`](Self::create), for a test: the tests that need a control plane are
+    /// `#[ignore]`d, so a plain `cargo test` lists them as ignored; one that runs (`cargo test
+    /// -- --ignored`, as `hack/test.sh` does) needs the control plane, and fails without it.
     ///
     /// # Panics
     ///
-    /// When no control plane is reachable and `KEA_REQUIRE_CLUSTER=1`, or when the
-    /// namespace cannot be created on a reachable control plane: both are test failures.
-    pub async fn create_or_skip(prefix: &str) -> Option<Self> {
+    /// When no control plane is reachable, or when the namespace cannot be created: both are
+    /// test failures, with what to do in the message.
+    pub async fn for_test(prefix: &str) -> Self {
         match Self::create(prefix).await {
-            Ok(namespace) => Some(namespace),
-            Err(error @ Error::Unreachable { .. }) if !cluster_required() => {
-                eprintln!(
-                    "\n*** SKIPPED (test '{prefix}'): {error}\n\
-                     *** set {REQUIRE_CLUSTER_ENV}=1 to make this a failure.\n"
-                );
-                None
-            }
+            Ok(namespace) => namespace,
+            Err(error @ Error::Unreachable { .. }) => panic!(
+                "test '{prefix}' needs a control plane: {error}\n\
+                 start one with `hack/control-plane.sh up`, or run every tier with `hack/test.sh`"
+            ),
             Err(error) => panic!("test namespace for '{prefix}': {error}"),
         }
     }

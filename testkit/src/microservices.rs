@@ -60,19 +60,18 @@ pub async fn install_crd(client: Client) -> Result<()> {
     .map(|_| ())
 }
 
-/// A fresh namespace (see [`TestNamespace::create_or_skip`]) in a cluster where the
-/// Microservice CRD is installed and served; `None` when the test is skipped for lack of a
-/// cluster.
+/// A fresh namespace (see [`TestNamespace::for_test`]) in a cluster where the Microservice
+/// CRD is installed and served.
 ///
 /// # Panics
 ///
-/// When the CRD cannot be installed on a reachable cluster: a test failure.
-pub async fn namespace_with_crd(prefix: &str) -> Option<TestNamespace> {
-    let namespace = TestNamespace::create_or_skip(prefix).await?;
+/// When no control plane is reachable, or the CRD cannot be installed: a test failure.
+pub async fn namespace_with_crd(prefix: &str) -> TestNamespace {
+    let namespace = TestNamespace::for_test(prefix).await;
     if let Err(err) = install_crd(namespace.client()).await {
         panic!("installing the Microservice CRD for '{prefix}': {err}");
     }
-    Some(namespace)
+    namespace
 }
 
 /// A Microservice under construction: the kea-service image with its defaults, and whatever a

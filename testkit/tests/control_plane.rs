@@ -34,10 +34,9 @@ fn deployment(name: &str, replicas: i32) -> Deployment {
 }
 
 #[tokio::test]
+#[ignore = "needs the control plane: hack/control-plane.sh up, then cargo test -- --ignored"]
 async fn deployment_becomes_available_and_its_replicaset_is_garbage_collected() {
-    let Some(ns) = TestNamespace::create_or_skip("control-plane").await else {
-        return;
-    };
+    let ns = TestNamespace::for_test("control-plane").await;
     let deployments = ns.api::<Deployment>();
     let replica_sets = ns.api::<ReplicaSet>();
     let pods = ns.api::<Pod>();
@@ -130,10 +129,9 @@ async fn deployment_becomes_available_and_its_replicaset_is_garbage_collected() 
 }
 
 #[tokio::test]
+#[ignore = "needs the control plane: hack/control-plane.sh up, then cargo test -- --ignored"]
 async fn namespaces_are_unique_and_removed_by_cleanup() {
-    let Some(first) = TestNamespace::create_or_skip("unique").await else {
-        return;
-    };
+    let first = TestNamespace::for_test("unique").await;
     let second = TestNamespace::create("unique")
         .await
         .expect("a second namespace");
@@ -155,10 +153,9 @@ async fn namespaces_are_unique_and_removed_by_cleanup() {
 }
 
 #[tokio::test]
+#[ignore = "needs the control plane: hack/control-plane.sh up, then cargo test -- --ignored"]
 async fn a_dropped_namespace_is_deleted() {
-    let Some(ns) = TestNamespace::create_or_skip("dropped").await else {
-        return;
-    };
+    let ns = TestNamespace::for_test("dropped").await;
     let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(ns.client());
     let name = ns.name().to_string();
     // What happens when a test panics before its cleanup.
@@ -173,13 +170,12 @@ async fn a_dropped_namespace_is_deleted() {
 /// `wait_for_list` follows a watch of the selected objects: it returns once the list meets
 /// the condition, ignores objects outside the selector, and on timeout says what it last saw.
 #[tokio::test]
+#[ignore = "needs the control plane: hack/control-plane.sh up, then cargo test -- --ignored"]
 async fn a_list_wait_sees_the_selected_objects_arrive_and_reports_what_it_saw() {
     use k8s_openapi::api::core::v1::ConfigMap;
     use kea_testkit::wait_for_list;
 
-    let Some(ns) = TestNamespace::create_or_skip("list-wait").await else {
-        return;
-    };
+    let ns = TestNamespace::for_test("list-wait").await;
     let config_maps = ns.api::<ConfigMap>();
     let make = |name: &str, team: &str| -> ConfigMap {
         serde_json::from_value(serde_json::json!({

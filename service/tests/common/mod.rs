@@ -84,21 +84,16 @@ pub async fn embedded_app() -> (App, tempfile::TempDir) {
     (app, dir)
 }
 
-/// A real backing server's URL from the environment (set by
-/// `hack/backing-services.sh env`). Without it the test is skipped, unless
-/// `KEA_REQUIRE_BACKENDS=1` (as in `hack/test.sh`), where a missing server fails.
-pub fn backend_url(variable: &str) -> Option<String> {
+/// A real backing server's URL from the environment (set by `hack/backing-services.sh env`).
+/// The tests that call it are `#[ignore]`d: one that runs (`cargo test -- --ignored`, as in
+/// `hack/test.sh`) fails without the server.
+pub fn backend_url(variable: &str) -> String {
     match std::env::var(variable) {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ if std::env::var("KEA_REQUIRE_BACKENDS").as_deref() == Ok("1") => {
-            panic!("{variable} is not set: start the servers with hack/backing-services.sh start")
-        }
-        _ => {
-            eprintln!(
-                "SKIPPED: {variable} is not set (hack/backing-services.sh start && eval \"$(hack/backing-services.sh env)\")"
-            );
-            None
-        }
+        Ok(url) if !url.is_empty() => url,
+        _ => panic!(
+            "{variable} is not set: start the servers with `hack/backing-services.sh start` and \
+             `eval \"$(hack/backing-services.sh env)\"`, or run every tier with `hack/test.sh`"
+        ),
     }
 }
 
@@ -125,13 +120,45 @@ impl Service {
         env: &[(&str, &str)],
         log: impl Into<std::process::Stdio>,
     ) -> Self {
+        Self::launch(
+            std::process::Command::new(env!("CARGO_BIN_EXE_kea-service")),
+            dir,
+            env,
+            log,
+        )
+        .await
+    }
+
+    /// [`Service::start_in`] under `strace`, which writes the calls of `syscalls` (comma
+    /// separated) of every thread to `trace`.
+    pub async fn start_traced(
+        dir: tempfile::TempDir,
+        env: &[(&str, &str)],
+        syscalls: &str,
+        trace: &std::path::Path,
+    ) -> Self {
+        let mut strace = std::process::Command::new("strace");
+        strace
+            .args(["-f", "-qq", "-e"])
+            .arg(format!("trace={syscalls}"))
+            .arg("-o")
+            .arg(trace)
+            .arg(env!("CARGO_BIN_EXE_kea-service"));
+        Self::launch(strace, dir, env, std::process::Stdio::null()).await
+    }
+
+    async fn launch(
+        mut command: std::process::Command,
+        dir: tempfile::TempDir,
+        env: &[(&str, &str)],
+        log: impl Into<std::process::Stdio>,
+    ) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
         let address: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_kea-service"));
         command
             .env("KEA_LISTEN", address.to_string())
             .env("KEA_DATA_DIR", dir.path())
@@ -142,7 +169,9 @@ impl Service {
         for (key, value) in env {
             command.env(key, value);
         }
-        let child = command.spawn().unwrap();
+        let child = command
+            .spawn()
+            .unwrap_or_else(|err| panic!("starting {command:?}: {err}"));
         let service = Self {
             child,
             address,
