@@ -20,11 +20,14 @@ use kube::{Client, ResourceExt};
 
 use kea_contract::env;
 use kea_operator::api::{DeletionPolicy, Microservice, conditions};
-use kea_operator::builders::{self, MANAGER, ReplicaControl, labels};
+use kea_operator::children::meta::{self, MANAGER, labels};
+use kea_operator::children::stores::{
+    self, EmbeddedEngine, Engine, PlannedStore, Role, ServerEngine,
+};
+use kea_operator::children::workload::{self, ReplicaControl};
+use kea_operator::controller::check_crd_installed;
 use kea_operator::error::Result;
-use kea_operator::reconcile::check_crd_installed;
 use kea_operator::status::find_condition;
-use kea_operator::stores::{self, EmbeddedEngine, Engine, PlannedStore, Role, ServerEngine};
 
 /// Arguments of `kea-operator diagram`.
 #[derive(clap::Args, Debug, Clone)]
@@ -82,69 +85,63 @@ pub fn render_plantuml(
     sorted.sort_by_key(|ms| ms.name_any());
     let known: BTreeSet<String> = sorted.iter().map(|ms| ms.name_any()).collect();
 
-    let mut out = String::new();
-    out.push_str("@startuml\n");
-    let _ = writeln!(
-        out,
-        "' The Microservices of namespace {namespace}, as `kea-operator diagram --namespace {namespace}` read them."
-    );
-    out.push_str(concat!(
-        "skinparam shadowing false\n",
-        "skinparam componentStyle uml2\n",
-        "skinparam defaultTextAlignment center\n",
-        "skinparam component {\n",
-        "  BorderColor #37474F\n",
-        "}\n",
-        "skinparam database {\n",
-        "  BackgroundColor #E3F2FD\n",
-        "  BorderColor #1565C0\n",
-        "}\n",
-        "skinparam note {\n",
-        "  BackgroundColor #FFFDE7\n",
-        "  BorderColor #9E9D24\n",
-        "}\n",
-    ));
-    let _ = writeln!(out, "title Microservices in namespace {}", quote(namespace));
-    out.push('\n');
-    let _ = writeln!(out, "rectangle \"namespace {}\" {{", quote(namespace));
-
-    let mut edges = Vec::new();
-    let mut notes = Vec::new();
-    let mut missing = BTreeSet::new();
+    let mut drawing = Drawing::default();
     for ms in &sorted {
-        let name = ms.name_any();
-        let ms_alias = alias("ms", &name);
+        let ms_alias = alias("ms", &ms.name_any());
         let (color, lines) = component_lines(ms, namespace, services, pods);
         let _ = writeln!(
-            out,
+            drawing.body,
             "  component \"{}\" <<Microservice>> as {ms_alias} {color}",
             lines.join("\\n")
         );
+        drawing.dependencies(ms, &ms_alias, &known);
+        drawing.stores(ms, &ms_alias, namespace);
+    }
+    drawing.finish(namespace)
+}
 
+/// A diagram being drawn: the nodes inside the namespace's rectangle, the notes, the edges,
+/// and the dependencies that name no Microservice.
+#[derive(Default)]
+struct Drawing {
+    body: String,
+    edges: Vec<String>,
+    notes: Vec<String>,
+    missing: BTreeSet<String>,
+}
+
+impl Drawing {
+    /// An edge per `dependsOn`, to the Microservice or to a "no such Microservice" node.
+    fn dependencies(&mut self, ms: &Microservice, ms_alias: &str, known: &BTreeSet<String>) {
         for dependency in &ms.spec.depends_on {
             let variable = env::dependency_url(&dependency.name);
             if known.contains(&dependency.name) {
-                edges.push(format!(
+                self.edges.push(format!(
                     "{ms_alias} --> {} : {variable}",
                     alias_of_ms(&dependency.name)
                 ));
             } else {
-                missing.insert(dependency.name.clone());
-                edges.push(format!(
+                self.missing.insert(dependency.name.clone());
+                self.edges.push(format!(
                     "{ms_alias} ..> {} : {variable}\\n(not found)",
                     alias("missing", &dependency.name)
                 ));
             }
         }
+    }
 
+    /// A database per store: declared in `spec.stores`, reached through a variable, or else
+    /// embedded (a note).
+    fn stores(&mut self, ms: &Microservice, ms_alias: &str, namespace: &str) {
+        let name = ms.name_any();
         let declared = stores::plan(&name, ms.spec.stores.as_ref());
         for store in &declared {
             let (line, edge) = declared_store(ms, store, namespace);
             let store_alias = alias(&format!("store_{}", role_alias(store.role)), &name);
-            let _ = writeln!(out, "  database \"{line}\" as {store_alias}");
-            edges.push(format!("{ms_alias} --> {store_alias} : {edge}"));
+            let _ = writeln!(self.body, "  database \"{line}\" as {store_alias}");
+            self.edges
+                .push(format!("{ms_alias} --> {store_alias} : {edge}"));
         }
-
         let mut embedded = Vec::new();
         for store in STORES
             .iter()
@@ -154,70 +151,107 @@ pub fn render_plantuml(
                 Some(var) => {
                     let store_alias = alias(&format!("store_{}", store.role), &name);
                     let _ = writeln!(
-                        out,
+                        self.body,
                         "  database \"{}\\n{}\" as {store_alias}",
                         store.product(var),
                         quote(&store_origin(var)),
                     );
-                    edges.push(format!("{ms_alias} --> {store_alias} : {}", store.variable));
+                    self.edges
+                        .push(format!("{ms_alias} --> {store_alias} : {}", store.variable));
                 }
                 None => embedded.push(store.embedded),
             }
         }
         if !embedded.is_empty() {
-            let mut note = format!(
-                "note bottom of {ms_alias}\n  embedded in {}:\n  {}\n",
-                kea_contract::mounts::DATA,
-                embedded.join(", ")
-            );
-            let sources: Vec<String> = ms
-                .spec
-                .env_from
-                .iter()
-                .filter_map(|source| {
-                    let secret = source
-                        .secret_ref
-                        .as_ref()
-                        .map(|s| format!("Secret {}", s.name));
-                    let config_map = source
-                        .config_map_ref
-                        .as_ref()
-                        .map(|c| format!("ConfigMap {}", c.name));
-                    secret.or(config_map)
-                })
-                .collect();
-            if !sources.is_empty() {
-                let _ = writeln!(
-                    note,
-                    "  unless set by envFrom ({})",
-                    quote(&sources.join(", "))
-                );
-            }
-            note.push_str("end note");
-            notes.push(note);
+            self.notes.push(embedded_note(ms, ms_alias, &embedded));
         }
     }
-    for name in &missing {
+
+    /// The whole document: header, the namespace with its nodes and notes, then the edges.
+    fn finish(self, namespace: &str) -> String {
+        let mut out = String::new();
+        out.push_str("@startuml\n");
         let _ = writeln!(
             out,
-            "  component \"<b>{name}</b>\\nno such Microservice\" as {} #FFEBEE",
-            alias("missing", name)
+            "' The Microservices of namespace {namespace}, as `kea-operator diagram --namespace {namespace}` read them."
+        );
+        out.push_str(concat!(
+            "skinparam shadowing false\n",
+            "skinparam componentStyle uml2\n",
+            "skinparam defaultTextAlignment center\n",
+            "skinparam component {\n",
+            "  BorderColor #37474F\n",
+            "}\n",
+            "skinparam database {\n",
+            "  BackgroundColor #E3F2FD\n",
+            "  BorderColor #1565C0\n",
+            "}\n",
+            "skinparam note {\n",
+            "  BackgroundColor #FFFDE7\n",
+            "  BorderColor #9E9D24\n",
+            "}\n",
+        ));
+        let _ = writeln!(out, "title Microservices in namespace {}", quote(namespace));
+        out.push('\n');
+        let _ = writeln!(out, "rectangle \"namespace {}\" {{", quote(namespace));
+        out.push_str(&self.body);
+        for name in &self.missing {
+            let _ = writeln!(
+                out,
+                "  component \"<b>{name}</b>\\nno such Microservice\" as {} #FFEBEE",
+                alias("missing", name)
+            );
+        }
+        for note in &self.notes {
+            out.push_str(note);
+            out.push('\n');
+        }
+        out.push_str("}\n");
+        if !self.edges.is_empty() {
+            out.push('\n');
+        }
+        for edge in &self.edges {
+            out.push_str(edge);
+            out.push('\n');
+        }
+        out.push_str("@enduml\n");
+        out
+    }
+}
+
+/// The note of the stores embedded in the pod (no variable points elsewhere), and the
+/// envFrom sources that could still set one.
+fn embedded_note(ms: &Microservice, ms_alias: &str, embedded: &[&str]) -> String {
+    let mut note = format!(
+        "note bottom of {ms_alias}\n  embedded in {}:\n  {}\n",
+        kea_contract::mounts::DATA,
+        embedded.join(", ")
+    );
+    let sources: Vec<String> = ms
+        .spec
+        .env_from
+        .iter()
+        .filter_map(|source| {
+            let secret = source
+                .secret_ref
+                .as_ref()
+                .map(|s| format!("Secret {}", s.name));
+            let config_map = source
+                .config_map_ref
+                .as_ref()
+                .map(|c| format!("ConfigMap {}", c.name));
+            secret.or(config_map)
+        })
+        .collect();
+    if !sources.is_empty() {
+        let _ = writeln!(
+            note,
+            "  unless set by envFrom ({})",
+            quote(&sources.join(", "))
         );
     }
-    for note in &notes {
-        out.push_str(note);
-        out.push('\n');
-    }
-    out.push_str("}\n");
-    if !edges.is_empty() {
-        out.push('\n');
-    }
-    for edge in &edges {
-        out.push_str(edge);
-        out.push('\n');
-    }
-    out.push_str("@enduml\n");
-    out
+    note.push_str("end note");
+    note
 }
 
 /// The alias part of a store role (kept from the diagrams drawn before `spec.stores`).
@@ -324,12 +358,12 @@ fn component_lines(
     let status = ms.status.as_ref();
     let url = status
         .and_then(|s| s.url.clone())
-        .unwrap_or_else(|| builders::service_url(&name, namespace, ms.spec.port));
+        .unwrap_or_else(|| meta::service_url(&name, namespace, ms.spec.port));
     let ready_pods = match status {
         Some(status) => status.ready_replicas,
         None => ready_pods_of(&name, pods),
     };
-    let pods_line = match builders::replica_control(&ms.spec) {
+    let pods_line = match workload::replica_control(&ms.spec) {
         ReplicaControl::Fixed(desired) => format!("{ready_pods}/{desired} pods ready"),
         ReplicaControl::Autoscaled { min, max } => {
             format!("{ready_pods} pods ready (autoscaled {min}..{max})")
@@ -365,7 +399,7 @@ fn component_lines(
 
 /// Ready, not terminating pods selected by the Microservice's selector labels.
 fn ready_pods_of(name: &str, pods: &[Pod]) -> i32 {
-    let selector = builders::selector_labels(name);
+    let selector = meta::selector_labels(name);
     let count = pods
         .iter()
         .filter(|pod| pod.metadata.deletion_timestamp.is_none())
@@ -552,7 +586,7 @@ spec: {type: ClusterIP, ports: [{name: http, port: 8080}]}
             metadata: ObjectMeta {
                 name: Some(name.into()),
                 namespace: Some("kea-demo".into()),
-                labels: Some(builders::selector_labels(microservice)),
+                labels: Some(meta::selector_labels(microservice)),
                 ..Default::default()
             },
             spec: None,

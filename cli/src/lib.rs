@@ -1,8 +1,11 @@
-//! What the `kea-operator` command prints besides running the controller: the CRD and RBAC
-//! manifests ([`manifests`]), the children of Microservices in a file ([`render`]) and a
-//! PlantUML diagram of a namespace ([`diagram`]). The controller itself is the `kea-operator`
-//! library; this crate only reads it.
+//! The `kea-operator` command: its flags and log setup for running the controller ([`run`]),
+//! and what it prints besides: the CRD and RBAC manifests ([`manifests`]), the children of
+//! Microservices in a file ([`render`]), a PlantUML diagram of a namespace ([`diagram`]); and
+//! the `helm test` client of the operator's endpoints ([`probe`]). The controller itself is
+//! the `kea-operator` library.
 
 pub mod diagram;
 pub mod manifests;
+pub mod probe;
 pub mod render;
+pub mod run;

@@ -7,9 +7,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use kea_cli::probe::probe;
+use kea_cli::run::{RunArgs, run};
 use kea_cli::{diagram, manifests, render};
-use kea_operator::runtime::{RunArgs, run};
-use kea_operator::{Error, http};
+use kea_operator::Error;
 use tracing::error;
 
 /// The kea operator: reconciles Microservice custom resources (kea.dev/v1alpha1).
@@ -93,17 +94,5 @@ async fn main() -> ExitCode {
             eprintln!("kea-operator: {err}");
             ExitCode::FAILURE
         }
-    }
-}
-
-async fn probe(url: &str, timeout: Duration) -> kea_operator::Result<()> {
-    let status = http::probe(url, timeout).await?;
-    println!("{url}: {status}");
-    if (200..300).contains(&status) {
-        Ok(())
-    } else {
-        Err(Error::Io(std::io::Error::other(format!(
-            "{url} answered {status}"
-        ))))
     }
 }

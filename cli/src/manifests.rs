@@ -2,7 +2,9 @@
 //! RBAC rules it needs (`kea-operator rbac`). `hack/manifests.sh` writes the checked-in copies
 //! (`operator/crd/`, `deploy/`, the chart) from these, and tests fail when they drift.
 
-use kea_operator::{Result, crd, rbac};
+use kea_operator::Result;
+use kea_operator::api::crd;
+use kea_operator::controller::rbac;
 
 use crate::render::{to_yaml, to_yaml_stream};
 
@@ -13,7 +15,7 @@ pub const REGENERATE: &str =
 /// The CRD as YAML, with a header that says where it comes from.
 pub fn crd_yaml() -> Result<String> {
     let header = format!(
-        "# Generated from the Rust types in operator/src/api.rs; do not edit.\n# Regenerate: {REGENERATE}\n"
+        "# Generated from the Rust types in operator/src/api/mod.rs; do not edit.\n# Regenerate: {REGENERATE}\n"
     );
     Ok(header + &to_yaml(&crd::crd()?)?)
 }

@@ -4,10 +4,11 @@
 use serde::Serialize;
 
 use kea_operator::api::Microservice;
-use kea_operator::builders::{Children, DependencyPorts, Settings, build_children};
+use kea_operator::api::validate;
+use kea_operator::children::meta::DependencyPorts;
+use kea_operator::children::stores::StoreObjects;
+use kea_operator::children::{Children, Settings, build_children};
 use kea_operator::error::{Error, Result};
-use kea_operator::stores::StoreObjects;
-use kea_operator::validate;
 
 /// Namespace used for a Microservice that names none.
 pub const DEFAULT_NAMESPACE: &str = "default";

@@ -19,7 +19,10 @@ fn checked_in_crd_is_up_to_date() {
 fn checked_in_crd_parses_back_to_the_generated_object() {
     let parsed: CustomResourceDefinition =
         serde_saphyr::from_str(CHECKED_IN).expect("the CRD YAML parses");
-    assert_eq!(parsed, kea_operator::crd::crd().expect("the CRD builds"));
+    assert_eq!(
+        parsed,
+        kea_operator::api::crd::crd().expect("the CRD builds")
+    );
 }
 
 #[test]

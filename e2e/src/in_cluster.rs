@@ -162,7 +162,7 @@ impl ClusterClient {
         probe: &str,
     ) -> anyhow::Result<Self> {
         let labels = BTreeMap::from([(
-            kea_operator::network::calls_label(service),
+            kea_operator::children::network::calls_label(service),
             "true".to_owned(),
         )]);
         let caller =

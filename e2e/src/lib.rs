@@ -156,7 +156,7 @@ pub async fn wait_ready(
 
 /// The pods of a Microservice (by the operator's selector labels).
 pub async fn pods_of(pods: &Api<Pod>, name: &str) -> anyhow::Result<Vec<Pod>> {
-    let selector = kea_operator::builders::selector_string(name);
+    let selector = kea_operator::children::meta::selector_string(name);
     Ok(pods
         .list(&ListParams::default().labels(&selector))
         .await?
@@ -186,7 +186,7 @@ pub async fn wait_ready_pods(
     let ready = |list: &[Pod]| list.iter().filter(|p| pod_ready(p)).count();
     Ok(wait_for_list(
         pods,
-        &kea_operator::builders::selector_string(name),
+        &kea_operator::children::meta::selector_string(name),
         &format!("{count} Ready pods of {name}"),
         |list| list.len() == count && ready(list) == count,
         |list| format!("{} pods, {} Ready", list.len(), ready(list)),

@@ -4,44 +4,29 @@
 //! the `kea-operator` command and what it prints (CRD, RBAC, rendered children, diagrams) are
 //! the `kea-cli` crate, and what the operator and the service agree on is `kea-contract`.
 //!
-//! - [`api`]: the custom resource types, condition types and reasons, event reasons.
-//! - [`crd`]: the CustomResourceDefinition made from [`api`].
-//! - [`builders`]: pure functions, Microservice -> children.
-//! - [`network`]: pure functions, `dependsOn` and `stores` -> NetworkPolicies.
-//! - [`stores`]: pure functions, `spec.stores` -> the stores' StatefulSets, Services, claims, Secrets.
-//! - [`status`]: pure functions, observed state -> status and conditions.
-//! - [`pods`]: pure functions, pods and their probe events -> why they are not ready.
-//! - [`provision`]: the I/O of the stores (Secrets and claims created once, servers applied).
-//! - [`validate`]: spec checks the CRD schema cannot express.
-//! - [`apply`]: server-side apply without writes at steady state.
-//! - [`cache`]: the watches and caches the controller reads and is triggered by.
-//! - [`reconcile`]: the controller ([`run_controller`] runs it in-process).
-//! - [`leader`]: leader election on a Lease.
-//! - [`http`], [`metrics`]: the operator's own health and metrics endpoints.
-//! - [`rbac`]: the permissions the controller needs.
-//! - [`runtime`]: the operator process (endpoints, leader election, controller, signals).
+//! The folders are the pipeline, and each imports only from those before it:
+//!
+//! 1. [`api`]: the custom resource (types, conditions, reasons), its CRD and the checks the
+//!    CRD's schema cannot express.
+//! 2. [`children`]: pure functions, Microservice -> the objects the operator owns
+//!    ([`children::meta`] the names, labels and security shared by all of them).
+//! 3. [`status`]: pure functions, what the cluster shows -> status and conditions
+//!    ([`status::pods`] why pods are not ready).
+//! 4. [`controller`]: the I/O: caches and watches, server-side apply, the stores'
+//!    provisioning, events, and the reconcile that runs them ([`run_controller`]).
+//! 5. [`runtime`]: the operator as a process: leader election, health and metrics endpoints,
+//!    signals.
+//!
+//! [`error`] is shared by all of them.
 
 pub mod api;
-pub mod apply;
-pub mod builders;
-pub mod cache;
-pub mod crd;
+pub mod children;
+pub mod controller;
 pub mod error;
-pub mod http;
-pub mod leader;
-pub mod metrics;
-pub mod network;
-pub mod pods;
-pub mod provision;
-pub mod rbac;
-pub mod reconcile;
-pub mod recorder;
 pub mod runtime;
 pub mod status;
-pub mod stores;
-pub mod validate;
 
 pub use api::{Microservice, MicroserviceSpec, MicroserviceStatus};
+pub use controller::metrics::Metrics;
+pub use controller::{ControllerConfig, run_controller};
 pub use error::{Error, Result};
-pub use metrics::Metrics;
-pub use reconcile::{ControllerConfig, run_controller};

@@ -17,7 +17,7 @@ use k8s_openapi::api::core::v1::{Event, Service};
 use k8s_openapi::api::events::v1::Event as EventV1;
 use kea_operator::Microservice;
 use kea_operator::api::conditions::{self, reasons};
-use kea_operator::recorder::EventRecorder;
+use kea_operator::controller::recorder::EventRecorder;
 use kea_testkit::wait_for;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::events::{Event as RecordedEvent, EventType};

@@ -9,7 +9,7 @@ mod common;
 use common::{Operator, TIMEOUT, create, merge_spec, setup, wait_ready};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use kea_operator::builders::Settings;
+use kea_operator::children::Settings;
 use kea_testkit::{wait_for, wait_for_deletion};
 use kube::api::ListParams;
 use serde_json::json;

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Container, HTTPGetAction};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kea_operator::builders::{Settings, build_children};
+use kea_operator::children::{Settings, build_children};
 use kea_operator::{Microservice, MicroserviceSpec};
 
 fn free_port() -> u16 {

@@ -38,7 +38,7 @@ const CRD_TIMEOUT: Duration = Duration::from_secs(60);
 /// and waits until the API server serves it.
 pub async fn install_crd(client: Client) -> Result<()> {
     let crds: Api<CustomResourceDefinition> = Api::all(client);
-    let crd = kea_operator::crd::crd()
+    let crd = kea_operator::api::crd::crd()
         .map_err(|err| Error::Setup(format!("the Microservice CRD does not build: {err}")))?;
     crds.patch(
         &crd.name_any(),

@@ -44,7 +44,7 @@ async fn scale_subresource_changes_pod_count_and_delete_removes_children() {
     assert_eq!(status.replicas, 3);
     assert_eq!(
         status.selector.as_deref(),
-        Some(kea_operator::builders::selector_string("web").as_str())
+        Some(kea_operator::children::meta::selector_string("web").as_str())
     );
 
     scale(&api, "web", 1).await;

@@ -65,7 +65,7 @@ async fn rolling_update_under_load_drops_no_request() {
         ns.name(),
         "load",
         BTreeMap::from([(
-            kea_operator::network::calls_label("target"),
+            kea_operator::children::network::calls_label("target"),
             "true".to_owned(),
         )]),
         None,

@@ -29,13 +29,13 @@ pub struct Operator {
 
 impl Operator {
     pub fn start(namespace: &TestNamespace) -> Self {
-        Self::start_with(namespace, kea_operator::builders::Settings::default())
+        Self::start_with(namespace, kea_operator::children::Settings::default())
     }
 
     /// A controller with other settings (e.g. NetworkPolicies off).
     pub fn start_with(
         namespace: &TestNamespace,
-        settings: kea_operator::builders::Settings,
+        settings: kea_operator::children::Settings,
     ) -> Self {
         Self::start_as(namespace, namespace.client(), settings)
     }
@@ -45,7 +45,7 @@ impl Operator {
     pub fn start_as(
         namespace: &TestNamespace,
         client: Client,
-        settings: kea_operator::builders::Settings,
+        settings: kea_operator::children::Settings,
     ) -> Self {
         let config = ControllerConfig {
             settings,

@@ -1,4 +1,4 @@
-//! The operator's Prometheus metrics, served on `/metrics` by [`crate::http`].
+//! The operator's Prometheus metrics, served on `/metrics` by [`crate::runtime::http`].
 
 use std::time::Instant;
 

@@ -21,8 +21,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::api::{Microservice, default_port};
-use crate::builders::{DependencyPorts, selector_labels};
-use crate::stores::{Engine, PlannedStore, selector_labels as store_selector_labels};
+use crate::children::meta::{DependencyPorts, selector_labels};
+use crate::children::stores::{Engine, PlannedStore, selector_labels as store_selector_labels};
 
 /// Prefix of the pod label that marks a caller of a Microservice: `calls.kea.dev/<NAME>`.
 pub const CALLS_LABEL_PREFIX: &str = "calls.kea.dev/";

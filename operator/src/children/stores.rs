@@ -29,7 +29,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::api::{DeletionPolicy, NosqlEngine, SqlEngine, Store, Stores};
-use crate::builders::{MANAGER, labels, restricted_container_security, restricted_pod_security};
+use crate::children::meta::{
+    BuildContext, MANAGER, labels, restricted_container_security, restricted_pod_security,
+    store_object_name,
+};
 
 /// Default image of the MariaDB servers: the official image, for clusters with a registry.
 pub const DEFAULT_MARIADB_IMAGE: &str = "docker.io/library/mariadb:11.4";
@@ -224,7 +227,7 @@ fn planned_store<E>(name: &str, role: Role, engine: Engine, spec: &Store<E>) -> 
         Engine::Server(engine) => engine.as_str(),
         Engine::Embedded(engine) => engine.as_str(),
     };
-    let object_name = format!("{name}-{suffix}");
+    let object_name = store_object_name(name, suffix);
     let claim_name = match engine {
         Engine::Server(_) => format!("{CLAIM_TEMPLATE}-{object_name}-0"),
         Engine::Embedded(_) => object_name.clone(),
@@ -303,7 +306,21 @@ pub struct StoreContext<'a> {
     pub owner: Option<&'a OwnerReference>,
 }
 
-impl StoreContext<'_> {
+impl<'a> StoreContext<'a> {
+    /// The context of the stores of the Microservice of `ctx`.
+    pub fn of(ctx: &'a BuildContext) -> Self {
+        Self {
+            name: &ctx.name,
+            namespace: &ctx.namespace,
+            part_of: ctx
+                .labels
+                .get(labels::PART_OF)
+                .map(String::as_str)
+                .unwrap_or(&ctx.namespace),
+            owner: ctx.owner.as_ref(),
+        }
+    }
+
     fn labels(&self, store: &PlannedStore) -> BTreeMap<String, String> {
         let mut labels = selector_labels(store);
         labels.insert(labels::COMPONENT.to_owned(), STORE_COMPONENT.to_owned());

@@ -1,83 +1,53 @@
 //! The operator as a process: its health and metrics endpoints, leader election among its
 //! replicas, the controller while it leads, and a clean stop on SIGTERM or a lost Lease.
-//! `kea-operator run` is [`run`] with [`RunArgs`] from flags and environment variables.
+//! `kea-operator run` is [`run`] with [`Options`] from flags and environment variables.
+
+pub mod http;
+pub mod leader;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use clap::ValueEnum;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use crate::cache::Informers;
-use crate::http::{self, HttpState};
-use crate::leader::{LeaderElection, LeaderElector};
-use crate::reconcile::{check_crd_installed, run_controller_with, start_informers};
+use crate::controller::cache::Informers;
+use crate::controller::{check_crd_installed, run_controller_with, start_informers};
+use crate::runtime::leader::{LeaderElection, LeaderElector};
 use crate::{ControllerConfig, Error, Metrics, run_controller};
+use http::HttpState;
 
-/// How the operator process runs: flags of `kea-operator run`, each with its environment variable.
-#[derive(clap::Args, Debug, Clone)]
-pub struct RunArgs {
+/// How the operator process runs: the flags of `kea-operator run` (see the `kea-cli` crate).
+#[derive(Clone, Debug)]
+pub struct Options {
     /// Address of /healthz, /readyz and /metrics.
-    #[arg(long, env = "KEA_HTTP_ADDR", default_value = "0.0.0.0:8081")]
     pub http_addr: SocketAddr,
     /// Elect a leader among replicas through a Lease; only the leader reconciles.
-    #[arg(long, env = "KEA_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
     pub leader_elect: bool,
     /// Name of the leader-election Lease.
-    #[arg(long, env = "KEA_LEASE_NAME", default_value = "kea-operator")]
     pub lease_name: String,
-    /// Namespace of the Lease; defaults to the pod's namespace, else the kubeconfig's.
-    #[arg(long, env = "POD_NAMESPACE")]
+    /// Namespace of the Lease; `None`: the kubeconfig's (the pod's own in a cluster).
     pub lease_namespace: Option<String>,
-    /// Seconds a follower waits, after it last saw the Lease change, before taking it over.
-    #[arg(long, env = "KEA_LEASE_DURATION_SECONDS", default_value_t = 15)]
-    pub lease_duration_seconds: u64,
-    /// Seconds the leader keeps leading without a successful renewal (less than the lease
-    /// duration).
-    #[arg(long, env = "KEA_LEASE_RENEW_DEADLINE_SECONDS", default_value_t = 10)]
-    pub lease_renew_deadline_seconds: u64,
-    /// Seconds between two renewals, and between two looks of a follower at the Lease.
-    #[arg(long, env = "KEA_LEASE_RETRY_PERIOD_SECONDS", default_value_t = 2)]
-    pub lease_retry_period_seconds: u64,
-    /// This replica's identity in the Lease; defaults to the pod name, else the hostname.
-    #[arg(long, env = "POD_NAME")]
+    /// How long followers wait, after they last saw the Lease change, before taking it over.
+    pub lease_duration: Duration,
+    /// How long the leader keeps leading without a successful renewal.
+    pub renew_deadline: Duration,
+    /// Between two renewals, and between two looks of a follower at the Lease.
+    pub retry_period: Duration,
+    /// This replica's identity in the Lease; `None`: the hostname.
     pub identity: Option<String>,
-    /// Watch only this namespace (all namespaces when unset).
-    #[arg(long, env = "KEA_WATCH_NAMESPACE")]
+    /// Watch only this namespace (all namespaces when `None`).
     pub watch_namespace: Option<String>,
     /// Reconciles running at once.
-    #[arg(long, env = "KEA_CONCURRENCY", default_value_t = 4)]
     pub concurrency: u16,
-    /// Log format.
-    #[arg(long, env = "KEA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
-    pub log_format: LogFormat,
-    /// Write a NetworkPolicy per Microservice and per store server, so that only declared calls
-    /// get through. Turn off on clusters without a NetworkPolicy implementation.
-    #[arg(long, env = "KEA_NETWORK_POLICIES", default_value_t = true, action = clap::ArgAction::Set)]
-    pub network_policies: bool,
-    /// Image of the MariaDB servers of `stores.sql.engine: mariadb`.
-    #[arg(long, env = "KEA_MARIADB_IMAGE", default_value = crate::stores::DEFAULT_MARIADB_IMAGE)]
-    pub mariadb_image: String,
-    /// Image of the Redis servers of `stores.nosql.engine: redis`.
-    #[arg(long, env = "KEA_REDIS_IMAGE", default_value = crate::stores::DEFAULT_REDIS_IMAGE)]
-    pub redis_image: String,
-}
-
-/// How log lines are written.
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum LogFormat {
-    /// One JSON object per line, for log collectors.
-    Json,
-    /// Human-readable text, for a terminal.
-    Text,
+    /// What shapes the children (store images, NetworkPolicies on or off).
+    pub settings: crate::children::Settings,
 }
 
 /// Runs the operator until SIGTERM/SIGINT, or until it loses the leader Lease (an error: the
 /// pod restarts as a follower).
-pub async fn run(args: RunArgs) -> crate::Result<()> {
-    init_logging(args.log_format);
+pub async fn run(args: Options) -> crate::Result<()> {
     let client = kube::Client::try_default().await?;
 
     // One stop signal for everything: SIGTERM/SIGINT, or the loss of the leader Lease.
@@ -101,13 +71,7 @@ pub async fn run(args: RunArgs) -> crate::Result<()> {
         namespace: args.watch_namespace.clone(),
         concurrency: args.concurrency,
         instance: Some(identity(args.identity.clone())),
-        settings: crate::builders::Settings {
-            store_images: crate::stores::StoreImages {
-                mariadb: args.mariadb_image.clone(),
-                redis: args.redis_image.clone(),
-            },
-            network_policies: args.network_policies,
-        },
+        settings: args.settings.clone(),
         ..Default::default()
     };
 
@@ -117,9 +81,9 @@ pub async fn run(args: RunArgs) -> crate::Result<()> {
             .clone()
             .unwrap_or_else(|| client.default_namespace().to_owned());
         let settings = LeaderElection {
-            lease_duration: Duration::from_secs(args.lease_duration_seconds),
-            renew_deadline: Duration::from_secs(args.lease_renew_deadline_seconds),
-            retry_period: Duration::from_secs(args.lease_retry_period_seconds),
+            lease_duration: args.lease_duration,
+            renew_deadline: args.renew_deadline,
+            retry_period: args.retry_period,
             ..LeaderElection::new(
                 args.lease_name.clone(),
                 lease_namespace,
@@ -231,14 +195,4 @@ fn identity(explicit: Option<String>) -> String {
                 .filter(|h| !h.is_empty())
         })
         .unwrap_or_else(|| format!("kea-operator-{}", std::process::id()))
-}
-
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    let _ = match format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Text => builder.try_init(),
-    };
 }

@@ -1,6 +1,13 @@
 //! The controller: watches Microservices and their children, and reconciles each
-//! Microservice by applying its children ([`crate::builders`]) and writing its status
+//! Microservice by applying its children ([`crate::children`]) and writing its status
 //! ([`crate::status`]). Decisions live in those pure modules; this one does the I/O.
+
+pub mod apply;
+pub mod cache;
+pub mod metrics;
+pub mod provision;
+pub mod rbac;
+pub mod recorder;
 
 use std::collections::HashMap;
 use std::fmt::Debug;
@@ -26,18 +33,19 @@ use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
 use crate::api::conditions::{self, reasons};
+use crate::api::validate;
 use crate::api::{Microservice, MicroserviceStatus, events};
-use crate::apply::{Applied, apply_child, delete_child};
-use crate::builders::{self, DependencyPorts, MANAGER, Settings};
-use crate::cache::{Caches, ChildCache, Informers, spec_changes};
+use crate::children::meta::{self, DependencyPorts, MANAGER};
+use crate::children::network;
+use crate::children::stores::ServerEngine;
+use crate::children::{self, Settings};
+use crate::controller::apply::{Applied, Changes, apply_child, delete_child, is_controlled_by};
+use crate::controller::cache::{Caches, ChildCache, Informers, spec_changes};
+use crate::controller::metrics::Metrics;
+use crate::controller::recorder::EventRecorder;
 use crate::error::{Error, Result};
-use crate::metrics::Metrics;
-use crate::network;
-use crate::pods;
-use crate::provision;
-use crate::recorder::EventRecorder;
+use crate::status::pods;
 use crate::status::{self, Observed, StoreObservation, find_condition};
-use crate::validate;
 
 /// Settings of the controller.
 #[derive(Clone, Debug)]
@@ -365,6 +373,8 @@ fn now() -> Time {
     )
 }
 
+/// The pipeline of one reconcile: apply the children and observe what they became, compute
+/// the status, write it (unless only rollout progress may wait), and choose when to come back.
 async fn reconcile_children(ms: &Arc<Microservice>, ctx: &Arc<Context>) -> Result<Action> {
     let object_ref = ObjectRef::from_obj(ms.as_ref());
     if ms.metadata.deletion_timestamp.is_some() {
@@ -380,13 +390,36 @@ async fn reconcile_children(ms: &Arc<Microservice>, ctx: &Arc<Context>) -> Resul
         .uid()
         .ok_or_else(|| Error::InvalidObject(format!("Microservice {name} has no uid")))?;
 
+    let (observed, probes_due) = apply_and_observe(ms, ctx, &namespace, &uid).await?;
+    let new_status = status::compute_status(ms, &observed, &now());
+    let progress_wait =
+        write_status_unless_held(ctx, ms, &namespace, &object_ref, &new_status).await?;
+    ctx.forget_failures(&object_ref);
+    Ok(next_reconcile(
+        ctx,
+        ms,
+        &new_status,
+        [progress_wait, probes_due],
+    ))
+}
+
+/// Applies the children of a valid spec (an invalid one keeps what runs) and observes the
+/// cluster: dependencies, the Deployment, the stores, the autoscaler, and why pods are not
+/// ready. Also returns when unready pods' probes will have failed long enough to be told.
+async fn apply_and_observe(
+    ms: &Microservice,
+    ctx: &Context,
+    namespace: &str,
+    uid: &str,
+) -> Result<(Observed, Option<Duration>)> {
+    let name = ms.name_any();
     // Each dependency is looked up once, in the cache: for its status and for its port.
     let found: HashMap<&str, Arc<Microservice>> = ms
         .spec
         .depends_on
         .iter()
         .filter_map(|d| {
-            Caches::get(&ctx.caches.microservices, &namespace, &d.name)
+            Caches::get(&ctx.caches.microservices, namespace, &d.name)
                 .map(|found| (d.name.as_str(), found))
         })
         .collect();
@@ -396,7 +429,6 @@ async fn reconcile_children(ms: &Arc<Microservice>, ctx: &Arc<Context>) -> Resul
         ..Default::default()
     };
 
-    // When the probes of a pod that runs unready will have failed long enough to be told.
     let mut probes_due: Option<Duration> = None;
     let problems = validate::spec_problems(&ms.spec);
     if problems.is_empty() {
@@ -404,9 +436,9 @@ async fn reconcile_children(ms: &Arc<Microservice>, ctx: &Arc<Context>) -> Resul
             .iter()
             .map(|(name, found)| ((*name).to_owned(), found.spec.port))
             .collect();
-        let children = apply_children(ms, ctx, &namespace, &uid, &ports).await?;
+        let children = apply_children(ms, ctx, namespace, uid, &ports).await?;
         if !ms.spec.suspend && has_pods_not_ready(&children.deployment) {
-            let pods = read_pod_problem(&ctx.client, &namespace, &name).await?;
+            let pods = read_pod_problem(&ctx.client, namespace, &name).await?;
             observed.pod_problem = pods.problem;
             probes_due = pods.probes_due;
         }
@@ -424,36 +456,54 @@ async fn reconcile_children(ms: &Arc<Microservice>, ctx: &Arc<Context>) -> Resul
         observed.deployment = ctx
             .caches
             .deployments
-            .get(&namespace, &name)
-            .filter(|d| crate::apply::is_controlled_by(d.as_ref(), &uid))
+            .get(namespace, &name)
+            .filter(|d| is_controlled_by(d.as_ref(), uid))
             .map(|d| Deployment::clone(&d));
     }
+    Ok((observed, probes_due))
+}
 
-    let new_status = status::compute_status(ms, &observed, &now());
-    // Only the progress of a rollout may wait: pod counts changing, or a first status that
-    // says no more than that pods are coming up.
+/// Writes `new_status` when it differs, with the events of its transitions; only the
+/// progress of a rollout (pod counts changing, or a first status that says no more than that
+/// pods are coming up) may wait, for up to the configured delay. Returns how long it waits.
+async fn write_status_unless_held(
+    ctx: &Context,
+    ms: &Microservice,
+    namespace: &str,
+    object_ref: &ObjectRef<Microservice>,
+    new_status: &MicroserviceStatus,
+) -> Result<Option<Duration>> {
     let (only_progress, delay) = match &ms.status {
         Some(old) => (
-            status::is_progress_only(old, &new_status),
+            status::is_progress_only(old, new_status),
             ctx.config.progress_delay,
         ),
         None => (
-            status::is_rollout_start(&new_status),
+            status::is_rollout_start(new_status),
             ctx.config.first_status_delay,
         ),
     };
     let progress_wait = only_progress
-        .then(|| ctx.progress.wait(&object_ref, Instant::now(), delay))
+        .then(|| ctx.progress.wait(object_ref, Instant::now(), delay))
         .flatten();
     if progress_wait.is_none() {
-        ctx.progress.release(&object_ref);
-        if ms.status.as_ref() != Some(&new_status) {
-            write_status(ctx, ms, &namespace, &new_status).await?;
-            publish_transition_events(ctx, ms, &new_status);
+        ctx.progress.release(object_ref);
+        if ms.status.as_ref() != Some(new_status) {
+            write_status(ctx, ms, namespace, new_status).await?;
+            publish_transition_events(ctx, ms, new_status);
         }
     }
+    Ok(progress_wait)
+}
 
-    ctx.forget_failures(&object_ref);
+/// When to reconcile again: soon while stores are pending or the Microservice is not Ready,
+/// rarely once Ready, and no later than any of `waits` (held progress, probes' grace).
+fn next_reconcile(
+    ctx: &Context,
+    ms: &Microservice,
+    new_status: &MicroserviceStatus,
+    waits: [Option<Duration>; 2],
+) -> Action {
     let is_true = |type_: &str| {
         find_condition(&new_status.conditions, type_).is_some_and(|c| c.status == "True")
     };
@@ -464,15 +514,12 @@ async fn reconcile_children(ms: &Arc<Microservice>, ctx: &Arc<Context>) -> Resul
     } else {
         ctx.config.requeue_not_ready
     };
-    let requeue = [progress_wait, probes_due]
-        .into_iter()
-        .flatten()
-        .fold(requeue, Duration::min);
-    Ok(Action::requeue(requeue))
+    Action::requeue(waits.into_iter().flatten().fold(requeue, Duration::min))
 }
 
-/// Applies every wanted child and deletes the optional ones no longer wanted. Returns the
-/// Deployment as it is now, and what was seen of the stores.
+/// Applies every wanted child and deletes the optional ones no longer wanted, then tells what
+/// it wrote ([`report_changes`]). Returns the Deployment as it is now, and what was seen of
+/// the stores.
 async fn apply_children(
     ms: &Microservice,
     ctx: &Context,
@@ -480,19 +527,17 @@ async fn apply_children(
     uid: &str,
     ports: &DependencyPorts,
 ) -> Result<AppliedChildren> {
-    let wanted = builders::build_children(ms, ports, &ctx.config.settings)?;
+    let wanted = children::build_children(ms, ports, &ctx.config.settings)?;
     let name = ms.name_any();
     let client = &ctx.client;
-    let mut applied: Vec<String> = Vec::new();
-    let mut deleted: Vec<String> = Vec::new();
+    let mut changes = Changes::default();
 
     // Stores first: the Secrets the Deployment's variables refer to must exist before its
     // pods start.
     let caches = &ctx.caches;
     let stores =
         provision::reconcile_stores(client, caches, ms, namespace, uid, wanted.stores).await?;
-    applied.extend(stores.applied);
-    deleted.extend(stores.deleted);
+    changes.extend(stores.changes);
 
     // The children do not depend on one another: apply them at once.
     let deployments = Api::<Deployment>::namespaced(client.clone(), namespace);
@@ -521,23 +566,32 @@ async fn apply_children(
         reconcile_network_policies(ctx, ms, namespace, uid, wanted.network_policies),
     )?;
     if deployment.changed {
-        applied.push("Deployment".to_owned());
+        changes.applied.push("Deployment".to_owned());
     }
     if service.changed {
-        applied.push("Service".to_owned());
+        changes.applied.push("Service".to_owned());
     }
-    pdb.record("PodDisruptionBudget", &mut applied, &mut deleted);
-    autoscaler.record("HorizontalPodAutoscaler", &mut applied, &mut deleted);
-    applied.extend(policies.applied);
-    deleted.extend(policies.deleted);
-    let autoscaler = match autoscaler {
-        OptionalChild::Applied(hpa) => Some(hpa.object),
-        _ => None,
-    };
+    pdb.record("PodDisruptionBudget", &mut changes);
+    autoscaler.record("HorizontalPodAutoscaler", &mut changes);
+    changes.extend(policies);
+    report_changes(ctx, ms, namespace, &changes);
+    Ok(AppliedChildren {
+        deployment: deployment.object,
+        stores: stores.observations,
+        autoscaler: match autoscaler {
+            OptionalChild::Applied(hpa) => Some(hpa.object),
+            _ => None,
+        },
+    })
+}
 
-    for _ in 0..applied.len() + deleted.len() {
+/// Counts the writes, logs them, and records them as `Applied` and `Deleted` events.
+fn report_changes(ctx: &Context, ms: &Microservice, namespace: &str, changes: &Changes) {
+    let name = ms.name_any();
+    for _ in 0..changes.writes() {
         ctx.metrics.writes.inc();
     }
+    let Changes { applied, deleted } = changes;
     if !applied.is_empty() {
         info!(microservice = %name, %namespace, children = ?applied, "applied");
     }
@@ -565,11 +619,6 @@ async fn apply_children(
             format!("deleted {}, no longer wanted", deleted.join(", ")),
         );
     }
-    Ok(AppliedChildren {
-        deployment: deployment.object,
-        stores: stores.observations,
-        autoscaler,
-    })
 }
 
 /// What became of a child that is wanted only in some cases (a PDB, an HPA).
@@ -581,10 +630,10 @@ enum OptionalChild<K> {
 
 impl<K> OptionalChild<K> {
     /// Adds `kind` to what was applied or deleted, when something was.
-    fn record(&self, kind: &str, applied: &mut Vec<String>, deleted: &mut Vec<String>) {
+    fn record(&self, kind: &str, changes: &mut Changes) {
         match self {
-            Self::Applied(child) if child.changed => applied.push(kind.to_owned()),
-            Self::Deleted => deleted.push(kind.to_owned()),
+            Self::Applied(child) if child.changed => changes.applied.push(kind.to_owned()),
+            Self::Deleted => changes.deleted.push(kind.to_owned()),
             _ => {}
         }
     }
@@ -609,13 +658,6 @@ where
     })
 }
 
-/// What [`reconcile_network_policies`] applied and deleted.
-#[derive(Default)]
-struct PolicyChanges {
-    applied: Vec<String>,
-    deleted: Vec<String>,
-}
-
 /// Applies the wanted NetworkPolicies at once; with policies switched off, deletes those the
 /// operator wrote before (the status remembers that it did).
 async fn reconcile_network_policies(
@@ -624,10 +666,10 @@ async fn reconcile_network_policies(
     namespace: &str,
     uid: &str,
     wanted: Vec<NetworkPolicy>,
-) -> Result<PolicyChanges> {
+) -> Result<Changes> {
     let policies = Api::<NetworkPolicy>::namespaced(ctx.client.clone(), namespace);
     let cache = &ctx.caches.network_policies;
-    let mut changes = PolicyChanges::default();
+    let mut changes = Changes::default();
     let applies = wanted.into_iter().map(|policy| {
         let name = policy.name_any();
         let policies = &policies;
@@ -650,9 +692,9 @@ async fn reconcile_network_policies(
         let name = ms.name_any();
         let mut names = vec![name.clone()];
         names.extend(
-            crate::stores::ServerEngine::ALL
+            ServerEngine::ALL
                 .iter()
-                .map(|engine| format!("{name}-{}", engine.as_str())),
+                .map(|engine| meta::store_object_name(&name, engine.as_str())),
         );
         for policy_name in names {
             if delete_child(&policies, cache, namespace, &policy_name, uid).await? {
@@ -695,7 +737,7 @@ struct PodsSeen {
 /// events (one more list call).
 async fn read_pod_problem(client: &Client, namespace: &str, name: &str) -> Result<PodsSeen> {
     let pods = Api::<Pod>::namespaced(client.clone(), namespace)
-        .list(&ListParams::default().labels(&builders::selector_string(name)))
+        .list(&ListParams::default().labels(&meta::selector_string(name)))
         .await?;
     let now = now();
     let events = match pods::needs_events(&pods.items, &now) {

@@ -39,7 +39,7 @@ use tokio::task::JoinHandle;
 use tracing::warn;
 
 use crate::api::Microservice;
-use crate::builders::{MANAGER, labels};
+use crate::children::meta::{MANAGER, labels};
 use crate::error::{Error, Result};
 
 /// A stream of the objects of one watch that changed, were added or deleted (then the last

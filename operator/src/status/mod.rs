@@ -6,6 +6,8 @@
 //! reconciler writes nothing at steady state. See [`crate::api::conditions`] for the meaning of
 //! each condition.
 
+pub mod pods;
+
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -16,9 +18,10 @@ use crate::api::{
     DependencyStatus, Microservice, MicroserviceStatus, StoreStatus, default_port,
     dependency_reasons,
 };
-use crate::builders::{self, ReplicaControl};
-use crate::pods::{self, PodProblem};
-use crate::stores::{Engine, PlannedStore};
+use crate::children::meta;
+use crate::children::stores::{Engine, PlannedStore};
+use crate::children::workload::{self, ReplicaControl};
+use pods::PodProblem;
 
 /// Longest condition message; a pod's message can be long, and a status is no log.
 const MAX_MESSAGE_LEN: usize = 512;
@@ -44,7 +47,7 @@ pub struct Observed {
     pub dependencies: Vec<DependencyStatus>,
     /// Set when the spec breaks a rule the schema cannot check: nothing is applied then.
     pub invalid_spec: Option<String>,
-    /// The stores of `spec.stores`, from [`crate::provision`].
+    /// The stores of `spec.stores`, from [`crate::controller::provision`].
     pub stores: Vec<StoreObservation>,
     /// What the NetworkPolicies let through, when the operator writes them.
     pub network_policy: Option<String>,
@@ -107,165 +110,149 @@ pub fn compute_status(ms: &Microservice, observed: &Observed, now: &Time) -> Mic
     let stores = store_statuses(ms, &observed.stores);
     let (stores_ready, stores_reason, stores_message) = stores_condition(ms, &stores);
 
-    let mut new = Vec::with_capacity(5);
-    let mut add = |type_: &str, status: bool, reason: &str, message: String| {
-        new.push(condition(type_, status, reason, message, generation, now));
-    };
-
-    // Ready
-    if let Some(problem) = &observed.invalid_spec {
-        add(
+    let stores_verdict = Verdict::new(stores_ready, &stores_reason, stores_message);
+    let mut verdicts = vec![
+        (
             conditions::READY,
-            false,
-            reasons::INVALID_SPEC,
-            problem.clone(),
-        );
-    } else if suspended {
-        add(
-            conditions::READY,
-            false,
-            reasons::SUSPENDED,
-            "scaled to zero by spec.suspend".into(),
-        );
-    } else if !stores_ready {
-        // A service without its data is not ready, whatever its pods say.
-        add(
-            conditions::READY,
-            false,
-            &stores_reason,
-            stores_message.clone(),
-        );
-    } else if rollout.complete && rollout.available == Some(true) {
-        add(
-            conditions::READY,
-            true,
-            reasons::READY,
-            format!("{} of {} pods ready", rollout.ready, rollout.desired),
-        );
-    } else {
-        let (reason, message) = rollout.not_ready_explanation(observed.pod_problem.as_ref());
-        add(conditions::READY, false, &reason, message);
-    }
-
-    // Available
-    if suspended {
-        add(
-            conditions::AVAILABLE,
-            false,
-            reasons::SUSPENDED,
-            "scaled to zero by spec.suspend".into(),
-        );
-    } else {
-        match rollout.available {
-            None => add(
-                conditions::AVAILABLE,
-                false,
-                reasons::DEPLOYMENT_PENDING,
-                "the Deployment does not exist yet".into(),
-            ),
-            Some(true) => add(
-                conditions::AVAILABLE,
-                true,
-                reasons::MINIMUM_REPLICAS_AVAILABLE,
-                format!("{} pods available", rollout.available_replicas),
-            ),
-            Some(false) => {
-                let (reason, message) = match &observed.pod_problem {
-                    Some(problem) => (problem.reason.clone(), problem.message.clone()),
-                    None => (
-                        reasons::MINIMUM_REPLICAS_UNAVAILABLE.to_owned(),
-                        format!(
-                            "{} of {} pods available",
-                            rollout.available_replicas, rollout.desired
-                        ),
-                    ),
-                };
-                add(conditions::AVAILABLE, false, &reason, message);
-            }
-        }
-    }
-
-    // Progressing
-    if rollout.deadline_exceeded {
-        let message = observed
-            .pod_problem
-            .as_ref()
-            .map(|p| p.message.clone())
-            .unwrap_or_else(|| "the rollout made no progress within its deadline".into());
-        add(
-            conditions::PROGRESSING,
-            false,
-            reasons::PROGRESS_DEADLINE_EXCEEDED,
-            message,
-        );
-    } else if rollout.complete {
-        add(
-            conditions::PROGRESSING,
-            false,
-            reasons::ROLLOUT_COMPLETE,
-            "the current spec is rolled out".into(),
-        );
-    } else {
-        add(
-            conditions::PROGRESSING,
-            true,
-            reasons::ROLLING_OUT,
-            rollout.progress_message(),
-        );
-    }
-
-    // DependenciesReady
+            ready(ms, observed, &rollout, &stores_verdict),
+        ),
+        (conditions::AVAILABLE, available(ms, observed, &rollout)),
+        (conditions::PROGRESSING, progressing(observed, &rollout)),
+    ];
     let (deps_ready, deps_reason, deps_message) = dependencies_condition(&observed.dependencies);
-    add(
+    verdicts.push((
         conditions::DEPENDENCIES_READY,
-        deps_ready,
-        deps_reason,
-        deps_message,
-    );
-
-    // StoresReady
-    add(
-        conditions::STORES_READY,
-        stores_ready,
-        &stores_reason,
-        stores_message,
-    );
-
+        Verdict::new(deps_ready, deps_reason, deps_message),
+    ));
+    verdicts.push((conditions::STORES_READY, stores_verdict));
     // Autoscaling: only while an autoscaler is wanted. An autoscaler that cannot read the
     // pods' CPU (no metrics API in the cluster) leaves the pods at their minimum for ever.
     if ms.spec.autoscaling.is_some() && !suspended {
         let (active, reason, message) = autoscaler_state(observed.autoscaler.as_ref());
-        add(conditions::AUTOSCALING, active, &reason, message);
+        verdicts.push((
+            conditions::AUTOSCALING,
+            Verdict::new(active, &reason, message),
+        ));
     }
-
-    // Suspended
-    if suspended {
-        add(
-            conditions::SUSPENDED,
-            true,
-            reasons::SUSPENDED,
-            "spec.suspend is true".into(),
-        );
-    } else {
-        add(
-            conditions::SUSPENDED,
-            false,
-            reasons::ACTIVE,
-            "spec.suspend is false".into(),
-        );
-    }
+    verdicts.push((
+        conditions::SUSPENDED,
+        if suspended {
+            Verdict::new(true, reasons::SUSPENDED, "spec.suspend is true".into())
+        } else {
+            Verdict::new(false, reasons::ACTIVE, "spec.suspend is false".into())
+        },
+    ));
+    let new = verdicts
+        .into_iter()
+        .map(|(type_, v)| condition(type_, v.status, &v.reason, v.message, generation, now))
+        .collect();
 
     MicroserviceStatus {
         observed_generation: generation,
         replicas: rollout.replicas,
         ready_replicas: rollout.ready,
         updated_replicas: rollout.updated,
-        selector: Some(builders::selector_string(&name)),
-        url: Some(builders::service_url(&name, &namespace, ms.spec.port)),
+        selector: Some(meta::selector_string(&name)),
+        url: Some(meta::service_url(&name, &namespace, ms.spec.port)),
         conditions: merge_conditions(previous, new),
         dependencies: observed.dependencies.clone(),
         stores,
         network_policy: observed.network_policy.clone(),
+    }
+}
+
+/// The status, reason and message of one condition.
+#[derive(Clone, Debug)]
+struct Verdict {
+    status: bool,
+    reason: String,
+    message: String,
+}
+
+impl Verdict {
+    fn new(status: bool, reason: &str, message: String) -> Self {
+        Self {
+            status,
+            reason: reason.to_owned(),
+            message,
+        }
+    }
+}
+
+const SUSPENDED_MESSAGE: &str = "scaled to zero by spec.suspend";
+
+/// `Ready`: a valid spec, not suspended, its stores ready, and the rollout complete with the
+/// pods available.
+fn ready(ms: &Microservice, observed: &Observed, rollout: &Rollout, stores: &Verdict) -> Verdict {
+    if let Some(problem) = &observed.invalid_spec {
+        Verdict::new(false, reasons::INVALID_SPEC, problem.clone())
+    } else if ms.spec.suspend {
+        Verdict::new(false, reasons::SUSPENDED, SUSPENDED_MESSAGE.into())
+    } else if !stores.status {
+        // A service without its data is not ready, whatever its pods say.
+        Verdict {
+            status: false,
+            ..stores.clone()
+        }
+    } else if rollout.complete && rollout.available == Some(true) {
+        Verdict::new(
+            true,
+            reasons::READY,
+            format!("{} of {} pods ready", rollout.ready, rollout.desired),
+        )
+    } else {
+        let (reason, message) = rollout.not_ready_explanation(observed.pod_problem.as_ref());
+        Verdict::new(false, &reason, message)
+    }
+}
+
+/// `Available`: the Deployment has its minimum of pods available.
+fn available(ms: &Microservice, observed: &Observed, rollout: &Rollout) -> Verdict {
+    if ms.spec.suspend {
+        return Verdict::new(false, reasons::SUSPENDED, SUSPENDED_MESSAGE.into());
+    }
+    match rollout.available {
+        None => Verdict::new(
+            false,
+            reasons::DEPLOYMENT_PENDING,
+            "the Deployment does not exist yet".into(),
+        ),
+        Some(true) => Verdict::new(
+            true,
+            reasons::MINIMUM_REPLICAS_AVAILABLE,
+            format!("{} pods available", rollout.available_replicas),
+        ),
+        Some(false) => match &observed.pod_problem {
+            Some(problem) => Verdict::new(false, &problem.reason, problem.message.clone()),
+            None => Verdict::new(
+                false,
+                reasons::MINIMUM_REPLICAS_UNAVAILABLE,
+                format!(
+                    "{} of {} pods available",
+                    rollout.available_replicas, rollout.desired
+                ),
+            ),
+        },
+    }
+}
+
+/// `Progressing`: a rollout under way (True), complete, or stuck past its deadline.
+fn progressing(observed: &Observed, rollout: &Rollout) -> Verdict {
+    if rollout.deadline_exceeded {
+        let message = observed
+            .pod_problem
+            .as_ref()
+            .map(|p| p.message.clone())
+            .unwrap_or_else(|| "the rollout made no progress within its deadline".into());
+        Verdict::new(false, reasons::PROGRESS_DEADLINE_EXCEEDED, message)
+    } else if rollout.complete {
+        Verdict::new(
+            false,
+            reasons::ROLLOUT_COMPLETE,
+            "the current spec is rolled out".into(),
+        )
+    } else {
+        Verdict::new(true, reasons::ROLLING_OUT, rollout.progress_message())
     }
 }
 
@@ -592,7 +579,7 @@ pub fn dependency_statuses(
                 let ready = is_ready(&found);
                 DependencyStatus {
                     name: dependency.name.clone(),
-                    url: builders::service_url(&dependency.name, &namespace, found.spec.port),
+                    url: meta::service_url(&dependency.name, &namespace, found.spec.port),
                     ready,
                     reason: if ready {
                         dependency_reasons::READY
@@ -604,7 +591,7 @@ pub fn dependency_statuses(
             }
             None => DependencyStatus {
                 name: dependency.name.clone(),
-                url: builders::service_url(&dependency.name, &namespace, default_port()),
+                url: meta::service_url(&dependency.name, &namespace, default_port()),
                 ready: false,
                 reason: dependency_reasons::NOT_FOUND.to_owned(),
             },
@@ -663,7 +650,7 @@ struct Rollout {
 
 impl Rollout {
     fn new(ms: &Microservice, deployment: Option<&Deployment>) -> Self {
-        let control = builders::replica_control(&ms.spec);
+        let control = workload::replica_control(&ms.spec);
         let Some(deployment) = deployment else {
             return Self {
                 desired: control.min_replicas(),
@@ -1121,7 +1108,7 @@ mod tests {
         let stores: Stores =
             serde_json::from_value(serde_json::json!({"sql": {"engine": "mariadb"}}))
                 .expect("stores");
-        let store = crate::stores::plan("orders", Some(&stores)).remove(0);
+        let store = crate::children::stores::plan("orders", Some(&stores)).remove(0);
         let pod = Pod {
             metadata: kube::api::ObjectMeta {
                 name: Some("orders-mariadb-0".into()),

@@ -1,7 +1,7 @@
 //! The operator's own HTTP surface, on its own port: `/healthz` (the process runs),
 //! `/readyz` (the CRD check passed and, with leader election, the candidate is up) and
-//! `/metrics` (Prometheus text format); and [`probe`], the client side of them that the
-//! chart's `helm test` pod runs (the operator image has no other HTTP client).
+//! `/metrics` (Prometheus text format). Their client, for the chart's `helm test` pod, is
+//! `kea-operator probe`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,7 +14,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use prometheus_client::registry::Registry;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// What the handlers read.
 pub struct HttpState {
@@ -84,51 +84,6 @@ async fn metrics(State(state): State<Arc<HttpState>>) -> impl IntoResponse {
             .into_response(),
         Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
-}
-
-/// GETs `url` (plain `http://host:port/path`) and returns the status code; fails when no
-/// answer comes within `timeout`.
-pub async fn probe(url: &str, timeout: std::time::Duration) -> Result<u16> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let invalid = || Error::InvalidObject(format!("{url}: expected http://HOST:PORT/PATH"));
-    let rest = url.strip_prefix("http://").ok_or_else(invalid)?;
-    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-    if authority.is_empty() {
-        return Err(invalid());
-    }
-    let address = if authority.contains(':') {
-        authority.to_owned()
-    } else {
-        format!("{authority}:80")
-    };
-    let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(&address).await?;
-        let request =
-            format!("GET /{path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await?;
-        // The status line is all that is needed; 64 KiB bounds what is read.
-        let mut answer = Vec::new();
-        stream.take(64 * 1024).read_to_end(&mut answer).await?;
-        Ok::<_, std::io::Error>(answer)
-    };
-    let answer = tokio::time::timeout(timeout, exchange)
-        .await
-        .map_err(|_| {
-            Error::Io(std::io::Error::other(format!(
-                "{url}: no answer within {timeout:?}"
-            )))
-        })??;
-    let status_line = String::from_utf8_lossy(&answer);
-    status_line
-        .lines()
-        .next()
-        .and_then(|line| {
-            line.strip_prefix("HTTP/1.1 ")
-                .or_else(|| line.strip_prefix("HTTP/1.0 "))
-        })
-        .and_then(|rest| rest.get(..3))
-        .and_then(|code| code.parse().ok())
-        .ok_or_else(|| Error::Io(std::io::Error::other(format!("{url}: not an HTTP answer"))))
 }
 
 #[cfg(test)]

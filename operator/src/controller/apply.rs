@@ -16,8 +16,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::builders::MANAGER;
-use crate::cache::{ChildCache, Lookup};
+use crate::children::meta::MANAGER;
+use crate::controller::cache::{ChildCache, Lookup};
 use crate::error::{Error, Result};
 
 /// Annotation holding the hash of the object the operator last wanted.
@@ -97,6 +97,30 @@ pub fn is_controlled_by<K: Resource>(object: &K, owner_uid: &str) -> bool {
 
 fn controls(reference: &OwnerReference, owner_uid: &str) -> bool {
     reference.controller == Some(true) && reference.uid == owner_uid
+}
+
+/// What a reconcile wrote, by kind and name: the objects it applied (because they changed)
+/// and those it deleted, for its log lines, its write count and its `Applied` and `Deleted`
+/// events.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// The objects applied because they differed from what was wanted.
+    pub applied: Vec<String>,
+    /// The objects deleted because they are no longer wanted.
+    pub deleted: Vec<String>,
+}
+
+impl Changes {
+    /// Adds what `other` wrote.
+    pub fn extend(&mut self, other: Changes) {
+        self.applied.extend(other.applied);
+        self.deleted.extend(other.deleted);
+    }
+
+    /// How many writes that was.
+    pub fn writes(&self) -> usize {
+        self.applied.len() + self.deleted.len()
+    }
 }
 
 /// What [`apply_child`] did.

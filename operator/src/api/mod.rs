@@ -4,7 +4,10 @@
 //! Every field carries a doc comment: it becomes the field's description in the CRD, which is
 //! what `kubectl explain microservice.spec...` prints. Validation that the API server can do
 //! (bounds, patterns, CEL rules with a message each) lives in the schema, so an invalid object is
-//! rejected at `kubectl apply` time; [`crate::validate`] holds the few checks CEL cannot express.
+//! rejected at `kubectl apply` time; [`crate::api::validate`] holds the few checks CEL cannot express.
+
+pub mod crd;
+pub mod validate;
 
 use std::collections::BTreeMap;
 

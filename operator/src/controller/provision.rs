@@ -1,7 +1,7 @@
 //! The I/O of `spec.stores`: creates each store's Secret and claims once (never rewriting
 //! them), applies the store servers, removes servers no longer declared, and observes what
 //! the status needs (the server's readiness, its pod, its claim and the claim's last event).
-//! The decisions are in [`crate::stores`] (what to build) and [`crate::status`] (what to say).
+//! The decisions are in [`crate::children::stores`] (what to build) and [`crate::status`] (what to say).
 
 use std::fmt::Debug;
 
@@ -16,25 +16,44 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::api::Microservice;
-use crate::apply::{apply_child, delete_child};
-use crate::builders::{self, MANAGER};
-use crate::cache::Caches;
-use crate::error::{Error, Result};
-use crate::pods;
-use crate::status::{ServerObservation, StoreObservation};
-use crate::stores::{
-    self, Credentials, MICROSERVICE_LABEL, ServerEngine, StoreChildren, StoreObjects,
+use crate::children;
+use crate::children::meta::{self, MANAGER};
+use crate::children::stores::{
+    self, Credentials, MICROSERVICE_LABEL, ServerChildren, ServerEngine, StoreChildren,
+    StoreObjects,
 };
+use crate::controller::apply::{Changes, apply_child, delete_child};
+use crate::controller::cache::Caches;
+use crate::error::{Error, Result};
+use crate::status::pods;
+use crate::status::{ServerObservation, StoreObservation};
 
 /// What reconciling the stores did and saw.
 #[derive(Debug, Default)]
 pub struct StoresOutcome {
     /// One observation per declared store, in the spec's order.
     pub observations: Vec<StoreObservation>,
-    /// Kinds of the objects written, for the `Applied` event.
-    pub applied: Vec<String>,
-    /// Kinds of the objects deleted, for the `Deleted` event.
-    pub deleted: Vec<String>,
+    /// The objects written and deleted.
+    pub changes: Changes,
+}
+
+/// Where the stores of one Microservice live, and through what they are reached.
+struct Place<'a> {
+    client: &'a Client,
+    caches: &'a Caches,
+    ms: &'a Microservice,
+    namespace: &'a str,
+    /// The Microservice's uid: the owner its children must be controlled by.
+    uid: &'a str,
+}
+
+impl Place<'_> {
+    fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        Api::namespaced(self.client.clone(), self.namespace)
+    }
 }
 
 /// Makes the declared stores exist and observes them.
@@ -46,16 +65,36 @@ pub async fn reconcile_stores(
     uid: &str,
     wanted: Vec<StoreChildren>,
 ) -> Result<StoresOutcome> {
+    let place = Place {
+        client,
+        caches,
+        ms,
+        namespace,
+        uid,
+    };
     let mut outcome = StoresOutcome::default();
-    let name = ms.name_any();
+    remove_undeclared_servers(&place, &wanted, &mut outcome.changes).await?;
+    for children in wanted {
+        let observation = reconcile_store(&place, children, &mut outcome.changes).await?;
+        outcome.observations.push(observation);
+    }
+    Ok(outcome)
+}
 
-    // Servers that were declared before and are no longer (a store removed from the spec).
-    // Their claims follow their retention policy; nothing else is touched.
-    let previously: Vec<String> = ms
+/// Deletes the servers that were declared before and are no longer (a store removed from the
+/// spec). Their claims follow their retention policy; nothing else is touched.
+async fn remove_undeclared_servers(
+    place: &Place<'_>,
+    wanted: &[StoreChildren],
+    changes: &mut Changes,
+) -> Result<()> {
+    let previously: Vec<String> = place
+        .ms
         .status
         .as_ref()
         .map(|s| s.stores.iter().map(|store| store.engine.clone()).collect())
         .unwrap_or_default();
+    let (namespace, uid, caches) = (place.namespace, place.uid, place.caches);
     for engine in ServerEngine::ALL {
         let still_wanted = wanted.iter().any(|w| {
             matches!(&w.objects, StoreObjects::Server(wanted_engine, _) if *wanted_engine == engine)
@@ -63,9 +102,9 @@ pub async fn reconcile_stores(
         if still_wanted || !previously.iter().any(|e| e == engine.as_str()) {
             continue;
         }
-        let object_name = format!("{name}-{}", engine.as_str());
+        let object_name = meta::store_object_name(&place.ms.name_any(), engine.as_str());
         if delete_child(
-            &Api::<StatefulSet>::namespaced(client.clone(), namespace),
+            &place.api::<StatefulSet>(),
             &caches.stateful_sets,
             namespace,
             &object_name,
@@ -73,10 +112,10 @@ pub async fn reconcile_stores(
         )
         .await?
         {
-            outcome.deleted.push(format!("StatefulSet {object_name}"));
+            changes.deleted.push(format!("StatefulSet {object_name}"));
         }
         if delete_child(
-            &Api::<Service>::namespaced(client.clone(), namespace),
+            &place.api::<Service>(),
             &caches.services,
             namespace,
             &object_name,
@@ -84,10 +123,10 @@ pub async fn reconcile_stores(
         )
         .await?
         {
-            outcome.deleted.push(format!("Service {object_name}"));
+            changes.deleted.push(format!("Service {object_name}"));
         }
         if delete_child(
-            &Api::<NetworkPolicy>::namespaced(client.clone(), namespace),
+            &place.api::<NetworkPolicy>(),
             &caches.network_policies,
             namespace,
             &object_name,
@@ -95,124 +134,57 @@ pub async fn reconcile_stores(
         )
         .await?
         {
-            outcome.deleted.push(format!("NetworkPolicy {object_name}"));
+            changes.deleted.push(format!("NetworkPolicy {object_name}"));
         }
     }
-
-    for children in wanted {
-        let observation =
-            reconcile_store(client, caches, ms, namespace, uid, children, &mut outcome).await?;
-        outcome.observations.push(observation);
-    }
-    Ok(outcome)
+    Ok(())
 }
 
+/// Makes one store exist (its Secret and server, or its claim) and observes it.
 async fn reconcile_store(
-    client: &Client,
-    caches: &Caches,
-    ms: &Microservice,
-    namespace: &str,
-    uid: &str,
+    place: &Place<'_>,
     children: StoreChildren,
-    outcome: &mut StoresOutcome,
+    changes: &mut Changes,
 ) -> Result<StoreObservation> {
     let store = children.store;
     let mut observation = StoreObservation::new(store.clone());
     if let Some(class) = &store.storage_class_name
-        && Api::<StorageClass>::all(client.clone())
+        && Api::<StorageClass>::all(place.client.clone())
             .get_opt(class)
             .await?
             .is_none()
     {
         observation.missing_storage_class = Some(class.clone());
     }
-    let claims = Api::<PersistentVolumeClaim>::namespaced(client.clone(), namespace);
-    let ms_name = ms.name_any();
-    let owners = builders::with_store_context(ms, |ctx| ctx.data_owner_references(&store))?;
-
+    let claims = place.api::<PersistentVolumeClaim>();
     match children.objects {
         StoreObjects::Server(engine, server) => {
-            let secrets = Api::<Secret>::namespaced(client.clone(), namespace);
-            let secret = ensure_data_object(&secrets, &store.object_name, &ms_name, owners, || {
-                let credentials = Credentials::generate()?;
-                builders::with_store_context(ms, |ctx| {
-                    stores::build_secret(ctx, &store, engine, &credentials)
-                })
-            })
-            .await?;
-            if let Some(conflict) = secret.conflict() {
-                observation.conflict = Some(conflict);
-                return Ok(observation);
-            }
-            outcome
-                .applied
-                .extend(secret.written("Secret", &store.object_name));
-
-            let stateful_sets = Api::<StatefulSet>::namespaced(client.clone(), namespace);
-            let applied = match apply_child(
-                &stateful_sets,
-                &caches.stateful_sets,
-                server.stateful_set,
-                uid,
-            )
-            .await
-            {
-                Err(Error::Conflict(message)) => {
-                    observation.conflict = Some(message);
-                    return Ok(observation);
-                }
-                other => other?,
-            };
-            if applied.changed {
-                outcome
-                    .applied
-                    .push(format!("StatefulSet {}", store.object_name));
-            }
-            let services = Api::<Service>::namespaced(client.clone(), namespace);
-            match apply_child(&services, &caches.services, server.service, uid).await {
-                Err(Error::Conflict(message)) => {
-                    observation.conflict = Some(message);
-                    return Ok(observation);
-                }
-                Ok(service) if service.changed => outcome
-                    .applied
-                    .push(format!("Service {}", store.object_name)),
-                other => {
-                    other?;
-                }
-            }
-            let ready = applied
-                .object
-                .status
-                .as_ref()
-                .and_then(|s| s.ready_replicas)
-                .unwrap_or(0)
-                >= 1;
-            let pod = if ready {
-                None
-            } else {
-                Api::<Pod>::namespaced(client.clone(), namespace)
-                    .get_opt(&format!("{}-0", store.object_name))
-                    .await?
-            };
-            observation.server = Some(ServerObservation { ready, pod });
-            if !ready {
-                observation.claim = claims.get_opt(&store.claim_name).await?;
-            }
+            provision_server(place, engine, *server, &mut observation, changes).await?;
         }
         StoreObjects::Embedded(claim) => {
-            let ensured =
-                ensure_data_object(&claims, &store.claim_name, &ms_name, owners, || Ok(*claim))
-                    .await?;
-            if let Some(conflict) = ensured.conflict() {
-                observation.conflict = Some(conflict);
-                return Ok(observation);
+            let owners =
+                children::with_store_context(place.ms, |ctx| ctx.data_owner_references(&store))?;
+            let ensured = ensure_data_object(
+                &claims,
+                &store.claim_name,
+                &place.ms.name_any(),
+                owners,
+                || Ok(*claim),
+            )
+            .await?;
+            match ensured.conflict() {
+                Some(conflict) => observation.conflict = Some(conflict),
+                None => {
+                    changes
+                        .applied
+                        .extend(ensured.written("PersistentVolumeClaim", &store.claim_name));
+                    observation.claim = claims.get_opt(&store.claim_name).await?;
+                }
             }
-            outcome
-                .applied
-                .extend(ensured.written("PersistentVolumeClaim", &store.claim_name));
-            observation.claim = claims.get_opt(&store.claim_name).await?;
         }
+    }
+    if observation.conflict.is_some() {
+        return Ok(observation);
     }
 
     let pending = observation
@@ -222,9 +194,106 @@ async fn reconcile_store(
         .and_then(|s| s.phase.as_deref())
         != Some("Bound");
     if pending && observation.claim.is_some() {
-        observation.claim_event = last_event(client, namespace, &store.claim_name).await?;
+        observation.claim_event =
+            last_event(place.client, place.namespace, &store.claim_name).await?;
     }
     Ok(observation)
+}
+
+/// A store server: its Secret (created once), its StatefulSet and Service (applied), and
+/// whether it is ready (else its pod and claim, to tell why). A conflict stops it, on the
+/// observation.
+async fn provision_server(
+    place: &Place<'_>,
+    engine: ServerEngine,
+    server: ServerChildren,
+    observation: &mut StoreObservation,
+    changes: &mut Changes,
+) -> Result<()> {
+    let store = observation.store.clone();
+    let owners = children::with_store_context(place.ms, |ctx| ctx.data_owner_references(&store))?;
+    let secret = ensure_data_object(
+        &place.api::<Secret>(),
+        &store.object_name,
+        &place.ms.name_any(),
+        owners,
+        || {
+            let credentials = Credentials::generate()?;
+            children::with_store_context(place.ms, |ctx| {
+                stores::build_secret(ctx, &store, engine, &credentials)
+            })
+        },
+    )
+    .await?;
+    if let Some(conflict) = secret.conflict() {
+        observation.conflict = Some(conflict);
+        return Ok(());
+    }
+    changes
+        .applied
+        .extend(secret.written("Secret", &store.object_name));
+
+    let stateful_set = match apply_child(
+        &place.api::<StatefulSet>(),
+        &place.caches.stateful_sets,
+        server.stateful_set,
+        place.uid,
+    )
+    .await
+    {
+        Err(Error::Conflict(message)) => {
+            observation.conflict = Some(message);
+            return Ok(());
+        }
+        other => other?,
+    };
+    if stateful_set.changed {
+        changes
+            .applied
+            .push(format!("StatefulSet {}", store.object_name));
+    }
+    match apply_child(
+        &place.api::<Service>(),
+        &place.caches.services,
+        server.service,
+        place.uid,
+    )
+    .await
+    {
+        Err(Error::Conflict(message)) => {
+            observation.conflict = Some(message);
+            return Ok(());
+        }
+        Ok(service) if service.changed => changes
+            .applied
+            .push(format!("Service {}", store.object_name)),
+        other => {
+            other?;
+        }
+    }
+    let ready = stateful_set
+        .object
+        .status
+        .as_ref()
+        .and_then(|s| s.ready_replicas)
+        .unwrap_or(0)
+        >= 1;
+    let pod = if ready {
+        None
+    } else {
+        place
+            .api::<Pod>()
+            .get_opt(&format!("{}-0", store.object_name))
+            .await?
+    };
+    observation.server = Some(ServerObservation { ready, pod });
+    if !ready {
+        observation.claim = place
+            .api::<PersistentVolumeClaim>()
+            .get_opt(&store.claim_name)
+            .await?;
+    }
+    Ok(())
 }
 
 /// What [`ensure_data_object`] found or did.
