@@ -23,7 +23,7 @@ app.kubernetes.io/name: {{ include "kea-operator.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
-{{/* Labels of every object. hack/manifests.sh drops the two Helm-only ones for deploy/. */}}
+{{/* Labels of every object. `cargo xtask generate` drops the two Helm-only ones for deploy/. */}}
 {{- define "kea-operator.labels" -}}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{ include "kea-operator.selectorLabels" . }}

@@ -1,6 +1,6 @@
 {{- /*
 The operator's RBAC rules: files/rbac-rules.yaml is `kea-operator rbac --rules`, copied by
-hack/manifests.sh, so the chart grants exactly what the operator's permission table says.
+`cargo xtask generate`, so the chart grants exactly what the operator's permission table says.
 */}}
 {{- define "kea-operator.rbacRules" -}}
 {{- .Files.Get "files/rbac-rules.yaml" }}

@@ -1,7 +1,7 @@
 //! The CustomResourceDefinition of `Microservice`, as the API server gets it: generated from the
 //! Rust types in [`crate::api`], with descriptions folded for `kubectl explain`. `kea-operator
 //! crd` prints it; the checked-in copies (`operator/crd/microservices.kea.dev.yaml`,
-//! `deploy/00-crd.yaml`, the chart's template) are made from that by `hack/manifests.sh`, and
+//! `deploy/00-crd.yaml`, the chart's template) are made from that by `cargo xtask generate`, and
 //! tests fail when they drift.
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
