@@ -10,7 +10,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::{Operator, StaticVolumes, TIMEOUT, condition, create, setup, wait_ready};
+use common::{Operator, StaticVolumes, TIMEOUT, condition, create, merge_spec, setup, wait_ready};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Event, PersistentVolumeClaim, Secret};
 use kea_operator::Microservice;
@@ -311,4 +311,102 @@ async fn a_volume_that_cannot_bind_shows_on_the_status() {
 
     operator.stop().await;
     namespace.cleanup().await.unwrap();
+}
+
+/// The requested storage of a claim.
+fn requested(claim: &PersistentVolumeClaim) -> Option<String> {
+    kea_operator::children::stores::claim_request(claim)
+}
+
+/// Raising `size` grows a claim whose StorageClass allows expansion (a server store's claim,
+/// while its StatefulSet keeps the claim template it was created with), and on a class that
+/// cannot expand, says so on StoresReady within seconds, naming the class, without touching
+/// the claim or the Microservice's readiness.
+#[tokio::test]
+#[ignore = "needs the control plane: hack/control-plane.sh up, then cargo test -- --ignored"]
+async fn a_raised_size_grows_the_claim_or_says_why_it_cannot() {
+    let (namespace, microservices) = setup("ms-grow").await;
+    let ns = namespace.name().to_owned();
+    let mut expandable = StaticVolumes::expandable(&namespace).await;
+    let mut fixed = StaticVolumes::new(&namespace).await;
+    expandable.for_claim(&ns, "data-shop-mariadb-0").await;
+    fixed.for_claim(&ns, "shop-redb").await;
+    let operator = Operator::start(&namespace);
+    create(
+        &microservices,
+        "shop",
+        json!({
+            "image": "kea.dev/kea-service:dev",
+            "stores": {
+                "sql": {"engine": "mariadb", "size": "1Gi", "storageClassName": expandable.class},
+                "nosql": {"engine": "redb", "size": "1Gi", "storageClassName": fixed.class},
+            },
+        }),
+    )
+    .await;
+    wait_ready(&microservices, "shop").await;
+
+    let started = Instant::now();
+    merge_spec(
+        &microservices,
+        "shop",
+        json!({"stores": {"sql": {"size": "2Gi"}, "nosql": {"size": "3Gi"}}}),
+    )
+    .await;
+    let claims = namespace.api::<PersistentVolumeClaim>();
+    wait_for(
+        &claims,
+        "data-shop-mariadb-0",
+        |claim: Option<&PersistentVolumeClaim>| claim.and_then(requested).as_deref() == Some("2Gi"),
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
+    eprintln!(
+        "claim data-shop-mariadb-0 asks for 2Gi after {:?}",
+        started.elapsed()
+    );
+
+    let seen = wait_for(
+        &microservices,
+        "shop",
+        has_status_condition("StoresReady", "False"),
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let stores = condition(&seen, "StoresReady");
+    eprintln!(
+        "StoresReady=False after {:?}: {}",
+        started.elapsed(),
+        stores.message
+    );
+    assert_eq!(stores.reason, "VolumeCannotGrow");
+    assert!(
+        stores
+            .message
+            .contains(&format!("StorageClass \"{}\"", fixed.class))
+            && stores.message.contains("stays at 1Gi")
+            && stores.message.contains("is 3Gi"),
+        "{}",
+        stores.message
+    );
+    // The data is there at its former size: the service stays Ready.
+    assert_eq!(condition(&seen, "Ready").status, "True");
+    let redb = claims.get("shop-redb").await.unwrap();
+    assert_eq!(requested(&redb).as_deref(), Some("1Gi"));
+    // A StatefulSet's claim templates cannot change: it keeps the one it was created with.
+    let stateful_set = namespace
+        .api::<StatefulSet>()
+        .get("shop-mariadb")
+        .await
+        .unwrap();
+    let template = &stateful_set.spec.unwrap().volume_claim_templates.unwrap()[0];
+    assert_eq!(requested(template).as_deref(), Some("1Gi"));
+
+    operator.stop().await;
+    namespace.cleanup().await.unwrap();
+    expandable.cleanup().await;
+    fixed.cleanup().await;
 }

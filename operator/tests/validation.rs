@@ -148,7 +148,8 @@ fn bad_specs() -> Vec<(&'static str, serde_json::Value, &'static str)> {
     ]
 }
 
-/// Engine, size and class of a store are fixed once set: its volume exists.
+/// Engine and class of a store are fixed once set (its volume exists), and its size can only
+/// grow.
 #[tokio::test]
 #[ignore = "needs the control plane: hack/control-plane.sh up, then cargo test -- --ignored"]
 async fn store_settings_cannot_change_once_set() {
@@ -176,8 +177,8 @@ async fn store_settings_cannot_change_once_set() {
             "engine cannot change once set",
         ),
         (
-            json!({"sql": {"size": "2Gi"}}),
-            "size cannot change once set",
+            json!({"sql": {"size": "512Mi"}}),
+            "size cannot shrink from 1Gi to 512Mi: a volume cannot be made smaller; keep 1Gi or more",
         ),
         (
             json!({"nosql": {"storageClassName": "slow"}}),
@@ -207,8 +208,9 @@ async fn store_settings_cannot_change_once_set() {
             )),
         }
     }
-    // What may change: the deletion policy.
-    let patch = json!({"spec": {"stores": {"sql": {"deletionPolicy": "Delete"}}}});
+    // What may change: the deletion policy, and the size upwards.
+    let patch =
+        json!({"spec": {"stores": {"sql": {"deletionPolicy": "Delete", "size": "1536Mi"}}}});
     if let Err(err) = microservices
         .patch(
             "shop",

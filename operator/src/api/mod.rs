@@ -7,6 +7,7 @@
 //! rejected at `kubectl apply` time; [`crate::api::validate`] holds the few checks CEL cannot express.
 
 pub mod crd;
+pub mod quantity;
 pub mod validate;
 
 use std::collections::BTreeMap;
@@ -277,7 +278,8 @@ pub struct Store<E> {
         "message": "engine cannot change once set (the data would be left behind): delete and re-create the Microservice, or create another Microservice"
     }]))]
     pub engine: E,
-    /// Capacity of the volume, e.g. `1Gi` or `512Mi`. Defaults to `1Gi`. Cannot change once set.
+    /// Capacity of the volume, e.g. `1Gi` or `512Mi`. Defaults to `1Gi`. May grow (the claim is
+    /// expanded, when its StorageClass allows it), never shrink.
     #[serde(default = "default_store_size")]
     #[schemars(length(min = 1, max = 64))]
     #[schemars(extend("x-kubernetes-validations" = [
@@ -286,8 +288,8 @@ pub struct Store<E> {
             "message": "size must be a positive quantity such as 1Gi or 512Mi"
         },
         {
-            "rule": "self == oldSelf",
-            "message": "size cannot change once set: the volume exists already"
+            "rule": "!isQuantity(self) || !isQuantity(oldSelf) || !quantity(self).isLessThan(quantity(oldSelf))",
+            "messageExpression": "'size cannot shrink from ' + oldSelf + ' to ' + self + ': a volume cannot be made smaller; keep ' + oldSelf + ' or more'"
         }
     ]))]
     pub size: String,
@@ -744,6 +746,8 @@ pub mod conditions {
         pub const STORAGE_CLASS_NOT_FOUND: &str = "StorageClassNotFound";
         /// A store's PersistentVolumeClaim is not bound to a volume (yet).
         pub const VOLUME_NOT_BOUND: &str = "VolumeNotBound";
+        /// A store's size was raised and its claim's StorageClass cannot expand volumes.
+        pub const VOLUME_CANNOT_GROW: &str = "VolumeCannotGrow";
         /// A store's server pod exists but is not ready.
         pub const STORE_POD_NOT_READY: &str = "StorePodNotReady";
         /// A store's server has no pod yet.

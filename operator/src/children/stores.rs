@@ -28,7 +28,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use crate::api::{DeletionPolicy, NosqlEngine, SqlEngine, Store, Stores};
+use crate::api::{DeletionPolicy, NosqlEngine, SqlEngine, Store, Stores, quantity};
 use crate::children::meta::{
     BuildContext, MANAGER, labels, restricted_container_security, restricted_pod_security,
     store_object_name,
@@ -493,6 +493,61 @@ fn claim_spec(store: &PlannedStore) -> PersistentVolumeClaimSpec {
     }
 }
 
+/// The storage a claim requests now, when the declared `size` is larger (the volume must
+/// grow). A claim is never shrunk: a smaller or equal size, or a claim without a request,
+/// gives None.
+pub fn claim_to_grow(claim: &PersistentVolumeClaim, size: &str) -> Option<String> {
+    let requested = claim_request(claim)?;
+    let wanted = quantity::bytes(size)?;
+    (wanted > quantity::bytes(&requested)?).then_some(requested)
+}
+
+/// The storage request of a claim, e.g. `1Gi`.
+pub fn claim_request(claim: &PersistentVolumeClaim) -> Option<String> {
+    claim
+        .spec
+        .as_ref()?
+        .resources
+        .as_ref()?
+        .requests
+        .as_ref()?
+        .get("storage")
+        .map(|q| q.0.clone())
+}
+
+/// A StatefulSet's volumeClaimTemplates cannot change once it exists: `wanted` keeps the
+/// sizes of `existing`'s templates (a grown store's claim is expanded on its own).
+pub fn keep_claim_template_sizes(wanted: &mut StatefulSet, existing: &StatefulSet) {
+    let existing_templates = existing
+        .spec
+        .as_ref()
+        .and_then(|s| s.volume_claim_templates.as_ref());
+    let wanted_templates = wanted
+        .spec
+        .as_mut()
+        .and_then(|s| s.volume_claim_templates.as_mut());
+    let (Some(existing_templates), Some(wanted_templates)) = (existing_templates, wanted_templates)
+    else {
+        return;
+    };
+    for template in wanted_templates {
+        let size = existing_templates
+            .iter()
+            .find(|t| t.metadata.name == template.metadata.name)
+            .and_then(claim_request);
+        if let (Some(size), Some(requests)) = (
+            size,
+            template
+                .spec
+                .as_mut()
+                .and_then(|s| s.resources.as_mut())
+                .and_then(|r| r.requests.as_mut()),
+        ) {
+            requests.insert("storage".to_owned(), Quantity(size));
+        }
+    }
+}
+
 /// The StatefulSet and Service of a server store.
 pub fn build_server(
     ctx: &StoreContext<'_>,
@@ -776,6 +831,83 @@ pub fn service_wiring(stores: &[PlannedStore]) -> ServiceWiring {
 mod tests {
     use super::*;
     use crate::api::Store;
+
+    fn claim(size: &str) -> PersistentVolumeClaim {
+        PersistentVolumeClaim {
+            spec: Some(PersistentVolumeClaimSpec {
+                resources: Some(VolumeResourceRequirements {
+                    requests: Some(BTreeMap::from([(
+                        "storage".to_owned(),
+                        Quantity(size.to_owned()),
+                    )])),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_claim_grows_when_the_size_is_larger_and_never_shrinks() {
+        assert_eq!(claim_to_grow(&claim("1Gi"), "2Gi"), Some("1Gi".to_owned()));
+        assert_eq!(
+            claim_to_grow(&claim("1Gi"), "1025Mi"),
+            Some("1Gi".to_owned())
+        );
+        assert_eq!(claim_to_grow(&claim("1Gi"), "1024Mi"), None);
+        assert_eq!(claim_to_grow(&claim("2Gi"), "1Gi"), None);
+        assert_eq!(
+            claim_to_grow(&PersistentVolumeClaim::default(), "1Gi"),
+            None
+        );
+    }
+
+    #[test]
+    fn a_stateful_set_keeps_the_claim_template_it_was_created_with() {
+        let server = |size: &str| {
+            let planned = plan(
+                "orders",
+                Some(&Stores {
+                    sql: Some(Store {
+                        engine: SqlEngine::Mariadb,
+                        size: size.to_owned(),
+                        storage_class_name: None,
+                        deletion_policy: DeletionPolicy::Retain,
+                    }),
+                    nosql: None,
+                }),
+            );
+            let ctx = StoreContext {
+                name: "orders",
+                namespace: "shop",
+                part_of: "shop",
+                owner: None,
+            };
+            build_server(
+                &ctx,
+                &planned[0],
+                ServerEngine::Mariadb,
+                &StoreImages::default(),
+            )
+            .stateful_set
+        };
+        let template_size = |set: &StatefulSet| {
+            claim_request(
+                &set.spec
+                    .as_ref()
+                    .unwrap()
+                    .volume_claim_templates
+                    .as_ref()
+                    .unwrap()[0],
+            )
+        };
+        let existing = server("1Gi");
+        let mut grown = server("3Gi");
+        assert_eq!(template_size(&grown).as_deref(), Some("3Gi"));
+        keep_claim_template_sizes(&mut grown, &existing);
+        assert_eq!(template_size(&grown).as_deref(), Some("1Gi"));
+    }
 
     fn stores(sql: SqlEngine, nosql: NosqlEngine) -> Stores {
         Stores {

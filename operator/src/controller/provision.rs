@@ -1,7 +1,7 @@
 //! The I/O of `spec.stores`: creates each store's Secret and claims once (never rewriting
-//! them), applies the store servers, removes servers no longer declared, and observes what
-//! the status needs (the server's readiness, its pod, its claim and the claim's last event).
-//! The decisions are in [`crate::children::stores`] (what to build) and [`crate::status`] (what to say).
+//! them, except to grow a claim whose size was raised), applies the store servers, removes
+//! servers no longer declared, and observes what the status needs (the server's readiness,
+//! its pod, its claim and the claim's last event). The decisions are in [`crate::children::stores`] (what to build) and [`crate::status`] (what to say).
 
 use std::fmt::Debug;
 
@@ -26,7 +26,7 @@ use crate::controller::apply::{Changes, apply_child, delete_child};
 use crate::controller::cache::Caches;
 use crate::error::{Error, Result};
 use crate::status::pods;
-use crate::status::{ServerObservation, StoreObservation};
+use crate::status::{GrowthRefused, ServerObservation, StoreObservation};
 
 /// What reconciling the stores did and saw.
 #[derive(Debug, Default)]
@@ -186,6 +186,10 @@ async fn reconcile_store(
     if observation.conflict.is_some() {
         return Ok(observation);
     }
+    if observation.claim.is_none() {
+        observation.claim = claims.get_opt(&store.claim_name).await?;
+    }
+    grow_volume(place, &mut observation, changes).await?;
 
     let pending = observation
         .claim
@@ -233,10 +237,18 @@ async fn provision_server(
         .applied
         .extend(secret.written("Secret", &store.object_name));
 
+    let mut wanted_stateful_set = server.stateful_set;
+    if let Some(existing) = place
+        .caches
+        .stateful_sets
+        .get(place.namespace, &store.object_name)
+    {
+        stores::keep_claim_template_sizes(&mut wanted_stateful_set, &existing);
+    }
     let stateful_set = match apply_child(
         &place.api::<StatefulSet>(),
         &place.caches.stateful_sets,
-        server.stateful_set,
+        wanted_stateful_set,
         place.uid,
     )
     .await
@@ -287,12 +299,60 @@ async fn provision_server(
             .await?
     };
     observation.server = Some(ServerObservation { ready, pod });
-    if !ready {
-        observation.claim = place
-            .api::<PersistentVolumeClaim>()
-            .get_opt(&store.claim_name)
-            .await?;
+    Ok(())
+}
+
+/// Expands the store's claim when its declared size grew: raises the claim's request, which
+/// the StorageClass's provisioner and the kubelet carry out. When the claim's StorageClass
+/// cannot expand volumes, the observation says so instead. A claim that is not bound yet is
+/// left alone (the API server changes the request of bound claims only): it is expanded once
+/// it binds.
+async fn grow_volume(
+    place: &Place<'_>,
+    observation: &mut StoreObservation,
+    changes: &mut Changes,
+) -> Result<()> {
+    let Some(claim) = &observation.claim else {
+        return Ok(());
+    };
+    let size = observation.store.size.clone();
+    let Some(current) = stores::claim_to_grow(claim, &size) else {
+        return Ok(());
+    };
+    let bound = claim.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound");
+    if !bound {
+        return Ok(());
     }
+    let class = claim
+        .spec
+        .as_ref()
+        .and_then(|s| s.storage_class_name.clone())
+        .unwrap_or_default();
+    let expandable = !class.is_empty()
+        && Api::<StorageClass>::all(place.client.clone())
+            .get_opt(&class)
+            .await?
+            .and_then(|c| c.allow_volume_expansion)
+            .unwrap_or(false);
+    if !expandable {
+        observation.growth_refused = Some(GrowthRefused { class, current });
+        return Ok(());
+    }
+    let name = claim.name_any();
+    let patch = serde_json::json!({"spec": {"resources": {"requests": {"storage": size}}}});
+    let params = PatchParams {
+        field_manager: Some(MANAGER.to_owned()),
+        ..Default::default()
+    };
+    observation.claim = Some(
+        place
+            .api::<PersistentVolumeClaim>()
+            .patch(&name, &params, &Patch::Merge(&patch))
+            .await?,
+    );
+    changes.applied.push(format!(
+        "PersistentVolumeClaim {name} (grown from {current} to {size})"
+    ));
     Ok(())
 }
 

@@ -66,7 +66,7 @@ pub const NAMESPACED_PERMISSIONS: &[Permission] = &[
     Permission::new("", "secrets", &["get", "create", "patch"],
         "create the stores' credentials once; afterwards only their ownerReferences follow deletionPolicy"),
     Permission::new("", "persistentvolumeclaims", &["get", "create", "patch"],
-        "create the embedded stores' volumes once and read why a store's volume does not bind"),
+        "create the embedded stores' volumes once, read why a store's volume does not bind, and grow a volume whose size was raised"),
     Permission::new("", "events", &["list"],
         "read why a store's volume does not bind and why pods fail their probes (the provisioner's and kubelet's events)"),
     Permission::new("events.k8s.io", "events", &["create", "patch"],
@@ -77,7 +77,7 @@ pub const NAMESPACED_PERMISSIONS: &[Permission] = &[
 #[rustfmt::skip]
 pub const CLUSTER_SCOPED_PERMISSIONS: &[Permission] = &[
     Permission::new("storage.k8s.io", "storageclasses", &["get"],
-        "report a store whose StorageClass does not exist"),
+        "report a store whose StorageClass does not exist, and whether a store's volume can grow"),
 ];
 
 /// Permissions in the operator's own namespace.

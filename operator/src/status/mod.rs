@@ -70,6 +70,17 @@ pub struct StoreObservation {
     pub claim_event: Option<String>,
     /// The server of a server engine.
     pub server: Option<ServerObservation>,
+    /// The declared size grew and the claim's StorageClass cannot expand it.
+    pub growth_refused: Option<GrowthRefused>,
+}
+
+/// A store whose size was raised on a StorageClass that cannot expand volumes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GrowthRefused {
+    /// The claim's StorageClass; empty when it has none.
+    pub class: String,
+    /// What the claim requests, and keeps.
+    pub current: String,
 }
 
 impl StoreObservation {
@@ -82,6 +93,7 @@ impl StoreObservation {
             claim: None,
             claim_event: None,
             server: None,
+            growth_refused: None,
         }
     }
 }
@@ -188,8 +200,9 @@ fn ready(ms: &Microservice, observed: &Observed, rollout: &Rollout, stores: &Ver
         Verdict::new(false, reasons::INVALID_SPEC, problem.clone())
     } else if ms.spec.suspend {
         Verdict::new(false, reasons::SUSPENDED, SUSPENDED_MESSAGE.into())
-    } else if !stores.status {
-        // A service without its data is not ready, whatever its pods say.
+    } else if !stores.status && stores.reason != reasons::VOLUME_CANNOT_GROW {
+        // A service without its data is not ready, whatever its pods say. A store that only
+        // cannot grow still has its data, at its former size.
         Verdict {
             status: false,
             ..stores.clone()
@@ -289,6 +302,25 @@ fn store_state(seen: &StoreObservation) -> (bool, &'static str, String) {
             format!(
                 "StorageClass \"{class}\" does not exist: create it, or set stores.{}.storageClassName to an existing class (kubectl get storageclass)",
                 seen.store.role.as_str()
+            ),
+        );
+    }
+    if let Some(refused) = &seen.growth_refused {
+        let role = seen.store.role.as_str();
+        let class = if refused.class.is_empty() {
+            "the claim has no StorageClass, so it".to_owned()
+        } else {
+            format!(
+                "StorageClass \"{}\" does not allow volume expansion (allowVolumeExpansion is not true), so it",
+                refused.class
+            )
+        };
+        return (
+            false,
+            reasons::VOLUME_CANNOT_GROW,
+            format!(
+                "stores.{role}.size is {} but PersistentVolumeClaim {} stays at {}: {class} cannot grow; the store keeps serving at {}. Allow expansion on the class if its provisioner supports it, or move the data to a store on a class that does",
+                seen.store.size, seen.store.claim_name, refused.current, refused.current
             ),
         );
     }
@@ -417,7 +449,12 @@ fn stores_condition(ms: &Microservice, stores: &[StoreStatus]) -> (bool, String,
             "the stores are not provisioned yet".to_owned(),
         );
     }
-    if let Some(failing) = stores.iter().find(|s| !s.ready) {
+    // A store without its data first; one that only cannot grow last.
+    let failing = stores
+        .iter()
+        .filter(|s| !s.ready)
+        .min_by_key(|s| s.reason == reasons::VOLUME_CANNOT_GROW);
+    if let Some(failing) = failing {
         return (
             false,
             failing.reason.clone(),
@@ -1151,6 +1188,59 @@ mod tests {
             message,
             "pod orders-mariadb-0, container mariadb exited with code 1: 2026-12-04 [ERROR] mariadbd: Can't create/write to file '/var/lib/mysql/x' (Errcode: 28 \"No space left on device\") / 2026-12-04 [ERROR] Aborting (back-off 10s)"
         );
+    }
+
+    #[test]
+    fn a_store_that_cannot_grow_names_its_class_and_yields_to_a_store_without_data() {
+        let stores: crate::api::Stores = serde_json::from_value(serde_json::json!({
+            "sql": {"engine": "sqlite", "size": "2Gi"},
+            "nosql": {"engine": "redb"},
+        }))
+        .expect("stores");
+        let ms = microservice(MicroserviceSpec {
+            stores: Some(stores.clone()),
+            ..MicroserviceSpec::with_image("img")
+        });
+        let planned = crate::children::stores::plan("users", Some(&stores));
+        let mut sql = StoreObservation::new(planned[0].clone());
+        sql.growth_refused = Some(GrowthRefused {
+            class: "local-path".into(),
+            current: "1Gi".into(),
+        });
+        let (ready, reason, message) = store_state(&sql);
+        assert!(!ready);
+        assert_eq!(reason, reasons::VOLUME_CANNOT_GROW);
+        assert_eq!(
+            message,
+            "stores.sql.size is 2Gi but PersistentVolumeClaim users-sqlite stays at 1Gi: StorageClass \"local-path\" does not allow volume expansion (allowVolumeExpansion is not true), so it cannot grow; the store keeps serving at 1Gi. Allow expansion on the class if its provisioner supports it, or move the data to a store on a class that does"
+        );
+
+        // The other store is not bound: that is the worse news, and the one StoresReady gives.
+        let nosql = StoreObservation::new(planned[1].clone());
+        let statuses = store_statuses(&ms, &[sql.clone(), nosql]);
+        let (ready, reason, _) = stores_condition(&ms, &statuses);
+        assert_eq!((ready, reason.as_str()), (false, reasons::VOLUME_NOT_BOUND));
+
+        // Alone, it makes StoresReady False, and leaves Ready to the pods: the data is there.
+        let statuses = store_statuses(&ms, &[sql]);
+        let (ready, reason, message) = stores_condition(&ms, &statuses);
+        assert_eq!(
+            (ready, reason.as_str()),
+            (false, reasons::VOLUME_CANNOT_GROW)
+        );
+        let verdict = Verdict::new(ready, &reason, message);
+        let rollout = Rollout {
+            complete: true,
+            available: Some(true),
+            ..Rollout::new(&ms, None)
+        };
+        assert!(ready_verdict_status(&ms, &rollout, &verdict));
+        let missing = Verdict::new(false, reasons::VOLUME_NOT_BOUND, String::new());
+        assert!(!ready_verdict_status(&ms, &rollout, &missing));
+    }
+
+    fn ready_verdict_status(ms: &Microservice, rollout: &Rollout, stores: &Verdict) -> bool {
+        ready(ms, &Observed::default(), rollout, stores).status
     }
 
     #[test]

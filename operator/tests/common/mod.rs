@@ -208,15 +208,28 @@ pub struct StaticVolumes {
 }
 
 impl StaticVolumes {
+    /// A class whose volumes cannot grow (`allowVolumeExpansion` unset, like local-path).
     pub async fn new(namespace: &TestNamespace) -> Self {
-        let class = format!("{}-static", namespace.name());
+        Self::with_class(namespace, "static", false).await
+    }
+
+    /// A class that allows volume expansion.
+    pub async fn expandable(namespace: &TestNamespace) -> Self {
+        Self::with_class(namespace, "expandable", true).await
+    }
+
+    async fn with_class(namespace: &TestNamespace, suffix: &str, expandable: bool) -> Self {
+        let class = format!("{}-{suffix}", namespace.name());
         let classes: Api<StorageClass> = Api::all(namespace.client());
-        let storage_class: StorageClass = serde_json::from_value(json!({
+        let mut storage_class = json!({
             "metadata": {"name": class},
             "provisioner": "kubernetes.io/no-provisioner",
             "volumeBindingMode": "Immediate",
-        }))
-        .unwrap();
+        });
+        if expandable {
+            storage_class["allowVolumeExpansion"] = json!(true);
+        }
+        let storage_class: StorageClass = serde_json::from_value(storage_class).unwrap();
         classes
             .create(&PostParams::default(), &storage_class)
             .await
