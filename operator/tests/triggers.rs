@@ -13,12 +13,13 @@ use common::{Operator, TIMEOUT, create, setup, wait_ready};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kea_operator::Microservice;
+use kea_operator::children::config::CONFIG_VERSIONS;
 use kea_testkit::{TestNamespace, has_status_condition, wait_for};
-use kube::api::{DeleteParams, ListParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -151,4 +152,162 @@ async fn deleted_children_and_dependencies_reach_the_operator_through_its_watche
 
     operator.stop().await;
     namespace.cleanup().await.unwrap();
+}
+
+/// The operator's annotation on the Deployment's pod template, and the Deployment's generation.
+async fn config_versions(namespace: &TestNamespace, name: &str) -> (String, i64) {
+    let deployment = namespace.api::<Deployment>().get(name).await.unwrap();
+    (
+        template_annotation(&deployment),
+        deployment.metadata.generation.unwrap_or_default(),
+    )
+}
+
+/// Changes one key of a ConfigMap's or Secret's data; returns its new resourceVersion.
+async fn edit<K>(namespace: &TestNamespace, name: &str, data: serde_json::Value) -> String
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + Serialize
+        + Debug,
+{
+    let field = if K::kind(&()) == "Secret" {
+        "stringData"
+    } else {
+        "data"
+    };
+    namespace
+        .api::<K>()
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ field: data })),
+        )
+        .await
+        .unwrap()
+        .resource_version()
+        .unwrap()
+}
+
+/// A ConfigMap or Secret that a Microservice's environment reads rolls its pods when it
+/// changes, like a new image; a change of any other ConfigMap writes nothing. With the timed
+/// reconciles an hour away, only the watches can tell the operator.
+#[tokio::test]
+#[ignore = "needs the control plane: hack/control-plane.sh up, then cargo test -- --ignored"]
+async fn a_changed_config_map_or_secret_rolls_the_pods_that_read_it() {
+    let (namespace, microservices) = setup("ms-config").await;
+    let operator = Operator::start_without_timers(&namespace);
+    let config_maps = namespace.api::<ConfigMap>();
+    for name in ["settings", "unrelated"] {
+        let map: ConfigMap = serde_json::from_value(
+            json!({"metadata": {"name": name}, "data": {"greeting": "hello"}}),
+        )
+        .unwrap();
+        config_maps
+            .create(&PostParams::default(), &map)
+            .await
+            .unwrap();
+    }
+    let secret: Secret = serde_json::from_value(
+        json!({"metadata": {"name": "api-key"}, "stringData": {"API_KEY": "one"}}),
+    )
+    .unwrap();
+    namespace
+        .api::<Secret>()
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    create(
+        &microservices,
+        "users",
+        json!({
+            "image": "kea.dev/kea-service:dev",
+            "env": [{"name": "GREETING", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "greeting"}}}],
+            "envFrom": [{"secretRef": {"name": "api-key"}}],
+        }),
+    )
+    .await;
+    wait_ready(&microservices, "users").await;
+    let settings_version = config_maps
+        .get("settings")
+        .await
+        .unwrap()
+        .resource_version()
+        .unwrap();
+    let key_version = namespace
+        .api::<Secret>()
+        .get("api-key")
+        .await
+        .unwrap()
+        .resource_version()
+        .unwrap();
+    let (annotation, generation) = config_versions(&namespace, "users").await;
+    assert_eq!(
+        annotation,
+        format!("ConfigMap/settings@{settings_version} Secret/api-key@{key_version}")
+    );
+    wait_quiet(&operator).await;
+
+    // The unrelated edit first: had it caused a write, the Deployment would have two new
+    // generations by the time the second edit shows.
+    let reconciles = operator.metrics.reconciles.get();
+    edit::<ConfigMap>(&namespace, "unrelated", json!({"greeting": "hi"})).await;
+    let started = Instant::now();
+    let settings_version =
+        edit::<ConfigMap>(&namespace, "settings", json!({"greeting": "hi"})).await;
+    let deployments = namespace.api::<Deployment>();
+    let wanted = format!("ConfigMap/settings@{settings_version} ");
+    wait_for(
+        &deployments,
+        "users",
+        |d: Option<&Deployment>| d.is_some_and(|d| template_annotation(d).contains(&wanted)),
+        BACK_WITHIN,
+    )
+    .await
+    .unwrap();
+    eprintln!(
+        "ConfigMap edit reached the pod template in {:?}",
+        started.elapsed()
+    );
+    let (annotation, after) = config_versions(&namespace, "users").await;
+    assert_eq!(after, generation + 1, "{annotation}");
+    assert!(!annotation.contains("unrelated"), "{annotation}");
+    wait_quiet(&operator).await;
+    assert!(operator.metrics.reconciles.get() > reconciles);
+
+    let started = Instant::now();
+    let key_version = edit::<Secret>(&namespace, "api-key", json!({"API_KEY": "two"})).await;
+    let wanted = format!("Secret/api-key@{key_version}");
+    let rolled = wait_for(
+        &deployments,
+        "users",
+        |d: Option<&Deployment>| {
+            d.is_some_and(|d| {
+                let status = d.status.clone().unwrap_or_default();
+                template_annotation(d).contains(&wanted)
+                    && status.observed_generation == d.metadata.generation
+                    && status.updated_replicas == d.spec.as_ref().and_then(|s| s.replicas)
+                    && status.ready_replicas == status.updated_replicas
+            })
+        },
+        TIMEOUT,
+    )
+    .await
+    .unwrap();
+    eprintln!("Secret edit rolled the pods in {:?}", started.elapsed());
+    assert_eq!(rolled.unwrap().metadata.generation, Some(generation + 2));
+
+    operator.stop().await;
+    namespace.cleanup().await.unwrap();
+}
+
+fn template_annotation(deployment: &Deployment) -> String {
+    deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.metadata.as_ref())
+        .and_then(|m| m.annotations.as_ref())
+        .and_then(|a| a.get(CONFIG_VERSIONS).cloned())
+        .unwrap_or_default()
 }

@@ -24,7 +24,7 @@ use futures::channel::mpsc;
 use futures::{FutureExt, SinkExt, StreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -73,6 +73,11 @@ pub struct Caches {
     /// NetworkPolicies (watched even when the operator writes none, to delete those it wrote
     /// before it was told to stop).
     pub network_policies: ChildCache<NetworkPolicy>,
+    /// Every ConfigMap, metadata only: the versions of those the Microservices' environments
+    /// read ([`crate::children::config`]).
+    pub config_maps: Store<PartialObjectMeta<ConfigMap>>,
+    /// Every Secret, metadata only (never their data), for the same.
+    pub secrets: Store<PartialObjectMeta<Secret>>,
 }
 
 impl Caches {
@@ -155,6 +160,10 @@ pub struct Subscriptions {
     pub stateful_sets: Subscription<StatefulSet>,
     /// See [`Caches::network_policies`].
     pub network_policies: Subscription<NetworkPolicy>,
+    /// ConfigMaps: reconcile the Microservices whose environment reads the changed one.
+    pub config_maps: Subscription<PartialObjectMeta<ConfigMap>>,
+    /// Secrets: the same.
+    pub secrets: Subscription<PartialObjectMeta<Secret>>,
 }
 
 /// The running watches: the caches, and subscriptions parked until the controller takes
@@ -175,6 +184,8 @@ struct Parked {
     autoscalers: ParkedSubscription<HorizontalPodAutoscaler>,
     stateful_sets: ParkedSubscription<StatefulSet>,
     network_policies: ParkedSubscription<NetworkPolicy>,
+    config_maps: ParkedSubscription<PartialObjectMeta<ConfigMap>>,
+    secrets: ParkedSubscription<PartialObjectMeta<Secret>>,
 }
 
 impl Informers {
@@ -204,6 +215,16 @@ impl Informers {
             watch_children(client, namespace, &children, &others, &mut tasks);
         let (network_policies, [parked_policies]) =
             watch_children(client, namespace, &children, &others, &mut tasks);
+        let (config_maps, [parked_config_maps]) = watch(
+            api(client, namespace),
+            watcher::Config::default(),
+            &mut tasks,
+        );
+        let (secrets, [parked_secrets]) = watch(
+            api(client, namespace),
+            watcher::Config::default(),
+            &mut tasks,
+        );
         Self {
             caches: Caches {
                 microservices,
@@ -213,6 +234,8 @@ impl Informers {
                 autoscalers,
                 stateful_sets,
                 network_policies,
+                config_maps,
+                secrets,
             },
             parked: Parked {
                 microservices: parked_microservices,
@@ -223,6 +246,8 @@ impl Informers {
                 autoscalers: parked_autoscalers,
                 stateful_sets: parked_stateful_sets,
                 network_policies: parked_policies,
+                config_maps: parked_config_maps,
+                secrets: parked_secrets,
             },
             tasks,
         }
@@ -243,6 +268,8 @@ impl Informers {
                 synced(&caches.autoscalers),
                 synced(&caches.stateful_sets),
                 synced(&caches.network_policies),
+                caches.config_maps.wait_until_ready(),
+                caches.secrets.wait_until_ready(),
             )
         };
         let _ = tokio::time::timeout(CHILDREN_SYNC_LIMIT, children).await;
@@ -261,6 +288,8 @@ impl Informers {
             autoscalers: parked.autoscalers.take().await?,
             stateful_sets: parked.stateful_sets.take().await?,
             network_policies: parked.network_policies.take().await?,
+            config_maps: parked.config_maps.take().await?,
+            secrets: parked.secrets.take().await?,
         };
         Ok((self.caches, subscriptions, tasks))
     }
@@ -463,6 +492,26 @@ impl<K: Resource<DynamicType = ()>> Resource for Compact<K> {
     }
     fn meta_mut(&mut self) -> &mut ObjectMeta {
         &mut self.metadata
+    }
+}
+
+/// Objects watched for their metadata only are kept as they come.
+impl<K> Kept<PartialObjectMeta<K>> for PartialObjectMeta<K>
+where
+    K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+{
+    fn apply(writer: &mut reflector::store::Writer<Self>, event: &watcher::Event<Self>) {
+        writer.apply_watcher_event(event);
+    }
+
+    fn shared(cache: &Store<Self>, object: &Self) -> Arc<Self> {
+        cache
+            .get(&ObjectRef::from_obj(object))
+            .unwrap_or_else(|| Arc::new(object.clone()))
+    }
+
+    fn object(kept: Arc<Self>) -> Option<Arc<Self>> {
+        Some(kept)
     }
 }
 

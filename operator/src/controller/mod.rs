@@ -35,6 +35,7 @@ use tracing::{debug, info, warn};
 use crate::api::conditions::{self, reasons};
 use crate::api::validate;
 use crate::api::{Microservice, MicroserviceStatus, events};
+use crate::children::config::{self, ConfigKind, ConfigRef, ConfigVersions};
 use crate::children::meta::{self, DependencyPorts, MANAGER};
 use crate::children::network;
 use crate::children::stores::ServerEngine;
@@ -240,6 +241,8 @@ pub async fn run_controller_with(
     informers.wait_until_ready().await;
     let (caches, subscriptions, _watches) = informers.subscribe().await?;
     let dependents_cache = caches.microservices.clone();
+    let (config_map_readers, secret_readers) =
+        (caches.microservices.clone(), caches.microservices.clone());
 
     let controller = Controller::for_shared_stream(
         spec_changes(subscriptions.microservices, caches.microservices.clone()),
@@ -255,6 +258,14 @@ pub async fn run_controller_with(
     // `<NAME>_URL` and DependenciesReady follow.
     .watches_shared_stream(subscriptions.dependencies, move |changed| {
         dependents(&dependents_cache, &changed)
+    })
+    // A changed ConfigMap or Secret rolls the pods of the Microservices whose environment
+    // reads it; a change of any other one triggers nothing.
+    .watches_shared_stream(subscriptions.config_maps, move |changed| {
+        readers_of(&config_map_readers, ConfigKind::ConfigMap, changed.as_ref())
+    })
+    .watches_shared_stream(subscriptions.secrets, move |changed| {
+        readers_of(&secret_readers, ConfigKind::Secret, changed.as_ref())
     })
     // The subscriptions start now: what the caches held before is reconciled once.
     .reconcile_all_on(futures::stream::once(std::future::ready(())));
@@ -319,6 +330,44 @@ pub fn dependents(
         .filter(|ms| ms.namespace() == namespace)
         .filter(|ms| ms.spec.depends_on.iter().any(|d| d.name == name))
         .map(|ms| ObjectRef::from_obj(ms.as_ref()))
+        .collect()
+}
+
+/// The Microservices in the namespace of `changed` whose environment reads it.
+pub fn readers_of<K: Resource>(
+    store: &Store<Microservice>,
+    kind: ConfigKind,
+    changed: &K,
+) -> Vec<ObjectRef<Microservice>> {
+    let reference = ConfigRef {
+        kind,
+        name: changed.name_any(),
+    };
+    let namespace = changed.namespace();
+    store
+        .state()
+        .iter()
+        .filter(|ms| ms.namespace() == namespace)
+        .filter(|ms| config::references(&ms.spec).contains(&reference))
+        .map(|ms| ObjectRef::from_obj(ms.as_ref()))
+        .collect()
+}
+
+/// The version of each ConfigMap and Secret the environment of `ms` reads, from the caches.
+fn config_versions(ms: &Microservice, caches: &Caches, namespace: &str) -> ConfigVersions {
+    config::references(&ms.spec)
+        .into_iter()
+        .map(|reference| {
+            let version = match reference.kind {
+                ConfigKind::ConfigMap => {
+                    Caches::get(&caches.config_maps, namespace, &reference.name)
+                        .and_then(|o| o.metadata.resource_version.clone())
+                }
+                ConfigKind::Secret => Caches::get(&caches.secrets, namespace, &reference.name)
+                    .and_then(|o| o.metadata.resource_version.clone()),
+            };
+            (reference, version)
+        })
         .collect()
 }
 
@@ -527,7 +576,11 @@ async fn apply_children(
     uid: &str,
     ports: &DependencyPorts,
 ) -> Result<AppliedChildren> {
-    let wanted = children::build_children(ms, ports, &ctx.config.settings)?;
+    let mut wanted = children::build_children(ms, ports, &ctx.config.settings)?;
+    config::stamp(
+        &mut wanted.deployment,
+        &config_versions(ms, &ctx.caches, namespace),
+    );
     let name = ms.name_any();
     let client = &ctx.client;
     let mut changes = Changes::default();

@@ -2,9 +2,10 @@
 //! ClusterRole (everything the controller does) and a Role (the leader Lease, in the
 //! operator's own namespace); with `--watch-namespace`, the namespaced permissions become a
 //! Role in the watched namespace and the ClusterRole keeps only the cluster-scoped reads.
-//! No wildcards. Secrets: the operator creates the stores'
-//! Secrets and sets their ownerReferences, reading their metadata only; it never lists or
-//! watches Secrets.
+//! No wildcards. Secrets: the operator creates the stores' Secrets and sets their
+//! ownerReferences, and watches Secrets for their versions (a change of one a Microservice's
+//! environment reads rolls its pods); it asks for their metadata only, and never reads a
+//! Secret's data.
 
 use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule, Role};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -63,8 +64,10 @@ pub const NAMESPACED_PERMISSIONS: &[Permission] = &[
         "own the stores' servers (server-side apply), deleted when a store is removed"),
     Permission::new("networking.k8s.io", "networkpolicies", OWN,
         "own the network boundaries of the pods and store servers, deleted when switched off"),
-    Permission::new("", "secrets", &["get", "create", "patch"],
-        "create the stores' credentials once; afterwards only their ownerReferences follow deletionPolicy"),
+    Permission::new("", "secrets", &["get", "list", "watch", "create", "patch"],
+        "create the stores' credentials once (afterwards only their ownerReferences follow deletionPolicy); watch the versions (metadata only) of those the pods' environment reads"),
+    Permission::new("", "configmaps", &["list", "watch"],
+        "watch the versions (metadata only) of the ConfigMaps the pods' environment reads, to roll the pods when one changes"),
     Permission::new("", "persistentvolumeclaims", &["get", "create", "patch"],
         "create the embedded stores' volumes once, read why a store's volume does not bind, and grow a volume whose size was raised"),
     Permission::new("", "events", &["list"],
