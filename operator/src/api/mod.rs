@@ -289,6 +289,7 @@ pub struct Store<E> {
         },
         {
             "rule": "!isQuantity(self) || !isQuantity(oldSelf) || !quantity(self).isLessThan(quantity(oldSelf))",
+            "message": "size cannot shrink: a volume cannot be made smaller",
             "messageExpression": "'size cannot shrink from ' + oldSelf + ' to ' + self + ': a volume cannot be made smaller; keep ' + oldSelf + ' or more'"
         }
     ]))]
