@@ -9,10 +9,12 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kea_e2e::load::{Counts, Load};
 use kea_e2e::{microservice, namespace, pods_of, service_url, wait_ready, wait_ready_pods};
 use kea_operator::Microservice;
+use kea_operator::children::config::CONFIG_VERSIONS;
 use kube::ResourceExt;
 use kube::api::{Patch, PatchParams, PostParams};
 
@@ -39,19 +41,63 @@ fn clock() -> String {
     )
 }
 
-#[tokio::test]
-#[ignore = "needs kind with kea installed: hack/e2e.sh"]
-async fn rolling_update_under_load_drops_no_request() {
-    let ns = namespace("rollout").await.unwrap();
+/// What a rollout under load looked like: the load's report, and each old pod's termination.
+struct RolloutUnderLoad {
+    ok: u64,
+    failed: u64,
+    output: String,
+    terminations: HashMap<String, Termination>,
+}
+
+impl RolloutUnderLoad {
+    /// Fails unless no request failed and requests were answered while each old pod
+    /// terminated (the load spanned the whole rollout).
+    fn assert_no_request_failed(&self, what: &str) {
+        eprintln!(
+            "e2e: {} requests to target through its Service during the {what}, {} failed; \
+             old pods' terminations (answers and time when it began, when it was gone): {:?}",
+            self.ok,
+            self.failed,
+            self.terminations
+                .iter()
+                .map(|(name, t)| {
+                    let answered = |at: &Option<(Counts, String)>| {
+                        at.as_ref()
+                            .map(|(counts, time)| format!("{} at {time}", counts.ok))
+                    };
+                    (name, answered(&t.began), answered(&t.ended))
+                })
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(
+            self.failed, 0,
+            "requests failed during the {what}:\n{}",
+            self.output
+        );
+        for (name, termination) in &self.terminations {
+            let (Some((began, _)), Some((ended, _))) = (&termination.began, &termination.ended)
+            else {
+                panic!("pod {name} not followed through its termination: {termination:?}");
+            };
+            assert!(
+                ended.ok > began.ok,
+                "no request answered while pod {name} terminated: the load did not span it"
+            );
+        }
+    }
+}
+
+/// A Microservice `target` of two pods and a load of 50 parallel request loops from a declared
+/// caller; then `change` starts a rollout, which is followed until every old pod is gone and
+/// the Microservice is Ready at `change`'s generation (it returns it), and the load is stopped
+/// a little after.
+async fn rollout_under_load<F, Fut>(ns: &kea_testkit::TestNamespace, change: F) -> RolloutUnderLoad
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Option<i64>>,
+{
     let api = ns.api::<Microservice>();
     let pods = ns.api::<Pod>();
-    let mut target = microservice("target", 2);
-    // As in the drain test: the pods keep serving until every node's proxy has dropped them,
-    // with room for a test cluster whose two cores also run the other tests.
-    target.spec.deregistration_seconds = kea_e2e::DEREGISTRATION_SECONDS;
-    target.spec.drain_seconds = 10;
-    api.create(&PostParams::default(), &target).await.unwrap();
-    wait_ready(&api, "target", TIMEOUT).await.unwrap();
     let old_pods: Vec<String> = wait_ready_pods(&pods, "target", 2, TIMEOUT)
         .await
         .unwrap()
@@ -75,14 +121,7 @@ async fn rolling_update_under_load_drops_no_request() {
     .await
     .unwrap();
 
-    let patch =
-        serde_json::json!({ "spec": { "env": [{ "name": "E2E_REVISION", "value": "2" }] } });
-    let generation = api
-        .patch("target", &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .unwrap()
-        .metadata
-        .generation;
+    let generation = change().await;
     eprintln!(
         "rollout of target to generation {generation:?} started at {}",
         clock()
@@ -118,43 +157,54 @@ async fn rolling_update_under_load_drops_no_request() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let ms = wait_ready(&api, "target", TIMEOUT).await.unwrap();
-    assert_eq!(ms.status.as_ref().unwrap().observed_generation, generation);
+    if generation.is_some() {
+        assert_eq!(ms.status.as_ref().unwrap().observed_generation, generation);
+    }
     // Keep the load on a little past the end of the rollout, then stop it.
     let at_end = load.counts().await.unwrap();
     load.wait_for_answers(at_end.ok + 50, Duration::from_secs(60))
         .await
         .unwrap();
     let report = load.stop().await.unwrap();
-    let Counts { ok, failed } = report.counts;
-    eprintln!(
-        "e2e: {ok} requests to target through its Service during the rollout, {failed} failed; \
-         old pods' terminations (answers and time when it began, when it was gone): {:?}",
-        terminations
-            .iter()
-            .map(|(name, t)| {
-                let answered = |at: &Option<(Counts, String)>| {
-                    at.as_ref()
-                        .map(|(counts, time)| format!("{} at {time}", counts.ok))
-                };
-                (name, answered(&t.began), answered(&t.ended))
-            })
-            .collect::<Vec<_>>()
-    );
-    assert_eq!(
-        failed, 0,
-        "requests failed during the rollout:\n{}",
-        report.output
-    );
-    for (name, termination) in &terminations {
-        let (Some((began, _)), Some((ended, _))) = (&termination.began, &termination.ended) else {
-            panic!("pod {name} not followed through its termination: {termination:?}");
-        };
-        assert!(
-            ended.ok > began.ok,
-            "no request answered while pod {name} terminated: the load did not span it"
-        );
+    RolloutUnderLoad {
+        ok: report.counts.ok,
+        failed: report.counts.failed,
+        output: report.output,
+        terminations,
     }
+}
+
+/// The two-pod `target` every test here rolls, with its readiness following the rollout.
+fn target() -> Microservice {
+    let mut target = microservice("target", 2);
+    // As in the drain test: the pods keep serving until every node's proxy has dropped them,
+    // with room for a test cluster whose two cores also run the other tests.
+    target.spec.deregistration_seconds = kea_e2e::DEREGISTRATION_SECONDS;
+    target.spec.drain_seconds = 10;
+    target
+}
+
+#[tokio::test]
+#[ignore = "needs kind with kea installed: hack/e2e.sh"]
+async fn rolling_update_under_load_drops_no_request() {
+    let ns = namespace("rollout").await.unwrap();
+    let api = ns.api::<Microservice>();
+    api.create(&PostParams::default(), &target()).await.unwrap();
+    wait_ready(&api, "target", TIMEOUT).await.unwrap();
+
+    let rollout = rollout_under_load(&ns, || async {
+        let patch =
+            serde_json::json!({ "spec": { "env": [{ "name": "E2E_REVISION", "value": "2" }] } });
+        api.patch("target", &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap()
+            .metadata
+            .generation
+    })
+    .await;
+    rollout.assert_no_request_failed("rollout");
     // Every pod now runs the new spec.
+    let pods = ns.api::<Pod>();
     for pod in pods_of(&pods, "target")
         .await
         .unwrap()
@@ -167,5 +217,96 @@ async fn rolling_update_under_load_drops_no_request() {
             pod.name_any()
         );
     }
+    ns.cleanup().await.unwrap();
+}
+
+/// The ConfigMap versions on target's pod template, and its Deployment's generation.
+async fn config_versions(ns: &kea_testkit::TestNamespace) -> (String, Option<i64>) {
+    let deployment = ns.api::<Deployment>().get("target").await.unwrap();
+    let annotation = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.metadata.as_ref())
+        .and_then(|m| m.annotations.as_ref())
+        .and_then(|a| a.get(CONFIG_VERSIONS).cloned())
+        .unwrap_or_default();
+    (annotation, deployment.metadata.generation)
+}
+
+/// An edit of the ConfigMap a Microservice's environment reads rolls its pods like a new
+/// image, under load, with no failed request; an edit of another ConfigMap just before it
+/// writes nothing (the Deployment gains one generation, not two).
+#[tokio::test]
+#[ignore = "needs kind with kea installed: hack/e2e.sh"]
+async fn a_config_map_edit_rolls_the_pods_under_load() {
+    let ns = namespace("config-rollout").await.unwrap();
+    let maps = ns.api::<ConfigMap>();
+    for name in ["target-settings", "unrelated"] {
+        let map: ConfigMap = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name}, "data": {"greeting": "hello"},
+        }))
+        .unwrap();
+        maps.create(&PostParams::default(), &map).await.unwrap();
+    }
+    let mut target = target();
+    target.spec.env = vec![
+        serde_json::from_value(serde_json::json!({
+            "name": "GREETING",
+            "valueFrom": {"configMapKeyRef": {"name": "target-settings", "key": "greeting"}},
+        }))
+        .unwrap(),
+    ];
+    let api = ns.api::<Microservice>();
+    api.create(&PostParams::default(), &target).await.unwrap();
+    wait_ready(&api, "target", TIMEOUT).await.unwrap();
+    let (before, generation) = config_versions(&ns).await;
+    assert!(before.starts_with("ConfigMap/target-settings@"), "{before}");
+
+    let edit = |name: &'static str| {
+        let maps = maps.clone();
+        async move {
+            let patch = serde_json::json!({"data": {"greeting": "hi"}});
+            maps.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .unwrap()
+                .resource_version()
+                .unwrap()
+        }
+    };
+    let deployments = ns.api::<Deployment>();
+    let mut version = String::new();
+    let mut to_template = Duration::ZERO;
+    let rollout = rollout_under_load(&ns, || async {
+        edit("unrelated").await;
+        let edited = Instant::now();
+        version = edit("target-settings").await;
+        let wanted = format!("ConfigMap/target-settings@{version}");
+        kea_testkit::wait_for(
+            &deployments,
+            "target",
+            |d: Option<&Deployment>| {
+                d.and_then(|d| d.spec.as_ref())
+                    .and_then(|s| s.template.metadata.as_ref())
+                    .and_then(|m| m.annotations.as_ref())
+                    .and_then(|a| a.get(CONFIG_VERSIONS))
+                    .is_some_and(|v| *v == wanted)
+            },
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+        to_template = edited.elapsed();
+        None
+    })
+    .await;
+    rollout.assert_no_request_failed("ConfigMap rollout");
+    eprintln!("e2e: the ConfigMap edit reached target's pod template in {to_template:?}");
+    let (after, rolled_generation) = config_versions(&ns).await;
+    assert_eq!(after, format!("ConfigMap/target-settings@{version}"));
+    assert_eq!(
+        rolled_generation,
+        generation.map(|g| g + 1),
+        "one write, for the ConfigMap target reads"
+    );
     ns.cleanup().await.unwrap();
 }
