@@ -416,8 +416,18 @@ pub trait Kept<K>: Resource<DynamicType = ()> + Clone + Send + Sync + 'static {
     fn object(kept: Arc<Self>) -> Option<Arc<K>>;
 }
 
-/// Microservices are kept whole: the controller reads them from the cache.
-impl Kept<Microservice> for Microservice {
+/// Kinds kept as the watch gives them: Microservices (the controller reads them whole from the
+/// cache) and the metadata-only watches.
+pub trait KeptAsGiven: Resource<DynamicType = ()> + Clone + Send + Sync + 'static {}
+
+impl KeptAsGiven for Microservice {}
+
+impl<K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static> KeptAsGiven
+    for PartialObjectMeta<K>
+{
+}
+
+impl<K: KeptAsGiven> Kept<K> for K {
     fn apply(writer: &mut reflector::store::Writer<Self>, event: &watcher::Event<Self>) {
         writer.apply_watcher_event(event);
     }
@@ -492,26 +502,6 @@ impl<K: Resource<DynamicType = ()>> Resource for Compact<K> {
     }
     fn meta_mut(&mut self) -> &mut ObjectMeta {
         &mut self.metadata
-    }
-}
-
-/// Objects watched for their metadata only are kept as they come.
-impl<K> Kept<PartialObjectMeta<K>> for PartialObjectMeta<K>
-where
-    K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
-{
-    fn apply(writer: &mut reflector::store::Writer<Self>, event: &watcher::Event<Self>) {
-        writer.apply_watcher_event(event);
-    }
-
-    fn shared(cache: &Store<Self>, object: &Self) -> Arc<Self> {
-        cache
-            .get(&ObjectRef::from_obj(object))
-            .unwrap_or_else(|| Arc::new(object.clone()))
-    }
-
-    fn object(kept: Arc<Self>) -> Option<Arc<Self>> {
-        Some(kept)
     }
 }
 
