@@ -14,6 +14,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kea_e2e::load::{Counts, Load};
 use kea_e2e::{microservice, namespace, pods_of, service_url, wait_ready, wait_ready_pods};
 use kea_operator::Microservice;
+use kea_operator::api::RolloutSpec;
 use kea_operator::children::config::CONFIG_VERSIONS;
 use kube::ResourceExt;
 use kube::api::{Patch, PatchParams, PostParams};
@@ -105,22 +106,7 @@ where
         .map(|p| p.name_any())
         .collect();
 
-    // The load: a declared caller of target (so its NetworkPolicy lets it in).
-    let load = Load::start(
-        &ns.client(),
-        ns.name(),
-        "load",
-        BTreeMap::from([(
-            kea_operator::children::network::calls_label("target"),
-            "true".to_owned(),
-        )]),
-        None,
-        &service_url("target", "/"),
-        50,
-    )
-    .await
-    .unwrap();
-
+    let load = start_load(ns).await;
     let generation = change().await;
     eprintln!(
         "rollout of target to generation {generation:?} started at {}",
@@ -172,6 +158,25 @@ where
         output: report.output,
         terminations,
     }
+}
+
+/// 50 parallel request loops to target through its Service, from a declared caller (so its
+/// NetworkPolicy lets them in).
+async fn start_load(ns: &kea_testkit::TestNamespace) -> Load {
+    Load::start(
+        &ns.client(),
+        ns.name(),
+        "load",
+        BTreeMap::from([(
+            kea_operator::children::network::calls_label("target"),
+            "true".to_owned(),
+        )]),
+        None,
+        &service_url("target", "/"),
+        50,
+    )
+    .await
+    .unwrap()
 }
 
 /// The two-pod `target` every test here rolls, with its readiness following the rollout.
@@ -309,4 +314,136 @@ async fn a_config_map_edit_rolls_the_pods_under_load() {
         "one write, for the ConfigMap target reads"
     );
     ns.cleanup().await.unwrap();
+}
+
+/// The progress deadline of the rollback tests: short, so that the suite stays short; the
+/// default is 120 s.
+const DEADLINE_SECONDS: i32 = 30;
+
+/// Whether target's Deployment has rolled out completely a template without `marker` in its
+/// environment.
+fn rolled_out_without(deployment: &Deployment, marker: &str) -> bool {
+    let (Some(spec), Some(status)) = (deployment.spec.as_ref(), deployment.status.as_ref()) else {
+        return false;
+    };
+    let complete = status.observed_generation == deployment.metadata.generation
+        && status.replicas == spec.replicas
+        && status.updated_replicas == spec.replicas
+        && status.available_replicas == spec.replicas;
+    let marked = spec.template.spec.as_ref().is_some_and(|pod| {
+        pod.containers[0]
+            .env
+            .iter()
+            .flatten()
+            .any(|e| e.value.as_deref() == Some(marker))
+    });
+    complete && !marked
+}
+
+/// target, Ready with a stable revision, gets `change` (which makes its new pods fail) under
+/// load: the operator rolls it back, every pod runs the stable revision again, and no request
+/// fails meanwhile.
+async fn a_failing_revision_is_rolled_back_under_load(prefix: &str, change: serde_json::Value) {
+    let ns = namespace(prefix).await.unwrap();
+    let api = ns.api::<Microservice>();
+    let mut target = target();
+    target.spec.rollout = Some(RolloutSpec {
+        progress_deadline_seconds: DEADLINE_SECONDS,
+        ..RolloutSpec::default()
+    });
+    api.create(&PostParams::default(), &target).await.unwrap();
+    wait_ready(&api, "target", TIMEOUT).await.unwrap();
+    kea_testkit::wait_for(
+        &api,
+        "target",
+        |ms: Option<&Microservice>| {
+            ms.and_then(|ms| ms.status.as_ref())
+                .is_some_and(|s| s.stable_revision.is_some())
+        },
+        TIMEOUT,
+    )
+    .await
+    .unwrap();
+
+    let load = start_load(&ns).await;
+    let marker = "e2e-failing-revision";
+    let mut spec = change;
+    let mut env = spec["env"].as_array().cloned().unwrap_or_default();
+    env.push(serde_json::json!({"name": "E2E_REVISION", "value": marker}));
+    spec["env"] = serde_json::Value::Array(env);
+    let started = Instant::now();
+    api.patch(
+        "target",
+        &PatchParams::default(),
+        &Patch::Merge(&serde_json::json!({ "spec": spec })),
+    )
+    .await
+    .unwrap();
+    let rolled_back = kea_testkit::wait_for(
+        &api,
+        "target",
+        |ms: Option<&Microservice>| {
+            ms.and_then(|ms| ms.status.as_ref())
+                .is_some_and(|s| s.rolled_back.is_some())
+        },
+        Duration::from_secs(120),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let to_decision = started.elapsed();
+    kea_testkit::wait_for(
+        &ns.api::<Deployment>(),
+        "target",
+        |d: Option<&Deployment>| d.is_some_and(|d| rolled_out_without(d, marker)),
+        TIMEOUT,
+    )
+    .await
+    .unwrap();
+    let to_stable = started.elapsed();
+    let at_end = load.counts().await.unwrap();
+    load.wait_for_answers(at_end.ok + 50, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let report = load.stop().await.unwrap();
+    let message = rolled_back
+        .status
+        .as_ref()
+        .and_then(|s| s.rolled_back.as_ref())
+        .map(|r| r.message.clone())
+        .unwrap_or_default();
+    eprintln!(
+        "e2e: {prefix}: rolled back {to_decision:?} after the change (deadline {DEADLINE_SECONDS}s), \
+         every pod on the stable revision after {to_stable:?}; {} requests, {} failed; {message}",
+        report.counts.ok, report.counts.failed
+    );
+    assert_eq!(
+        report.counts.failed, 0,
+        "requests failed during the rollback:\n{}",
+        report.output
+    );
+    ns.cleanup().await.unwrap();
+}
+
+/// A revision whose container exits at once (its listen address is not one).
+#[tokio::test]
+#[ignore = "needs kind with kea installed: hack/e2e.sh"]
+async fn a_crashing_revision_is_rolled_back_under_load() {
+    a_failing_revision_is_rolled_back_under_load(
+        "rollback-crash",
+        serde_json::json!({"env": [{"name": "KEA_LISTEN", "value": "not-an-address"}]}),
+    )
+    .await;
+}
+
+/// A revision whose readiness never passes (its readiness probe asks for a route the service
+/// does not have), while its liveness does.
+#[tokio::test]
+#[ignore = "needs kind with kea installed: hack/e2e.sh"]
+async fn a_revision_never_ready_is_rolled_back_under_load() {
+    a_failing_revision_is_rolled_back_under_load(
+        "rollback-unready",
+        serde_json::json!({"probes": {"readiness": {"path": "/no-such-route"}}}),
+    )
+    .await;
 }

@@ -65,6 +65,12 @@ pub const VERSION: &str = "v1alpha1";
         description = "Why the Microservice is or is not ready"
     ),
     printcolumn(
+        name = "RolledBack",
+        type_ = "string",
+        json_path = ".status.rolledBack.image",
+        description = "The image of a revision rolled back (it made no progress in time), while the spec asks for it"
+    ),
+    printcolumn(
         name = "URL",
         type_ = "string",
         json_path = ".status.url",
@@ -232,6 +238,54 @@ pub struct MicroserviceSpec {
     /// the operator runs with NetworkPolicies on (the default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<Network>,
+
+    /// How a new revision of the pods (a new image, a changed environment, a changed
+    /// ConfigMap or Secret it reads) is delivered, and what happens when it fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutSpec>,
+}
+
+/// How a new revision of the pods is delivered.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutSpec {
+    /// Seconds a new revision may go without progress (a new pod becoming ready) before the
+    /// Deployment reports `ProgressDeadlineExceeded`: a crash loop, a readiness that never
+    /// passes, an image that cannot be pulled. Raise it for images that take long to pull or
+    /// to start. Defaults to 120.
+    #[serde(default = "default_progress_deadline_seconds")]
+    #[schemars(range(min = 10, max = 3600))]
+    pub progress_deadline_seconds: i32,
+    /// What happens to a revision past that deadline: `Auto` (the default) puts the pods back
+    /// on the last revision that was Ready and says so in the `RolledBack` condition, until the
+    /// next change of the spec or of what the environment reads; `Off` leaves the rollout
+    /// where it stopped (the old pods keep serving beside the new ones that are not ready).
+    #[serde(default)]
+    pub rollback: RollbackPolicy,
+}
+
+impl Default for RolloutSpec {
+    fn default() -> Self {
+        Self {
+            progress_deadline_seconds: default_progress_deadline_seconds(),
+            rollback: RollbackPolicy::default(),
+        }
+    }
+}
+
+/// Default of `rollout.progressDeadlineSeconds`.
+pub fn default_progress_deadline_seconds() -> i32 {
+    120
+}
+
+/// What happens to a revision that makes no progress within its deadline.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum RollbackPolicy {
+    /// Back to the last revision that was Ready.
+    #[default]
+    Auto,
+    /// Left where it stopped.
+    Off,
 }
 
 /// Exceptions to, and extensions of, the network boundary of a Microservice.
@@ -619,6 +673,52 @@ pub struct MicroserviceStatus {
     /// What the NetworkPolicies let through; unset when the operator writes none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network_policy: Option<String>,
+    /// The last revision of the pods that was Ready: what a failed revision is rolled back to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_revision: Option<StableRevision>,
+    /// The revision that was rolled back, while the spec still asks for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolled_back: Option<RolledBack>,
+}
+
+/// A revision of the pods that was Ready.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StableRevision {
+    /// A hash of the pod template.
+    pub revision: String,
+    /// The Microservice's `metadata.generation` it was made from.
+    pub generation: i64,
+    /// Its image.
+    pub image: String,
+    /// The Deployment's pod template, as applied.
+    #[schemars(schema_with = "any_object")]
+    pub template: serde_json::Value,
+}
+
+/// A revision that was rolled back, and why.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolledBack {
+    /// The hash of the pod template that failed.
+    pub revision: String,
+    /// The Microservice's `metadata.generation` it was made from.
+    pub generation: i64,
+    /// Its image.
+    pub image: String,
+    /// The revision the pods went back to.
+    pub to_revision: String,
+    /// Why, with what was seen of the failing pods.
+    pub message: String,
+}
+
+/// A schema for an object kept as it is (a pod template, whose full schema would weigh more
+/// than the rest of the CRD).
+fn any_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true,
+    })
 }
 
 /// What the operator knows of one store.
@@ -700,6 +800,9 @@ pub mod conditions {
     pub const AUTOSCALING: &str = "Autoscaling";
     /// Condition type (only while it fails): the last attempt to apply the children failed.
     pub const RECONCILED: &str = "Reconciled";
+    /// Condition type (only while it holds): the revision the spec asks for made no progress
+    /// in time, and the pods run the last revision that was Ready.
+    pub const ROLLED_BACK: &str = "RolledBack";
 
     /// Reasons used in the conditions above.
     pub mod reasons {
@@ -796,6 +899,8 @@ pub mod events {
         pub const APPLIED: &str = "Applied";
         /// Children no longer wanted were deleted.
         pub const DELETED: &str = "Deleted";
+        /// A revision made no progress in time; the pods went back to the stable one.
+        pub const ROLLED_BACK: &str = "RolledBack";
     }
 
     /// Event actions: what the operator was doing.
@@ -862,6 +967,7 @@ impl MicroserviceSpec {
             data_volume: None,
             stores: None,
             network: None,
+            rollout: None,
         }
     }
 }

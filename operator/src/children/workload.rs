@@ -18,6 +18,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::api::{
     DataVolume, Microservice, MicroserviceSpec, ProbeSpec, ProbeType, Probes, default_port,
+    default_progress_deadline_seconds,
 };
 use crate::children::meta::{
     BuildContext, DependencyPorts, restricted_container_security, restricted_pod_security,
@@ -124,6 +125,13 @@ pub fn build_deployment(
             },
             selector: ctx.selector(),
             min_ready_seconds: Some(MIN_READY_SECONDS),
+            progress_deadline_seconds: Some(
+                spec.rollout
+                    .as_ref()
+                    .map_or_else(default_progress_deadline_seconds, |r| {
+                        r.progress_deadline_seconds
+                    }),
+            ),
             revision_history_limit: Some(5),
             strategy: Some(deployment_strategy(wiring)),
             template: PodTemplateSpec {

@@ -46,7 +46,7 @@ use crate::controller::metrics::Metrics;
 use crate::controller::recorder::EventRecorder;
 use crate::error::{Error, Result};
 use crate::status::pods;
-use crate::status::{self, Observed, StoreObservation, find_condition};
+use crate::status::{self, Observed, StoreObservation, delivery, find_condition};
 
 /// Settings of the controller.
 #[derive(Clone, Debug)]
@@ -444,6 +444,15 @@ async fn reconcile_children(ms: &Arc<Microservice>, ctx: &Arc<Context>) -> Resul
     let progress_wait =
         write_status_unless_held(ctx, ms, &namespace, &object_ref, &new_status).await?;
     ctx.forget_failures(&object_ref);
+    let rolled_back_now = observed
+        .delivery
+        .as_ref()
+        .is_some_and(|d| d.rolled_back_now(ms).is_some());
+    if rolled_back_now {
+        // Once the status that says so is in the cache, the next reconcile applies the
+        // stable revision.
+        return Ok(Action::requeue(Duration::from_millis(500)));
+    }
     Ok(next_reconcile(
         ctx,
         ms,
@@ -491,6 +500,12 @@ async fn apply_and_observe(
             observed.pod_problem = pods.problem;
             probes_due = pods.probes_due;
         }
+        observed.delivery = Some(delivery::decide(
+            ms,
+            &children.revision,
+            &children.deployment,
+            observed.pod_problem.as_ref(),
+        ));
         observed.deployment = Some(children.deployment);
         observed.stores = children.stores;
         observed.autoscaler = children.autoscaler;
@@ -581,6 +596,8 @@ async fn apply_children(
         &mut wanted.deployment,
         &config_versions(ms, &ctx.caches, namespace),
     );
+    // A revision rolled back before stays rolled back while the spec asks for it.
+    let revision = delivery::hold_back(ms, &mut wanted.deployment);
     let name = ms.name_any();
     let client = &ctx.client;
     let mut changes = Changes::default();
@@ -630,6 +647,7 @@ async fn apply_children(
     report_changes(ctx, ms, namespace, &changes);
     Ok(AppliedChildren {
         deployment: deployment.object,
+        revision,
         stores: stores.observations,
         autoscaler: match autoscaler {
             OptionalChild::Applied(hpa) => Some(hpa.object),
@@ -761,18 +779,23 @@ async fn reconcile_network_policies(
 /// What [`apply_children`] returns for the status.
 struct AppliedChildren {
     deployment: Deployment,
+    /// The revision the spec asks for, and whether the stable one was applied in its place.
+    revision: delivery::Applied,
     stores: Vec<StoreObservation>,
     autoscaler: Option<HorizontalPodAutoscaler>,
 }
 
-/// Whether the Deployment is not Available and some of its pods are not ready: only then
+/// Whether the Deployment is not Available (or past its progress deadline) and some of its
+/// pods are not ready: only then
 /// can its pods tell why (a Deployment just made has none yet, and its next status update
 /// brings the owner back; pods that are all ready are only waiting out `minReadySeconds`).
 fn has_pods_not_ready(deployment: &Deployment) -> bool {
     let Some(status) = deployment.status.as_ref() else {
         return false;
     };
-    !status::deployment_available(status)
+    // Past its progress deadline, a new revision's pods tell why it is rolled back, even
+    // while the old pods keep the Deployment available.
+    (!status::deployment_available(status) || status::progress_deadline_exceeded(status))
         && status.ready_replicas.unwrap_or(0) < status.replicas.unwrap_or(0)
 }
 
@@ -903,6 +926,13 @@ pub fn status_events(old: &[Condition], new: &[Condition]) -> Vec<StatusEvent> {
             type_: EventType::Warning,
             reason: events::reasons::DEPENDENCY_MISSING,
             note: deps.message.clone(),
+        });
+    }
+    if let Some(rolled_back) = changed(conditions::ROLLED_BACK) {
+        events.push(StatusEvent {
+            type_: EventType::Warning,
+            reason: events::reasons::ROLLED_BACK,
+            note: rolled_back.message.clone(),
         });
     }
     if let Some(stores) = changed(conditions::STORES_READY)

@@ -6,6 +6,7 @@
 //! reconciler writes nothing at steady state. See [`crate::api::conditions`] for the meaning of
 //! each condition.
 
+pub mod delivery;
 pub mod pods;
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -36,6 +37,16 @@ pub fn deployment_available(status: &k8s_openapi::api::apps::v1::DeploymentStatu
         .is_some_and(|c| c.status == "True")
 }
 
+/// Whether the Deployment controller gave up on the rollout: its `Progressing` condition is
+/// False with `ProgressDeadlineExceeded`.
+pub fn progress_deadline_exceeded(status: &k8s_openapi::api::apps::v1::DeploymentStatus) -> bool {
+    status.conditions.iter().flatten().any(|c| {
+        c.type_ == "Progressing"
+            && c.status == "False"
+            && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
+    })
+}
+
 /// What the reconciler observed, the input of [`compute_status`].
 #[derive(Clone, Debug, Default)]
 pub struct Observed {
@@ -53,6 +64,9 @@ pub struct Observed {
     pub network_policy: Option<String>,
     /// The HorizontalPodAutoscaler as the API server returned it, while one is wanted.
     pub autoscaler: Option<k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler>,
+    /// The stable revision and the rolled-back one, from [`delivery::decide`]; kept from the
+    /// previous status when nothing was applied (an invalid spec).
+    pub delivery: Option<delivery::Delivery>,
 }
 
 /// What the reconciler saw of one store.
@@ -146,6 +160,23 @@ pub fn compute_status(ms: &Microservice, observed: &Observed, now: &Time) -> Mic
             Verdict::new(active, &reason, message),
         ));
     }
+    let delivery = observed
+        .delivery
+        .clone()
+        .unwrap_or_else(|| delivery::Delivery {
+            stable: ms.status.as_ref().and_then(|s| s.stable_revision.clone()),
+            rolled_back: ms.status.as_ref().and_then(|s| s.rolled_back.clone()),
+        });
+    if let Some(rolled_back) = &delivery.rolled_back {
+        verdicts.push((
+            conditions::ROLLED_BACK,
+            Verdict::new(
+                true,
+                reasons::PROGRESS_DEADLINE_EXCEEDED,
+                rolled_back.message.clone(),
+            ),
+        ));
+    }
     verdicts.push((
         conditions::SUSPENDED,
         if suspended {
@@ -170,6 +201,8 @@ pub fn compute_status(ms: &Microservice, observed: &Observed, now: &Time) -> Mic
         dependencies: observed.dependencies.clone(),
         stores,
         network_policy: observed.network_policy.clone(),
+        stable_revision: delivery.stable,
+        rolled_back: delivery.rolled_back,
     }
 }
 
@@ -711,12 +744,7 @@ impl Rollout {
                 .unwrap_or(min),
         };
         let available = deployment_available(&status);
-        let conditions = status.conditions.clone().unwrap_or_default();
-        let deadline_exceeded = conditions.iter().any(|c| {
-            c.type_ == "Progressing"
-                && c.status == "False"
-                && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
-        });
+        let deadline_exceeded = progress_deadline_exceeded(&status);
         let caught_up = match (status.observed_generation, deployment.metadata.generation) {
             (Some(observed), Some(generation)) => observed >= generation,
             _ => false,
