@@ -351,7 +351,7 @@ fi
 
 log "building kea-operator (profile release-small, as its image)"
 cargo build -q --profile release-small -p kea-cli
-TARGET_DIR=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+TARGET_DIR=$(cargo_target_dir)
 OPERATOR="$TARGET_DIR/release-small/kea-operator"
 
 log "installing the CRD"

@@ -44,7 +44,7 @@ if [ ! -x "$VENV/bin/gunicorn" ]; then
   "$VENV/bin/pip" install -q flask gunicorn
 fi
 
-TARGET_DIR=$(cd "$REPO_ROOT" && cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+TARGET_DIR=$(cargo_target_dir)
 if [ -z "${KEA_BIN:-}" ] || [ -z "${CEILING_BIN:-}" ]; then
   log "building kea-service and the hello-world ceiling (release)"
   (cd "$REPO_ROOT" && cargo build -q --release -p kea-service --bin kea-service --example hello_ceiling)

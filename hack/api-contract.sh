@@ -27,7 +27,7 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$SCHEMATHESIS_VERSION $VALIDATOR_VERSION"
 fi
 
 cargo build -q -p kea-service --bin kea-service
-TARGET_DIR=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+TARGET_DIR=$(cargo_target_dir)
 WORK=$(mktemp -d)
 PID=
 cleanup() {
@@ -42,11 +42,7 @@ BASE="http://127.0.0.1:$PORT"
 env -u DATABASE_URL -u REDIS_URL KEA_LISTEN="127.0.0.1:$PORT" KEA_DATA_DIR="$WORK/data" RUST_LOG=warn \
   "$TARGET_DIR/debug/kea-service" >"$WORK/service.log" 2>&1 &
 PID=$!
-for i in $(seq 1 100); do
-  curl -fsS "$BASE/healthz" >/dev/null 2>&1 && break
-  [ "$i" = 100 ] && { cat "$WORK/service.log" >&2; die "kea-service did not start"; }
-  sleep 0.1
-done
+retry 10 curl -fsS "$BASE/healthz" >/dev/null 2>&1 || { cat "$WORK/service.log" >&2; die "kea-service did not start"; }
 
 curl -fsS "$BASE/openapi.json" >"$WORK/openapi.json"
 log "openapi-spec-validator: $BASE/openapi.json"

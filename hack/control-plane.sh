@@ -47,48 +47,24 @@ MARKER=.kea-control-plane
 # Start order; stopped in reverse.
 COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
 
-bin() {
-  case "$1" in
-    etcd) tool_bin etcd "$ETCD_VERSION" ;;
-    kwok) tool_bin kwok "$KWOK_VERSION" ;;
-    *) tool_bin "$1" "$KUBERNETES_VERSION" ;;
-  esac
-}
-
 require_binaries() {
-  local name missing=()
-  for name in "${COMPONENTS[@]}" kubectl; do
-    [ -f "$(bin "$name")" ] && [ -x "$(bin "$name")" ] || missing+=("$name")
-  done
-  [ ${#missing[@]} -eq 0 ] ||
-    die "missing ${missing[*]} in $TOOLCHAIN_DIR: run hack/toolchain.sh control-plane"
+  local missing
+  missing=$("$HACK_DIR/toolchain.sh" missing control-plane | cut -d' ' -f1 | xargs)
+  [ -z "$missing" ] || die "missing $missing in $TOOLCHAIN_DIR: run hack/toolchain.sh control-plane"
 }
 
-kubectl_() { "$(bin kubectl)" --kubeconfig "$KUBECONFIG_FILE" "$@"; }
+kubectl_() { "$(tool_bin kubectl)" --kubeconfig "$KUBECONFIG_FILE" "$@"; }
 
-# pid_of NAME: the recorded pid, if that process still runs the component's binary
-# (guards against a recycled pid).
-pid_of() {
-  local pid
-  pid=$(cat "$PIDS/$1.pid" 2>/dev/null) || return 1
-  [ -n "$pid" ] && [ "$(readlink "/proc/$pid/exe" 2>/dev/null)" = "$(bin "$1")" ] && echo "$pid"
-}
+# pid_of NAME: the recorded pid, if that process still runs the component's binary.
+pid_of() { pid_in_file "$PIDS/$1.pid" "$(tool_bin "$1")"; }
 
 running() { pid_of "$1" >/dev/null; }
 
-# Processes running one of our binaries with our state dir on their command line:
-# leftovers of a run whose pid files were lost. Nothing else matches both.
+# Processes running one of our binaries with our state dir on their command line.
 strays() {
-  local proc pid exe name
-  for proc in /proc/[0-9]*; do
-    pid=${proc#/proc/}
-    exe=$(readlink "$proc/exe" 2>/dev/null) || continue
-    for name in "${COMPONENTS[@]}"; do
-      if [ "$exe" = "$(bin "$name")" ] && tr '\0' ' ' <"$proc/cmdline" 2>/dev/null | grep -qF -- "$STATE_DIR/"; then
-        echo "$pid"
-      fi
-    done
-  done
+  local name bins=()
+  for name in "${COMPONENTS[@]}"; do bins+=("$(tool_bin "$name")"); done
+  processes_using "$STATE_DIR" "${bins[@]}"
 }
 
 port_free() { ! ss -Hltn "sport = :$1" 2>/dev/null | grep -q .; }
@@ -180,16 +156,13 @@ start() {
   shift
   log "starting $name"
   # shellcheck disable=SC2016 # expanded by the inner shell
-  setsid bash -c 'echo $$ >"$1"; shift; exec "$@"' _ "$PIDS/$name.pid" "$(bin "$name")" "$@" \
+  setsid bash -c 'echo $$ >"$1"; shift; exec "$@"' _ "$PIDS/$name.pid" "$(tool_bin "$name")" "$@" \
     </dev/null >"$LOGS/$name.log" 2>&1 &
-  local i
-  for i in $(seq 50); do
-    running "$name" && return 0
-    [ -s "$PIDS/$name.pid" ] && ! kill -0 "$(cat "$PIDS/$name.pid")" 2>/dev/null && break
-    sleep 0.1
-  done
+  retry 5 started_or_died "$name" || true
   running "$name" || fail_start "$name"
 }
+
+started_or_died() { running "$1" || { [ -s "$PIDS/$1.pid" ] && ! pid_in_file "$PIDS/$1.pid" >/dev/null; }; }
 
 fail_start() {
   log "$1 did not start or died; last lines of $LOGS/$1.log:"
@@ -201,15 +174,18 @@ fail_start() {
 # wait_until DESCRIPTION COMMAND...: retry COMMAND until it succeeds or time is up;
 # any component dying meanwhile fails at once with its log.
 wait_until() {
-  local what=$1 deadline=$((SECONDS + UP_TIMEOUT)) name
+  local what=$1
   shift
-  until "$@" >/dev/null 2>&1; do
-    for name in "${COMPONENTS[@]}"; do
-      [ -f "$PIDS/$name.pid" ] && ! running "$name" && fail_start "$name"
-    done
-    [ $SECONDS -lt $deadline ] || { stop_all; die "timed out after ${UP_TIMEOUT}s waiting for $what (logs: $LOGS)"; }
-    sleep 0.2
+  retry "$UP_TIMEOUT" alive_and "$@" ||
+    { stop_all; die "timed out after ${UP_TIMEOUT}s waiting for $what (logs: $LOGS)"; }
+}
+
+alive_and() {
+  local name
+  for name in "${COMPONENTS[@]}"; do
+    if [ -f "$PIDS/$name.pid" ] && ! running "$name"; then fail_start "$name"; fi
   done
+  "$@" >/dev/null 2>&1
 }
 
 https_ok() {
@@ -348,8 +324,7 @@ up() {
   require_cmd curl "apt-get install -y curl"
   require_cmd ss "apt-get install -y iproute2"
   check_ports
-  local start_ns
-  start_ns=$(date +%s%N)
+  local start=$EPOCHREALTIME
   remove_state
   mkdir -p "$LOGS" "$PIDS"
   touch "$STATE_DIR/$MARKER"
@@ -365,8 +340,7 @@ up() {
   wait_until "kube-scheduler /healthz" healthy "$SCHEDULER_PORT"
   wait_until "the node $NODE_NAME to be Ready (kwok)" node_ready
   wait_until "the default ServiceAccount (controller-manager)" kubectl_ -n default get serviceaccount default
-  local millis=$((($(date +%s%N) - start_ns) / 1000000))
-  log "control plane up in $((millis / 1000)).$(printf '%03d' $((millis % 1000)))s: Kubernetes $KUBERNETES_VERSION, https://127.0.0.1:$APISERVER_PORT"
+  log "control plane up in $(seconds_since "$start"): Kubernetes $KUBERNETES_VERSION, https://127.0.0.1:$APISERVER_PORT"
   log "kubeconfig: $KUBECONFIG_FILE (eval \"\$(hack/control-plane.sh env)\")"
 }
 
@@ -384,7 +358,7 @@ stop_all() {
   # Strays are looked for after the TERMs above, so skip those still shutting down.
   for pid in $(strays); do
     [[ " ${pids[*]} " == *" $pid "* ]] && continue
-    log "stopping stray process $pid ($(tr '\0' ' ' <"/proc/$pid/cmdline" | cut -c1-80))"
+    log "stopping stray process $pid ($(command_line "$pid"))"
     kill -TERM "$pid" 2>/dev/null || true
     pids+=("$pid")
   done

@@ -10,18 +10,18 @@
 # routes, served by the frontend pods through a port-forward, and leaves it all running.
 #
 #   hack/demo.sh [up|down]
+# shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$REPO_ROOT"
 
-export KUBECONFIG=${KEA_KIND_KUBECONFIG:-$KEA_CACHE_DIR/kind/kubeconfig}
+export KUBECONFIG=${KEA_KIND_KUBECONFIG:-$(kind_kubeconfig kea)}
 DEMO_DIR="$KEA_RUN_DIR/demo"
 PORT=${KEA_DEMO_PORT:-28081}
 
 # Stops the port-forward of an earlier run, if it still runs (its pid file may be stale).
 stop_port_forward() {
   local pid
-  pid=$(cat "$DEMO_DIR/port-forward.pid" 2>/dev/null) || return 0
-  kill "$pid" 2>/dev/null || true
+  if pid=$(pid_in_file "$DEMO_DIR/port-forward.pid" kubectl); then kill "$pid" 2>/dev/null || true; fi
   rm -f "$DEMO_DIR/port-forward.pid"
 }
 
@@ -51,7 +51,7 @@ up() {
   kubectl -n kea-demo port-forward --address 127.0.0.1 svc/frontend "$PORT:8080" \
     >"$DEMO_DIR/port-forward.log" 2>&1 &
   echo $! >"$DEMO_DIR/port-forward.pid"
-  for _ in $(seq 50); do curl -fs "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1 && break; sleep 0.2; done
+  retry 10 curl -fs "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1 || true
 
   echo
   echo "The example system on kind, up in $((SECONDS - start))s:"

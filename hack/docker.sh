@@ -29,11 +29,7 @@ docker_() { DOCKER_BUILDKIT=0 docker --host "$DOCKER_HOST_URL" "$@"; }
 answers() { docker_ info >/dev/null 2>&1; }
 
 # Our dockerd's pid, if the pid file names a live dockerd.
-our_pid() {
-  local pid
-  pid=$(cat "$PIDFILE" 2>/dev/null) || return 1
-  [ -n "$pid" ] && [ "$(basename "$(readlink "/proc/$pid/exe" 2>/dev/null)")" = dockerd ] && echo "$pid"
-}
+our_pid() { pid_in_file "$PIDFILE" dockerd; }
 
 # Root in some VMs lacks CAP_SYS_RESOURCE (bit 24 of the bounding set).
 lacks_cap_sys_resource() {
@@ -45,11 +41,7 @@ lacks_cap_sys_resource() {
 install_docker() {
   command -v dockerd >/dev/null && command -v runc >/dev/null && return 0
   [ "$(id -u)" -eq 0 ] || die "dockerd is not installed: apt-get install docker.io (as root)"
-  log "installing Debian's docker.io (dockerd, containerd, runc)"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get install -y -q docker.io >/dev/null ||
-    { apt-get update -q >/dev/null && apt-get install -y -q docker.io >/dev/null; } ||
-    die "apt-get install docker.io failed"
+  apt_install docker.io
 }
 
 start() {
@@ -63,7 +55,7 @@ start() {
     return 0
   fi
   install_docker
-  command -v jq >/dev/null || apt-get install -y -q jq >/dev/null || die "jq is needed: apt-get install jq"
+  command -v jq >/dev/null || apt_install jq
   mkdir -p "$DATA_ROOT" "$EXEC_ROOT"
   local args=(
     --data-root "$DATA_ROOT" --exec-root "$EXEC_ROOT" --pidfile "$PIDFILE"
@@ -76,29 +68,20 @@ start() {
   log "starting dockerd (data: $DATA_ROOT, log: $LOGFILE)"
   # Its own session: it must outlive this script and a Ctrl-C in the terminal.
   setsid dockerd "${args[@]}" </dev/null >>"$LOGFILE" 2>&1 &
-  local deadline=$((SECONDS + START_TIMEOUT)) child=$!
-  until answers; do
-    if ! kill -0 "$child" 2>/dev/null && ! our_pid >/dev/null; then
-      tail -n 20 "$LOGFILE" >&2
-      die "dockerd exited (log: $LOGFILE)"
-    fi
-    [ $SECONDS -lt $deadline ] || die "dockerd did not answer within ${START_TIMEOUT}s (log: $LOGFILE)"
-    sleep 0.3
-  done
+  retry "$START_TIMEOUT" answers_unless_exited $! ||
+    die "dockerd did not answer within ${START_TIMEOUT}s (log: $LOGFILE)"
   log "dockerd running (pid $(our_pid), $(docker_ version --format '{{.Server.Version}}'), $DOCKER_HOST_URL)"
   [ "$DOCKER_HOST_URL" = unix:///var/run/docker.sock ] || log "export DOCKER_HOST=$DOCKER_HOST_URL"
 }
 
-# containerd and shims still using our exec root once dockerd is gone.
-strays() {
-  local proc exe
-  for proc in /proc/[0-9]*; do
-    exe=$(readlink "$proc/exe" 2>/dev/null) || continue
-    case "$(basename "$exe")" in containerd | containerd-shim*) ;; *) continue ;; esac
-    if tr '\0' ' ' <"$proc/cmdline" 2>/dev/null | grep -qF -- "$EXEC_ROOT/"; then
-      echo "${proc#/proc/}"
-    fi
-  done
+# answers_unless_exited PID: whether the dockerd started as PID answers; dies if it exited.
+answers_unless_exited() {
+  answers && return 0
+  if ! process_running "$1" && ! our_pid >/dev/null; then
+    tail -n 20 "$LOGFILE" >&2
+    die "dockerd exited (log: $LOGFILE)"
+  fi
+  return 1
 }
 
 stop() {
@@ -110,8 +93,9 @@ stop() {
   fi
   log "stopping dockerd (pid $pid; it stops its containers and containerd)"
   stop_processes 30 "$pid" || die "dockerd survived SIGKILL"
-  for pid in $(strays); do
-    log "stopping leftover process $pid ($(tr '\0' ' ' <"/proc/$pid/cmdline" | cut -c1-80))"
+  # containerd and shims still using our exec root once dockerd is gone
+  for pid in $(processes_using "$EXEC_ROOT" '*/containerd' '*/containerd-shim*'); do
+    log "stopping leftover process $pid ($(command_line "$pid"))"
     kill -KILL "$pid" 2>/dev/null || true
   done
   rm -f "$PIDFILE"
@@ -160,7 +144,7 @@ EOF
   printf 'FROM scratch\nCOPY hello /hello\nENTRYPOINT ["/hello"]\n' >"$dir/Dockerfile"
   (cd "$dir" && GO111MODULE=off CGO_ENABLED=0 go build -ldflags '-s -w' -o hello main.go)
   # The legacy builder's deprecation notice is noise here: show its output on failure only.
-  docker_ build -q -t "$image" "$dir" >"$dir/build.log" 2>&1 || { cat "$dir/build.log" >&2; die "docker build failed"; }
+  run_logged "$dir/build.log" docker_ build -q -t "$image" "$dir"
   docker_ run --rm --privileged "$image" | grep -q "hello from" || die "docker run --privileged failed"
   docker_ run -d --privileged --name "$name" "$image" sleep >/dev/null
   docker_ exec "$name" /hello | grep -q "hello from" || die "docker exec failed"

@@ -31,27 +31,10 @@ export KEA_KUBECONFIG=$KUBECONFIG
 WAIT=${KEA_E2E_WAIT:-300s}
 OPERATOR_NS=$(awk '/^  name:/ {print $2; exit}' "$REPO_ROOT/deploy/01-namespace.yaml")
 RELEASE=kea-operator
-TIMES=()
 
 require_cmd kubectl "build it with hack/toolchain.sh kind"
 require_cmd helm "build it with hack/toolchain.sh helm"
 require_cmd cargo "install Rust"
-
-# timed LABEL CMD...: runs CMD and records its wall time for the summary.
-timed() {
-  local label=$1 start=$SECONDS rc=0
-  shift
-  log "== $label"
-  "$@" || rc=$?
-  TIMES+=("$(printf '%-38s %4ss%s' "$label" "$((SECONDS - start))" "$([ $rc = 0 ] || echo "  FAILED (exit $rc)")")")
-  return $rc
-}
-
-summary() {
-  log "wall times:"
-  local line
-  for line in "${TIMES[@]}"; do log "  $line"; done
-}
 
 cluster_up() {
   if kind get clusters 2>/dev/null | grep -qx "$KEA_KIND_CLUSTER" && kubectl get --raw /readyz >/dev/null 2>&1; then
@@ -80,7 +63,6 @@ install_operator() {
   kubectl -n "$OPERATOR_NS" get pods >&2
 }
 
-
 # suite [ARGS...]: the e2e test binary with ARGS after `--`.
 suite() {
   # --nocapture: the tests print what they measured (times, counts).
@@ -99,13 +81,16 @@ run_alone() {
   suite --test-threads=1 disruption:: rollout::
 }
 
+# helm_set NAME=VALUE: the release upgraded with one value changed, the operator rolled out.
+helm_set() {
+  helm upgrade "$RELEASE" "$REPO_ROOT/charts/kea-operator" -n "$OPERATOR_NS" --reuse-values \
+    --set "$1" --wait --timeout "$WAIT" >/dev/null && wait_operator "$OPERATOR_NS" "$WAIT"
+}
+
 # The network tests again with the operator's NetworkPolicies switched off: the operator
 # removes the ones it wrote and the calls they blocked get through.
 run_without_policies() {
-  helm upgrade "$RELEASE" "$REPO_ROOT/charts/kea-operator" -n "$OPERATOR_NS" --reuse-values \
-    --set networkPolicies.enabled=false --wait --timeout "$WAIT" >/dev/null
-  kubectl -n "$OPERATOR_NS" rollout status deployment/kea-operator --timeout="$WAIT" >/dev/null
-  KEA_E2E_NETWORK_POLICIES=0 suite --test-threads=1 network::
+  helm_set networkPolicies.enabled=false && KEA_E2E_NETWORK_POLICIES=0 suite --test-threads=1 network::
 }
 
 # helm test: the chart's test pod GETs the operator's /readyz through its Service.
@@ -120,12 +105,9 @@ run_watching_one_namespace() {
   kubectl create namespace "$watched" >/dev/null
   kubectl label namespace "$watched" kea.dev/e2e=true pod-security.kubernetes.io/enforce=restricted \
     pod-security.kubernetes.io/audit=restricted pod-security.kubernetes.io/warn=restricted >/dev/null
-  helm upgrade "$RELEASE" "$REPO_ROOT/charts/kea-operator" -n "$OPERATOR_NS" --reuse-values \
-    --set operator.watchNamespace="$watched" --wait --timeout "$WAIT" >/dev/null
-  kubectl -n "$OPERATOR_NS" rollout status deployment/kea-operator --timeout="$WAIT" >/dev/null
-  KEA_E2E_WATCH_NAMESPACE=$watched suite --test-threads=1 namespaced::
+  helm_set operator.watchNamespace="$watched" &&
+    KEA_E2E_WATCH_NAMESPACE=$watched suite --test-threads=1 namespaced::
 }
-
 uninstall() {
   local mode=$1
   # The test namespaces first, while the operator still runs; then the examples.
@@ -153,14 +135,10 @@ mode() {
   [ $rc = 0 ] && { timed "[$mode] apply examples, wait Ready" deploy_examples "$WAIT" || rc=$?; }
   [ $rc = 0 ] && { timed "[$mode] cargo test -p kea-e2e" run_suite || rc=$?; }
   [ $rc = 0 ] && { timed "[$mode] rollout, worker drain under load" run_alone || rc=$?; }
-  if [ "$mode" = helm ] && [ $rc = 0 ]; then
-    timed "[$mode] helm test" run_helm_test || rc=$?
-  fi
-  if [ "$mode" = helm ] && [ $rc = 0 ]; then
-    timed "[$mode] NetworkPolicies off" run_without_policies || rc=$?
-  fi
-  if [ "$mode" = helm ] && [ $rc = 0 ]; then
-    timed "[$mode] one namespace watched" run_watching_one_namespace || rc=$?
+  if [ "$mode" = helm ]; then
+    [ $rc = 0 ] && { timed "[$mode] helm test" run_helm_test || rc=$?; }
+    [ $rc = 0 ] && { timed "[$mode] NetworkPolicies off" run_without_policies || rc=$?; }
+    [ $rc = 0 ] && { timed "[$mode] one namespace watched" run_watching_one_namespace || rc=$?; }
   fi
   if [ "${KEA_E2E_KEEP:-0}" = 1 ]; then
     log "KEA_E2E_KEEP=1: leaving the $mode installation in place"
@@ -171,10 +149,10 @@ mode() {
 }
 
 main() {
-  local what=${1:-kubectl} rc=0 start=$SECONDS
+  local what=${1:-kubectl} rc=0 start=$EPOCHREALTIME
   case "$what" in
     kubectl | helm)
-      timed "cluster up" cluster_up || { summary; exit 1; }
+      timed "cluster up" cluster_up || { timed_summary; exit 1; }
       mode "$what" || rc=$?
       ;;
     all)
@@ -183,15 +161,15 @@ main() {
       # cluster goes however the run ends.
       trap '"$HACK_DIR/kind.sh" down >/dev/null 2>&1 || true' EXIT
       "$HACK_DIR/kind.sh" down >/dev/null 2>&1 || true
-      timed "cluster up" cluster_up || { summary; exit 1; }
+      timed "cluster up" cluster_up || { timed_summary; exit 1; }
       mode kubectl || rc=$?
       mode helm || rc=$?
       timed "cluster down" "$HACK_DIR/kind.sh" down || true
       ;;
     *) die "usage: $0 [kubectl|helm|all]" ;;
   esac
-  TIMES+=("$(printf '%-38s %4ss' total "$((SECONDS - start))")")
-  summary
+  TIMED_LINES+=("$(printf '%-50s %s' total "$(seconds_since "$start")")")
+  timed_summary
   if [ $rc = 0 ]; then log "e2e ($what) passed"; else log "e2e ($what) FAILED"; fi
   return $rc
 }

@@ -12,9 +12,9 @@
 #
 #   hack/images.sh [TAG]
 #   hack/images.sh --stores-only [TAG]   # just the store images (no Rust build)
+# shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-require_cmd docker "start the engine with hack/docker.sh start"
-docker info >/dev/null 2>&1 || die "the Docker engine does not answer: start it with hack/docker.sh start"
+require_docker
 
 STORES_ONLY=false
 if [ "${1:-}" = --stores-only ]; then STORES_ONLY=true; shift; fi
@@ -48,8 +48,7 @@ build_local_base() {
 log "compiling kea-service (release) and kea-operator (release-small: built for size)"
 (cd "$REPO_ROOT" && cargo build -q --release -p kea-service --bins &&
   cargo build -q --profile release-small -p kea-cli --bins)
-TARGET_DIR=$(cd "$REPO_ROOT" && cargo metadata --format-version 1 --no-deps \
-  | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+TARGET_DIR=$(cargo_target_dir)
 
 [ "$BASE_IMAGE" = "$LOCAL_BASE" ] && build_local_base
 CONTEXT=$(mktemp -d)
@@ -59,10 +58,9 @@ cp "$REPO_ROOT/images/Dockerfile" "$CONTEXT/"
 for binary in kea-service:release kea-operator:release-small; do
   profile=${binary#*:} binary=${binary%:*}
   cp "$TARGET_DIR/$profile/$binary" "$CONTEXT/bin/"
-  docker build -q --build-arg BASE_IMAGE="$BASE_IMAGE" --build-arg BINARY="$binary" \
-    -t "kea.dev/$binary:$TAG" "$CONTEXT" >/dev/null
-  size=$(docker image inspect "kea.dev/$binary:$TAG" --format '{{.Size}}')
-  log "built kea.dev/$binary:$TAG ($(awk -v s="$size" 'BEGIN {printf "%.1f MB", s / 1e6}'))"
+  run_logged "$CONTEXT/build.log" docker build -q --build-arg BASE_IMAGE="$BASE_IMAGE" \
+    --build-arg BINARY="$binary" -t "kea.dev/$binary:$TAG" "$CONTEXT"
+  log "built kea.dev/$binary:$TAG ($(image_size "kea.dev/$binary:$TAG"))"
 done
 
 # The MariaDB and Redis images of the Microservices' data stores (cached; seconds when warm).

@@ -36,7 +36,7 @@ METRICS_MANIFEST="$HACK_DIR/kind/metrics-server.yaml"
 
 require_cmd kind "build it with hack/toolchain.sh kind"
 require_cmd kubectl "build it with hack/toolchain.sh kind"
-docker info >/dev/null 2>&1 || die "the Docker engine does not answer: hack/docker.sh start"
+require_docker
 
 exists() { kind get clusters 2>/dev/null | grep -qx "$CLUSTER"; }
 
@@ -88,7 +88,7 @@ prune() {
 }
 
 up() {
-  local start=$SECONDS image args=()
+  local image args=()
   prune
   # A cluster whose node container was stopped (e.g. dockerd was killed) does not come
   # back by itself: recreate it.
@@ -120,11 +120,9 @@ up() {
       mkdir -p /lib/modules
     fi
     mkdir -p "$(dirname "$KUBECONFIG")"
-    log "creating kind cluster $CLUSTER (${image:-the stock node image of kind $KIND_VERSION})"
-    local t=$SECONDS
-    kind create cluster --name "$CLUSTER" --config "$config" --kubeconfig "$KUBECONFIG" \
+    timed "kind create cluster $CLUSTER (${image:-the stock node image of kind $KIND_VERSION})" \
+      kind create cluster --name "$CLUSTER" --config "$config" --kubeconfig "$KUBECONFIG" \
       --wait "$WAIT" "${args[@]}"
-    log "  kind create took $((SECONDS - t))s"
   fi
   load
   log "waiting for the nodes, the pod network and CoreDNS"
@@ -134,7 +132,7 @@ up() {
   fi
   kubectl -n kube-system rollout status deployment/coredns --timeout="$WAIT" >/dev/null
   metrics_server
-  log "cluster $CLUSTER ready in $((SECONDS - start))s; export KUBECONFIG=$KUBECONFIG"
+  log "cluster $CLUSTER ready; export KUBECONFIG=$KUBECONFIG"
 }
 
 # metrics-server (hack/kind/metrics-server.yaml): its image is preloaded in our node
@@ -167,19 +165,17 @@ down() {
 # through `kubectl port-forward` (no image can be pulled for an in-cluster curl).
 e2e() {
   exists || die "no kind cluster $CLUSTER: hack/kind.sh up"
-  local start=$SECONDS port=${KEA_E2E_PORT:-28080} pf answer
+  local port=${KEA_E2E_PORT:-28080} pf answer
   command -v jq >/dev/null || die "jq is needed"
-  deploy_operator "$WAIT"
-  log "  operator running ($((SECONDS - start))s)"
-  deploy_examples "$WAIT"
-  log "  Microservices Ready ($((SECONDS - start))s)"
+  timed "operator running" deploy_operator "$WAIT"
+  timed "Microservices Ready" deploy_examples "$WAIT"
   kubectl get microservices -n kea-demo >&2
   ss -ltn 2>/dev/null | grep -q "127.0.0.1:$port " && die "port $port is taken: set KEA_E2E_PORT"
   kubectl -n kea-demo port-forward --address 127.0.0.1 svc/frontend "$port:8080" >/dev/null 2>&1 &
   pf=$!
   # shellcheck disable=SC2064 # expand now
   trap "kill $pf 2>/dev/null || true" EXIT
-  for _ in $(seq 50); do curl -fs "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break; sleep 0.2; done
+  retry 10 curl -fs "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 || true
   answer=$(curl -fsS "http://127.0.0.1:$port/") || die "GET / failed"
   log "GET / -> $answer"
   [ "$answer" = "Hello KEA!" ] || die "unexpected answer to GET /"
@@ -187,7 +183,7 @@ e2e() {
   log "GET /api/dependencies -> $(jq -c '[.dependencies[] | {name, up, status}]' <<<"$answer")"
   [ "$(jq '[.dependencies[] | select(.up)] | length' <<<"$answer")" = 2 ] ||
     die "users and orders are not both up"
-  log "e2e passed in $((SECONDS - start))s"
+  log "e2e passed"
 }
 
 status() {
@@ -197,10 +193,10 @@ status() {
 }
 
 case "${1:-}" in
-  up) up ;;
+  up) timed "kind cluster $CLUSTER up" up ;;
   down) down ;;
   load) shift; load "$@" ;;
-  e2e) e2e ;;
+  e2e) timed "kind cluster $CLUSTER e2e" e2e ;;
   status) status ;;
   prune) prune ;;
   *) die "usage: $0 up|down|load|e2e|status|prune" ;;

@@ -21,8 +21,9 @@ mapfile -t COMMANDS < <(awk '/^```sh$/ && !seen { inside = 1; seen = 1; next }
 [ "${#COMMANDS[@]}" -eq 2 ] || die "expected the README's first sh block to hold two commands, found: ${COMMANDS[*]:-none}"
 DEMO=${COMMANDS[0]}
 TEST=${COMMANDS[1]}
-[ "$DEMO" = hack/demo.sh ] && [ "$TEST" = hack/test.sh ] ||
+if [ "$DEMO" != hack/demo.sh ] || [ "$TEST" != hack/test.sh ]; then
   die "the README's commands are now '$DEMO' and '$TEST': update this check with them"
+fi
 
 DEMO_CLUSTER=kea
 demo_cluster_id() {
@@ -30,8 +31,7 @@ demo_cluster_id() {
 }
 
 step() {
-  log "=== README: $*"
-  "$@" || die "'$*' failed (exit $?), run as the README says"
+  timed "README: $*" "$@" || die "'$*' failed (exit $?), run as the README says"
 }
 
 docker_was_running=false
@@ -45,7 +45,6 @@ finish() {
 }
 trap finish EXIT
 
-start=$SECONDS
 step "$DEMO"
 first=$(demo_cluster_id) || die "no kind cluster '$DEMO_CLUSTER' after $DEMO"
 
@@ -58,4 +57,5 @@ step "$DEMO"
 
 step "$DEMO" down
 [ -z "$(demo_cluster_id)" ] || die "'$DEMO down' left the cluster '$DEMO_CLUSTER' behind"
-log "README commands passed in order in $((SECONDS - start))s"
+timed_summary
+log "README commands passed in order in ${SECONDS}s"

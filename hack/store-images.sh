@@ -20,13 +20,10 @@
 # KEA_STORE_REBUILD=1 starts over (e.g. to pick up newer Debian security updates).
 # shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-require_cmd docker "start the engine with hack/docker.sh start"
-docker info >/dev/null 2>&1 || die "the Docker engine does not answer: start it with hack/docker.sh start"
+require_docker
 
 TAG=${1:-dev}
 STORE_CACHE="$KEA_CACHE_DIR/images"
-SUITE=bookworm
-MIRROR=${KEA_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 # Empty: no security suite (a mirror that lacks it).
 SECURITY_MIRROR=${KEA_DEBIAN_SECURITY_MIRROR-http://deb.debian.org/debian-security}
 # The official images' uid/gid, which the pods kea-operator writes run as.
@@ -38,36 +35,13 @@ STORE_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 MARIADB_PACKAGES=(mariadb-server-core mariadb-client-core)
 REDIS_PACKAGES=(redis-server)
 
-# function_text NAME...: the source of shell functions, to key caches by their recipe.
-function_text() {
-  local name
-  for name in "$@"; do sed -n "/^$name()/,/^}/p" "${BASH_SOURCE[0]}"; done
-}
-key_of() { sha256sum | cut -c1-12; }
-
-BASE_KEY=$( { echo "$SUITE"; function_text build_base; } | key_of)
-BASE_TAR="$STORE_CACHE/base-$SUITE-$BASE_KEY.tar"
-
-if [ "${KEA_STORE_REBUILD:-0}" = 1 ]; then
-  rm -f "$STORE_CACHE"/base-*.tar "$STORE_CACHE"/store-*.tar
-fi
-
-# 1. A minimal Debian, shared by both images.
+# 1. build_base OUT: a minimal Debian, shared by the images.
 build_base() {
-  [ -f "$BASE_TAR" ] && return 0
-  [ "$(id -u)" -eq 0 ] || die "debootstrap needs root"
-  command -v debootstrap >/dev/null || apt_install debootstrap
-  local start=$SECONDS root="$STORE_CACHE/base.tmp"
-  rm -rf "$root" && mkdir -p "$root"
-  log "debootstrap --variant=minbase $SUITE (the base of the store images)"
-  debootstrap --variant=minbase "$SUITE" "$root" "$MIRROR" >"$STORE_CACHE/debootstrap.log" 2>&1 ||
-    { tail -n 20 "$STORE_CACHE/debootstrap.log" >&2; die "debootstrap failed (log: $STORE_CACHE/debootstrap.log)"; }
+  local root="$1.d"
+  debootstrap_minbase "$root"
   # The downloaded packages and lists: each image updates its lists anyway.
   rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
-  tar -C "$root" --numeric-owner -cf "$BASE_TAR.tmp" . && mv "$BASE_TAR.tmp" "$BASE_TAR"
-  find "$STORE_CACHE" -maxdepth 1 -name "base-$SUITE-*.tar" ! -path "$BASE_TAR" -delete # older recipes
-  rm -rf "$root"
-  log "  base ready: $(du -h "$BASE_TAR" | cut -f1), $((SECONDS - start))s"
+  tar_rootfs "$root" "$1"
 }
 
 # in_root ROOT COMMAND...: run a command in the rootfs being built.
@@ -173,12 +147,19 @@ trim_rootfs() {
   chmod 1777 "$root/tmp"
 }
 
-# build_rootfs NAME PACKAGE...: the rootfs tarball of one image (cached).
+# install_packages ROOT PACKAGE...: the packages, with the day's updates, in a rootfs.
+install_packages() {
+  local root=$1
+  shift
+  in_root "$root" apt-get update -qq && in_root "$root" apt-get upgrade -y -qq &&
+    in_root "$root" apt-get install -y -qq --no-install-recommends "$@"
+}
+
+# 2. build_rootfs OUT NAME PACKAGE...: the rootfs of one image: the base, its packages, its files.
 build_rootfs() {
-  local name=$1 tar=$2; shift 2
-  [ -f "$tar" ] && return 0
-  build_base
-  local start=$SECONDS root="$STORE_CACHE/$name.tmp"
+  local out=$1 root="$1.d" name=$2
+  shift 2
+  cached_artifact "store image base" "$BASE_TAR" build_base
   rm -rf "$root" && mkdir -p "$root"
   tar -C "$root" -xf "$BASE_TAR"
   log "installing $* into the $name rootfs"
@@ -186,49 +167,45 @@ build_rootfs() {
   # Packaged servers must not start in the chroot.
   printf '#!/bin/sh\nexit 101\n' >"$root/usr/sbin/policy-rc.d" && chmod 0755 "$root/usr/sbin/policy-rc.d"
   {
-    echo "deb $MIRROR $SUITE main"
-    echo "deb $MIRROR $SUITE-updates main"
-    [ -z "$SECURITY_MIRROR" ] || echo "deb $SECURITY_MIRROR $SUITE-security main"
+    echo "deb $DEBIAN_MIRROR $DEBIAN_SUITE main"
+    echo "deb $DEBIAN_MIRROR $DEBIAN_SUITE-updates main"
+    [ -z "$SECURITY_MIRROR" ] || echo "deb $SECURITY_MIRROR $DEBIAN_SUITE-security main"
   } >"$root/etc/apt/sources.list"
-  { in_root "$root" apt-get update -qq &&
-    in_root "$root" apt-get upgrade -y -qq &&
-    in_root "$root" apt-get install -y -qq --no-install-recommends "$@"; } >"$STORE_CACHE/$name-apt.log" 2>&1 ||
-    { tail -n 20 "$STORE_CACHE/$name-apt.log" >&2; die "apt-get in the $name rootfs failed (log: $STORE_CACHE/$name-apt.log)"; }
+  run_logged "$STORE_CACHE/$name-apt.log" install_packages "$root" "$@"
   "customize_$name" "$root"
   trim_rootfs "$root"
-  tar -C "$root" --numeric-owner -cf "$tar.tmp" . && mv "$tar.tmp" "$tar"
-  find "$STORE_CACHE" -maxdepth 1 -name "store-$name-*.tar" ! -path "$tar" -delete # older recipes
-  rm -rf "$root"
-  log "  $name rootfs ready: $(du -h "$tar" | cut -f1), $((SECONDS - start))s"
+  tar_rootfs "$root" "$out"
 }
 
-# build_image NAME "PACKAGE..." DOCKER_IMPORT_OPTION...: kea.dev/kea-NAME:$TAG, rebuilt
+# 3. build_image NAME "PACKAGE..." DOCKER_IMPORT_OPTION...: kea.dev/kea-NAME:$TAG, rebuilt
 # only when its key (base, packages, recipe, images/NAME/) changes.
 build_image() {
-  local name=$1 image="kea.dev/kea-$1:$TAG" key tar start=$SECONDS packages changes
+  local name=$1 image="kea.dev/kea-$1:$TAG" key start=$EPOCHREALTIME packages changes
   read -ra packages <<<"$2"
   changes=("${@:3}")
   key=$( {
     echo "$BASE_KEY" "$STORE_UID" "${packages[@]}" "${changes[@]}"
-    function_text in_root build_rootfs trim_rootfs add_user "customize_$name"
+    declare -f in_root install_packages build_rootfs trim_rootfs tar_rootfs add_user "customize_$name"
     if [ -d "$REPO_ROOT/images/$name" ]; then
       find "$REPO_ROOT/images/$name" -type f | sort | xargs cat
     fi
-  } | key_of)
-  tar="$STORE_CACHE/store-$name-$key.tar"
-  if [ "$(docker image inspect "$image" --format '{{index .Config.Labels "dev.kea.inputs"}}' 2>/dev/null)" = "$key" ]; then
+  } | cache_key)
+  if [ "$(image_inputs "$image")" = "$key" ]; then
     log "$image up to date ($(image_size "$image"))"
     return 0
   fi
-  build_rootfs "$name" "$tar" "${packages[@]}"
+  cached_artifact "$name rootfs" "$STORE_CACHE/store-$name-$key.tar" build_rootfs "$name" "${packages[@]}"
   docker import "${changes[@]}" -c "ENV PATH=$STORE_PATH LANG=C.UTF-8" \
-    -c "LABEL dev.kea.inputs=$key" "$tar" "$image" >/dev/null
-  log "built $image ($(image_size "$image"), $((SECONDS - start))s)"
+    -c "LABEL dev.kea.inputs=$key" "$STORE_CACHE/store-$name-$key.tar" "$image" >/dev/null
+  log "built $image ($(image_size "$image"), $(seconds_since "$start"))"
 }
 
-image_size() { docker image inspect "$1" --format '{{.Size}}' | awk '{printf "%.1f MB", $1 / 1e6}'; }
-
-mkdir -p "$STORE_CACHE"
+# Keyed by the recipe: changing it rebuilds the base, and so the images.
+BASE_KEY=$( { echo "$DEBIAN_SUITE"; declare -f build_base debootstrap_minbase tar_rootfs; } | cache_key)
+BASE_TAR="$STORE_CACHE/base-$DEBIAN_SUITE-$BASE_KEY.tar"
+if [ "${KEA_STORE_REBUILD:-0}" = 1 ]; then
+  rm -f "$STORE_CACHE"/base-*.tar "$STORE_CACHE"/store-*.tar
+fi
 build_image mariadb "${MARIADB_PACKAGES[*]}" "${MARIADB_IMPORT[@]}"
 build_image redis "${REDIS_PACKAGES[*]}" "${REDIS_IMPORT[@]}"
 build_image pyweb python3 "${PYWEB_IMPORT[@]}"

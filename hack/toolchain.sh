@@ -3,141 +3,166 @@
 # proxy into $KEA_CACHE_DIR/toolchain/<tool>-<version>/. Idempotent: a tool whose
 # binary is already cached is skipped, so a second run does nothing.
 #
-#   hack/toolchain.sh                 # everything
-#   hack/toolchain.sh control-plane   # etcd, apiserver, controller-manager, scheduler, kubectl, kwok
-#   hack/toolchain.sh kind            # what a kind cluster needs on top (kubelet, kubeadm, kind,
-#                                     # crictl, coredns, local-path-provisioner, kube-router,
-#                                     # metrics-server)
-#   hack/toolchain.sh addons          # just kube-router and metrics-server
-#   hack/toolchain.sh helm            # just helm
-#   hack/toolchain.sh path            # print the PATH entries of the cached tools
+#   hack/toolchain.sh [TARGET...]          # build the tools of the targets (default: all)
+#   hack/toolchain.sh missing [TARGET...]  # print those not built yet: "NAME VERSION MINUTES"
+#                                          # a line (a cold build's minutes on 2 busy cores)
+#   hack/toolchain.sh path                 # print the PATH entries of the cached tools
+#
+# Targets:
+#   control-plane   etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kwok
+#                   (hack/control-plane.sh)
+#   kind            what a kind cluster of hack/kind.sh needs: the control plane's binaries
+#                   but kwok, kubelet, kube-proxy, kubeadm, kind, crictl, coredns,
+#                   local-path-provisioner (the default StorageClass) and the add-ons
+#   addons          kube-router, metrics-server (the kind cluster's pod network and
+#                   NetworkPolicy, resource metrics)
+#   helm            helm
+#   all             all of the above
+# shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-require_cmd go "install Go (Debian: golang-go, or the machine's /usr/local/go)"
-export CGO_ENABLED=0 GOFLAGS=-trimpath
-# Builds run in throwaway wrapper modules; keep Go's caches between runs.
-WORK=$(mktemp -d)
-trap 'rm -rf "$WORK"' EXIT
+ADDONS=(kube-router metrics-server)
+declare -A TARGETS=(
+  [control-plane]="etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok"
+  [kind]="etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy
+    kubeadm kind crictl coredns local-path-provisioner ${ADDONS[*]}"
+  [addons]="${ADDONS[*]}"
+  [helm]=helm
+)
+# About how long a cold build of each tool takes on 2 cores busy with other builds: the
+# control-plane set 27 min, the kind set on top of it 45 min, each add-on 10 min.
+declare -A MINUTES=(
+  [etcd]=3 [kube-apiserver]=12 [kube-controller-manager]=5 [kube-scheduler]=2 [kubectl]=2 [kwok]=3
+  [kubelet]=15 [kube-proxy]=8 [kubeadm]=8 [kind]=3 [crictl]=4 [coredns]=7
+  [local-path-provisioner]=3 [kube-router]=10 [metrics-server]=10 [helm]=6
+)
+# go_install's package and -X flags for the tools built as published.
+declare -A PACKAGES=(
+  [kwok]="sigs.k8s.io/kwok/cmd/kwok -X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION"
+  [kind]="sigs.k8s.io/kind"
+  [crictl]="sigs.k8s.io/cri-tools/cmd/crictl -X sigs.k8s.io/cri-tools/pkg/version.Version=$CRICTL_VERSION"
+  [coredns]="github.com/coredns/coredns"
+  [local-path-provisioner]="github.com/rancher/local-path-provisioner -X main.VERSION=$LOCAL_PATH_PROVISIONER_VERSION"
+  [kube-router]="github.com/cloudnativelabs/kube-router/v2/cmd/kube-router
+    -X github.com/cloudnativelabs/kube-router/v2/pkg/version.Version=$KUBE_ROUTER_VERSION"
+  [metrics-server]="sigs.k8s.io/metrics-server/cmd/metrics-server
+    -X k8s.io/client-go/pkg/version.gitVersion=$METRICS_SERVER_VERSION"
+  [helm]="helm.sh/helm/v3/cmd/helm -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+)
 
-kube_minor=${KUBERNETES_VERSION#v1.}; kube_minor=${kube_minor%%.*}
-staging_version="v0.${KUBERNETES_VERSION#v1.}"
-
-cached() { [ -f "$(tool_bin "$1" "$2")" ] && [ -x "$(tool_bin "$1" "$2")" ]; }
-
-# install_binary NAME VERSION BUILT_FILE: move a built binary into the cache.
-install_binary() {
-  local dir="$TOOLCHAIN_DIR/$1-$2"
-  mkdir -p "$dir"
-  mv "$3" "$dir/$1.tmp" && mv "$dir/$1.tmp" "$dir/$1"
-  log "cached $1 $2 ($(du -h "$dir/$1" | cut -f1))"
+# tools TARGET...: the tools of the targets, each once.
+tools() {
+  local target
+  for target in "$@"; do
+    # shellcheck disable=SC2086 # a list of words
+    if [ "$target" = all ]; then tools control-plane helm kind; else printf '%s\n' ${TARGETS[$target]}; fi
+  done | awk '!seen[$0]++'
 }
 
-timed() {
-  local start=$SECONDS
-  "$@"
-  log "  took $((SECONDS - start))s"
+cached() { [ -f "$(tool_bin "$1")" ] && [ -x "$(tool_bin "$1")" ]; }
+
+# missing TARGET...: "NAME VERSION MINUTES" of each tool of the targets not cached yet.
+missing() {
+  local name
+  for name in $(tools "$@"); do
+    cached "$name" || echo "$name $(tool_version "$name") ${MINUTES[$name]}"
+  done
+}
+
+# install_binary NAME BUILT_FILE: move a built binary into the cache.
+install_binary() {
+  local bin
+  bin=$(tool_bin "$1")
+  mkdir -p "$(dirname "$bin")"
+  mv "$2" "$bin.tmp" && mv "$bin.tmp" "$bin"
+  log "cached $1 $(tool_version "$1") ($(size_of "$bin"))"
 }
 
 # Kubernetes pins its staging modules at v0.0.0 with local replaces, so a plain
 # `go install` fails; build from a wrapper module that replaces each of them
 # with its published v0.<minor>.<patch> release, as read from kubernetes' go.mod.
 build_kubernetes() {
-  local wanted=() name
-  for name in "$@"; do cached "$name" "$KUBERNETES_VERSION" || wanted+=("$name"); done
-  [ ${#wanted[@]} -eq 0 ] && return 0
-  log "building Kubernetes $KUBERNETES_VERSION: ${wanted[*]} (cold: tens of minutes on 2 cores)"
-  local mod="$WORK/kubernetes"
+  [ $# -gt 0 ] || return 0
+  log "building Kubernetes $KUBERNETES_VERSION: $* (cold: tens of minutes on 2 cores)"
+  local mod="$WORK/kubernetes" gomod name minor=${KUBERNETES_VERSION#v1.}
+  minor=${minor%%.*}
   mkdir -p "$mod" && cd "$mod"
-  local gomod
-  gomod=$(go mod download -json "k8s.io/kubernetes@$KUBERNETES_VERSION" | sed -n 's/.*"GoMod": "\(.*\)",/\1/p')
+  gomod=$(go_module "k8s.io/kubernetes@$KUBERNETES_VERSION" GoMod)
   [ -f "$gomod" ] || die "could not download k8s.io/kubernetes@$KUBERNETES_VERSION from the Go module proxy"
   {
     echo "module kea.dev/toolchain/kubernetes"
     echo "go $(sed -n 's/^go //p' "$gomod")"
     echo "require k8s.io/kubernetes $KUBERNETES_VERSION"
-    awk '$2 == "v0.0.0" && $1 ~ /^k8s.io\// {print "replace " $1 " => " $1 " '"$staging_version"'"}' "$gomod"
+    awk '$2 == "v0.0.0" && $1 ~ /^k8s.io\// {print "replace " $1 " => " $1 " v0.'"${KUBERNETES_VERSION#v1.}"'"}' "$gomod"
   } > go.mod
   local ldflags="-s -w \
     -X k8s.io/component-base/version.gitVersion=$KUBERNETES_VERSION \
     -X k8s.io/component-base/version.gitMajor=1 \
-    -X k8s.io/component-base/version.gitMinor=$kube_minor \
+    -X k8s.io/component-base/version.gitMinor=$minor \
     -X k8s.io/component-base/version.gitTreeState=clean \
     -X k8s.io/client-go/pkg/version.gitVersion=$KUBERNETES_VERSION \
     -X k8s.io/client-go/pkg/version.gitMajor=1 \
-    -X k8s.io/client-go/pkg/version.gitMinor=$kube_minor"
-  for name in "${wanted[@]}"; do
-    log "  go build k8s.io/kubernetes/cmd/$name"
-    timed go build -mod=mod -ldflags "$ldflags" -o "$WORK/$name" "k8s.io/kubernetes/cmd/$name"
-    install_binary "$name" "$KUBERNETES_VERSION" "$WORK/$name"
+    -X k8s.io/client-go/pkg/version.gitMinor=$minor"
+  for name in "$@"; do
+    timed "go build k8s.io/kubernetes/cmd/$name" \
+      go build -mod=mod -ldflags "$ldflags" -o "$WORK/$name" "k8s.io/kubernetes/cmd/$name"
+    install_binary "$name" "$WORK/$name"
   done
   cd - >/dev/null
 }
 
 build_etcd() {
-  cached etcd "$ETCD_VERSION" && return 0
-  log "building etcd $ETCD_VERSION"
   local mod="$WORK/etcd"
   mkdir -p "$mod" && cd "$mod"
   go mod init kea.dev/toolchain/etcd >/dev/null 2>&1
-  go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION" >/dev/null
+  run_logged "$WORK/etcd-get.log" go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION"
   # Not "$WORK/etcd": that is the module's directory, and -o into a directory
   # writes the binary inside it (named "server").
-  timed go build -ldflags "-s -w" -o "$WORK/etcd-bin" go.etcd.io/etcd/server/v3
-  install_binary etcd "$ETCD_VERSION" "$WORK/etcd-bin"
+  timed "building etcd $ETCD_VERSION" go build -ldflags "-s -w" -o "$WORK/etcd-bin" go.etcd.io/etcd/server/v3
+  install_binary etcd "$WORK/etcd-bin"
   cd - >/dev/null
 }
 
-# go_install NAME VERSION PACKAGE@VERSION: for modules that `go install` builds as published.
+# go_install NAME: for modules that `go install` builds as published (PACKAGES).
 go_install() {
-  cached "$1" "$2" && return 0
-  log "building $1 $2"
-  timed env GOBIN="$WORK/bin-$1" go install -ldflags "${4:--s -w}" "$3"
-  install_binary "$1" "$2" "$WORK/bin-$1/$(basename "${3%@*}")"
+  local words version
+  version=$(tool_version "$1")
+  read -r -d '' -a words <<<"${PACKAGES[$1]}" || true
+  timed "building $1 $version" env GOBIN="$WORK/bin-$1" \
+    go install -ldflags "-s -w ${words[*]:1}" "${words[0]}@$version"
+  install_binary "$1" "$WORK/bin-$1/$(basename "${words[0]}")"
 }
 
-control_plane() {
-  build_etcd
-  build_kubernetes kube-apiserver kube-controller-manager kube-scheduler kubectl
-  go_install kwok "$KWOK_VERSION" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" \
-    "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION"
+# build TARGET...: every missing tool of the targets, Kubernetes' own binaries together.
+build() {
+  local name kubernetes=() start=$EPOCHREALTIME
+  require_cmd go "install Go (Debian: golang-go, or the machine's /usr/local/go)"
+  export CGO_ENABLED=0 GOFLAGS=-trimpath
+  # Builds run in throwaway wrapper modules; Go keeps its caches between runs.
+  WORK=$(mktemp -d)
+  trap 'rm -rf "$WORK"' EXIT
+  for name in $(missing "$@" | cut -d' ' -f1); do
+    if [ "$name" = etcd ]; then
+      build_etcd
+    elif [ -n "${PACKAGES[$name]:-}" ]; then
+      go_install "$name"
+    else # a command of k8s.io/kubernetes
+      kubernetes+=("$name")
+    fi
+  done
+  build_kubernetes "${kubernetes[@]}"
+  log "toolchain ready in $TOOLCHAIN_DIR ($(seconds_since "$start"), $(size_of "$TOOLCHAIN_DIR"))"
 }
 
-kind_tools() {
-  build_kubernetes kubelet kube-proxy kubeadm kubectl
-  go_install kind "$KIND_VERSION" "sigs.k8s.io/kind@$KIND_VERSION"
-  go_install crictl "$CRICTL_VERSION" "sigs.k8s.io/cri-tools/cmd/crictl@$CRICTL_VERSION" \
-    "-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version=$CRICTL_VERSION"
-  go_install coredns "$COREDNS_VERSION" "github.com/coredns/coredns@$COREDNS_VERSION"
-  # The default StorageClass of the offline node image (hack/kind/default-storage.yaml).
-  go_install local-path-provisioner "$LOCAL_PATH_PROVISIONER_VERSION" \
-    "github.com/rancher/local-path-provisioner@$LOCAL_PATH_PROVISIONER_VERSION" \
-    "-s -w -X main.VERSION=$LOCAL_PATH_PROVISIONER_VERSION"
-  addons
-}
-
-# The offline kind cluster's add-ons (hack/kind/kube-router.yaml, hack/kind/metrics-server.yaml).
-addons() {
-  go_install kube-router "$KUBE_ROUTER_VERSION" \
-    "github.com/cloudnativelabs/kube-router/v2/cmd/kube-router@$KUBE_ROUTER_VERSION" \
-    "-s -w -X github.com/cloudnativelabs/kube-router/v2/pkg/version.Version=$KUBE_ROUTER_VERSION"
-  go_install metrics-server "$METRICS_SERVER_VERSION" \
-    "sigs.k8s.io/metrics-server/cmd/metrics-server@$METRICS_SERVER_VERSION" \
-    "-s -w -X k8s.io/client-go/pkg/version.gitVersion=$METRICS_SERVER_VERSION"
-}
-
-helm_tool() {
-  go_install helm "$HELM_VERSION" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" \
-    "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
-}
-
-start=$SECONDS
-case "${1:-all}" in
-  control-plane) control_plane ;;
-  kind) kind_tools ;;
-  helm) helm_tool ;;
-  addons) addons ;;
-  all) control_plane; helm_tool; kind_tools ;;
-  path) for d in "$TOOLCHAIN_DIR"/*/; do echo "${d%/}"; done; exit 0 ;;
-  *) die "unknown target '$1': use control-plane, kind, addons, helm, all or path" ;;
+command=build
+case "${1:-}" in
+  -h | --help) help_text; exit 0 ;;
+  path) for d in "$TOOLCHAIN_DIR"/*/; do if [ -d "$d" ]; then echo "${d%/}"; fi; done; exit 0 ;;
+  missing) command=missing; shift ;;
 esac
-log "toolchain ready in $TOOLCHAIN_DIR ($((SECONDS - start))s, $(du -sh "$TOOLCHAIN_DIR" | cut -f1))"
+[ $# -gt 0 ] || set -- all
+for target in "$@"; do
+  [ "$target" = all ] || [ -n "${TARGETS[$target]:-}" ] ||
+    die "unknown target '$target': use ${!TARGETS[*]}, all, missing or path (--help)"
+done
+"$command" "$@"
