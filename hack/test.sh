@@ -61,9 +61,8 @@ phase_lint() {
 # Generated files (CRD, chart templates, deploy/ manifests, diagrams) must match their sources.
 generated_files() {
   "$HACK_DIR/toolchain.sh" helm
-  "$HACK_DIR/manifests.sh" --check
   apt_install plantuml graphviz
-  "$HACK_DIR/diagrams.sh" --check
+  cargo xtask generate --check
 }
 
 phase_generated() {
