@@ -221,13 +221,15 @@ command_line() { tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | cut -c1-80; }
 # matches one of the globs with something under DIR on their command line: what a run left
 # behind when its pid files were lost. Nothing else matches both.
 processes_using() {
-  local dir=$1 proc exe glob
+  local dir=$1 proc exe argv0 glob
   shift
   for proc in /proc/[0-9]*; do
     exe=$(readlink "$proc/exe" 2>/dev/null) || continue
+    # The path it was started from counts too: a binary replaced since shows as "(deleted)".
+    argv0=$(tr '\0' '\n' <"$proc/cmdline" 2>/dev/null | head -n 1) || true
     for glob in "$@"; do
       # shellcheck disable=SC2053 # a glob
-      if [[ $exe == $glob ]] && tr '\0' ' ' <"$proc/cmdline" 2>/dev/null | grep -qF -- "$dir/"; then
+      if [[ $exe == $glob || $argv0 == $glob ]] && tr '\0' ' ' <"$proc/cmdline" 2>/dev/null | grep -qF -- "$dir/"; then
         echo "${proc#/proc/}"
         break
       fi
