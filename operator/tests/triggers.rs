@@ -17,7 +17,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kea_operator::Microservice;
-use kea_operator::children::config::CONFIG_VERSIONS;
+use kea_operator::children::config::stamped;
 use kea_testkit::{TestNamespace, has_status_condition, wait_for};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Resource, ResourceExt};
@@ -303,11 +303,5 @@ async fn a_changed_config_map_or_secret_rolls_the_pods_that_read_it() {
 }
 
 fn template_annotation(deployment: &Deployment) -> String {
-    deployment
-        .spec
-        .as_ref()
-        .and_then(|s| s.template.metadata.as_ref())
-        .and_then(|m| m.annotations.as_ref())
-        .and_then(|a| a.get(CONFIG_VERSIONS).cloned())
-        .unwrap_or_default()
+    stamped(deployment).unwrap_or_default().to_owned()
 }

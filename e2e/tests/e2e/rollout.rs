@@ -15,7 +15,7 @@ use kea_e2e::load::{Counts, Load};
 use kea_e2e::{microservice, namespace, pods_of, service_url, wait_ready, wait_ready_pods};
 use kea_operator::Microservice;
 use kea_operator::api::RolloutSpec;
-use kea_operator::children::config::CONFIG_VERSIONS;
+use kea_operator::children::config::stamped;
 use kube::ResourceExt;
 use kube::api::{Patch, PatchParams, PostParams};
 
@@ -228,13 +228,7 @@ async fn rolling_update_under_load_drops_no_request() {
 /// The ConfigMap versions on target's pod template, and its Deployment's generation.
 async fn config_versions(ns: &kea_testkit::TestNamespace) -> (String, Option<i64>) {
     let deployment = ns.api::<Deployment>().get("target").await.unwrap();
-    let annotation = deployment
-        .spec
-        .as_ref()
-        .and_then(|s| s.template.metadata.as_ref())
-        .and_then(|m| m.annotations.as_ref())
-        .and_then(|a| a.get(CONFIG_VERSIONS).cloned())
-        .unwrap_or_default();
+    let annotation = stamped(&deployment).unwrap_or_default().to_owned();
     (annotation, deployment.metadata.generation)
 }
 
@@ -289,13 +283,7 @@ async fn a_config_map_edit_rolls_the_pods_under_load() {
         kea_testkit::wait_for(
             &deployments,
             "target",
-            |d: Option<&Deployment>| {
-                d.and_then(|d| d.spec.as_ref())
-                    .and_then(|s| s.template.metadata.as_ref())
-                    .and_then(|m| m.annotations.as_ref())
-                    .and_then(|a| a.get(CONFIG_VERSIONS))
-                    .is_some_and(|v| *v == wanted)
-            },
+            |d: Option<&Deployment>| d.and_then(stamped) == Some(wanted.as_str()),
             Duration::from_secs(30),
         )
         .await

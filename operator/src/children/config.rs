@@ -92,6 +92,20 @@ pub fn stamp(deployment: &mut Deployment, versions: &ConfigVersions) {
     }
 }
 
+/// The annotation [`stamp`] set on a Deployment's pod template, if any.
+pub fn stamped(deployment: &Deployment) -> Option<&str> {
+    deployment
+        .spec
+        .as_ref()?
+        .template
+        .metadata
+        .as_ref()?
+        .annotations
+        .as_ref()?
+        .get(CONFIG_VERSIONS)
+        .map(String::as_str)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,13 +159,7 @@ mod tests {
             ..Default::default()
         };
         stamp(&mut deployment, &ConfigVersions::new());
-        let annotations = |d: &Deployment| {
-            d.spec
-                .as_ref()
-                .and_then(|s| s.template.metadata.as_ref())
-                .and_then(|m| m.annotations.clone())
-        };
-        assert_eq!(annotations(&deployment), None);
+        assert_eq!(stamped(&deployment), None);
         let versions = ConfigVersions::from([
             (
                 ConfigRef {
@@ -170,9 +178,7 @@ mod tests {
         ]);
         stamp(&mut deployment, &versions);
         assert_eq!(
-            annotations(&deployment)
-                .and_then(|a| a.get(CONFIG_VERSIONS).cloned())
-                .as_deref(),
+            stamped(&deployment),
             Some("ConfigMap/settings@missing Secret/api-key@12")
         );
     }
