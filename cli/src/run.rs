@@ -87,6 +87,7 @@ impl RunArgs {
                     redis: self.redis_image.clone(),
                 },
                 network_policies: self.network_policies,
+                operator_namespace: self.lease_namespace.clone(),
             },
         }
     }

@@ -3,6 +3,11 @@
 //! them) makes no progress within `rollout.progressDeadlineSeconds`, and the operator puts
 //! the pods back on the last revision that was Ready, says so, and keeps the spec as written;
 //! the next change is tried.
+//!
+//! With two replicas each new revision starts as a canary: one pod of its own Deployment beside
+//! the stable pods. Its Deployment's deadline reverts it the same way; a good one is promoted
+//! once its checks passed (readiness alone here: an operator outside the cluster reads no
+//! pod's metrics), and only then replaces the stable pods.
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly on the unexpected.
 
@@ -41,7 +46,8 @@ async fn a_revision_that_makes_no_progress_is_rolled_back_and_the_next_change_is
         &microservices,
         "web",
         json!({"image": "kea.dev/kea-service:1", "replicas": 2,
-               "rollout": {"progressDeadlineSeconds": DEADLINE_SECONDS}}),
+               "rollout": {"progressDeadlineSeconds": DEADLINE_SECONDS,
+                           "analysis": {"intervalSeconds": 2}}}),
     )
     .await;
     wait_ready(&microservices, "web").await;
@@ -80,9 +86,12 @@ async fn a_revision_that_makes_no_progress_is_rolled_back_and_the_next_change_is
         "rolled back {:?} after the change (deadline {DEADLINE_SECONDS}s)",
         started.elapsed()
     );
-    let condition = condition(&rolled_back, "RolledBack");
+    let rolled_back_condition = condition(&rolled_back, "RolledBack");
     assert_eq!(
-        (condition.status.as_str(), condition.reason.as_str()),
+        (
+            rolled_back_condition.status.as_str(),
+            rolled_back_condition.reason.as_str()
+        ),
         ("True", "ProgressDeadlineExceeded")
     );
     for fragment in [
@@ -91,9 +100,9 @@ async fn a_revision_that_makes_no_progress_is_rolled_back_and_the_next_change_is
         "the pods are back on generation 1 (image kea.dev/kea-service:1)",
     ] {
         assert!(
-            condition.message.contains(fragment),
+            rolled_back_condition.message.contains(fragment),
             "{fragment:?} not in {:?}",
-            condition.message
+            rolled_back_condition.message
         );
     }
 
@@ -145,10 +154,69 @@ async fn a_revision_that_makes_no_progress_is_rolled_back_and_the_next_change_is
         json!({"image": "kea.dev/kea-service:3", "resources": {"requests": {"cpu": "10m"}}}),
     )
     .await;
+    let started = Instant::now();
+    // First as a canary: its own Deployment of one pod, while the stable pods stay as they
+    // are and the status says what the analysis does.
+    let analysing = wait_for(
+        &microservices,
+        "web",
+        |ms: Option<&Microservice>| {
+            ms.and_then(|ms| ms.status.as_ref())
+                .and_then(|s| s.canary.as_ref())
+                .is_some_and(|c| c.image == "kea.dev/kea-service:3" && c.passed_checks >= 1)
+        },
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let progressing = condition(&analysing, "Progressing");
+    assert_eq!(progressing.reason, "CanaryAnalysis", "{progressing:?}");
+    assert!(
+        progressing.message.contains("readiness alone counts"),
+        "{progressing:?}"
+    );
+    let canary = deployments.get("web-canary").await.unwrap();
+    assert_eq!(canary.spec.as_ref().unwrap().replicas, Some(1));
+    assert_eq!(
+        canary
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .containers[0]
+            .image,
+        Some("kea.dev/kea-service:3".to_owned())
+    );
+    let stable_pods = deployments.get("web").await.unwrap();
+    assert_eq!(
+        rolled_out_image(&stable_pods).as_deref(),
+        Some("kea.dev/kea-service:1")
+    );
     let promoted = wait_for(&microservices, "web", stable(3), Duration::from_secs(60))
         .await
         .unwrap()
         .unwrap();
+    eprintln!(
+        "generation 3 stable {:?} after the change",
+        started.elapsed()
+    );
+    wait_for_event(
+        &events,
+        "web",
+        "Promoted",
+        |e| e.type_.as_deref() == Some("Normal"),
+        Duration::from_secs(10),
+        "a Normal event Promoted",
+    )
+    .await;
+    kea_testkit::wait_for_deletion(&deployments, "web-canary", Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert!(promoted.status.as_ref().unwrap().canary.is_none());
     let status = promoted.status.as_ref().unwrap();
     assert!(status.rolled_back.is_none());
     assert!(kea_testkit::microservices::condition(&promoted, "RolledBack").is_none());

@@ -91,6 +91,12 @@ pub struct Config {
     #[arg(long, env = env::DRAIN_TIMEOUT, default_value = "10s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
 
+    /// Percentage of `GET /` requests answered 500 on purpose, evenly spread: a faulty
+    /// release to rehearse delivery with (the operator's canary analysis reverts it).
+    #[arg(long, env = "KEA_FAULT_ERROR_PERCENT", default_value_t = 0,
+        value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub fault_error_percent: u8,
+
     /// Log format.
     #[arg(long, env = "KEA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
     pub log_format: LogFormat,

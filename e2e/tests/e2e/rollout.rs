@@ -160,13 +160,18 @@ where
     }
 }
 
-/// 50 parallel request loops to target through its Service, from a declared caller (so its
-/// NetworkPolicy lets them in).
+/// Parallel request loops to target through its Service, from a declared caller (so its
+/// NetworkPolicy lets them in), once 50 requests were answered.
 async fn start_load(ns: &kea_testkit::TestNamespace) -> Load {
+    start_load_named(ns, "load").await
+}
+
+/// [`start_load`] from a load pod of its own name.
+async fn start_load_named(ns: &kea_testkit::TestNamespace, name: &str) -> Load {
     Load::start(
         &ns.client(),
         ns.name(),
-        "load",
+        name,
         BTreeMap::from([(
             kea_operator::children::network::calls_label("target"),
             "true".to_owned(),
@@ -280,9 +285,10 @@ async fn a_config_map_edit_rolls_the_pods_under_load() {
         let edited = Instant::now();
         version = edit("target-settings").await;
         let wanted = format!("ConfigMap/target-settings@{version}");
+        // The first pod of the new revision is the canary's.
         kea_testkit::wait_for(
             &deployments,
-            "target",
+            "target-canary",
             |d: Option<&Deployment>| d.and_then(stamped) == Some(wanted.as_str()),
             Duration::from_secs(30),
         )
@@ -293,7 +299,7 @@ async fn a_config_map_edit_rolls_the_pods_under_load() {
     })
     .await;
     rollout.assert_no_request_failed("ConfigMap rollout");
-    eprintln!("e2e: the ConfigMap edit reached target's pod template in {to_template:?}");
+    eprintln!("e2e: the ConfigMap edit reached the canary's pod template in {to_template:?}");
     let (after, rolled_generation) = config_versions(&ns).await;
     assert_eq!(after, format!("ConfigMap/target-settings@{version}"));
     assert_eq!(
@@ -434,4 +440,210 @@ async fn a_revision_never_ready_is_rolled_back_under_load() {
         serde_json::json!({"probes": {"readiness": {"path": "/no-such-route"}}}),
     )
     .await;
+}
+
+/// The time target's canary Deployment first had its pod available.
+async fn canary_available(ns: &kea_testkit::TestNamespace) -> Instant {
+    kea_testkit::wait_for(
+        &ns.api::<Deployment>(),
+        "target-canary",
+        |d: Option<&Deployment>| {
+            d.and_then(|d| d.status.as_ref())
+                .is_some_and(|s| s.available_replicas.unwrap_or(0) >= 1)
+        },
+        Duration::from_secs(120),
+    )
+    .await
+    .unwrap();
+    Instant::now()
+}
+
+/// target, Ready with two pods of a stable revision; waits until the status keeps that revision.
+async fn stable_target(prefix: &str) -> kea_testkit::TestNamespace {
+    let ns = namespace(prefix).await.unwrap();
+    let api = ns.api::<Microservice>();
+    api.create(&PostParams::default(), &target()).await.unwrap();
+    wait_ready(&api, "target", TIMEOUT).await.unwrap();
+    kea_testkit::wait_for(
+        &api,
+        "target",
+        |ms: Option<&Microservice>| {
+            ms.and_then(|ms| ms.status.as_ref())
+                .is_some_and(|s| s.stable_revision.is_some())
+        },
+        TIMEOUT,
+    )
+    .await
+    .unwrap();
+    ns
+}
+
+/// A revision that is Ready but answers 500 on every other `GET /`: only the canary's analysis
+/// of the pods' metrics can tell. It is reverted within 60 s of the canary becoming available,
+/// the stable pods never run it, and the failed requests are the canary's share of the load
+/// while it ran.
+#[tokio::test]
+#[ignore = "needs kind with kea installed: hack/e2e.sh"]
+async fn a_canary_answering_errors_is_reverted_under_load() {
+    let ns = stable_target("canary-errors").await;
+    let api = ns.api::<Microservice>();
+    let load = start_load(&ns).await;
+    let before = load.counts().await.unwrap();
+    let marker = "e2e-faulty-revision";
+    let started = Instant::now();
+    let patch = serde_json::json!({"spec": {"env": [
+        {"name": "KEA_FAULT_ERROR_PERCENT", "value": "50"},
+        {"name": "E2E_REVISION", "value": marker},
+    ]}});
+    api.patch("target", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let available = canary_available(&ns).await;
+    let reverted = kea_testkit::wait_for(
+        &api,
+        "target",
+        |ms: Option<&Microservice>| {
+            ms.and_then(|ms| ms.status.as_ref())
+                .is_some_and(|s| s.rolled_back.is_some())
+        },
+        Duration::from_secs(120),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let to_revert = available.elapsed();
+    let rolled_back = reverted.status.unwrap().rolled_back.unwrap();
+    kea_testkit::wait_for_deletion(
+        &ns.api::<Deployment>(),
+        "target-canary",
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+    let at_end = load.counts().await.unwrap();
+    load.wait_for_answers(at_end.ok + 50, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let report = load.stop().await.unwrap();
+    let deployment = ns.api::<Deployment>().get("target").await.unwrap();
+    eprintln!(
+        "e2e: faulty canary reverted {to_revert:?} after it was available ({:?} after the change); \
+         {} requests answered during the test, {} failed ({} before the change); {}",
+        started.elapsed(),
+        report.counts.ok,
+        report.counts.failed,
+        before.failed,
+        rolled_back.message
+    );
+    assert_eq!(rolled_back.reason, "CanaryAnalysisFailed");
+    assert!(
+        to_revert <= Duration::from_secs(60),
+        "reverted {to_revert:?} after the canary was available"
+    );
+    assert!(
+        rolled_out_without(&deployment, marker),
+        "the stable pods ran the faulty revision"
+    );
+    // The canary took its share of the callers' requests (so the faults reached them)...
+    assert!(report.counts.failed > 0, "{}", report.output);
+    // ... and no more than its share: one pod in three, half of its answers.
+    assert!(
+        report.counts.failed * 6 <= report.counts.ok + report.counts.failed,
+        "{} of {} requests failed:\n{}",
+        report.counts.failed,
+        report.counts.ok + report.counts.failed,
+        report.output
+    );
+    ns.cleanup().await.unwrap();
+}
+
+/// Good revisions in a row (`KEA_E2E_GOOD_ROLLOUTS`, default 20), each under load: each
+/// starts as a canary, is promoted within 90 s of the change, replaces the stable pods, and
+/// no request fails; none is reverted.
+#[tokio::test]
+#[ignore = "needs kind with kea installed: hack/e2e.sh"]
+async fn good_revisions_are_promoted_without_a_false_revert() {
+    let rollouts: u32 = std::env::var("KEA_E2E_GOOD_ROLLOUTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(20);
+    let ns = stable_target("canary-good").await;
+    let api = ns.api::<Microservice>();
+    let mut promotions = Vec::new();
+    let (mut answered, mut failed) = (0, 0);
+    for rollout in 1..=rollouts {
+        let load = start_load_named(&ns, &format!("load-{rollout}")).await;
+        let marker = format!("good-{rollout}");
+        let patch =
+            serde_json::json!({"spec": {"env": [{"name": "E2E_REVISION", "value": marker}]}});
+        let started = Instant::now();
+        let generation = api
+            .patch("target", &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap()
+            .metadata
+            .generation;
+        canary_available(&ns).await;
+        let promoted = kea_testkit::wait_for(
+            &api,
+            "target",
+            |ms: Option<&Microservice>| {
+                ms.and_then(|ms| ms.status.as_ref()).is_some_and(|s| {
+                    s.rolled_back.is_some()
+                        || s.stable_revision.as_ref().map(|r| r.generation) == generation
+                })
+            },
+            Duration::from_secs(180),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        let to_stable = started.elapsed();
+        let status = promoted.status.unwrap();
+        assert!(
+            status.rolled_back.is_none(),
+            "rollout {rollout} was reverted: {:?}",
+            status.rolled_back
+        );
+        kea_testkit::wait_for_deletion(
+            &ns.api::<Deployment>(),
+            "target-canary",
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+        let at_end = load.counts().await.unwrap();
+        load.wait_for_answers(at_end.ok + 50, Duration::from_secs(60))
+            .await
+            .unwrap();
+        let report = load.stop().await.unwrap();
+        ns.api::<Pod>()
+            .delete(&format!("load-{rollout}"), &Default::default())
+            .await
+            .unwrap();
+        eprintln!(
+            "e2e: good rollout {rollout}/{rollouts}: promoted and rolled out {to_stable:?} after the change; {} requests, {} failed",
+            report.counts.ok, report.counts.failed
+        );
+        assert_eq!(
+            report.counts.failed, 0,
+            "requests failed during rollout {rollout}:\n{}",
+            report.output
+        );
+        assert!(
+            to_stable <= Duration::from_secs(90),
+            "rollout {rollout} took {to_stable:?} to be promoted and rolled out"
+        );
+        promotions.push(to_stable);
+        answered += report.counts.ok;
+        failed += report.counts.failed;
+    }
+    promotions.sort();
+    eprintln!(
+        "e2e: {rollouts} good rollouts, 0 reverted; promoted and rolled out in {:?} (min) {:?} (median) {:?} (max); {answered} requests, {failed} failed",
+        promotions.first(),
+        promotions.get(promotions.len() / 2),
+        promotions.last()
+    );
+    ns.cleanup().await.unwrap();
 }

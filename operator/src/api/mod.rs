@@ -262,6 +262,16 @@ pub struct RolloutSpec {
     /// where it stopped (the old pods keep serving beside the new ones that are not ready).
     #[serde(default)]
     pub rollback: RollbackPolicy,
+    /// How a new revision is tried: `Canary` (the default) starts one pod of it beside the
+    /// stable ones and compares their answers before it replaces them (with 2 replicas or
+    /// more; with one, readiness alone gates it); `Rolling` replaces the pods at once, one by
+    /// one, gated by readiness.
+    #[serde(default)]
+    pub strategy: RolloutStrategy,
+    /// The canary's analysis: how often the pods' own `/metrics` are compared, and what a
+    /// passed and a failed check are.
+    #[serde(default)]
+    pub analysis: CanaryAnalysis,
 }
 
 impl Default for RolloutSpec {
@@ -269,8 +279,98 @@ impl Default for RolloutSpec {
         Self {
             progress_deadline_seconds: default_progress_deadline_seconds(),
             rollback: RollbackPolicy::default(),
+            strategy: RolloutStrategy::default(),
+            analysis: CanaryAnalysis::default(),
         }
     }
+}
+
+/// How a new revision of the pods is tried.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum RolloutStrategy {
+    /// One pod of the new revision beside the stable ones, analysed, then promoted or reverted.
+    #[default]
+    Canary,
+    /// The pods replaced one by one, gated by readiness only.
+    Rolling,
+}
+
+/// The canary's analysis. Every `intervalSeconds` the operator reads the `/metrics` of the
+/// canary pod and of the stable pods (the request counters and latency histograms kea's
+/// service exports) and compares what they answered since the last check: the canary fails a
+/// check when its success ratio (answers below 500) is more than `maxSuccessDropPercent`
+/// points below the stable pods', or its p99 latency is more than `maxLatencyFactor` times
+/// theirs and above `latencyFloorMilliseconds`. A check with fewer than `minRequests` answers
+/// from the canary tells nothing and passes on readiness, as does every check of an image
+/// without kea's metrics.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CanaryAnalysis {
+    /// Seconds between two checks. Defaults to 10.
+    #[serde(default = "default_interval_seconds")]
+    #[schemars(range(min = 2, max = 600))]
+    pub interval_seconds: i32,
+    /// Passed checks in a row that promote the canary. Defaults to 3.
+    #[serde(default = "default_checks_to_promote")]
+    #[schemars(range(min = 1, max = 100))]
+    pub checks_to_promote: i32,
+    /// Failed checks (in all) that revert it. Defaults to 2.
+    #[serde(default = "default_failed_checks_to_revert")]
+    #[schemars(range(min = 1, max = 100))]
+    pub failed_checks_to_revert: i32,
+    /// Answers the canary must have given in a check for its numbers to count. Defaults to
+    /// 20.
+    #[serde(default = "default_min_requests")]
+    #[schemars(range(min = 1, max = 1000000))]
+    pub min_requests: i32,
+    /// Points of success percentage the canary may be below the stable pods. Defaults to 5.
+    #[serde(default = "default_max_success_drop_percent")]
+    #[schemars(range(min = 0, max = 100))]
+    pub max_success_drop_percent: i32,
+    /// How many times the stable pods' p99 latency the canary's may be. Defaults to 3.
+    #[serde(default = "default_max_latency_factor")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_latency_factor: i32,
+    /// A p99 latency below this many milliseconds never fails a check. Defaults to 100.
+    #[serde(default = "default_latency_floor_milliseconds")]
+    #[schemars(range(min = 0, max = 600000))]
+    pub latency_floor_milliseconds: i32,
+}
+
+impl Default for CanaryAnalysis {
+    fn default() -> Self {
+        Self {
+            interval_seconds: default_interval_seconds(),
+            checks_to_promote: default_checks_to_promote(),
+            failed_checks_to_revert: default_failed_checks_to_revert(),
+            min_requests: default_min_requests(),
+            max_success_drop_percent: default_max_success_drop_percent(),
+            max_latency_factor: default_max_latency_factor(),
+            latency_floor_milliseconds: default_latency_floor_milliseconds(),
+        }
+    }
+}
+
+fn default_interval_seconds() -> i32 {
+    10
+}
+fn default_checks_to_promote() -> i32 {
+    3
+}
+fn default_failed_checks_to_revert() -> i32 {
+    2
+}
+fn default_min_requests() -> i32 {
+    20
+}
+fn default_max_success_drop_percent() -> i32 {
+    5
+}
+fn default_max_latency_factor() -> i32 {
+    3
+}
+fn default_latency_floor_milliseconds() -> i32 {
+    100
 }
 
 /// Default of `rollout.progressDeadlineSeconds`.
@@ -679,6 +779,10 @@ pub struct MicroserviceStatus {
     /// The revision that was rolled back, while the spec still asks for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rolled_back: Option<RolledBack>,
+    /// The canary under analysis: its revision and the numbers of the last check, beside the
+    /// stable pods'.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<CanaryStatus>,
 }
 
 /// A revision of the pods that was Ready.
@@ -708,8 +812,49 @@ pub struct RolledBack {
     pub image: String,
     /// The revision the pods went back to.
     pub to_revision: String,
-    /// Why, with what was seen of the failing pods.
+    /// Why, in a word: `ProgressDeadlineExceeded` or `CanaryAnalysisFailed`.
+    #[serde(default = "default_rolled_back_reason")]
+    pub reason: String,
+    /// Why, with what was seen of the failing pods or the numbers of the analysis.
     pub message: String,
+}
+
+fn default_rolled_back_reason() -> String {
+    conditions::reasons::PROGRESS_DEADLINE_EXCEEDED.to_owned()
+}
+
+/// A canary under analysis.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CanaryStatus {
+    /// The hash of its pod template.
+    pub revision: String,
+    /// Its image.
+    pub image: String,
+    /// Passed checks in a row.
+    pub passed_checks: i32,
+    /// Failed checks.
+    pub failed_checks: i32,
+    /// What the canary answered in the last check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<TrafficSample>,
+    /// What the stable pods answered in the same time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable: Option<TrafficSample>,
+    /// The last check, in words.
+    pub message: String,
+}
+
+/// What a group of pods answered between two checks.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TrafficSample {
+    /// Answers given.
+    pub requests: u64,
+    /// Percentage of them below 500.
+    pub success_percent: f64,
+    /// 99th percentile of their latency, in milliseconds (from the histogram's buckets).
+    pub p99_milliseconds: f64,
 }
 
 /// A schema for an object kept as it is (a pod template, whose full schema would weigh more
@@ -828,6 +973,10 @@ pub mod conditions {
         pub const ROLLOUT_COMPLETE: &str = "RolloutComplete";
         /// The rollout made no progress within the Deployment's deadline.
         pub const PROGRESS_DEADLINE_EXCEEDED: &str = "ProgressDeadlineExceeded";
+        /// One pod of the new revision runs beside the stable ones and is being compared.
+        pub const CANARY_ANALYSIS: &str = "CanaryAnalysis";
+        /// The canary answered worse than the stable pods in its analysis.
+        pub const CANARY_ANALYSIS_FAILED: &str = "CanaryAnalysisFailed";
         /// Enough pods are available.
         pub const MINIMUM_REPLICAS_AVAILABLE: &str = "MinimumReplicasAvailable";
         /// Too few pods are available.
@@ -901,6 +1050,8 @@ pub mod events {
         pub const DELETED: &str = "Deleted";
         /// A revision made no progress in time; the pods went back to the stable one.
         pub const ROLLED_BACK: &str = "RolledBack";
+        /// The canary passed its analysis; its revision replaces the stable pods.
+        pub const PROMOTED: &str = "Promoted";
     }
 
     /// Event actions: what the operator was doing.

@@ -48,6 +48,9 @@ pub struct Settings {
     pub store_images: StoreImages,
     /// Write NetworkPolicies (off for clusters without a NetworkPolicy implementation).
     pub network_policies: bool,
+    /// The namespace the operator's pods run in: its NetworkPolicies admit them to the pods'
+    /// port, to read their `/metrics` for the canary's analysis. None out of a cluster.
+    pub operator_namespace: Option<String>,
 }
 
 impl Default for Settings {
@@ -55,6 +58,7 @@ impl Default for Settings {
         Self {
             store_images: StoreImages::default(),
             network_policies: true,
+            operator_namespace: None,
         }
     }
 }
@@ -79,6 +83,7 @@ pub fn build_children(
             ctx.metadata(),
             dependency_ports,
             &planned,
+            settings.operator_namespace.as_deref(),
         )];
         policies.extend(planned.iter().filter_map(|store| {
             network::store_policy(
@@ -159,7 +164,39 @@ mod tests {
     }
 
     #[test]
-    fn dependency_variables_are_upper_case_with_underscores() {}
+    fn the_operator_in_its_namespace_may_read_the_pods_port_and_nothing_else() {
+        let ms = microservice(MicroserviceSpec::with_image("img:1"));
+        let rules = |operator_namespace: Option<&str>| {
+            let settings = Settings {
+                operator_namespace: operator_namespace.map(str::to_owned),
+                ..Settings::default()
+            };
+            let children =
+                build_children(&ms, &DependencyPorts::new(), &settings).expect("children");
+            serde_json::to_value(
+                &children.network_policies[0]
+                    .spec
+                    .as_ref()
+                    .expect("spec")
+                    .ingress,
+            )
+            .expect("json")
+        };
+        assert_eq!(rules(None).as_array().map(Vec::len), Some(1));
+        assert_eq!(
+            rules(Some("kea-system"))[1],
+            serde_json::json!({
+                "from": [{
+                    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kea-system"}},
+                    "podSelector": {"matchLabels": {
+                        "app.kubernetes.io/component": "operator",
+                        "app.kubernetes.io/part-of": "kea",
+                    }},
+                }],
+                "ports": [{"port": 8080, "protocol": "TCP"}],
+            })
+        );
+    }
 
     #[test]
     fn the_pod_serves_through_its_deregistration_then_drains_within_the_grace_period() {

@@ -59,12 +59,42 @@ fn pods(labels: BTreeMap<String, String>) -> NetworkPolicyPeer {
     }
 }
 
+/// The labels of the operator's pods (its chart and deploy/ set them).
+pub const OPERATOR_POD_LABELS: [(&str, &str); 2] = [
+    ("app.kubernetes.io/part-of", "kea"),
+    ("app.kubernetes.io/component", "operator"),
+];
+
+/// The operator's pods, in its namespace.
+fn operator_pods(namespace: &str) -> NetworkPolicyPeer {
+    NetworkPolicyPeer {
+        namespace_selector: Some(LabelSelector {
+            match_labels: Some(BTreeMap::from([(
+                "kubernetes.io/metadata.name".to_owned(),
+                namespace.to_owned(),
+            )])),
+            ..Default::default()
+        }),
+        pod_selector: Some(LabelSelector {
+            match_labels: Some(
+                OPERATOR_POD_LABELS
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+            ),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 /// The NetworkPolicy of a Microservice's own pods.
 pub fn service_policy(
     ms: &Microservice,
     metadata: ObjectMeta,
     dependency_ports: &DependencyPorts,
     stores: &[PlannedStore],
+    operator_namespace: Option<&str>,
 ) -> NetworkPolicy {
     let name = metadata.name.clone().unwrap_or_default();
     let network = ms.spec.network.clone().unwrap_or_default();
@@ -73,6 +103,17 @@ pub fn service_policy(
         "true".to_owned(),
     )]))];
     from.extend(network.allow_from.iter().cloned());
+    let mut ingress = vec![NetworkPolicyIngressRule {
+        from: Some(from),
+        ports: Some(vec![tcp_port(ms.spec.port)]),
+    }];
+    // The operator reads the pods' /metrics for the canary's analysis, on the same port.
+    if let Some(namespace) = operator_namespace {
+        ingress.push(NetworkPolicyIngressRule {
+            from: Some(vec![operator_pods(namespace)]),
+            ports: Some(vec![tcp_port(ms.spec.port)]),
+        });
+    }
     let mut policy_types = vec!["Ingress".to_owned()];
     let egress = network.restrict_egress.then(|| {
         policy_types.push("Egress".to_owned());
@@ -86,10 +127,7 @@ pub fn service_policy(
                 ..Default::default()
             }),
             policy_types: Some(policy_types),
-            ingress: Some(vec![NetworkPolicyIngressRule {
-                from: Some(from),
-                ports: Some(vec![tcp_port(ms.spec.port)]),
-            }]),
+            ingress: Some(ingress),
             egress,
         }),
     }

@@ -151,6 +151,40 @@ pub fn build_deployment(
     }
 }
 
+/// Label of a canary's pods (value `canary`): its Deployment selects them by it, and the
+/// operator tells them from the stable pods by it. The Service selects both.
+pub const TRACK_LABEL: &str = "kea.dev/track";
+
+/// Name of the Deployment of a Microservice's canary.
+pub fn canary_name(name: &str) -> String {
+    format!("{name}-canary")
+}
+
+/// The Deployment of a canary: one pod of `template` beside the pods of `deployment` (the
+/// Microservice's own, which keep the stable template), in the same Service.
+pub fn canary_deployment(deployment: &Deployment, template: &PodTemplateSpec) -> Deployment {
+    let mut canary = deployment.clone();
+    let name = deployment.metadata.name.clone().unwrap_or_default();
+    canary.metadata.name = Some(canary_name(&name));
+    let track = (TRACK_LABEL.to_owned(), "canary".to_owned());
+    let mut template = template.clone();
+    template
+        .metadata
+        .get_or_insert_default()
+        .labels
+        .get_or_insert_default()
+        .insert(track.0.clone(), track.1.clone());
+    if let Some(spec) = canary.spec.as_mut() {
+        spec.replicas = Some(1);
+        spec.selector
+            .match_labels
+            .get_or_insert_default()
+            .insert(track.0, track.1);
+        spec.template = template;
+    }
+    canary
+}
+
 /// One pod per node where the cluster has several, so that losing or draining a node leaves
 /// pods serving elsewhere. `ScheduleAnyway`: a single-node cluster still runs them all;
 /// nodes a pod may not run on (taints) do not count. Set for one pod too: adding it when

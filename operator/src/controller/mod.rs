@@ -4,6 +4,7 @@
 
 pub mod apply;
 pub mod cache;
+pub mod canary;
 pub mod metrics;
 pub mod provision;
 pub mod rbac;
@@ -34,17 +35,18 @@ use tracing::{debug, info, warn};
 
 use crate::api::conditions::{self, reasons};
 use crate::api::validate;
-use crate::api::{Microservice, MicroserviceStatus, events};
+use crate::api::{Microservice, MicroserviceStatus, RollbackPolicy, events};
 use crate::children::config::{self, ConfigKind, ConfigRef, ConfigVersions};
 use crate::children::meta::{self, DependencyPorts, MANAGER};
-use crate::children::network;
 use crate::children::stores::ServerEngine;
 use crate::children::{self, Settings};
+use crate::children::{network, workload};
 use crate::controller::apply::{Applied, Changes, apply_child, delete_child, is_controlled_by};
 use crate::controller::cache::{Caches, ChildCache, Informers, spec_changes};
 use crate::controller::metrics::Metrics;
 use crate::controller::recorder::EventRecorder;
 use crate::error::{Error, Result};
+use crate::status::analysis::Verdict;
 use crate::status::pods;
 use crate::status::{self, Observed, StoreObservation, delivery, find_condition};
 
@@ -122,6 +124,8 @@ pub struct Context {
     failures: Mutex<HashMap<ObjectRef<Microservice>, u32>>,
     /// Rollout progress seen and not yet written, per Microservice.
     progress: ProgressHold<ObjectRef<Microservice>>,
+    /// The canaries' analyses under way.
+    analyses: canary::Analyses,
     /// Events being recorded. Owned here, not detached, so that a controller that is dropped
     /// (a leader that lost its Lease) drops them too: nothing it started writes afterwards.
     event_writes: Mutex<JoinSet<()>>,
@@ -287,6 +291,7 @@ pub async fn run_controller_with(
         config: config.clone(),
         failures: Mutex::new(HashMap::new()),
         progress: ProgressHold::new(config.progress_delay.max(config.first_status_delay)),
+        analyses: canary::Analyses::default(),
         event_writes: Mutex::new(JoinSet::new()),
     });
 
@@ -429,6 +434,7 @@ async fn reconcile_children(ms: &Arc<Microservice>, ctx: &Arc<Context>) -> Resul
     if ms.metadata.deletion_timestamp.is_some() {
         // The garbage collector deletes the children through their ownerReferences.
         ctx.forget_failures(&object_ref);
+        ctx.analyses.forget(&object_ref);
         return Ok(Action::await_change());
     }
     let name = ms.name_any();
@@ -463,7 +469,8 @@ async fn reconcile_children(ms: &Arc<Microservice>, ctx: &Arc<Context>) -> Resul
 
 /// Applies the children of a valid spec (an invalid one keeps what runs) and observes the
 /// cluster: dependencies, the Deployment, the stores, the autoscaler, and why pods are not
-/// ready. Also returns when unready pods' probes will have failed long enough to be told.
+/// ready. Also returns when to come back: when unready pods' probes will have failed long
+/// enough to be told, or the canary's next check is due.
 async fn apply_and_observe(
     ms: &Microservice,
     ctx: &Context,
@@ -488,6 +495,7 @@ async fn apply_and_observe(
     };
 
     let mut probes_due: Option<Duration> = None;
+    let mut canary_check: Option<Duration> = None;
     let problems = validate::spec_problems(&ms.spec);
     if problems.is_empty() {
         let ports: DependencyPorts = found
@@ -495,7 +503,12 @@ async fn apply_and_observe(
             .map(|(name, found)| ((*name).to_owned(), found.spec.port))
             .collect();
         let children = apply_children(ms, ctx, namespace, uid, &ports).await?;
-        if !ms.spec.suspend && has_pods_not_ready(&children.deployment) {
+        canary_check = match &children.verdict {
+            Some(Verdict::Analysing { next_check, .. }) => *next_check,
+            _ => None,
+        };
+        let canary_not_ready = children.canary.as_ref().is_some_and(has_pods_not_ready);
+        if !ms.spec.suspend && (has_pods_not_ready(&children.deployment) || canary_not_ready) {
             let pods = read_pod_problem(&ctx.client, namespace, &name).await?;
             observed.pod_problem = pods.problem;
             probes_due = pods.probes_due;
@@ -504,6 +517,8 @@ async fn apply_and_observe(
             ms,
             &children.revision,
             &children.deployment,
+            children.canary.as_ref(),
+            children.verdict.as_ref(),
             observed.pod_problem.as_ref(),
         ));
         observed.deployment = Some(children.deployment);
@@ -524,7 +539,7 @@ async fn apply_and_observe(
             .filter(|d| is_controlled_by(d.as_ref(), uid))
             .map(|d| Deployment::clone(&d));
     }
-    Ok((observed, probes_due))
+    Ok((observed, probes_due.into_iter().chain(canary_check).min()))
 }
 
 /// Writes `new_status` when it differs, with the events of its transitions; only the
@@ -596,15 +611,66 @@ async fn apply_children(
         &mut wanted.deployment,
         &config_versions(ms, &ctx.caches, namespace),
     );
-    // A revision rolled back before stays rolled back while the spec asks for it.
-    let revision = delivery::hold_back(ms, &mut wanted.deployment);
     let name = ms.name_any();
     let client = &ctx.client;
+    let caches = &ctx.caches;
     let mut changes = Changes::default();
+    // A revision rolled back before stays rolled back while the spec asks for it; a new one
+    // starts as a canary beside the stable pods.
+    let current = caches
+        .deployments
+        .get(namespace, &name)
+        .filter(|d| is_controlled_by(d.as_ref(), uid))
+        .and_then(|d| delivery::revision_annotation(&d).map(str::to_owned));
+    let mut revision = delivery::hold_back(ms, &mut wanted.deployment, current.as_deref());
+    let canary_name = workload::canary_name(&name);
+    let verdict = if revision.canary {
+        let cached = caches
+            .deployments
+            .get(namespace, &canary_name)
+            .filter(|d| is_controlled_by(d.as_ref(), uid));
+        Some(
+            ctx.analyses
+                .step(
+                    client,
+                    ms,
+                    &revision.wanted,
+                    cached.as_deref(),
+                    ctx.config.settings.operator_namespace.is_some(),
+                )
+                .await,
+        )
+    } else {
+        ctx.analyses.forget(&ObjectRef::from_obj(ms));
+        None
+    };
+    if let Some(Verdict::Promote(analysis)) = &verdict {
+        delivery::promote(&mut revision, &mut wanted.deployment);
+        publish(
+            ctx,
+            ms,
+            EventType::Normal,
+            events::reasons::PROMOTED,
+            events::actions::APPLY,
+            format!(
+                "promoted the canary of generation {} (image {}) after {} passed checks: {}",
+                ms.metadata.generation.unwrap_or_default(),
+                ms.spec.image,
+                analysis.passed_checks,
+                analysis.message.trim_start_matches("check passed: "),
+            ),
+        );
+    }
+    let reverted = matches!(verdict, Some(Verdict::Revert(_)))
+        && ms.spec.rollout.clone().unwrap_or_default().rollback == RollbackPolicy::Auto;
+    let wanted_canary = (revision.canary && !reverted).then(|| {
+        let mut canary = workload::canary_deployment(&wanted.deployment, &revision.template);
+        delivery::mark_revision(&mut canary, &revision.wanted);
+        canary
+    });
 
     // Stores first: the Secrets the Deployment's variables refer to must exist before its
     // pods start.
-    let caches = &ctx.caches;
     let stores =
         provision::reconcile_stores(client, caches, ms, namespace, uid, wanted.stores).await?;
     changes.extend(stores.changes);
@@ -614,8 +680,16 @@ async fn apply_children(
     let services = Api::<Service>::namespaced(client.clone(), namespace);
     let pdbs = Api::<PodDisruptionBudget>::namespaced(client.clone(), namespace);
     let hpas = Api::<HorizontalPodAutoscaler>::namespaced(client.clone(), namespace);
-    let (deployment, service, pdb, autoscaler, policies) = futures::try_join!(
+    let (deployment, canary, service, pdb, autoscaler, policies) = futures::try_join!(
         apply_child(&deployments, &caches.deployments, wanted.deployment, uid),
+        apply_or_delete(
+            &deployments,
+            &caches.deployments,
+            wanted_canary,
+            namespace,
+            &canary_name,
+            uid
+        ),
         apply_child(&services, &caches.services, wanted.service, uid),
         apply_or_delete(
             &pdbs,
@@ -641,12 +715,18 @@ async fn apply_children(
     if service.changed {
         changes.applied.push("Service".to_owned());
     }
+    canary.record("canary Deployment", &mut changes);
     pdb.record("PodDisruptionBudget", &mut changes);
     autoscaler.record("HorizontalPodAutoscaler", &mut changes);
     changes.extend(policies);
     report_changes(ctx, ms, namespace, &changes);
     Ok(AppliedChildren {
         deployment: deployment.object,
+        canary: match canary {
+            OptionalChild::Applied(canary) => Some(canary.object),
+            _ => None,
+        },
+        verdict,
         revision,
         stores: stores.observations,
         autoscaler: match autoscaler {
@@ -779,6 +859,10 @@ async fn reconcile_network_policies(
 /// What [`apply_children`] returns for the status.
 struct AppliedChildren {
     deployment: Deployment,
+    /// The canary's Deployment, while a canary runs.
+    canary: Option<Deployment>,
+    /// What the canary's analysis decided in this reconcile.
+    verdict: Option<Verdict>,
     /// The revision the spec asks for, and whether the stable one was applied in its place.
     revision: delivery::Applied,
     stores: Vec<StoreObservation>,

@@ -6,6 +6,7 @@
 //! reconciler writes nothing at steady state. See [`crate::api::conditions`] for the meaning of
 //! each condition.
 
+pub mod analysis;
 pub mod delivery;
 pub mod pods;
 
@@ -166,15 +167,12 @@ pub fn compute_status(ms: &Microservice, observed: &Observed, now: &Time) -> Mic
         .unwrap_or_else(|| delivery::Delivery {
             stable: ms.status.as_ref().and_then(|s| s.stable_revision.clone()),
             rolled_back: ms.status.as_ref().and_then(|s| s.rolled_back.clone()),
+            canary: ms.status.as_ref().and_then(|s| s.canary.clone()),
         });
     if let Some(rolled_back) = &delivery.rolled_back {
         verdicts.push((
             conditions::ROLLED_BACK,
-            Verdict::new(
-                true,
-                reasons::PROGRESS_DEADLINE_EXCEEDED,
-                rolled_back.message.clone(),
-            ),
+            Verdict::new(true, &rolled_back.reason, rolled_back.message.clone()),
         ));
     }
     verdicts.push((
@@ -203,6 +201,7 @@ pub fn compute_status(ms: &Microservice, observed: &Observed, now: &Time) -> Mic
         network_policy: observed.network_policy.clone(),
         stable_revision: delivery.stable,
         rolled_back: delivery.rolled_back,
+        canary: delivery.canary,
     }
 }
 
@@ -284,7 +283,17 @@ fn available(ms: &Microservice, observed: &Observed, rollout: &Rollout) -> Verdi
 
 /// `Progressing`: a rollout under way (True), complete, or stuck past its deadline.
 fn progressing(observed: &Observed, rollout: &Rollout) -> Verdict {
-    if rollout.deadline_exceeded {
+    let canary = observed.delivery.as_ref().and_then(|d| d.canary.as_ref());
+    if let Some(canary) = canary {
+        Verdict::new(
+            true,
+            reasons::CANARY_ANALYSIS,
+            format!(
+                "canary of image {} beside the stable pods, {} checks passed in a row, {} failed: {}",
+                canary.image, canary.passed_checks, canary.failed_checks, canary.message
+            ),
+        )
+    } else if rollout.deadline_exceeded {
         let message = observed
             .pod_problem
             .as_ref()

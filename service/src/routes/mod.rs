@@ -47,6 +47,8 @@ pub struct ServiceState {
     pub metrics: Arc<Metrics>,
     /// Readiness switches.
     pub flags: Arc<Flags>,
+    /// The errors `GET /` answers on purpose (none unless configured).
+    pub root_faults: seed::RootFaults,
 }
 
 /// Limits applied to every request.
