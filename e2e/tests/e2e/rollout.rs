@@ -311,7 +311,7 @@ async fn a_config_map_edit_rolls_the_pods_under_load() {
 }
 
 /// The progress deadline of the rollback tests: short, so that the suite stays short; the
-/// default is 120 s.
+/// default is 90 s.
 const DEADLINE_SECONDS: i32 = 30;
 
 /// Whether target's Deployment has rolled out completely a template without `marker` in its

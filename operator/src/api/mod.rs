@@ -252,7 +252,7 @@ pub struct RolloutSpec {
     /// Seconds a new revision may go without progress (a new pod becoming ready) before the
     /// Deployment reports `ProgressDeadlineExceeded`: a crash loop, a readiness that never
     /// passes, an image that cannot be pulled. Raise it for images that take long to pull or
-    /// to start. Defaults to 120.
+    /// to start. Defaults to 90: a failed revision is back on the stable one within two minutes.
     #[serde(default = "default_progress_deadline_seconds")]
     #[schemars(range(min = 10, max = 3600))]
     pub progress_deadline_seconds: i32,
@@ -375,7 +375,7 @@ fn default_latency_floor_milliseconds() -> i32 {
 
 /// Default of `rollout.progressDeadlineSeconds`.
 pub fn default_progress_deadline_seconds() -> i32 {
-    120
+    90
 }
 
 /// What happens to a revision that makes no progress within its deadline.

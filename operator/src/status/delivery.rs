@@ -429,7 +429,7 @@ mod tests {
         assert_eq!(rolled_back.to_revision, revision_of(&template("a:1")));
         assert_eq!(
             rolled_back.message,
-            "generation 2 (image a:2) made no progress in 120s (CrashLoopBackOff: pod web-x exited with code 1); the pods are back on generation 1 (image a:1). web keeps it until its spec, or a ConfigMap or Secret it reads, changes again"
+            "generation 2 (image a:2) made no progress in 90s (CrashLoopBackOff: pod web-x exited with code 1); the pods are back on generation 1 (image a:1). web keeps it until its spec, or a ConfigMap or Secret it reads, changes again"
         );
         assert_eq!(delivery.stable, before.stable_revision);
 
