@@ -334,17 +334,11 @@ fn rolled_out_without(deployment: &Deployment, marker: &str) -> bool {
     complete && !marked
 }
 
-/// target, Ready with a stable revision, gets `change` (which makes its new pods fail) under
-/// load: the operator rolls it back, every pod runs the stable revision again, and no request
-/// fails meanwhile.
-async fn a_failing_revision_is_rolled_back_under_load(prefix: &str, change: serde_json::Value) {
+/// `target` created in a namespace of its own, Ready with a stable revision (waits until the
+/// status keeps it).
+async fn stable(prefix: &str, target: Microservice) -> kea_testkit::TestNamespace {
     let ns = namespace(prefix).await.unwrap();
     let api = ns.api::<Microservice>();
-    let mut target = target();
-    target.spec.rollout = Some(RolloutSpec {
-        progress_deadline_seconds: DEADLINE_SECONDS,
-        ..RolloutSpec::default()
-    });
     api.create(&PostParams::default(), &target).await.unwrap();
     wait_ready(&api, "target", TIMEOUT).await.unwrap();
     kea_testkit::wait_for(
@@ -358,6 +352,37 @@ async fn a_failing_revision_is_rolled_back_under_load(prefix: &str, change: serd
     )
     .await
     .unwrap();
+    ns
+}
+
+/// Waits until target's status records a rollback (within 120 s) and returns the record.
+async fn wait_rolled_back(api: &kube::Api<Microservice>) -> kea_operator::api::RolledBack {
+    let ms = kea_testkit::wait_for(
+        api,
+        "target",
+        |ms: Option<&Microservice>| {
+            ms.and_then(|ms| ms.status.as_ref())
+                .is_some_and(|s| s.rolled_back.is_some())
+        },
+        Duration::from_secs(120),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    ms.status.and_then(|s| s.rolled_back).unwrap()
+}
+
+/// target, Ready with a stable revision, gets `change` (which makes its new pods fail) under
+/// load: the operator rolls it back, every pod runs the stable revision again, and no request
+/// fails meanwhile.
+async fn a_failing_revision_is_rolled_back_under_load(prefix: &str, change: serde_json::Value) {
+    let mut target = target();
+    target.spec.rollout = Some(RolloutSpec {
+        progress_deadline_seconds: DEADLINE_SECONDS,
+        ..RolloutSpec::default()
+    });
+    let ns = stable(prefix, target).await;
+    let api = ns.api::<Microservice>();
 
     let load = start_load(&ns).await;
     let marker = "e2e-failing-revision";
@@ -373,18 +398,7 @@ async fn a_failing_revision_is_rolled_back_under_load(prefix: &str, change: serd
     )
     .await
     .unwrap();
-    let rolled_back = kea_testkit::wait_for(
-        &api,
-        "target",
-        |ms: Option<&Microservice>| {
-            ms.and_then(|ms| ms.status.as_ref())
-                .is_some_and(|s| s.rolled_back.is_some())
-        },
-        Duration::from_secs(120),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    let rolled_back = wait_rolled_back(&api).await;
     let to_decision = started.elapsed();
     kea_testkit::wait_for(
         &ns.api::<Deployment>(),
@@ -400,12 +414,7 @@ async fn a_failing_revision_is_rolled_back_under_load(prefix: &str, change: serd
         .await
         .unwrap();
     let report = load.stop().await.unwrap();
-    let message = rolled_back
-        .status
-        .as_ref()
-        .and_then(|s| s.rolled_back.as_ref())
-        .map(|r| r.message.clone())
-        .unwrap_or_default();
+    let message = rolled_back.message;
     eprintln!(
         "e2e: {prefix}: rolled back {to_decision:?} after the change (deadline {DEADLINE_SECONDS}s), \
          every pod on the stable revision after {to_stable:?}; {} requests, {} failed; {message}",
@@ -458,26 +467,6 @@ async fn canary_available(ns: &kea_testkit::TestNamespace) -> Instant {
     Instant::now()
 }
 
-/// target, Ready with two pods of a stable revision; waits until the status keeps that revision.
-async fn stable_target(prefix: &str) -> kea_testkit::TestNamespace {
-    let ns = namespace(prefix).await.unwrap();
-    let api = ns.api::<Microservice>();
-    api.create(&PostParams::default(), &target()).await.unwrap();
-    wait_ready(&api, "target", TIMEOUT).await.unwrap();
-    kea_testkit::wait_for(
-        &api,
-        "target",
-        |ms: Option<&Microservice>| {
-            ms.and_then(|ms| ms.status.as_ref())
-                .is_some_and(|s| s.stable_revision.is_some())
-        },
-        TIMEOUT,
-    )
-    .await
-    .unwrap();
-    ns
-}
-
 /// A revision that is Ready but answers 500 on every other `GET /`: only the canary's analysis
 /// of the pods' metrics can tell. It is reverted within 60 s of the canary becoming available,
 /// the stable pods never run it, and the failed requests are the canary's share of the load
@@ -485,7 +474,7 @@ async fn stable_target(prefix: &str) -> kea_testkit::TestNamespace {
 #[tokio::test]
 #[ignore = "needs kind with kea installed: hack/e2e.sh"]
 async fn a_canary_answering_errors_is_reverted_under_load() {
-    let ns = stable_target("canary-errors").await;
+    let ns = stable("canary-errors", target()).await;
     let api = ns.api::<Microservice>();
     let load = start_load(&ns).await;
     let before = load.counts().await.unwrap();
@@ -499,20 +488,8 @@ async fn a_canary_answering_errors_is_reverted_under_load() {
         .await
         .unwrap();
     let available = canary_available(&ns).await;
-    let reverted = kea_testkit::wait_for(
-        &api,
-        "target",
-        |ms: Option<&Microservice>| {
-            ms.and_then(|ms| ms.status.as_ref())
-                .is_some_and(|s| s.rolled_back.is_some())
-        },
-        Duration::from_secs(120),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    let rolled_back = wait_rolled_back(&api).await;
     let to_revert = available.elapsed();
-    let rolled_back = reverted.status.unwrap().rolled_back.unwrap();
     kea_testkit::wait_for_deletion(
         &ns.api::<Deployment>(),
         "target-canary",
@@ -567,7 +544,7 @@ async fn good_revisions_are_promoted_without_a_false_revert() {
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(20);
-    let ns = stable_target("canary-good").await;
+    let ns = stable("canary-good", target()).await;
     let api = ns.api::<Microservice>();
     let mut promotions = Vec::new();
     let (mut answered, mut failed) = (0, 0);

@@ -145,25 +145,33 @@ impl Analyses {
                 ),
                 ..fresh
             };
-            self.put(
+            return self.record(
                 object,
-                Analysis {
-                    revision: revision.to_owned(),
-                    read_at: Instant::now(),
-                    counters,
-                    status: status.clone(),
+                revision,
+                counters,
+                Verdict::Analysing {
+                    status,
+                    next_check: Some(interval),
                 },
             );
-            return Verdict::Analysing {
-                status,
-                next_check: Some(interval),
-            };
         };
         let (check, canary_sample, stable_sample) = compare(&policy, &reads, &before.counters);
         let mut status = before.status.clone();
         status.canary = canary_sample;
         status.stable = stable_sample;
         let verdict = analysis::tally(&policy, status, check, interval);
+        self.record(object, revision, counters, verdict)
+    }
+
+    /// Keeps what the pods said now, as the starting point of the next check, and the status
+    /// the verdict shows; returns the verdict.
+    fn record(
+        &self,
+        object: ObjectRef<Microservice>,
+        revision: &str,
+        counters: HashMap<String, Option<Counters>>,
+        verdict: Verdict,
+    ) -> Verdict {
         self.put(
             object,
             Analysis {
