@@ -103,6 +103,9 @@ pub fn children_as_values(children: Children) -> Result<Vec<serde_json::Value>> 
             }
             StoreObjects::Embedded(claim) => values.push(serde_json::to_value(claim)?),
         }
+        if let Some(cron_job) = &store.backup {
+            values.push(serde_json::to_value(cron_job)?);
+        }
     }
     Ok(values)
 }

@@ -8,6 +8,11 @@
 #   MARIADB_USER            optional: a user ('user'@'%') with all privileges on it
 #   MARIADB_PASSWORD        required with MARIADB_USER
 #
+# As the official image does, the first start also imports /docker-entrypoint-initdb.d/
+# *.sql and *.sql.gz (in name order, as root, into MARIADB_DATABASE when set): kea-operator
+# restores a backup this way. An
+# import that did not finish is never taken for data: the next start refuses to serve.
+#
 # The first start initializes an empty /var/lib/mysql. Every start then applies the
 # variables above (idempotently: a changed password in the Secret takes effect on the
 # next restart) through a private server that listens on no network port, stops it and
@@ -18,6 +23,9 @@ set -eu
 
 DATADIR=/var/lib/mysql
 RUNDIR=/run/mysqld
+INITDB=/docker-entrypoint-initdb.d
+# Present from the first start's initialization until its imports succeeded.
+IMPORT_PENDING=$DATADIR/.kea-import-pending
 
 log() { printf '%s [kea-mariadb] %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -96,11 +104,21 @@ if [ ! -d "$DATADIR/mysql" ]; then
     cat "$PRIVATE/install.log" >&2
     die "mariadb-install-db failed"
   fi
+  for file in "$INITDB"/*.sql "$INITDB"/*.sql.gz; do
+    if [ -f "$file" ]; then
+      touch "$staging/.kea-import-pending"
+      break
+    fi
+  done
   for entry in "$staging"/* "$staging"/.[!.]*; do
     [ -e "$entry" ] && [ "$entry" != "$staging/mysql" ] && mv "$entry" "$DATADIR/"
   done
   mv "$staging/mysql" "$DATADIR/mysql"
   rmdir "$staging"
+fi
+
+if ! $first_start && [ -e "$IMPORT_PENDING" ]; then
+  die "the import of $INITDB on the first start did not finish, so $DATADIR holds part of it: empty the volume (or delete its claim) to import again"
 fi
 
 # The bootstrap server: no network, no privilege checks until the script below loads
@@ -153,6 +171,24 @@ if ! errors=$(accounts_sql | mariadb --socket="$PRIVATE/mysqld.sock" --user=root
   die "applying MARIADB_ROOT_PASSWORD, MARIADB_DATABASE, MARIADB_USER failed"
 fi
 log "root, database ${MARIADB_DATABASE:-(none)} and user ${MARIADB_USER:-(none)} are in place"
+
+if [ -e "$IMPORT_PENDING" ]; then
+  for file in "$INITDB"/*; do
+    case "$file" in
+      *.sql.gz) gzip -t "$file" || die "$file is not a complete gzip file" ;;
+      *.sql) ;;
+      *) log "ignoring $file (only *.sql and *.sql.gz are imported)"; continue ;;
+    esac
+    log "importing $file ($(stat -c %s "$file") bytes)"
+    case "$file" in
+      *.gz) gzip -dc "$file" ;;
+      *) cat "$file" ;;
+    esac | MYSQL_PWD=$MARIADB_ROOT_PASSWORD mariadb --socket="$PRIVATE/mysqld.sock" --user=root --batch ${MARIADB_DATABASE:+"--database=$MARIADB_DATABASE"} ||
+      die "importing $file failed (see above)"
+  done
+  rm -f "$IMPORT_PENDING"
+  log "imported $INITDB"
+fi
 
 # Stop the bootstrap server, then become the real one (PID 1 when run as a container).
 kill -TERM "$SERVER_PID"

@@ -410,3 +410,232 @@ async fn a_raised_size_grows_the_claim_or_says_why_it_cannot() {
     expandable.cleanup().await;
     fixed.cleanup().await;
 }
+
+/// Waits until the Microservice's `BackedUp` condition has `reason`.
+async fn wait_backed_up_reason(
+    microservices: &kube::Api<Microservice>,
+    reason: &'static str,
+) -> Microservice {
+    wait_for(
+        microservices,
+        "orders",
+        move |ms: Option<&Microservice>| {
+            ms.and_then(|ms| kea_testkit::microservices::condition(ms, "BackedUp"))
+                .is_some_and(|c| c.reason == reason)
+        },
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap()
+    .unwrap()
+}
+
+/// A store's backups on the real API server: a CronJob that runs the store's own image with
+/// the Secret's credentials, a missing target on the status and as a Warning within seconds,
+/// one Job per on-demand request, the store's NetworkPolicy admitting the backup pods, and
+/// the CronJob gone when `backup` is removed. The runs themselves are the kind tier's
+/// (e2e/tests/e2e/backup.rs): kwok runs no command.
+#[tokio::test]
+#[ignore = "needs the control plane: hack/control-plane.sh up, then cargo test -- --ignored"]
+async fn backups_are_scheduled_and_requested_and_a_missing_target_is_reported() {
+    use k8s_openapi::api::batch::v1::{CronJob, Job};
+    use k8s_openapi::api::networking::v1::NetworkPolicy;
+
+    let (namespace, microservices) = setup("ms-backup").await;
+    let operator = Operator::start(&namespace);
+    let started = Instant::now();
+    create(
+        &microservices,
+        "orders",
+        json!({
+            "image": "kea.dev/kea-service:dev",
+            "stores": {"sql": {"engine": "mariadb", "backup": {"schedule": "0 3 * * *", "keep": 3,
+                "target": {"persistentVolumeClaim": {"claimName": "backups"}}}}},
+        }),
+    )
+    .await;
+    let seen = wait_backed_up_reason(&microservices, "BackupTargetNotFound").await;
+    let backed_up = condition(&seen, "BackedUp");
+    assert_eq!(backed_up.status, "False");
+    assert!(
+        backed_up.message.contains("PersistentVolumeClaim backups"),
+        "{}",
+        backed_up.message
+    );
+    eprintln!(
+        "BackedUp=False BackupTargetNotFound {:?} after the create",
+        started.elapsed()
+    );
+    common::wait_for_event(
+        &namespace.api::<Event>(),
+        "orders",
+        "BackupFailed",
+        |e| {
+            e.message
+                .as_deref()
+                .is_some_and(|m| m.contains("BackupTargetNotFound"))
+        },
+        Duration::from_secs(30),
+        "a BackupFailed Warning",
+    )
+    .await;
+
+    // The CronJob: the store's image, the Secret's password, the target claim, restricted.
+    let cron_job = namespace
+        .api::<CronJob>()
+        .get("orders-mariadb")
+        .await
+        .unwrap();
+    assert!(
+        cron_job
+            .owner_references()
+            .iter()
+            .any(|r| r.name == "orders" && r.controller == Some(true))
+    );
+    let spec = cron_job.spec.as_ref().unwrap();
+    assert_eq!(spec.schedule, "0 3 * * *");
+    assert_eq!(spec.concurrency_policy.as_deref(), Some("Forbid"));
+    let pod = spec
+        .job_template
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap();
+    let container = &pod.containers[0];
+    let script = container.command.as_ref().unwrap().join(" ");
+    assert!(script.contains("mariadb-dump"), "{script}");
+    assert!(script.contains("--single-transaction"), "{script}");
+    let password = container
+        .env
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|e| e.name == "MARIADB_PASSWORD")
+        .unwrap();
+    assert_eq!(
+        password
+            .value_from
+            .as_ref()
+            .and_then(|v| v.secret_key_ref.as_ref())
+            .map(|s| s.name.as_str()),
+        Some("orders-mariadb")
+    );
+    assert_eq!(
+        pod.volumes.as_ref().unwrap()[0]
+            .persistent_volume_claim
+            .as_ref()
+            .map(|c| c.claim_name.as_str()),
+        Some("backups")
+    );
+    assert_eq!(
+        container
+            .security_context
+            .as_ref()
+            .and_then(|s| s.read_only_root_filesystem),
+        Some(true)
+    );
+
+    // The store's NetworkPolicy admits the backup pods.
+    let policy = namespace
+        .api::<NetworkPolicy>()
+        .get("orders-mariadb")
+        .await
+        .unwrap();
+    let peers = serde_json::to_string(&policy.spec.unwrap().ingress).unwrap();
+    assert!(peers.contains("mariadb-backup"), "{peers}");
+
+    // The target created: no backup yet, then one Job per new request value.
+    let claims = namespace.api::<PersistentVolumeClaim>();
+    claims
+        .create(
+            &Default::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "backups"},
+                "spec": {"accessModes": ["ReadWriteOnce"],
+                    "resources": {"requests": {"storage": "1Gi"}}},
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    wait_backed_up_reason(&microservices, "NoBackupYet").await;
+    let jobs = namespace.api::<Job>();
+    let request = |value: &'static str| {
+        let microservices = microservices.clone();
+        async move {
+            microservices
+                .patch(
+                    "orders",
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(json!({
+                        "metadata": {"annotations": {"kea.dev/backup-requested": value}}
+                    })),
+                )
+                .await
+                .unwrap();
+            wait_for(
+                &microservices,
+                "orders",
+                move |ms: Option<&Microservice>| {
+                    ms.and_then(|ms| ms.status.as_ref())
+                        .and_then(|s| s.stores.first())
+                        .and_then(|s| s.backup.as_ref())
+                        .is_some_and(|b| b.last_request.as_deref() == Some(value))
+                },
+                Duration::from_secs(30),
+            )
+            .await
+            .unwrap();
+        }
+    };
+    request("first").await;
+    let job_names = || async {
+        let mut names: Vec<String> = jobs
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .map(|j| j.name_any())
+            .collect();
+        names.sort();
+        names
+    };
+    let first = job_names().await;
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert!(first[0].starts_with("orders-mariadb-"), "{first:?}");
+    // Any other change (here a label) starts no second Job for the same request.
+    microservices
+        .patch(
+            "orders",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"metadata": {"labels": {"touched": "yes"}}})),
+        )
+        .await
+        .unwrap();
+    request("second").await;
+    assert_eq!(job_names().await.len(), 2);
+
+    // backup removed: its CronJob goes, the condition too.
+    merge_spec(
+        &microservices,
+        "orders",
+        json!({"stores": {"sql": {"backup": null}}}),
+    )
+    .await;
+    wait_for_deletion(
+        &namespace.api::<CronJob>(),
+        "orders-mariadb",
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
+    let ms = microservices.get("orders").await.unwrap();
+    assert!(kea_testkit::microservices::condition(&ms, "BackedUp").is_none());
+
+    operator.stop().await;
+    namespace.cleanup().await.unwrap();
+}

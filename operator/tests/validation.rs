@@ -145,6 +145,47 @@ fn bad_specs() -> Vec<(&'static str, serde_json::Value, &'static str)> {
             json!({"image": "x", "stores": {"nosql": {"engine": "redis"}}}),
             "a Microservice with stores must have a name of at most 45 characters",
         ),
+        (
+            "backup-schedule",
+            json!({"image": "x", "stores": {"sql": {"engine": "mariadb", "backup": {
+                "schedule": "every night", "target": {"persistentVolumeClaim": {"claimName": "b"}}}}}}),
+            "schedule must be five cron fields such as '0 3 * * *'",
+        ),
+        (
+            "backup-keep",
+            json!({"image": "x", "stores": {"sql": {"engine": "mariadb", "backup": {
+                "schedule": "@daily", "keep": 0, "target": {"persistentVolumeClaim": {"claimName": "b"}}}}}}),
+            "spec.stores.sql.backup.keep in body should be greater than or equal to 1",
+        ),
+        (
+            "backup-no-target",
+            json!({"image": "x", "stores": {"nosql": {"engine": "redis", "backup": {"schedule": "@daily"}}}}),
+            "spec.stores.nosql.backup.target: Required value",
+        ),
+        (
+            "backup-claim",
+            json!({"image": "x", "stores": {"nosql": {"engine": "redis", "backup": {
+                "schedule": "@daily", "target": {"persistentVolumeClaim": {"claimName": "My Backups"}}}}}}),
+            "claimName must be the name of a PersistentVolumeClaim",
+        ),
+        (
+            "backup-sqlite",
+            json!({"image": "x", "stores": {"sql": {"engine": "sqlite", "backup": {
+                "schedule": "@daily", "target": {"persistentVolumeClaim": {"claimName": "b"}}}}}}),
+            "sql.backup needs engine mariadb: backups of sqlite stores are not supported yet",
+        ),
+        (
+            "backup-redb",
+            json!({"image": "x", "stores": {"nosql": {"engine": "redb", "backup": {
+                "schedule": "@daily", "target": {"persistentVolumeClaim": {"claimName": "b"}}}}}}),
+            "nosql.backup needs engine redis",
+        ),
+        (
+            "a-microservice-named-too-long-for-its-backups",
+            json!({"image": "x", "stores": {"sql": {"engine": "mariadb", "backup": {
+                "schedule": "0 3 * * *", "target": {"persistentVolumeClaim": {"claimName": "b"}}}}}}),
+            "a Microservice with backups must have a name of at most 44 characters",
+        ),
     ]
 }
 

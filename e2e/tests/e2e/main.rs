@@ -4,6 +4,7 @@
 //! installed: `KEA_E2E=1 cargo test -p kea-e2e --test e2e -- --ignored --test-threads=2`.
 #![allow(clippy::unwrap_used)]
 
+mod backup;
 mod disruption;
 mod examples;
 mod lifecycle;

@@ -40,6 +40,8 @@ fn users() -> Microservice {
             size: "64Mi".into(),
             storage_class_name: None,
             deletion_policy: DeletionPolicy::Delete,
+            backup: None,
+            restore_from: None,
         }),
     });
     ms

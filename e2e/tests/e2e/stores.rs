@@ -25,6 +25,8 @@ fn store<E>(engine: E, size: &str, class: Option<&str>) -> Store<E> {
         size: size.into(),
         storage_class_name: class.map(str::to_owned),
         deletion_policy: DeletionPolicy::Retain,
+        backup: None,
+        restore_from: None,
     }
 }
 

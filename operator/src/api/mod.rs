@@ -17,7 +17,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::api::networking::v1::NetworkPolicyPeer;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -83,7 +83,9 @@ pub const VERSION: &str = "v1alpha1";
     validation = Rule::new("self.metadata.name.size() <= 63 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')")
         .message("metadata.name must be a DNS-1035 label of at most 63 characters (lowercase letters, digits and '-', starting with a letter), because it also names the Service"),
     validation = Rule::new("!has(self.spec.stores) || self.metadata.name.size() <= 45")
-        .message("a Microservice with stores must have a name of at most 45 characters, because its stores' StatefulSets and Services are named after it (e.g. NAME-mariadb)")
+        .message("a Microservice with stores must have a name of at most 45 characters, because its stores' StatefulSets and Services are named after it (e.g. NAME-mariadb)"),
+    validation = Rule::new("!has(self.spec.stores) || !((has(self.spec.stores.sql) && has(self.spec.stores.sql.backup)) || (has(self.spec.stores.nosql) && has(self.spec.stores.nosql.backup))) || self.metadata.name.size() <= 44")
+        .message("a Microservice with backups must have a name of at most 44 characters, because its backup CronJobs are named after it (e.g. NAME-mariadb) and a CronJob's name has at most 52")
 )]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
@@ -407,6 +409,24 @@ pub struct Network {
 /// The data stores of one Microservice: at most one relational and one NoSQL store.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "!has(self.sql) || !has(self.sql.backup) || self.sql.engine == 'mariadb'",
+        "message": "sql.backup needs engine mariadb: backups of sqlite stores are not supported yet (remove backup, or use mariadb)"
+    },
+    {
+        "rule": "!has(self.nosql) || !has(self.nosql.backup) || self.nosql.engine == 'redis'",
+        "message": "nosql.backup needs engine redis: backups of redb stores are not supported yet (remove backup, or use redis)"
+    },
+    {
+        "rule": "!has(self.sql) || !has(self.sql.restoreFrom) || self.sql.engine == 'mariadb'",
+        "message": "sql.restoreFrom needs engine mariadb: restoring sqlite stores is not supported yet"
+    },
+    {
+        "rule": "!has(self.nosql) || !has(self.nosql.restoreFrom) || self.nosql.engine == 'redis'",
+        "message": "nosql.restoreFrom needs engine redis: restoring redb stores is not supported yet"
+    }
+]))]
 pub struct Stores {
     /// The relational store, behind the service's `/mysqldata`: `mariadb` (a dedicated MariaDB
     /// server, `DATABASE_URL`) or `sqlite` (a file on a volume).
@@ -467,6 +487,85 @@ pub struct Store<E> {
     /// gets them back; `Delete` removes them with the Microservice.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
+    /// Scheduled logical backups of a server store (`mariadb`, `redis`) to a volume claim, and
+    /// on demand through the annotation `kea.dev/backup-requested`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<Backup>,
+    /// A backup to fill the store's volume from when the volume is new, e.g. to re-create a
+    /// deleted Microservice with its data. Applied only to an empty volume, never over data:
+    /// a server that finds data on its volume starts with it and ignores this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_from: Option<RestoreFrom>,
+}
+
+/// A backup to restore a new store from.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreFrom {
+    /// The claim the backups are on (a `backup.target`).
+    pub persistent_volume_claim: ClaimTarget,
+    /// A backup file on it, e.g. `orders-mariadb/20261206T030000.000Z.sql.gz`, or a folder
+    /// whose newest backup is taken (e.g. `orders-mariadb/`). Defaults to this store's own
+    /// folder, `NAME-ENGINE/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self.matches('^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]*)?$') && !self.contains('..')",
+        "message": "path must be FOLDER/ or FOLDER/FILE on the claim, such as orders-mariadb/ or orders-mariadb/20261206T030000.000Z.sql.gz (letters, digits, '.', '_', '-'; no '..')"
+    }]))]
+    pub path: Option<String>,
+}
+
+/// When and where a store is backed up.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Backup {
+    /// When to back up, in UTC: five cron fields (`0 3 * * *` is 03:00 every day) or a macro
+    /// such as `@hourly` or `@daily`.
+    #[schemars(length(min = 1, max = 64))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self.matches('^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|[^ ]+( +[^ ]+){4})$')",
+        "message": "schedule must be five cron fields such as '0 3 * * *' (minute hour day-of-month month day-of-week, in UTC) or a macro such as @hourly or @daily"
+    }]))]
+    pub schedule: String,
+    /// How many complete backups to keep on the target: after each new one, the oldest beyond
+    /// this number are deleted. Defaults to 7.
+    #[serde(default = "default_backup_keep")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub keep: i32,
+    /// Stop the scheduled backups (on-demand ones still run).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub suspend: bool,
+    /// Where the backups are written.
+    pub target: BackupTarget,
+}
+
+/// Default of `backup.keep`.
+pub fn default_backup_keep() -> i32 {
+    7
+}
+
+/// Where a store's backups are written.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupTarget {
+    /// An existing PersistentVolumeClaim in the Microservice's namespace. Backups go under
+    /// `NAME-ENGINE/` on it (e.g. `orders-mariadb/20261206T030000.000Z.sql.gz`), so one claim
+    /// can hold the backups of several stores. It is never deleted with the Microservice.
+    pub persistent_volume_claim: ClaimTarget,
+}
+
+/// A PersistentVolumeClaim named as a backup target.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClaimTarget {
+    /// The claim's name.
+    #[schemars(length(min = 1, max = 253))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self.matches('^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$')",
+        "message": "claimName must be the name of a PersistentVolumeClaim: lowercase letters, digits, '-' and '.'"
+    }]))]
+    pub claim_name: String,
 }
 
 /// The relational store.
@@ -889,6 +988,39 @@ pub struct StoreStatus {
     /// Details of the reason.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
+    /// Its backups, when `backup` is declared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupStatus>,
+}
+
+/// What the operator knows of one store's backups.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupStatus {
+    /// Where the backups go, e.g. `pvc://backups/orders-mariadb/`.
+    pub target: String,
+    /// `BackupSucceeded` (the last run succeeded), `BackupFailed`, `BackupTargetNotFound`, or
+    /// `NoBackupYet`.
+    pub reason: String,
+    /// Details of the reason.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    /// When the last successful backup finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_successful_time: Option<Time>,
+    /// Where the last successful backup is, e.g.
+    /// `pvc://backups/orders-mariadb/20261206T030000.000Z.sql.gz`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_location: Option<String>,
+    /// Its size in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_size_bytes: Option<i64>,
+    /// When the last failed run ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure_time: Option<Time>,
+    /// The last value of the annotation `kea.dev/backup-requested` a Job was started for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_request: Option<String>,
 }
 
 /// What the operator knows of one dependency.
@@ -948,6 +1080,9 @@ pub mod conditions {
     /// Condition type (only while it holds): the revision the spec asks for made no progress
     /// in time, and the pods run the last revision that was Ready.
     pub const ROLLED_BACK: &str = "RolledBack";
+    /// Condition type: the last run of every store's backups succeeded (present only when a
+    /// store declares `backup`).
+    pub const BACKED_UP: &str = "BackedUp";
 
     /// Reasons used in the conditions above.
     pub mod reasons {
@@ -1007,6 +1142,14 @@ pub mod conditions {
         pub const STORE_PENDING: &str = "StorePending";
         /// An object the store needs exists and belongs to someone else.
         pub const STORE_CONFLICT: &str = "StoreConflict";
+        /// The last backup of every store with `backup` succeeded.
+        pub const BACKUP_SUCCEEDED: &str = "BackupSucceeded";
+        /// A store's last backup failed; the message says why.
+        pub const BACKUP_FAILED: &str = "BackupFailed";
+        /// A store's backup target (its PersistentVolumeClaim) does not exist.
+        pub const BACKUP_TARGET_NOT_FOUND: &str = "BackupTargetNotFound";
+        /// A store with `backup` has not been backed up yet.
+        pub const NO_BACKUP_YET: &str = "NoBackupYet";
         /// The spec cannot be turned into children (it passed the schema but not the
         /// operator's own checks); the message says what to fix.
         pub const INVALID_SPEC: &str = "InvalidSpec";
@@ -1052,6 +1195,10 @@ pub mod events {
         pub const ROLLED_BACK: &str = "RolledBack";
         /// The canary passed its analysis; its revision replaces the stable pods.
         pub const PROMOTED: &str = "Promoted";
+        /// The last backup of every store with `backup` succeeded (again).
+        pub const BACKED_UP: &str = "BackedUp";
+        /// A backup failed, or cannot run (its target is missing); the note says why.
+        pub const BACKUP_FAILED: &str = "BackupFailed";
     }
 
     /// Event actions: what the operator was doing.

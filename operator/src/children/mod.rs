@@ -3,6 +3,7 @@
 //! HorizontalPodAutoscaler. No I/O here: the reconciler applies what these return, `render`
 //! prints it, and the unit tests compare it with golden files.
 
+pub mod backup;
 pub mod config;
 pub mod meta;
 pub mod network;

@@ -5,7 +5,7 @@
 //!   in `dependsOn`, and from the peers of `spec.network.allowFrom`. A caller's pods carry the
 //!   label `calls.kea.dev/<NAME>` for each dependency, so the policy needs no list of callers
 //!   and is right the moment a caller's pods start.
-//! - Each store server accepts connections only from its owner's pods.
+//! - Each store server accepts connections only from its owner's pods (and its backups').
 //! - With `spec.network.restrictEgress`, its pods may only open connections to the cluster's
 //!   DNS, to the pods of its dependencies and to its own stores.
 //!
@@ -21,6 +21,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::api::{Microservice, default_port};
+use crate::children::backup;
 use crate::children::meta::{DependencyPorts, selector_labels};
 use crate::children::stores::{Engine, PlannedStore, selector_labels as store_selector_labels};
 
@@ -181,7 +182,8 @@ fn egress_rules(
     rules
 }
 
-/// The NetworkPolicy of a store server: only its owner's pods reach it.
+/// The NetworkPolicy of a store server: only its owner's pods reach it, and its backup pods
+/// when it has backups.
 pub fn store_policy(
     owner: &str,
     store: &PlannedStore,
@@ -190,6 +192,10 @@ pub fn store_policy(
     let Engine::Server(engine) = store.engine else {
         return None;
     };
+    let mut from = vec![pods(selector_labels(owner))];
+    if store.backup.is_some() {
+        from.push(pods(backup::selector_labels(store)));
+    }
     Some(NetworkPolicy {
         metadata,
         spec: Some(NetworkPolicySpec {
@@ -199,7 +205,7 @@ pub fn store_policy(
             }),
             policy_types: Some(vec!["Ingress".to_owned()]),
             ingress: Some(vec![NetworkPolicyIngressRule {
-                from: Some(vec![pods(selector_labels(owner))]),
+                from: Some(from),
                 ports: Some(vec![tcp_port(engine.port())]),
             }]),
             egress: None,

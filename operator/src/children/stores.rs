@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::{
     StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
 };
+use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, ExecAction,
     PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Probe,
@@ -28,7 +29,10 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use crate::api::{DeletionPolicy, NosqlEngine, SqlEngine, Store, Stores, quantity};
+use crate::api::{
+    Backup, DeletionPolicy, NosqlEngine, RestoreFrom, SqlEngine, Store, Stores, quantity,
+};
+use crate::children::backup;
 use crate::children::meta::{
     BuildContext, MANAGER, labels, restricted_container_security, restricted_pod_security,
     store_object_name,
@@ -175,6 +179,10 @@ pub struct PlannedStore {
     pub object_name: String,
     /// Name of the PersistentVolumeClaim that holds the data.
     pub claim_name: String,
+    /// Its backups, when declared (server engines only).
+    pub backup: Option<Backup>,
+    /// The backup a new volume is filled from (server engines only).
+    pub restore_from: Option<RestoreFrom>,
 }
 
 impl PlannedStore {
@@ -240,6 +248,8 @@ fn planned_store<E>(name: &str, role: Role, engine: Engine, spec: &Store<E>) -> 
         deletion_policy: spec.deletion_policy,
         object_name,
         claim_name,
+        backup: spec.backup.clone(),
+        restore_from: spec.restore_from.clone(),
     }
 }
 
@@ -269,6 +279,8 @@ pub struct StoreChildren {
     pub store: PlannedStore,
     /// What realises it.
     pub objects: StoreObjects,
+    /// The CronJob of its backups, when declared.
+    pub backup: Option<Box<CronJob>>,
 }
 
 /// The objects of every declared store.
@@ -281,6 +293,12 @@ pub fn build_stores(
         .iter()
         .map(|store| StoreChildren {
             store: store.clone(),
+            backup: match (store.engine, &store.backup) {
+                (Engine::Server(engine), Some(backup)) => Some(Box::new(backup::build_cron_job(
+                    ctx, store, engine, backup, images,
+                ))),
+                _ => None,
+            },
             objects: match store.engine {
                 Engine::Server(engine) => {
                     StoreObjects::Server(engine, Box::new(build_server(ctx, store, engine, images)))
@@ -617,7 +635,7 @@ pub fn build_server(
     }
 }
 
-fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
+pub(crate) fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
     EnvVar {
         name: name.to_owned(),
         value_from: Some(EnvVarSource {
@@ -632,7 +650,7 @@ fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
     }
 }
 
-fn plain_env(name: &str, value: &str) -> EnvVar {
+pub(crate) fn plain_env(name: &str, value: &str) -> EnvVar {
     EnvVar {
         name: name.to_owned(),
         value: Some(value.to_owned()),
@@ -743,7 +761,16 @@ fn server_pod_spec(
     mounts.extend(extra_mounts.iter().cloned());
     let mut volumes = vec![empty_dir_volume("tmp")];
     volumes.extend(extra_mounts.iter().map(|m| empty_dir_volume(&m.name)));
+    let restore = store
+        .restore_from
+        .as_ref()
+        .map(|from| backup::restore(store, engine, from, &image, data_path));
+    if let Some(restore) = &restore {
+        volumes.extend(restore.volumes.iter().cloned());
+        mounts.extend(restore.server_mount.iter().cloned());
+    }
     PodSpec {
+        init_containers: restore.map(|r| vec![r.init_container]),
         automount_service_account_token: Some(false),
         enable_service_links: Some(false),
         security_context: Some(restricted_pod_security(STORE_RUN_AS_USER)),
@@ -874,6 +901,8 @@ mod tests {
                         size: size.to_owned(),
                         storage_class_name: None,
                         deletion_policy: DeletionPolicy::Retain,
+                        backup: None,
+                        restore_from: None,
                     }),
                     nosql: None,
                 }),
@@ -916,12 +945,16 @@ mod tests {
                 size: "2Gi".into(),
                 storage_class_name: Some("fast".into()),
                 deletion_policy: DeletionPolicy::Retain,
+                backup: None,
+                restore_from: None,
             }),
             nosql: Some(Store {
                 engine: nosql,
                 size: "256Mi".into(),
                 storage_class_name: None,
                 deletion_policy: DeletionPolicy::Delete,
+                backup: None,
+                restore_from: None,
             }),
         }
     }

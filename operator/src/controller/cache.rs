@@ -24,6 +24,7 @@ use futures::channel::mpsc;
 use futures::{FutureExt, SinkExt, StreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -70,6 +71,11 @@ pub struct Caches {
     pub autoscalers: ChildCache<HorizontalPodAutoscaler>,
     /// The store servers.
     pub stateful_sets: ChildCache<StatefulSet>,
+    /// The stores' backup schedules.
+    pub cron_jobs: ChildCache<CronJob>,
+    /// The backup runs, scheduled (owned by their CronJob) and on demand (owned by the
+    /// Microservice).
+    pub jobs: ChildCache<Job>,
     /// NetworkPolicies (watched even when the operator writes none, to delete those it wrote
     /// before it was told to stop).
     pub network_policies: ChildCache<NetworkPolicy>,
@@ -158,6 +164,10 @@ pub struct Subscriptions {
     pub autoscalers: Subscription<HorizontalPodAutoscaler>,
     /// See [`Caches::stateful_sets`].
     pub stateful_sets: Subscription<StatefulSet>,
+    /// See [`Caches::cron_jobs`].
+    pub cron_jobs: Subscription<CronJob>,
+    /// See [`Caches::jobs`].
+    pub jobs: Subscription<Job>,
     /// See [`Caches::network_policies`].
     pub network_policies: Subscription<NetworkPolicy>,
     /// ConfigMaps: reconcile the Microservices whose environment reads the changed one.
@@ -183,6 +193,8 @@ struct Parked {
     pod_disruption_budgets: ParkedSubscription<PodDisruptionBudget>,
     autoscalers: ParkedSubscription<HorizontalPodAutoscaler>,
     stateful_sets: ParkedSubscription<StatefulSet>,
+    cron_jobs: ParkedSubscription<CronJob>,
+    jobs: ParkedSubscription<Job>,
     network_policies: ParkedSubscription<NetworkPolicy>,
     config_maps: ParkedSubscription<PartialObjectMeta<ConfigMap>>,
     secrets: ParkedSubscription<PartialObjectMeta<Secret>>,
@@ -213,6 +225,10 @@ impl Informers {
             watch_children(client, namespace, &children, &others, &mut tasks);
         let (stateful_sets, [parked_stateful_sets]) =
             watch_children(client, namespace, &children, &others, &mut tasks);
+        let (cron_jobs, [parked_cron_jobs]) =
+            watch_children(client, namespace, &children, &others, &mut tasks);
+        let (jobs, [parked_jobs]) =
+            watch_children(client, namespace, &children, &others, &mut tasks);
         let (network_policies, [parked_policies]) =
             watch_children(client, namespace, &children, &others, &mut tasks);
         let (config_maps, [parked_config_maps]) = watch(
@@ -233,6 +249,8 @@ impl Informers {
                 pod_disruption_budgets,
                 autoscalers,
                 stateful_sets,
+                cron_jobs,
+                jobs,
                 network_policies,
                 config_maps,
                 secrets,
@@ -245,6 +263,8 @@ impl Informers {
                 pod_disruption_budgets: parked_pdbs,
                 autoscalers: parked_autoscalers,
                 stateful_sets: parked_stateful_sets,
+                cron_jobs: parked_cron_jobs,
+                jobs: parked_jobs,
                 network_policies: parked_policies,
                 config_maps: parked_config_maps,
                 secrets: parked_secrets,
@@ -267,6 +287,8 @@ impl Informers {
                 synced(&caches.pod_disruption_budgets),
                 synced(&caches.autoscalers),
                 synced(&caches.stateful_sets),
+                synced(&caches.cron_jobs),
+                synced(&caches.jobs),
                 synced(&caches.network_policies),
                 caches.config_maps.wait_until_ready(),
                 caches.secrets.wait_until_ready(),
@@ -287,6 +309,8 @@ impl Informers {
             pod_disruption_budgets: parked.pod_disruption_budgets.take().await?,
             autoscalers: parked.autoscalers.take().await?,
             stateful_sets: parked.stateful_sets.take().await?,
+            cron_jobs: parked.cron_jobs.take().await?,
+            jobs: parked.jobs.take().await?,
             network_policies: parked.network_policies.take().await?,
             config_maps: parked.config_maps.take().await?,
             secrets: parked.secrets.take().await?,

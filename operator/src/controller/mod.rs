@@ -38,7 +38,7 @@ use crate::api::validate;
 use crate::api::{Microservice, MicroserviceStatus, RollbackPolicy, events};
 use crate::children::config::{self, ConfigKind, ConfigRef, ConfigVersions};
 use crate::children::meta::{self, DependencyPorts, MANAGER};
-use crate::children::stores::ServerEngine;
+use crate::children::stores::{MICROSERVICE_LABEL, ServerEngine};
 use crate::children::{self, Settings};
 use crate::children::{network, workload};
 use crate::controller::apply::{Applied, Changes, apply_child, delete_child, is_controlled_by};
@@ -258,6 +258,12 @@ pub async fn run_controller_with(
     .owns_shared_stream(subscriptions.autoscalers)
     // The stores' servers: their readiness is the StoresReady condition.
     .owns_shared_stream(subscriptions.stateful_sets)
+    // The stores' backups: a run that ends (scheduled or on demand) is on the status.
+    .owns_shared_stream(subscriptions.cron_jobs)
+    .watches_shared_stream(subscriptions.jobs, |job| {
+        let owner = job.labels().get(MICROSERVICE_LABEL)?;
+        Some(ObjectRef::new(owner).within(&job.namespace()?))
+    })
     // A change of one Microservice re-reconciles those that depend on it, so their
     // `<NAME>_URL` and DependenciesReady follow.
     .watches_shared_stream(subscriptions.dependencies, move |changed| {
@@ -1018,6 +1024,27 @@ pub fn status_events(old: &[Condition], new: &[Condition]) -> Vec<StatusEvent> {
             reason: events::reasons::ROLLED_BACK,
             note: rolled_back.message.clone(),
         });
+    }
+    // Each new failure of a backup is told (its message names the run), and the first
+    // success after one.
+    if let Some(backed_up) = find_condition(new, conditions::BACKED_UP) {
+        let before = find_condition(old, conditions::BACKED_UP);
+        let failing = |c: &Condition| c.status != "True" && c.reason != reasons::NO_BACKUP_YET;
+        if failing(backed_up)
+            && before.is_none_or(|b| b.reason != backed_up.reason || b.message != backed_up.message)
+        {
+            events.push(StatusEvent {
+                type_: EventType::Warning,
+                reason: events::reasons::BACKUP_FAILED,
+                note: format!("{}: {}", backed_up.reason, backed_up.message),
+            });
+        } else if backed_up.status == "True" && before.is_some_and(failing) {
+            events.push(StatusEvent {
+                type_: EventType::Normal,
+                reason: events::reasons::BACKED_UP,
+                note: backed_up.message.clone(),
+            });
+        }
     }
     if let Some(stores) = changed(conditions::STORES_READY)
         && stores.reason != reasons::NO_STORES

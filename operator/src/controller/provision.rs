@@ -6,10 +6,11 @@
 use std::fmt::Debug;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{Event, PersistentVolumeClaim, Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::storage::v1::StorageClass;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
@@ -17,7 +18,8 @@ use serde::de::DeserializeOwned;
 
 use crate::api::Microservice;
 use crate::children;
-use crate::children::meta::{self, MANAGER};
+use crate::children::backup::{self, RunReport};
+use crate::children::meta::{self, MANAGER, labels};
 use crate::children::stores::{
     self, Credentials, MICROSERVICE_LABEL, ServerChildren, ServerEngine, StoreChildren,
     StoreObjects,
@@ -26,7 +28,7 @@ use crate::controller::apply::{Changes, apply_child, delete_child};
 use crate::controller::cache::Caches;
 use crate::error::{Error, Result};
 use crate::status::pods;
-use crate::status::{GrowthRefused, ServerObservation, StoreObservation};
+use crate::status::{BackupObservation, GrowthRefused, ServerObservation, StoreObservation};
 
 /// What reconciling the stores did and saw.
 #[derive(Debug, Default)]
@@ -126,6 +128,17 @@ async fn remove_undeclared_servers(
             changes.deleted.push(format!("Service {object_name}"));
         }
         if delete_child(
+            &place.api::<CronJob>(),
+            &caches.cron_jobs,
+            namespace,
+            &object_name,
+            uid,
+        )
+        .await?
+        {
+            changes.deleted.push(format!("CronJob {object_name}"));
+        }
+        if delete_child(
             &place.api::<NetworkPolicy>(),
             &caches.network_policies,
             namespace,
@@ -182,6 +195,9 @@ async fn reconcile_store(
                 }
             }
         }
+    }
+    if observation.conflict.is_none() {
+        reconcile_backup(place, children.backup, &mut observation, changes).await?;
     }
     if observation.conflict.is_some() {
         return Ok(observation);
@@ -300,6 +316,178 @@ async fn provision_server(
     };
     observation.server = Some(ServerObservation { ready, pod });
     Ok(())
+}
+
+/// A store's backups: applies its CronJob (or deletes the one of a `backup` removed), starts
+/// the Job of a new on-demand request, and observes the target and how the runs ended.
+async fn reconcile_backup(
+    place: &Place<'_>,
+    cron_job: Option<Box<CronJob>>,
+    observation: &mut StoreObservation,
+    changes: &mut Changes,
+) -> Result<()> {
+    let store = observation.store.clone();
+    let (Some(cron_job), Some(declared)) = (cron_job, &store.backup) else {
+        if delete_child(
+            &place.api::<CronJob>(),
+            &place.caches.cron_jobs,
+            place.namespace,
+            &store.object_name,
+            place.uid,
+        )
+        .await?
+        {
+            changes
+                .deleted
+                .push(format!("CronJob {}", store.object_name));
+        }
+        return Ok(());
+    };
+    let applied = match apply_child(
+        &place.api::<CronJob>(),
+        &place.caches.cron_jobs,
+        *cron_job,
+        place.uid,
+    )
+    .await
+    {
+        Err(Error::Conflict(message)) => {
+            observation.conflict = Some(message);
+            return Ok(());
+        }
+        other => other?,
+    };
+    if applied.changed {
+        changes
+            .applied
+            .push(format!("CronJob {}", store.object_name));
+    }
+    let mut seen = BackupObservation {
+        target: backup::target_location(declared, &store),
+        ..Default::default()
+    };
+    let claim = &declared.target.persistent_volume_claim.claim_name;
+    if place
+        .api::<PersistentVolumeClaim>()
+        .get_opt(claim)
+        .await?
+        .is_none()
+    {
+        seen.missing_target = Some(claim.clone());
+    }
+    let previous = place
+        .ms
+        .status
+        .as_ref()
+        .and_then(|s| s.stores.iter().find(|s| s.name == store.role.as_str()))
+        .and_then(|s| s.backup.clone())
+        .unwrap_or_default();
+    seen.request = previous.last_request.clone();
+    if let Some(request) = place.ms.annotations().get(backup::BACKUP_REQUESTED)
+        && previous.last_request.as_ref() != Some(request)
+    {
+        let job = children::with_store_context(place.ms, |ctx| {
+            backup::on_demand_job(ctx, &applied.object, request)
+        })?;
+        if let Some(job) = job {
+            let name = job.name_any();
+            match place
+                .api::<Job>()
+                .create(&PostParams::default(), &job)
+                .await
+            {
+                Ok(_) => changes.applied.push(format!("Job {name}")),
+                // Created by an earlier reconcile whose status write was lost.
+                Err(kube::Error::Api(status)) if status.code == 409 => {}
+                Err(err) => return Err(err.into()),
+            }
+            seen.request = Some(request.clone());
+        }
+    }
+    let runs: Vec<Job> = place
+        .caches
+        .jobs
+        .ours
+        .state()
+        .iter()
+        .filter_map(|kept| kept.decode())
+        .filter(|job: &Job| {
+            job.namespace().as_deref() == Some(place.namespace)
+                && job.labels().get(labels::INSTANCE) == Some(&store.object_name)
+                && job.labels().get(labels::COMPONENT).map(String::as_str)
+                    == Some(backup::BACKUP_COMPONENT)
+        })
+        .collect();
+    let newest = |wanted: &str| {
+        runs.iter()
+            .filter_map(|job| finished(job, wanted).map(|(time, why)| (time, why, job)))
+            .max_by(|a, b| a.0.0.cmp(&b.0.0))
+    };
+    let is_new = |time: &Time, known: &Option<Time>| known.as_ref().is_none_or(|k| time.0 > k.0);
+    if let Some((time, _, job)) = newest("Complete") {
+        let report = if is_new(&time, &previous.last_successful_time) {
+            run_message(place, job)
+                .await?
+                .as_deref()
+                .and_then(RunReport::parse)
+        } else {
+            None
+        };
+        seen.last_success = Some((time, report));
+    }
+    if let Some((time, why, job)) = newest("Failed") {
+        let mut why = format!("Job {}: {why}", job.name_any());
+        if is_new(&time, &previous.last_failure_time)
+            && let Some(message) = run_message(place, job).await?
+        {
+            why.push_str(": ");
+            why.push_str(message.trim());
+        }
+        seen.last_failure = Some((time, why));
+    }
+    observation.backup = Some(seen);
+    Ok(())
+}
+
+/// When `job` finished with the condition `wanted` (`Complete` or `Failed`), and the
+/// condition's reason and message.
+fn finished(job: &Job, wanted: &str) -> Option<(Time, String)> {
+    let condition = job
+        .status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == wanted && c.status == "True")?;
+    let time = condition.last_transition_time.clone()?;
+    let why = [condition.reason.as_deref(), condition.message.as_deref()]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(": ");
+    Some((time, why))
+}
+
+/// The termination message of the last pod of `job` (its report, or the end of its log).
+async fn run_message(place: &Place<'_>, job: &Job) -> Result<Option<String>> {
+    let pods = place
+        .api::<Pod>()
+        .list(
+            &ListParams::default()
+                .labels(&format!("batch.kubernetes.io/job-name={}", job.name_any())),
+        )
+        .await?;
+    let message = pods
+        .items
+        .iter()
+        .filter_map(|pod| {
+            let status = pod.status.as_ref()?.container_statuses.as_ref()?.first()?;
+            let terminated = status.state.as_ref()?.terminated.as_ref()?;
+            Some((terminated.finished_at.clone(), terminated.message.clone()?))
+        })
+        .max_by(|a, b| a.0.as_ref().map(|t| t.0).cmp(&b.0.as_ref().map(|t| t.0)))
+        .map(|(_, message)| message);
+    Ok(message)
 }
 
 /// Expands the store's claim when its declared size grew: raises the claim's request, which

@@ -17,9 +17,10 @@ use kube::ResourceExt;
 
 use crate::api::conditions::{self, reasons};
 use crate::api::{
-    DependencyStatus, Microservice, MicroserviceStatus, StoreStatus, default_port,
+    BackupStatus, DependencyStatus, Microservice, MicroserviceStatus, StoreStatus, default_port,
     dependency_reasons,
 };
+use crate::children::backup::RunReport;
 use crate::children::meta;
 use crate::children::stores::{Engine, PlannedStore};
 use crate::children::workload::{self, ReplicaControl};
@@ -87,6 +88,24 @@ pub struct StoreObservation {
     pub server: Option<ServerObservation>,
     /// The declared size grew and the claim's StorageClass cannot expand it.
     pub growth_refused: Option<GrowthRefused>,
+    /// Its backups, when declared.
+    pub backup: Option<BackupObservation>,
+}
+
+/// What the reconciler saw of a store's backups.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct BackupObservation {
+    /// Where they go (`pvc://CLAIM/OBJECT-NAME/`).
+    pub target: String,
+    /// The target claim, when it does not exist.
+    pub missing_target: Option<String>,
+    /// The newest run that succeeded: when it finished, and what it wrote (when its pod
+    /// still tells).
+    pub last_success: Option<(Time, Option<RunReport>)>,
+    /// The newest run that failed: when, and why.
+    pub last_failure: Option<(Time, String)>,
+    /// The value of `kea.dev/backup-requested` a Job exists for.
+    pub request: Option<String>,
 }
 
 /// A store whose size was raised on a StorageClass that cannot expand volumes.
@@ -109,6 +128,7 @@ impl StoreObservation {
             claim_event: None,
             server: None,
             growth_refused: None,
+            backup: None,
         }
     }
 }
@@ -152,6 +172,9 @@ pub fn compute_status(ms: &Microservice, observed: &Observed, now: &Time) -> Mic
         Verdict::new(deps_ready, deps_reason, deps_message),
     ));
     verdicts.push((conditions::STORES_READY, stores_verdict));
+    if let Some((ok, reason, message)) = backed_up_condition(&stores) {
+        verdicts.push((conditions::BACKED_UP, Verdict::new(ok, &reason, message)));
+    }
     // Autoscaling: only while an autoscaler is wanted. An autoscaler that cannot read the
     // pods' CPU (no metrics API in the cluster) leaves the pods at their minimum for ever.
     if ms.spec.autoscaling.is_some() && !suspended {
@@ -318,7 +341,17 @@ pub fn store_statuses(ms: &Microservice, observations: &[StoreObservation]) -> V
         .iter()
         .map(|seen| {
             let (ready, reason, message) = store_state(seen);
+            let name = seen.store.role.as_str();
+            let previous = ms
+                .status
+                .as_ref()
+                .and_then(|s| s.stores.iter().find(|s| s.name == name))
+                .and_then(|s| s.backup.as_ref());
             StoreStatus {
+                backup: seen
+                    .backup
+                    .as_ref()
+                    .map(|observed| backup_status(previous, observed)),
                 name: seen.store.role.as_str().to_owned(),
                 engine: seen.store.engine_name().to_owned(),
                 ready,
@@ -330,6 +363,105 @@ pub fn store_statuses(ms: &Microservice, observations: &[StoreObservation]) -> V
             }
         })
         .collect()
+}
+
+/// The backup status of a store: the newest success and failure of those seen now and
+/// those on the previous status (finished Jobs are deleted after a while), and the reason.
+pub fn backup_status(previous: Option<&BackupStatus>, seen: &BackupObservation) -> BackupStatus {
+    let previous = previous.cloned().unwrap_or_default();
+    let newer = |time: &Time, than: &Option<Time>| than.as_ref().is_none_or(|t| time.0 > t.0);
+    let mut status = BackupStatus {
+        target: seen.target.clone(),
+        last_request: seen.request.clone().or(previous.last_request.clone()),
+        ..previous.clone()
+    };
+    if let Some((time, report)) = &seen.last_success
+        && newer(time, &previous.last_successful_time)
+    {
+        status.last_successful_time = Some(time.clone());
+        status.last_location = report.as_ref().map(|r| r.location.clone());
+        status.last_size_bytes = report.as_ref().map(|r| r.size);
+    }
+    let mut failure = None;
+    if let Some((time, why)) = &seen.last_failure {
+        if newer(time, &previous.last_failure_time) {
+            status.last_failure_time = Some(time.clone());
+            failure = Some(why.clone());
+        } else if previous.reason == reasons::BACKUP_FAILED {
+            failure = Some(previous.message.clone());
+        }
+    } else if previous.reason == reasons::BACKUP_FAILED {
+        failure = Some(previous.message.clone());
+    }
+    let failed_last = match (&status.last_failure_time, &status.last_successful_time) {
+        (Some(failed), Some(succeeded)) => failed.0 > succeeded.0,
+        (Some(_), None) => true,
+        _ => false,
+    };
+    (status.reason, status.message) = if let Some(claim) = &seen.missing_target {
+        (
+            reasons::BACKUP_TARGET_NOT_FOUND.to_owned(),
+            format!(
+                "PersistentVolumeClaim {claim} (backup.target.persistentVolumeClaim.claimName) does not exist: create it, or name an existing claim; runs wait for it"
+            ),
+        )
+    } else if failed_last {
+        (
+            reasons::BACKUP_FAILED.to_owned(),
+            truncate(failure.unwrap_or_else(|| "the last run failed".to_owned())),
+        )
+    } else if let Some(time) = &status.last_successful_time {
+        (
+            reasons::BACKUP_SUCCEEDED.to_owned(),
+            format!(
+                "last backup finished at {}{}",
+                time.0,
+                status
+                    .last_location
+                    .as_ref()
+                    .map(|l| format!(": {l}"))
+                    .unwrap_or_default()
+            ),
+        )
+    } else {
+        (
+            reasons::NO_BACKUP_YET.to_owned(),
+            "no run has finished yet".to_owned(),
+        )
+    };
+    status
+}
+
+/// The `BackedUp` condition over the stores that declare `backup`; None when none does.
+fn backed_up_condition(stores: &[StoreStatus]) -> Option<(bool, String, String)> {
+    let with_backup: Vec<(&StoreStatus, &BackupStatus)> = stores
+        .iter()
+        .filter_map(|s| s.backup.as_ref().map(|b| (s, b)))
+        .collect();
+    if with_backup.is_empty() {
+        return None;
+    }
+    let severity = |reason: &str| match reason {
+        reasons::BACKUP_TARGET_NOT_FOUND => 0,
+        reasons::BACKUP_FAILED => 1,
+        reasons::NO_BACKUP_YET => 2,
+        _ => 3,
+    };
+    let (store, worst) = with_backup
+        .iter()
+        .min_by_key(|(_, b)| severity(&b.reason))
+        .copied()?;
+    let ok = worst.reason == reasons::BACKUP_SUCCEEDED;
+    let message = if ok {
+        let names: Vec<String> = with_backup
+            .iter()
+            .map(|(s, _)| format!("{} ({})", s.name, s.engine))
+            .collect();
+        format!("the last backup of {} succeeded", names.join(", "))
+    } else {
+        format!("store {} ({}): {}", store.name, store.engine, worst.message)
+    };
+    Some((ok, worst.reason.clone(), truncate(message)))
 }
 
 /// Whether one store can be used, and if not why, worst first.
@@ -851,6 +983,84 @@ mod tests {
 
     fn time(second: i64) -> Time {
         Time(Timestamp::from_second(second).expect("valid time"))
+    }
+
+    #[test]
+    fn backups_report_the_newest_run_and_keep_what_finished_jobs_no_longer_tell() {
+        let target = "pvc://backups/orders-mariadb/".to_owned();
+        let report = |file: &str| RunReport {
+            location: format!("{target}{file}"),
+            size: 42,
+        };
+        let none_yet = backup_status(
+            None,
+            &BackupObservation {
+                target: target.clone(),
+                ..Default::default()
+            },
+        );
+        assert_eq!(none_yet.reason, reasons::NO_BACKUP_YET);
+
+        let succeeded = backup_status(
+            Some(&none_yet),
+            &BackupObservation {
+                target: target.clone(),
+                last_success: Some((time(10), Some(report("a.sql.gz")))),
+                ..Default::default()
+            },
+        );
+        assert_eq!(succeeded.reason, reasons::BACKUP_SUCCEEDED);
+        assert_eq!(succeeded.last_size_bytes, Some(42));
+        assert!(
+            succeeded.message.contains("a.sql.gz"),
+            "{}",
+            succeeded.message
+        );
+
+        // The same run seen again (its pod gone): the report is kept.
+        let again = backup_status(
+            Some(&succeeded),
+            &BackupObservation {
+                target: target.clone(),
+                last_success: Some((time(10), None)),
+                ..Default::default()
+            },
+        );
+        assert_eq!(again, succeeded);
+
+        // A newer failure wins, and stays after its Job is deleted.
+        let failed = backup_status(
+            Some(&succeeded),
+            &BackupObservation {
+                target: target.clone(),
+                last_success: Some((time(10), None)),
+                last_failure: Some((time(20), "Job x: BackoffLimitExceeded".to_owned())),
+                ..Default::default()
+            },
+        );
+        assert_eq!(failed.reason, reasons::BACKUP_FAILED);
+        assert!(failed.message.contains("BackoffLimitExceeded"));
+        assert_eq!(failed.last_location, succeeded.last_location);
+        let jobs_gone = backup_status(
+            Some(&failed),
+            &BackupObservation {
+                target: target.clone(),
+                ..Default::default()
+            },
+        );
+        assert_eq!(jobs_gone, failed);
+
+        // A missing target is said first, whatever the runs did.
+        let missing = backup_status(
+            Some(&failed),
+            &BackupObservation {
+                target,
+                missing_target: Some("backups".to_owned()),
+                ..Default::default()
+            },
+        );
+        assert_eq!(missing.reason, reasons::BACKUP_TARGET_NOT_FOUND);
+        assert!(missing.message.contains("PersistentVolumeClaim backups"));
     }
 
     fn microservice(spec: MicroserviceSpec) -> Microservice {

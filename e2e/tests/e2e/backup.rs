@@ -1,0 +1,569 @@
+//! A store's backups (`spec.stores.{sql,nosql}.backup`): on-demand runs through the
+//! annotation, files on the target claim that hold the data, the newest `keep` kept, and a
+//! missing target reported on the status. The claim's files are read by a pod of the test's
+//! own, not through the operator's report.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+    PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext, PodSpec, SeccompProfile,
+    SecurityContext, Volume, VolumeMount, VolumeResourceRequirements,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kea_e2e::{ClusterClient, TestNamespace, eventually, namespace, service_url};
+use kea_operator::Microservice;
+use kea_operator::api::conditions::{self, reasons};
+use kea_operator::api::{
+    Backup, BackupStatus, BackupTarget, ClaimTarget, DeletionPolicy, NosqlEngine, RestoreFrom,
+    SqlEngine, Store, Stores,
+};
+use kube::api::{DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams};
+
+/// MariaDB initialises its data directory on first start: allow for it.
+const STORE_TIMEOUT: Duration = Duration::from_secs(300);
+/// A run: a pod scheduled, the dump, the Job's status.
+const RUN_TIMEOUT: Duration = Duration::from_secs(180);
+/// The image the test reads the claim with: it has bash, ls, zcat and redis-check-rdb.
+const MARIADB_IMAGE: &str = "kea.dev/kea-mariadb:dev";
+const REDIS_IMAGE: &str = "kea.dev/kea-redis:dev";
+const ITEMS: usize = 1000;
+const KEEP: i32 = 2;
+
+fn backed_up_store<E>(engine: E, claim: &str, restore: bool) -> Store<E> {
+    Store {
+        engine,
+        size: "256Mi".into(),
+        storage_class_name: None,
+        deletion_policy: DeletionPolicy::Delete,
+        backup: Some(Backup {
+            // Once a year at a minute no test runs at: only the on-demand runs happen.
+            schedule: "7 3 29 2 *".into(),
+            keep: KEEP,
+            suspend: false,
+            target: BackupTarget {
+                persistent_volume_claim: ClaimTarget {
+                    claim_name: claim.into(),
+                },
+            },
+        }),
+        // This store's own folder, the newest backup in it.
+        restore_from: restore.then(|| RestoreFrom {
+            persistent_volume_claim: ClaimTarget {
+                claim_name: claim.into(),
+            },
+            path: None,
+        }),
+    }
+}
+
+fn backed_up(claim: &str, restore: bool) -> Stores {
+    Stores {
+        sql: Some(backed_up_store(SqlEngine::Mariadb, claim, restore)),
+        nosql: Some(backed_up_store(NosqlEngine::Redis, claim, restore)),
+    }
+}
+
+async fn create_claim(ns: &TestNamespace, name: &str) {
+    let claim = PersistentVolumeClaim {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".into()]),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([(
+                    "storage".to_owned(),
+                    Quantity("256Mi".into()),
+                )])),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        status: None,
+    };
+    ns.api::<PersistentVolumeClaim>()
+        .create(&PostParams::default(), &claim)
+        .await
+        .unwrap();
+}
+
+fn backup_of<'a>(ms: &'a Microservice, store: &str) -> Option<&'a BackupStatus> {
+    ms.status
+        .as_ref()?
+        .stores
+        .iter()
+        .find(|s| s.name == store)?
+        .backup
+        .as_ref()
+}
+
+/// Asks for a backup with the annotation value `request` and waits until both stores report
+/// a successful run for it; returns their statuses.
+async fn request_backup(ns: &TestNamespace, request: &str) -> Vec<BackupStatus> {
+    let microservices = ns.api::<Microservice>();
+    let before = microservices.get("orders").await.unwrap();
+    let previous: Vec<Option<String>> = ["sql", "nosql"]
+        .iter()
+        .map(|s| {
+            backup_of(&before, s)
+                .and_then(|b| b.last_successful_time.as_ref())
+                .map(|t| t.0.to_string())
+        })
+        .collect();
+    let patch = serde_json::json!({
+        "metadata": {"annotations": {"kea.dev/backup-requested": request}}
+    });
+    microservices
+        .patch("orders", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let statuses = eventually(
+        &format!("backup {request} of both stores"),
+        RUN_TIMEOUT,
+        || {
+            let (microservices, previous) = (microservices.clone(), previous.clone());
+            async move {
+                let ms = microservices.get("orders").await?;
+                let mut done = Vec::new();
+                for (store, previous) in ["sql", "nosql"].iter().zip(&previous) {
+                    let Some(backup) = backup_of(&ms, store) else {
+                        return Ok(None);
+                    };
+                    assert_ne!(
+                        backup.reason,
+                        reasons::BACKUP_FAILED,
+                        "{store}: {}",
+                        backup.message
+                    );
+                    let newer = backup
+                        .last_successful_time
+                        .as_ref()
+                        .map(|t| t.0.to_string())
+                        .is_some_and(|t| Some(&t) != previous.as_ref());
+                    if !(newer && backup.last_request.as_deref() == Some(request)) {
+                        return Ok(None);
+                    }
+                    done.push(backup.clone());
+                }
+                Ok(Some(done))
+            }
+        },
+    )
+    .await
+    .unwrap();
+    eprintln!(
+        "e2e: backup {request}: both stores backed up {:.1}s after the request: {}",
+        started.elapsed().as_secs_f64(),
+        statuses
+            .iter()
+            .map(|b| format!(
+                "{} ({} bytes)",
+                b.last_location.as_deref().unwrap_or("?"),
+                b.last_size_bytes.unwrap_or(-1)
+            ))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    statuses
+}
+
+/// Runs `script` with bash in a pod of `image` that mounts the claim at /backup, and returns
+/// its output.
+async fn read_claim(
+    ns: &TestNamespace,
+    claim: &str,
+    name: &str,
+    image: &str,
+    script: &str,
+) -> String {
+    let pods = ns.api::<Pod>();
+    let pod = Pod {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        spec: Some(PodSpec {
+            restart_policy: Some("Never".into()),
+            security_context: Some(PodSecurityContext {
+                run_as_non_root: Some(true),
+                run_as_user: Some(65534),
+                seccomp_profile: Some(SeccompProfile {
+                    type_: "RuntimeDefault".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            containers: vec![Container {
+                name: "read".into(),
+                image: Some(image.into()),
+                image_pull_policy: Some("IfNotPresent".into()),
+                command: Some(vec!["bash".into(), "-c".into(), script.into()]),
+                security_context: Some(SecurityContext {
+                    allow_privilege_escalation: Some(false),
+                    read_only_root_filesystem: Some(true),
+                    capabilities: Some(Capabilities {
+                        drop: Some(vec!["ALL".into()]),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                volume_mounts: Some(vec![
+                    VolumeMount {
+                        name: "backup".into(),
+                        mount_path: "/backup".into(),
+                        read_only: Some(true),
+                        ..Default::default()
+                    },
+                    VolumeMount {
+                        name: "tmp".into(),
+                        mount_path: "/tmp".into(),
+                        ..Default::default()
+                    },
+                ]),
+                ..Default::default()
+            }],
+            volumes: Some(vec![
+                Volume {
+                    name: "backup".into(),
+                    persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                        claim_name: claim.into(),
+                        read_only: Some(true),
+                    }),
+                    ..Default::default()
+                },
+                Volume {
+                    name: "tmp".into(),
+                    empty_dir: Some(Default::default()),
+                    ..Default::default()
+                },
+            ]),
+            ..Default::default()
+        }),
+        status: None,
+    };
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let phase = eventually(&format!("pod {name} finished"), RUN_TIMEOUT, || {
+        let pods = pods.clone();
+        async move {
+            let pod = pods.get(name).await?;
+            let phase = pod.status.and_then(|s| s.phase).unwrap_or_default();
+            Ok(matches!(phase.as_str(), "Succeeded" | "Failed").then_some(phase))
+        }
+    })
+    .await
+    .unwrap();
+    let logs = pods.logs(name, &LogParams::default()).await.unwrap();
+    assert_eq!(phase, "Succeeded", "pod {name}: {logs}");
+    logs
+}
+
+/// How many distinct items named `item-N` the route lists, page by page.
+async fn item_count(caller: &ClusterClient, route: &str) -> usize {
+    let mut names = std::collections::BTreeSet::new();
+    let mut before: Option<u64> = None;
+    // At most 100 pages of 1000: far more than the test writes.
+    for _ in 0..100 {
+        let url = match before {
+            Some(id) => service_url("orders", &format!("{route}?limit=1000&before={id}")),
+            None => service_url("orders", &format!("{route}?limit=1000")),
+        };
+        let answer = eventually(&format!("GET {url}"), RUN_TIMEOUT, || async {
+            let answer = caller.http(&url, None).await?;
+            Ok((answer.status == 200).then_some(answer))
+        })
+        .await
+        .unwrap();
+        let page = answer.json().unwrap();
+        names.extend(
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|item| item["name"].as_str())
+                .filter(|name| name.starts_with("item-"))
+                .map(str::to_owned),
+        );
+        match page["next_before"].as_u64() {
+            Some(id) => before = Some(id),
+            None => return names.len(),
+        }
+    }
+    panic!("{route} lists more than 100 pages");
+}
+
+/// POSTs `count` items `item-00000`... to `route` of orders from the caller's pod, in one
+/// loop there (one exec instead of one per item).
+async fn post_items(caller: &ClusterClient, route: &str, count: usize) {
+    let url = service_url("orders", route);
+    let script = format!(
+        r#"i=0; while [ $i -lt {count} ]; do
+  name=$(printf 'item-%05d' $i)
+  timeout 5 wget -q -O /dev/null --header 'Content-Type: application/json' --post-data "{{\"name\":\"$name\"}}" {url} || {{ echo "POST $name failed" >&2; exit 1; }}
+  i=$((i + 1))
+done"#
+    );
+    let started = Instant::now();
+    let output = caller
+        .exec(&["sh", "-c", &script], Duration::from_secs(600))
+        .await
+        .unwrap();
+    assert_eq!(output.code, 0, "POST {route}: {}", output.stderr);
+    eprintln!(
+        "e2e: {count} items POSTed to {route} in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs kind with kea installed: hack/e2e.sh"]
+async fn orders_stores_are_backed_up_on_demand_and_the_newest_are_kept() {
+    let ns = namespace("backup").await.unwrap();
+    let client = ns.client();
+    let microservices = ns.api::<Microservice>();
+    create_claim(&ns, "backups").await;
+    let mut orders = kea_e2e::microservice("orders", 1);
+    orders.spec.stores = Some(backed_up("backups", false));
+    microservices
+        .create(&PostParams::default(), &orders)
+        .await
+        .unwrap();
+    kea_e2e::wait_ready(&microservices, "orders", STORE_TIMEOUT)
+        .await
+        .unwrap();
+    let ms = microservices.get("orders").await.unwrap();
+    let condition = kea_operator::status::find_condition(
+        &ms.status.as_ref().unwrap().conditions,
+        conditions::BACKED_UP,
+    )
+    .cloned()
+    .unwrap();
+    assert_eq!(condition.reason, reasons::NO_BACKUP_YET, "{condition:?}");
+
+    let caller = ClusterClient::caller_of(&client, ns.name(), "orders")
+        .await
+        .unwrap();
+    for route in ["/mysqldata", "/nosqldata"] {
+        post_items(&caller, route, ITEMS).await;
+    }
+
+    // One on-demand backup: both files hold every item.
+    let first = request_backup(&ns, "1").await;
+    let sql_file = first[0].last_location.clone().unwrap();
+    let redis_file = first[1].last_location.clone().unwrap();
+    assert!(sql_file.starts_with("pvc://backups/orders-mariadb/") && sql_file.ends_with(".sql.gz"));
+    assert!(redis_file.starts_with("pvc://backups/orders-redis/") && redis_file.ends_with(".rdb"));
+    let path = |location: &str| location.replacen("pvc://backups/", "/backup/", 1);
+    let dump = read_claim(
+        &ns,
+        "backups",
+        "read-dump",
+        MARIADB_IMAGE,
+        &format!(
+            "zcat {} | grep -o \"'item-[0-9]*'\" | sort -u | wc -l",
+            path(&sql_file)
+        ),
+    )
+    .await;
+    assert_eq!(dump.trim(), ITEMS.to_string(), "distinct items in the dump");
+    // The snapshot loaded by a Redis server of the test's own: the hash of items is whole.
+    let rdb = read_claim(
+        &ns,
+        "backups",
+        "read-rdb",
+        REDIS_IMAGE,
+        &format!(
+            r#"set -e
+cp {} /tmp/dump.rdb
+redis-server --port 6390 --dir /tmp --dbfilename dump.rdb --appendonly no --save '' --daemonize yes >/dev/null
+for attempt in $(seq 100); do redis-cli -p 6390 ping 2>/dev/null | grep -q PONG && break; sleep 0.2; done
+redis-cli -p 6390 --scan | while read -r key; do
+  if [ "$(redis-cli -p 6390 type "$key")" = hash ]; then redis-cli -p 6390 hvals "$key"; fi
+done | grep -o '"item-[0-9]*"' | sort -u | wc -l"#,
+            path(&redis_file)
+        ),
+    )
+    .await;
+    assert_eq!(
+        rdb.trim(),
+        ITEMS.to_string(),
+        "distinct items in the snapshot"
+    );
+
+    // Two more: the newest KEEP of each store are kept.
+    request_backup(&ns, "2").await;
+    let last = request_backup(&ns, "3").await;
+    let listing = read_claim(
+        &ns,
+        "backups",
+        "list-backups",
+        MARIADB_IMAGE,
+        "ls -1A /backup/orders-mariadb /backup/orders-redis",
+    )
+    .await;
+    let files: Vec<&str> = listing
+        .lines()
+        .filter(|l| !l.is_empty() && !l.ends_with(':'))
+        .collect();
+    assert_eq!(files.len(), 2 * KEEP as usize, "files kept: {listing}");
+    for status in &last {
+        let name = status
+            .last_location
+            .as_deref()
+            .unwrap()
+            .rsplit('/')
+            .next()
+            .unwrap();
+        assert!(files.contains(&name), "the newest {name} kept: {listing}");
+    }
+
+    // Deleted with its volumes (deletionPolicy Delete), then re-created with restoreFrom:
+    // each new volume is filled from the newest backup, before the server serves.
+    microservices
+        .delete("orders", &DeleteParams::default())
+        .await
+        .unwrap();
+    let claims = ns.api::<PersistentVolumeClaim>();
+    for claim in ["data-orders-mariadb-0", "data-orders-redis-0"] {
+        kea_testkit::wait_for_deletion(&claims, claim, STORE_TIMEOUT)
+            .await
+            .unwrap();
+    }
+    let remaining = claims.list(&ListParams::default()).await.unwrap();
+    assert_eq!(
+        remaining.items.len(),
+        1,
+        "only the backups' claim is left: {:?}",
+        remaining
+            .items
+            .iter()
+            .map(|c| c.metadata.name.clone())
+            .collect::<Vec<_>>()
+    );
+    let mut restored = kea_e2e::microservice("orders", 1);
+    restored.spec.stores = Some(backed_up("backups", true));
+    let started = Instant::now();
+    microservices
+        .create(&PostParams::default(), &restored)
+        .await
+        .unwrap();
+    kea_e2e::wait_ready(&microservices, "orders", STORE_TIMEOUT)
+        .await
+        .unwrap();
+    eprintln!(
+        "e2e: orders re-created with restoreFrom Ready {:.1}s after the create",
+        started.elapsed().as_secs_f64()
+    );
+    for route in ["/mysqldata", "/nosqldata"] {
+        assert_eq!(
+            item_count(&caller, route).await,
+            ITEMS,
+            "{route} after the restore"
+        );
+    }
+
+    // Never over data: a new item, then every pod deleted (the service's too, so that it
+    // connects afresh); the servers' restore finds data on the volumes and leaves it, the
+    // new item included.
+    for route in ["/mysqldata", "/nosqldata"] {
+        let answer = caller
+            .http(
+                &service_url("orders", route),
+                Some(r#"{"name":"item-99999"}"#),
+            )
+            .await
+            .unwrap();
+        assert_eq!(answer.status, 201, "POST {route}: {}", answer.body);
+    }
+    let pods = ns.api::<Pod>();
+    let serving: Vec<String> = kea_e2e::pods_of(&pods, "orders")
+        .await
+        .unwrap()
+        .iter()
+        .map(|p| p.metadata.name.clone().unwrap_or_default())
+        .collect();
+    for pod in &serving {
+        pods.delete(pod, &DeleteParams::default()).await.unwrap();
+    }
+    for pod in ["orders-mariadb-0", "orders-redis-0"] {
+        let uid = pods.get(pod).await.unwrap().metadata.uid;
+        pods.delete(pod, &DeleteParams::default()).await.unwrap();
+        eventually(&format!("{pod} back and ready"), STORE_TIMEOUT, || {
+            let (pods, uid) = (pods.clone(), uid.clone());
+            async move {
+                let pod = pods.get_opt(pod).await?;
+                Ok(pod
+                    .filter(|p| p.metadata.uid != uid && kea_e2e::pod_ready(p))
+                    .map(|_| ()))
+            }
+        })
+        .await
+        .unwrap();
+    }
+    eventually("orders Ready on new pods", STORE_TIMEOUT, || {
+        let (pods, microservices, serving) = (pods.clone(), microservices.clone(), serving.clone());
+        async move {
+            let ms = microservices.get("orders").await?;
+            let fresh = kea_e2e::pods_of(&pods, "orders")
+                .await?
+                .iter()
+                .filter(|p| {
+                    kea_e2e::pod_ready(p)
+                        && !serving.contains(&p.metadata.name.clone().unwrap_or_default())
+                })
+                .count();
+            Ok((kea_e2e::is_ready(&ms) && fresh == 1).then_some(()))
+        }
+    })
+    .await
+    .unwrap();
+    for route in ["/mysqldata", "/nosqldata"] {
+        assert_eq!(
+            item_count(&caller, route).await,
+            ITEMS + 1,
+            "{route} after the store pods' restart"
+        );
+    }
+
+    // A target that does not exist is on the status within seconds.
+    let patch = serde_json::json!({"spec": {"stores": {"sql": {"backup": {"target": {
+        "persistentVolumeClaim": {"claimName": "no-such-claim"}}}}}}});
+    microservices
+        .patch("orders", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    eventually(
+        "BackedUp=False BackupTargetNotFound",
+        Duration::from_secs(30),
+        || {
+            let microservices = microservices.clone();
+            async move {
+                let ms = microservices.get("orders").await?;
+                let condition = kea_operator::status::find_condition(
+                    &ms.status
+                        .as_ref()
+                        .map(|s| s.conditions.clone())
+                        .unwrap_or_default(),
+                    conditions::BACKED_UP,
+                )
+                .cloned();
+                Ok(condition.filter(|c| {
+                    c.status == "False"
+                        && c.reason == reasons::BACKUP_TARGET_NOT_FOUND
+                        && c.message.contains("no-such-claim")
+                }))
+            }
+        },
+    )
+    .await
+    .unwrap();
+    eprintln!(
+        "e2e: a missing backup target on the status {:.1}s after the edit",
+        started.elapsed().as_secs_f64()
+    );
+}
