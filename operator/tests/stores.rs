@@ -633,8 +633,16 @@ async fn backups_are_scheduled_and_requested_and_a_missing_target_is_reported() 
     )
     .await
     .unwrap();
-    let ms = microservices.get("orders").await.unwrap();
-    assert!(kea_testkit::microservices::condition(&ms, "BackedUp").is_none());
+    wait_for(
+        &microservices,
+        "orders",
+        |ms: Option<&Microservice>| {
+            ms.is_some_and(|ms| kea_testkit::microservices::condition(ms, "BackedUp").is_none())
+        },
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
 
     operator.stop().await;
     namespace.cleanup().await.unwrap();

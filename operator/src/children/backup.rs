@@ -31,8 +31,8 @@ use crate::children::meta::{
     MANAGER, labels, restricted_container_security, restricted_pod_security,
 };
 use crate::children::stores::{
-    MICROSERVICE_LABEL, PlannedStore, STORE_RUN_AS_USER, ServerEngine, StoreContext, StoreImages,
-    plain_env, secret_env, secret_keys,
+    MICROSERVICE_LABEL, PlannedStore, STORE_RUN_AS_USER, ServerEngine, StoreChildren, StoreContext,
+    StoreImages, StoreObjects, plain_env, secret_env, secret_keys,
 };
 
 /// Value of `app.kubernetes.io/component` on backup CronJobs, Jobs and pods.
@@ -77,6 +77,41 @@ pub fn target_location(backup: &Backup, store: &PlannedStore) -> String {
         "pvc://{}/{}/",
         backup.target.persistent_volume_claim.claim_name, store.object_name
     )
+}
+
+/// Adds to each server store what its `backup` and `restoreFrom` ask for: the CronJob, and
+/// the restore's init container and volumes in the server's pod.
+pub fn attach(ctx: &StoreContext<'_>, stores: &mut [StoreChildren], images: &StoreImages) {
+    for children in stores {
+        let store = &children.store;
+        let StoreObjects::Server(engine, server) = &mut children.objects else {
+            continue;
+        };
+        let engine = *engine;
+        if let Some(backup) = &store.backup {
+            children.backup = Some(Box::new(build_cron_job(ctx, store, engine, backup, images)));
+        }
+        let (Some(from), Some(pod)) = (
+            &store.restore_from,
+            server
+                .stateful_set
+                .spec
+                .as_mut()
+                .and_then(|s| s.template.spec.as_mut()),
+        ) else {
+            continue;
+        };
+        let image = pod.containers[0].image.clone().unwrap_or_default();
+        let restore = restore(store, engine, from, &image, engine.data_path());
+        pod.volumes.get_or_insert_default().extend(restore.volumes);
+        if let Some(mount) = restore.server_mount {
+            pod.containers[0]
+                .volume_mounts
+                .get_or_insert_default()
+                .push(mount);
+        }
+        pod.init_containers = Some(vec![restore.init_container]);
+    }
 }
 
 /// The CronJob that backs a server store up on `backup.schedule`.

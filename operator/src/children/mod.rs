@@ -77,8 +77,8 @@ pub fn build_children(
     let control = workload::replica_control(&ms.spec);
     let planned = stores::plan(&ctx.name, ms.spec.stores.as_ref());
     let wiring = stores::service_wiring(&planned);
+    let store_ctx = StoreContext::of(&ctx);
     let network_policies = if settings.network_policies {
-        let store_ctx = StoreContext::of(&ctx);
         let mut policies = vec![network::service_policy(
             ms,
             ctx.metadata(),
@@ -97,12 +97,14 @@ pub fn build_children(
     } else {
         Vec::new()
     };
+    let mut stores = stores::build_stores(&store_ctx, &planned, &settings.store_images);
+    backup::attach(&store_ctx, &mut stores, &settings.store_images);
     Ok(Children {
         deployment: workload::build_deployment(&ctx, ms, control, dependency_ports, &wiring),
         service: service::build_service(&ctx, ms),
         pod_disruption_budget: (control.min_replicas() > 1).then(|| service::build_pdb(&ctx)),
         horizontal_pod_autoscaler: service::build_hpa(&ctx, ms),
-        stores: stores::build_stores(&StoreContext::of(&ctx), &planned, &settings.store_images),
+        stores,
         network_policies,
     })
 }

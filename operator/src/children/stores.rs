@@ -32,7 +32,6 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use crate::api::{
     Backup, DeletionPolicy, NosqlEngine, RestoreFrom, SqlEngine, Store, Stores, quantity,
 };
-use crate::children::backup;
 use crate::children::meta::{
     BuildContext, MANAGER, labels, restricted_container_security, restricted_pod_security,
     store_object_name,
@@ -122,6 +121,14 @@ impl ServerEngine {
         match self {
             Self::Mariadb => 3306,
             Self::Redis => 6379,
+        }
+    }
+
+    /// Where the server keeps its data (the claim's mount).
+    pub fn data_path(self) -> &'static str {
+        match self {
+            Self::Mariadb => "/var/lib/mysql",
+            Self::Redis => "/data",
         }
     }
 
@@ -293,12 +300,8 @@ pub fn build_stores(
         .iter()
         .map(|store| StoreChildren {
             store: store.clone(),
-            backup: match (store.engine, &store.backup) {
-                (Engine::Server(engine), Some(backup)) => Some(Box::new(backup::build_cron_job(
-                    ctx, store, engine, backup, images,
-                ))),
-                _ => None,
-            },
+            // Added by [`crate::children::backup::attach`].
+            backup: None,
             objects: match store.engine {
                 Engine::Server(engine) => {
                     StoreObjects::Server(engine, Box::new(build_server(ctx, store, engine, images)))
@@ -718,7 +721,7 @@ fn server_pod_spec(
                 plain_env("MARIADB_USER", &database),
                 secret_env("MARIADB_PASSWORD", secret, secret_keys::PASSWORD),
             ],
-            "/var/lib/mysql",
+            engine.data_path(),
             vec![mount("run", "/run/mysqld")],
             // Ping answers as soon as the server runs (it logs in, so the server logs no denied
             // attempt); the query proves the service's own user, password and database work.
@@ -738,7 +741,7 @@ fn server_pod_spec(
         ServerEngine::Redis => (
             images.redis.clone(),
             vec![secret_env("REDIS_PASSWORD", secret, secret_keys::PASSWORD)],
-            "/data",
+            engine.data_path(),
             Vec::new(),
             [
                 exec_probe(REDIS_PING, 2, 30, 5),
@@ -761,16 +764,7 @@ fn server_pod_spec(
     mounts.extend(extra_mounts.iter().cloned());
     let mut volumes = vec![empty_dir_volume("tmp")];
     volumes.extend(extra_mounts.iter().map(|m| empty_dir_volume(&m.name)));
-    let restore = store
-        .restore_from
-        .as_ref()
-        .map(|from| backup::restore(store, engine, from, &image, data_path));
-    if let Some(restore) = &restore {
-        volumes.extend(restore.volumes.iter().cloned());
-        mounts.extend(restore.server_mount.iter().cloned());
-    }
     PodSpec {
-        init_containers: restore.map(|r| vec![r.init_container]),
         automount_service_account_token: Some(false),
         enable_service_links: Some(false),
         security_context: Some(restricted_pod_security(STORE_RUN_AS_USER)),

@@ -24,8 +24,8 @@ use crate::children::stores::{
     self, Credentials, MICROSERVICE_LABEL, ServerChildren, ServerEngine, StoreChildren,
     StoreObjects,
 };
-use crate::controller::apply::{Changes, apply_child, delete_child};
-use crate::controller::cache::Caches;
+use crate::controller::apply::{Applied, Changes, apply_child, delete_child};
+use crate::controller::cache::{Caches, ChildCache};
 use crate::error::{Error, Result};
 use crate::status::pods;
 use crate::status::{BackupObservation, GrowthRefused, ServerObservation, StoreObservation};
@@ -261,43 +261,28 @@ async fn provision_server(
     {
         stores::keep_claim_template_sizes(&mut wanted_stateful_set, &existing);
     }
-    let stateful_set = match apply_child(
-        &place.api::<StatefulSet>(),
+    let Some(stateful_set) = apply_store_child(
+        place,
         &place.caches.stateful_sets,
         wanted_stateful_set,
-        place.uid,
+        observation,
+        changes,
     )
-    .await
-    {
-        Err(Error::Conflict(message)) => {
-            observation.conflict = Some(message);
-            return Ok(());
-        }
-        other => other?,
+    .await?
+    else {
+        return Ok(());
     };
-    if stateful_set.changed {
-        changes
-            .applied
-            .push(format!("StatefulSet {}", store.object_name));
-    }
-    match apply_child(
-        &place.api::<Service>(),
+    if apply_store_child(
+        place,
         &place.caches.services,
         server.service,
-        place.uid,
+        observation,
+        changes,
     )
-    .await
+    .await?
+    .is_none()
     {
-        Err(Error::Conflict(message)) => {
-            observation.conflict = Some(message);
-            return Ok(());
-        }
-        Ok(service) if service.changed => changes
-            .applied
-            .push(format!("Service {}", store.object_name)),
-        other => {
-            other?;
-        }
+        return Ok(());
     }
     let ready = stateful_set
         .object
@@ -316,6 +301,38 @@ async fn provision_server(
     };
     observation.server = Some(ServerObservation { ready, pod });
     Ok(())
+}
+
+/// Applies one object of a store and records the write; None when another owner holds its
+/// name (then the observation says so, and the store goes no further).
+async fn apply_store_child<K>(
+    place: &Place<'_>,
+    cache: &ChildCache<K>,
+    wanted: K,
+    observation: &mut StoreObservation,
+    changes: &mut Changes,
+) -> Result<Option<Applied<K>>>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + Debug,
+{
+    let name = wanted.name_any();
+    match apply_child(&place.api::<K>(), cache, wanted, place.uid).await {
+        Err(Error::Conflict(message)) => {
+            observation.conflict = Some(message);
+            Ok(None)
+        }
+        Err(other) => Err(other),
+        Ok(applied) => {
+            if applied.changed {
+                changes.applied.push(format!("{} {name}", K::kind(&())));
+            }
+            Ok(Some(applied))
+        }
+    }
 }
 
 /// A store's backups: applies its CronJob (or deletes the one of a `backup` removed), starts
@@ -343,25 +360,17 @@ async fn reconcile_backup(
         }
         return Ok(());
     };
-    let applied = match apply_child(
-        &place.api::<CronJob>(),
+    let Some(applied) = apply_store_child(
+        place,
         &place.caches.cron_jobs,
         *cron_job,
-        place.uid,
+        observation,
+        changes,
     )
-    .await
-    {
-        Err(Error::Conflict(message)) => {
-            observation.conflict = Some(message);
-            return Ok(());
-        }
-        other => other?,
+    .await?
+    else {
+        return Ok(());
     };
-    if applied.changed {
-        changes
-            .applied
-            .push(format!("CronJob {}", store.object_name));
-    }
     let mut seen = BackupObservation {
         target: backup::target_location(declared, &store),
         ..Default::default()
