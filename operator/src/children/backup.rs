@@ -32,7 +32,7 @@ use crate::children::meta::{
 };
 use crate::children::stores::{
     MICROSERVICE_LABEL, PlannedStore, STORE_RUN_AS_USER, ServerEngine, StoreChildren, StoreContext,
-    StoreImages, StoreObjects, plain_env, secret_env, secret_keys,
+    StoreImages, StoreObjects, database_name, plain_env, secret_env, secret_keys,
 };
 
 /// Value of `app.kubernetes.io/component` on backup CronJobs, Jobs and pods.
@@ -195,18 +195,13 @@ fn job_spec(
 ) -> JobSpec {
     let secret = &store.object_name;
     let host = store.object_name.clone();
+    let database = database_name(ctx.name);
     let (image, mut env, ping, dump, suffix) = match engine {
         ServerEngine::Mariadb => (
             images.mariadb.clone(),
             vec![
-                plain_env(
-                    "MARIADB_USER",
-                    &crate::children::stores::database_name(ctx.name),
-                ),
-                plain_env(
-                    "MARIADB_DATABASE",
-                    &crate::children::stores::database_name(ctx.name),
-                ),
+                plain_env("MARIADB_USER", &database),
+                plain_env("MARIADB_DATABASE", &database),
                 secret_env("MARIADB_PASSWORD", secret, secret_keys::PASSWORD),
             ],
             format!(

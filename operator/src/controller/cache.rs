@@ -74,8 +74,9 @@ pub struct Caches {
     /// The stores' backup schedules.
     pub cron_jobs: ChildCache<CronJob>,
     /// The backup runs, scheduled (owned by their CronJob) and on demand (owned by the
-    /// Microservice).
-    pub jobs: ChildCache<Job>,
+    /// Microservice). Only the operator's own: it creates Jobs with names of their own
+    /// (a hash of the request), so it never needs to know whose other names are.
+    pub jobs: Store<Compact<Job>>,
     /// NetworkPolicies (watched even when the operator writes none, to delete those it wrote
     /// before it was told to stop).
     pub network_policies: ChildCache<NetworkPolicy>,
@@ -227,8 +228,7 @@ impl Informers {
             watch_children(client, namespace, &children, &others, &mut tasks);
         let (cron_jobs, [parked_cron_jobs]) =
             watch_children(client, namespace, &children, &others, &mut tasks);
-        let (jobs, [parked_jobs]) =
-            watch_children(client, namespace, &children, &others, &mut tasks);
+        let (jobs, [parked_jobs]) = watch(api(client, namespace), children.clone(), &mut tasks);
         let (network_policies, [parked_policies]) =
             watch_children(client, namespace, &children, &others, &mut tasks);
         let (config_maps, [parked_config_maps]) = watch(
@@ -288,7 +288,7 @@ impl Informers {
                 synced(&caches.autoscalers),
                 synced(&caches.stateful_sets),
                 synced(&caches.cron_jobs),
-                synced(&caches.jobs),
+                caches.jobs.wait_until_ready(),
                 synced(&caches.network_policies),
                 caches.config_maps.wait_until_ready(),
                 caches.secrets.wait_until_ready(),

@@ -27,7 +27,7 @@ use crate::children::stores::{
 use crate::controller::apply::{Applied, Changes, apply_child, delete_child};
 use crate::controller::cache::{Caches, ChildCache};
 use crate::error::{Error, Result};
-use crate::status::pods;
+use crate::status::{self, pods};
 use crate::status::{BackupObservation, GrowthRefused, ServerObservation, StoreObservation};
 
 /// What reconciling the stores did and saw.
@@ -384,12 +384,8 @@ async fn reconcile_backup(
     {
         seen.missing_target = Some(claim.clone());
     }
-    let previous = place
-        .ms
-        .status
-        .as_ref()
-        .and_then(|s| s.stores.iter().find(|s| s.name == store.role.as_str()))
-        .and_then(|s| s.backup.clone())
+    let previous = status::previous_backup(place.ms, store.role.as_str())
+        .cloned()
         .unwrap_or_default();
     seen.request = previous.last_request.clone();
     if let Some(request) = place.ms.annotations().get(backup::BACKUP_REQUESTED)
@@ -413,16 +409,20 @@ async fn reconcile_backup(
             seen.request = Some(request.clone());
         }
     }
+    // The store's runs are named after its CronJob: only those are decoded.
+    let prefix = format!("{}-", store.object_name);
     let runs: Vec<Job> = place
         .caches
         .jobs
-        .ours
         .state()
         .iter()
+        .filter(|kept| {
+            kept.namespace().as_deref() == Some(place.namespace)
+                && kept.name_any().starts_with(&prefix)
+        })
         .filter_map(|kept| kept.decode())
         .filter(|job: &Job| {
-            job.namespace().as_deref() == Some(place.namespace)
-                && job.labels().get(labels::INSTANCE) == Some(&store.object_name)
+            job.labels().get(labels::INSTANCE) == Some(&store.object_name)
                 && job.labels().get(labels::COMPONENT).map(String::as_str)
                     == Some(backup::BACKUP_COMPONENT)
         })

@@ -341,12 +341,7 @@ pub fn store_statuses(ms: &Microservice, observations: &[StoreObservation]) -> V
         .iter()
         .map(|seen| {
             let (ready, reason, message) = store_state(seen);
-            let name = seen.store.role.as_str();
-            let previous = ms
-                .status
-                .as_ref()
-                .and_then(|s| s.stores.iter().find(|s| s.name == name))
-                .and_then(|s| s.backup.as_ref());
+            let previous = previous_backup(ms, seen.store.role.as_str());
             StoreStatus {
                 backup: seen
                     .backup
@@ -363,6 +358,17 @@ pub fn store_statuses(ms: &Microservice, observations: &[StoreObservation]) -> V
             }
         })
         .collect()
+}
+
+/// The backup status the last status written gave the store `role` (`sql`, `nosql`).
+pub fn previous_backup<'a>(ms: &'a Microservice, role: &str) -> Option<&'a BackupStatus> {
+    ms.status
+        .as_ref()?
+        .stores
+        .iter()
+        .find(|s| s.name == role)?
+        .backup
+        .as_ref()
 }
 
 /// The backup status of a store: the newest success and failure of those seen now and
@@ -382,17 +388,14 @@ pub fn backup_status(previous: Option<&BackupStatus>, seen: &BackupObservation) 
         status.last_location = report.as_ref().map(|r| r.location.clone());
         status.last_size_bytes = report.as_ref().map(|r| r.size);
     }
-    let mut failure = None;
-    if let Some((time, why)) = &seen.last_failure {
-        if newer(time, &previous.last_failure_time) {
+    // A new failure brings its own words; otherwise the previous status keeps its own.
+    let failure = match &seen.last_failure {
+        Some((time, why)) if newer(time, &previous.last_failure_time) => {
             status.last_failure_time = Some(time.clone());
-            failure = Some(why.clone());
-        } else if previous.reason == reasons::BACKUP_FAILED {
-            failure = Some(previous.message.clone());
+            Some(why.clone())
         }
-    } else if previous.reason == reasons::BACKUP_FAILED {
-        failure = Some(previous.message.clone());
-    }
+        _ => (previous.reason == reasons::BACKUP_FAILED).then(|| previous.message.clone()),
+    };
     let failed_last = match (&status.last_failure_time, &status.last_successful_time) {
         (Some(failed), Some(succeeded)) => failed.0 > succeeded.0,
         (Some(_), None) => true,
