@@ -58,6 +58,11 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         timeout_seconds: u64,
     },
+    /// Back up an embedded store (SQLite, redb) from its service: what its backup Job runs.
+    StoreBackup(kea_cli::store_backup::BackupArgs),
+    /// Put the newest backup in place as an embedded store's file, unless the file exists:
+    /// what the restore init container of the service's pod runs.
+    StoreRestore(kea_cli::store_backup::RestoreArgs),
 }
 
 #[tokio::main]
@@ -85,6 +90,8 @@ async fn main() -> ExitCode {
             url,
             timeout_seconds,
         }) => probe(&url, Duration::from_secs(timeout_seconds)).await,
+        Some(Command::StoreBackup(args)) => kea_cli::store_backup::backup(&args).await,
+        Some(Command::StoreRestore(args)) => kea_cli::store_backup::restore(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -56,6 +56,10 @@ pub struct RunArgs {
     /// Image of the Redis servers of `stores.nosql.engine: redis`.
     #[arg(long, env = "KEA_REDIS_IMAGE", default_value = kea_operator::children::stores::DEFAULT_REDIS_IMAGE)]
     pub redis_image: String,
+    /// The operator's own image, which backs up and restores the embedded stores (`sqlite`,
+    /// `redb`) with `kea-operator store-backup` / `store-restore`.
+    #[arg(long, env = "KEA_TOOLS_IMAGE", default_value = kea_operator::children::stores::DEFAULT_TOOLS_IMAGE)]
+    pub tools_image: String,
 }
 
 /// How log lines are written.
@@ -85,6 +89,7 @@ impl RunArgs {
                 store_images: StoreImages {
                     mariadb: self.mariadb_image.clone(),
                     redis: self.redis_image.clone(),
+                    tools: self.tools_image.clone(),
                 },
                 network_policies: self.network_policies,
                 operator_namespace: self.lease_namespace.clone(),

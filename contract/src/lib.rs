@@ -26,6 +26,18 @@ pub mod paths {
     pub const READYZ: &str = "/readyz";
     /// Prometheus metrics.
     pub const METRICS: &str = "/metrics";
+    /// A consistent copy of an embedded store, `GET BACKUP/sql` (the SQLite file) or
+    /// `GET BACKUP/nosql` (the redb file), with `Authorization: Bearer` and the token of
+    /// [`crate::env::ADMIN_TOKEN`]. The operator's backup Jobs call it.
+    pub const BACKUP: &str = "/admin/backup";
+}
+
+/// The files of the embedded stores in their directories; a restore puts a backup there.
+pub mod files {
+    /// The SQLite database, in [`crate::mounts::SQL_DATA`] (or the data directory).
+    pub const SQLITE: &str = "relational.sqlite";
+    /// The redb database, in [`crate::mounts::NOSQL_DATA`] (or the data directory).
+    pub const REDB: &str = "nosql.redb";
 }
 
 /// Where the operator mounts the container's writable volumes (the root filesystem is read-only).
@@ -63,6 +75,9 @@ pub mod env {
     pub const SHUTDOWN_DELAY: &str = "KEA_SHUTDOWN_DELAY";
     /// How long in-flight requests get to finish after that (`spec.drainSeconds`, e.g. `10s`).
     pub const DRAIN_TIMEOUT: &str = "KEA_DRAIN_TIMEOUT";
+    /// The token that opens the admin routes ([`crate::paths::BACKUP`]), from the
+    /// Microservice's backup Secret; without it the service serves no admin route.
+    pub const ADMIN_TOKEN: &str = "KEA_ADMIN_TOKEN";
     /// The URL of the relational store server (MariaDB), from the store's Secret.
     pub const DATABASE_URL: &str = "DATABASE_URL";
     /// The URL of the NoSQL store server (Redis), from the store's Secret.

@@ -169,18 +169,6 @@ fn bad_specs() -> Vec<(&'static str, serde_json::Value, &'static str)> {
             "claimName must be the name of a PersistentVolumeClaim",
         ),
         (
-            "backup-sqlite",
-            json!({"image": "x", "stores": {"sql": {"engine": "sqlite", "backup": {
-                "schedule": "@daily", "target": {"persistentVolumeClaim": {"claimName": "b"}}}}}}),
-            "sql.backup needs engine mariadb: backups of sqlite stores are not supported yet",
-        ),
-        (
-            "backup-redb",
-            json!({"image": "x", "stores": {"nosql": {"engine": "redb", "backup": {
-                "schedule": "@daily", "target": {"persistentVolumeClaim": {"claimName": "b"}}}}}}),
-            "nosql.backup needs engine redis",
-        ),
-        (
             "a-microservice-named-too-long-for-its-backups",
             json!({"image": "x", "stores": {"sql": {"engine": "mariadb", "backup": {
                 "schedule": "0 3 * * *", "target": {"persistentVolumeClaim": {"claimName": "b"}}}}}}),

@@ -43,6 +43,10 @@ pub struct Config {
     #[arg(long, env = env::REDIS_URL, hide_env_values = true)]
     pub redis_url: Option<String>,
 
+    /// Token that opens the admin routes (`/admin/backup/...`); none are served without it.
+    #[arg(long, env = env::ADMIN_TOKEN, hide_env_values = true)]
+    pub admin_token: Option<String>,
+
     /// Prefix of the keys the service owns in Redis, so services can share a server.
     #[arg(long, env = "KEA_REDIS_KEY_PREFIX", default_value = "kea")]
     pub redis_key_prefix: String,
@@ -121,6 +125,7 @@ impl Config {
         config.nosql_data_dir = None;
         config.database_url = None;
         config.redis_url = None;
+        config.admin_token = None;
         config
     }
 }

@@ -30,6 +30,12 @@ pub enum ApiError {
     /// The request target (path and query) is longer than the limit.
     #[error("the URI is {length} bytes long; the limit is {limit}: shorten the path and query")]
     UriTooLong { length: usize, limit: usize },
+    /// The admin route needs the service's token (`Authorization: Bearer`).
+    #[error("this route needs the service's admin token as `Authorization: Bearer TOKEN`")]
+    Unauthorized,
+    /// The request cannot be served in the resource's current state.
+    #[error("{0}")]
+    Conflict(String),
     /// No route matches the path.
     #[error("no route for {0}")]
     NotFound(String),
@@ -77,6 +83,8 @@ impl ApiError {
             }
             Self::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             Self::UriTooLong { .. } => (StatusCode::URI_TOO_LONG, "uri_too_long"),
+            Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Self::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),

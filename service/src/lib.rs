@@ -64,6 +64,7 @@ pub async fn build_with_dependencies(
         metrics: Arc::default(),
         flags: Arc::new(Flags::default()),
         root_faults: routes::seed::RootFaults::new(config.fault_error_percent),
+        admin_token: config.admin_token.clone().filter(|token| !token.is_empty()),
     });
     state.flags.enabled.store(true, Ordering::Relaxed);
     let limits = Limits {

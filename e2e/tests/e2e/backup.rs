@@ -103,9 +103,9 @@ fn backup_of<'a>(ms: &'a Microservice, store: &str) -> Option<&'a BackupStatus> 
 
 /// Asks for a backup with the annotation value `request` and waits until both stores report
 /// a successful run for it; returns their statuses.
-async fn request_backup(ns: &TestNamespace, request: &str) -> Vec<BackupStatus> {
+async fn request_backup(ns: &TestNamespace, name: &str, request: &str) -> Vec<BackupStatus> {
     let microservices = ns.api::<Microservice>();
-    let before = microservices.get("orders").await.unwrap();
+    let before = microservices.get(name).await.unwrap();
     let previous: Vec<Option<String>> = ["sql", "nosql"]
         .iter()
         .map(|s| {
@@ -118,7 +118,7 @@ async fn request_backup(ns: &TestNamespace, request: &str) -> Vec<BackupStatus> 
         "metadata": {"annotations": {"kea.dev/backup-requested": request}}
     });
     microservices
-        .patch("orders", &PatchParams::default(), &Patch::Merge(&patch))
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .unwrap();
     let started = Instant::now();
@@ -128,7 +128,7 @@ async fn request_backup(ns: &TestNamespace, request: &str) -> Vec<BackupStatus> 
         || {
             let (microservices, previous) = (microservices.clone(), previous.clone());
             async move {
-                let ms = microservices.get("orders").await?;
+                let ms = microservices.get(name).await?;
                 let mut done = Vec::new();
                 for (store, previous) in ["sql", "nosql"].iter().zip(&previous) {
                     let Some(backup) = backup_of(&ms, store) else {
@@ -157,7 +157,7 @@ async fn request_backup(ns: &TestNamespace, request: &str) -> Vec<BackupStatus> 
     .await
     .unwrap();
     eprintln!(
-        "e2e: backup {request}: both stores backed up {:.1}s after the request: {}",
+        "e2e: backup {request} of {name}: both stores backed up {:.1}s after the request: {}",
         started.elapsed().as_secs_f64(),
         statuses
             .iter()
@@ -263,14 +263,14 @@ async fn read_claim(
 }
 
 /// How many distinct items named `item-N` the route lists, page by page.
-async fn item_count(caller: &ClusterClient, route: &str) -> usize {
+async fn item_count(caller: &ClusterClient, name: &str, route: &str) -> usize {
     let mut names = std::collections::BTreeSet::new();
     let mut before: Option<u64> = None;
     // At most 100 pages of 1000: far more than the test writes.
     for _ in 0..100 {
         let url = match before {
-            Some(id) => service_url("orders", &format!("{route}?limit=1000&before={id}")),
-            None => service_url("orders", &format!("{route}?limit=1000")),
+            Some(id) => service_url(name, &format!("{route}?limit=1000&before={id}")),
+            None => service_url(name, &format!("{route}?limit=1000")),
         };
         let answer = eventually(&format!("GET {url}"), RUN_TIMEOUT, || async {
             let answer = caller.http(&url, None).await?;
@@ -296,10 +296,10 @@ async fn item_count(caller: &ClusterClient, route: &str) -> usize {
     panic!("{route} lists more than 100 pages");
 }
 
-/// POSTs `count` items `item-00000`... to `route` of orders from the caller's pod, in one
-/// loop there (one exec instead of one per item).
-async fn post_items(caller: &ClusterClient, route: &str, count: usize) {
-    let url = service_url("orders", route);
+/// POSTs `count` items `item-00000`... to `route` of the Microservice `name` from the
+/// caller's pod, in one loop there (one exec instead of one per item).
+async fn post_items(caller: &ClusterClient, name: &str, route: &str, count: usize) {
+    let url = service_url(name, route);
     let script = format!(
         r#"i=0; while [ $i -lt {count} ]; do
   name=$(printf 'item-%05d' $i)
@@ -348,11 +348,11 @@ async fn orders_stores_are_backed_up_on_demand_and_the_newest_are_kept() {
         .await
         .unwrap();
     for route in ["/mysqldata", "/nosqldata"] {
-        post_items(&caller, route, ITEMS).await;
+        post_items(&caller, "orders", route, ITEMS).await;
     }
 
     // One on-demand backup: both files hold every item.
-    let first = request_backup(&ns, "1").await;
+    let first = request_backup(&ns, "orders", "1").await;
     let sql_file = first[0].last_location.clone().unwrap();
     let redis_file = first[1].last_location.clone().unwrap();
     assert!(sql_file.starts_with("pvc://backups/orders-mariadb/") && sql_file.ends_with(".sql.gz"));
@@ -395,8 +395,8 @@ done | grep -o '"item-[0-9]*"' | sort -u | wc -l"#,
     );
 
     // Two more: the newest KEEP of each store are kept.
-    request_backup(&ns, "2").await;
-    let last = request_backup(&ns, "3").await;
+    request_backup(&ns, "orders", "2").await;
+    let last = request_backup(&ns, "orders", "3").await;
     let listing = read_claim(
         &ns,
         "backups",
@@ -460,7 +460,7 @@ done | grep -o '"item-[0-9]*"' | sort -u | wc -l"#,
     );
     for route in ["/mysqldata", "/nosqldata"] {
         assert_eq!(
-            item_count(&caller, route).await,
+            item_count(&caller, "orders", route).await,
             ITEMS,
             "{route} after the restore"
         );
@@ -522,7 +522,7 @@ done | grep -o '"item-[0-9]*"' | sort -u | wc -l"#,
     .unwrap();
     for route in ["/mysqldata"] {
         assert_eq!(
-            item_count(&caller, route).await,
+            item_count(&caller, "orders", route).await,
             ITEMS + 1,
             "{route} after the store pods' restart"
         );
@@ -564,5 +564,228 @@ done | grep -o '"item-[0-9]*"' | sort -u | wc -l"#,
     eprintln!(
         "e2e: a missing backup target on the status {:.1}s after the edit",
         started.elapsed().as_secs_f64()
+    );
+}
+
+fn embedded(claim: &str, restore: bool) -> Stores {
+    Stores {
+        sql: Some(backed_up_store(SqlEngine::Sqlite, claim, restore)),
+        nosql: Some(backed_up_store(NosqlEngine::Redb, claim, restore)),
+    }
+}
+
+/// The embedded stores of `users` (SQLite, redb in the service's own pod): the backup Jobs
+/// fetch consistent copies from the service with the Microservice's admin token, and a
+/// re-created `users` starts from them.
+#[tokio::test]
+#[ignore = "needs kind with kea installed: hack/e2e.sh"]
+async fn users_embedded_stores_are_backed_up_and_restored_into_a_new_microservice() {
+    let ns = namespace("backup-embedded").await.unwrap();
+    let client = ns.client();
+    let microservices = ns.api::<Microservice>();
+    create_claim(&ns, "backups").await;
+    let mut users = kea_e2e::microservice("users", 1);
+    users.spec.stores = Some(embedded("backups", false));
+    microservices
+        .create(&PostParams::default(), &users)
+        .await
+        .unwrap();
+    kea_e2e::wait_ready(&microservices, "users", STORE_TIMEOUT)
+        .await
+        .unwrap();
+    let caller = ClusterClient::caller_of(&client, ns.name(), "users")
+        .await
+        .unwrap();
+    for route in ["/mysqldata", "/nosqldata"] {
+        post_items(&caller, "users", route, ITEMS).await;
+    }
+
+    request_backup(&ns, "users", "1").await;
+    let last = request_backup(&ns, "users", "2").await;
+    assert!(
+        last[0]
+            .last_location
+            .as_deref()
+            .is_some_and(|l| l.starts_with("pvc://backups/users-sqlite/") && l.ends_with(".sqlite")),
+        "{:?}",
+        last[0]
+    );
+    assert!(
+        last[1]
+            .last_location
+            .as_deref()
+            .is_some_and(|l| l.starts_with("pvc://backups/users-redb/") && l.ends_with(".redb")),
+        "{:?}",
+        last[1]
+    );
+    let listing = read_claim(
+        &ns,
+        "backups",
+        "list-backups",
+        MARIADB_IMAGE,
+        "ls -1A /backup/users-sqlite /backup/users-redb",
+    )
+    .await;
+    let files: Vec<&str> = listing
+        .lines()
+        .filter(|l| !l.is_empty() && !l.ends_with(':'))
+        .collect();
+    assert_eq!(files.len(), 2 * KEEP as usize, "files kept: {listing}");
+
+    // Deleted with its volumes (deletionPolicy Delete), then re-created with restoreFrom.
+    microservices
+        .delete("users", &DeleteParams::default())
+        .await
+        .unwrap();
+    let claims = ns.api::<PersistentVolumeClaim>();
+    for claim in ["users-sqlite", "users-redb"] {
+        kea_testkit::wait_for_deletion(&claims, claim, STORE_TIMEOUT)
+            .await
+            .unwrap();
+    }
+    let mut restored = kea_e2e::microservice("users", 1);
+    restored.spec.stores = Some(embedded("backups", true));
+    let started = Instant::now();
+    microservices
+        .create(&PostParams::default(), &restored)
+        .await
+        .unwrap();
+    kea_e2e::wait_ready(&microservices, "users", STORE_TIMEOUT)
+        .await
+        .unwrap();
+    eprintln!(
+        "e2e: users re-created with restoreFrom Ready {:.1}s after the create",
+        started.elapsed().as_secs_f64()
+    );
+    for route in ["/mysqldata", "/nosqldata"] {
+        assert_eq!(
+            item_count(&caller, "users", route).await,
+            ITEMS,
+            "{route} after the restore"
+        );
+    }
+
+    // Never over data: a new item in each store, then the pod replaced; the restore finds
+    // the store's files and leaves them, the new items included.
+    for route in ["/mysqldata", "/nosqldata"] {
+        let answer = caller
+            .http(
+                &service_url("users", route),
+                Some(r#"{"name":"item-99999"}"#),
+            )
+            .await
+            .unwrap();
+        assert_eq!(answer.status, 201, "POST {route}: {}", answer.body);
+    }
+    let pods = ns.api::<Pod>();
+    let serving: Vec<String> = kea_e2e::pods_of(&pods, "users")
+        .await
+        .unwrap()
+        .iter()
+        .map(|p| p.metadata.name.clone().unwrap_or_default())
+        .collect();
+    for pod in &serving {
+        pods.delete(pod, &DeleteParams::default()).await.unwrap();
+    }
+    eventually("users Ready on a new pod", STORE_TIMEOUT, || {
+        let (pods, microservices, serving) = (pods.clone(), microservices.clone(), serving.clone());
+        async move {
+            let ms = microservices.get("users").await?;
+            let fresh = kea_e2e::pods_of(&pods, "users")
+                .await?
+                .iter()
+                .filter(|p| {
+                    kea_e2e::pod_ready(p)
+                        && !serving.contains(&p.metadata.name.clone().unwrap_or_default())
+                })
+                .count();
+            Ok((kea_e2e::is_ready(&ms) && fresh == 1).then_some(()))
+        }
+    })
+    .await
+    .unwrap();
+    for route in ["/mysqldata", "/nosqldata"] {
+        assert_eq!(
+            item_count(&caller, "users", route).await,
+            ITEMS + 1,
+            "{route} after the pod was replaced"
+        );
+    }
+}
+
+/// The CronJob runs on its schedule (every minute here), and after three runs exactly `keep`
+/// backups are on the target, the newest among them.
+#[tokio::test]
+#[ignore = "needs kind with kea installed: hack/e2e.sh"]
+async fn scheduled_backups_run_on_their_schedule_and_keep_exactly_keep() {
+    let ns = namespace("backup-scheduled").await.unwrap();
+    let microservices = ns.api::<Microservice>();
+    create_claim(&ns, "backups").await;
+    let mut store = backed_up_store(SqlEngine::Sqlite, "backups", false);
+    if let Some(backup) = store.backup.as_mut() {
+        backup.schedule = "* * * * *".into();
+    }
+    let mut users = kea_e2e::microservice("users", 1);
+    users.spec.stores = Some(Stores {
+        sql: Some(store),
+        nosql: None,
+    });
+    microservices
+        .create(&PostParams::default(), &users)
+        .await
+        .unwrap();
+    kea_e2e::wait_ready(&microservices, "users", STORE_TIMEOUT)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let runs = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let last = eventually("three scheduled backups", Duration::from_secs(300), || {
+        let (microservices, runs) = (microservices.clone(), runs.clone());
+        async move {
+            let ms = microservices.get("users").await?;
+            let Some(backup) = backup_of(&ms, "sql") else {
+                return Ok(None);
+            };
+            assert_ne!(backup.reason, reasons::BACKUP_FAILED, "{}", backup.message);
+            let mut seen = runs.lock().unwrap();
+            if let Some(location) = &backup.last_location
+                && !seen.contains(location)
+            {
+                seen.push(location.clone());
+                eprintln!(
+                    "e2e: scheduled backup {} at {:.0}s: {location}",
+                    seen.len(),
+                    started.elapsed().as_secs_f64()
+                );
+            }
+            Ok((seen.len() >= 3).then(|| backup.clone()))
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        last.last_request.is_none(),
+        "no on-demand run was asked for: {last:?}"
+    );
+    let listing = read_claim(
+        &ns,
+        "backups",
+        "list-backups",
+        MARIADB_IMAGE,
+        "ls -1A /backup/users-sqlite",
+    )
+    .await;
+    let files: Vec<&str> = listing.lines().filter(|l| !l.is_empty()).collect();
+    assert_eq!(files.len(), KEEP as usize, "files kept: {listing}");
+    let newest = last
+        .last_location
+        .as_deref()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap();
+    assert!(
+        files.contains(&newest),
+        "the newest {newest} kept: {listing}"
     );
 }

@@ -409,24 +409,6 @@ pub struct Network {
 /// The data stores of one Microservice: at most one relational and one NoSQL store.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-#[schemars(extend("x-kubernetes-validations" = [
-    {
-        "rule": "!has(self.sql) || !has(self.sql.backup) || self.sql.engine == 'mariadb'",
-        "message": "sql.backup needs engine mariadb: backups of sqlite stores are not supported yet (remove backup, or use mariadb)"
-    },
-    {
-        "rule": "!has(self.nosql) || !has(self.nosql.backup) || self.nosql.engine == 'redis'",
-        "message": "nosql.backup needs engine redis: backups of redb stores are not supported yet (remove backup, or use redis)"
-    },
-    {
-        "rule": "!has(self.sql) || !has(self.sql.restoreFrom) || self.sql.engine == 'mariadb'",
-        "message": "sql.restoreFrom needs engine mariadb: restoring sqlite stores is not supported yet"
-    },
-    {
-        "rule": "!has(self.nosql) || !has(self.nosql.restoreFrom) || self.nosql.engine == 'redis'",
-        "message": "nosql.restoreFrom needs engine redis: restoring redb stores is not supported yet"
-    }
-]))]
 pub struct Stores {
     /// The relational store, behind the service's `/mysqldata`: `mariadb` (a dedicated MariaDB
     /// server, `DATABASE_URL`) or `sqlite` (a file on a volume).
@@ -487,13 +469,16 @@ pub struct Store<E> {
     /// gets them back; `Delete` removes them with the Microservice.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
-    /// Scheduled logical backups of a server store (`mariadb`, `redis`) to a volume claim, and
-    /// on demand through the annotation `kea.dev/backup-requested`.
+    /// Scheduled consistent backups to a volume claim, and on demand through the annotation
+    /// `kea.dev/backup-requested`: a `mariadb` dump in one transaction, a `redis` RDB snapshot,
+    /// or the copy of an embedded `sqlite` / `redb` file that the service serves at
+    /// `/admin/backup/{sql,nosql}` to the backup Job (kea-service does; another image must too).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<Backup>,
     /// A backup to fill the store's volume from when the volume is new, e.g. to re-create a
     /// deleted Microservice with its data. Applied only to an empty volume, never over data:
-    /// a server that finds data on its volume starts with it and ignores this.
+    /// a server, or the service's pod for an embedded store, that finds data on its volume
+    /// starts with it and ignores this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore_from: Option<RestoreFrom>,
 }

@@ -8,6 +8,11 @@
 //! - MariaDB: `mariadb-dump --single-transaction` of the service's database, gzipped
 //!   (`TIMESTAMP.sql.gz`); restored with `mariadb < dump`.
 //! - Redis: the RDB snapshot the server streams to `redis-cli --rdb` (`TIMESTAMP.rdb`).
+//! - SQLite and redb, embedded in the service's pod: the service streams a consistent copy of
+//!   its file from `/admin/backup/{sql,nosql}` (with the token of the Microservice's backup
+//!   Secret) to `kea-operator store-backup` in the operator's image (`TIMESTAMP.sqlite`,
+//!   `TIMESTAMP.redb`); a restore puts the file in place before the service starts
+//!   (`kea-operator store-restore`, an init container of the service's pod).
 //!
 //! Files are written under `OBJECT-NAME/` on the claim as `.NAME.partial` and renamed when
 //! complete, so a run killed half-way leaves no file that looks like a backup. Then the
@@ -31,8 +36,10 @@ use crate::children::meta::{
     MANAGER, labels, restricted_container_security, restricted_pod_security,
 };
 use crate::children::stores::{
-    MICROSERVICE_LABEL, PlannedStore, STORE_RUN_AS_USER, ServerEngine, StoreChildren, StoreContext,
-    StoreImages, StoreObjects, database_name, plain_env, secret_env, secret_keys,
+    EmbeddedEngine, Engine, MICROSERVICE_LABEL, PlannedStore, STORE_RUN_AS_USER, ServerEngine,
+    ServiceWiring, StoreChildren, StoreContext, StoreImages, StoreObjects, TOOLS_RUN_AS_USER,
+    admin_secret_name, database_name, embedded_mount_path, embedded_volume_name, plain_env,
+    secret_env, secret_keys,
 };
 
 /// Value of `app.kubernetes.io/component` on backup CronJobs, Jobs and pods.
@@ -79,18 +86,31 @@ pub fn target_location(backup: &Backup, store: &PlannedStore) -> String {
     )
 }
 
-/// Adds to each server store what its `backup` and `restoreFrom` ask for: the CronJob, and
-/// the restore's init container and volumes in the server's pod.
-pub fn attach(ctx: &StoreContext<'_>, stores: &mut [StoreChildren], images: &StoreImages) {
+/// Adds to each store what its `backup` and `restoreFrom` ask for: the CronJob, and for a
+/// server the restore's init container and volumes in the server's pod (an embedded store's
+/// restore is in the service's pod: [`embedded_restore`]). `service_port` is where the
+/// service serves its embedded stores' copies.
+pub fn attach(
+    ctx: &StoreContext<'_>,
+    stores: &mut [StoreChildren],
+    images: &StoreImages,
+    service_port: i32,
+) {
     for children in stores {
         let store = &children.store;
+        if let Some(backup) = &store.backup {
+            let run = match store.engine {
+                Engine::Server(engine) => server_run(ctx, store, engine, backup, images),
+                Engine::Embedded(engine) => {
+                    embedded_run(ctx, store, engine, backup, images, service_port)
+                }
+            };
+            children.backup = Some(Box::new(build_cron_job(ctx, store, backup, run)));
+        }
         let StoreObjects::Server(engine, server) = &mut children.objects else {
             continue;
         };
         let engine = *engine;
-        if let Some(backup) = &store.backup {
-            children.backup = Some(Box::new(build_cron_job(ctx, store, engine, backup, images)));
-        }
         let (Some(from), Some(pod)) = (
             &store.restore_from,
             server
@@ -114,13 +134,12 @@ pub fn attach(ctx: &StoreContext<'_>, stores: &mut [StoreChildren], images: &Sto
     }
 }
 
-/// The CronJob that backs a server store up on `backup.schedule`.
+/// The CronJob that backs a store up on `backup.schedule`, each run a pod of `run`.
 pub fn build_cron_job(
     ctx: &StoreContext<'_>,
     store: &PlannedStore,
-    engine: ServerEngine,
     backup: &Backup,
-    images: &StoreImages,
+    run: BackupRun,
 ) -> CronJob {
     let all = all_labels(ctx, store);
     let mut metadata = ctx.object_metadata(store, &store.object_name);
@@ -142,7 +161,7 @@ pub fn build_cron_job(
                     labels: Some(all.clone()),
                     ..Default::default()
                 }),
-                spec: Some(job_spec(ctx, store, engine, backup, images, all)),
+                spec: Some(job_spec(backup, run, all)),
             },
         }),
         status: None,
@@ -185,14 +204,22 @@ pub fn on_demand_job_name(cron_job: &str, request: &str) -> String {
     format!("{cron_job}-{:010x}", hash & 0xff_ffff_ffff)
 }
 
-fn job_spec(
+/// The container of a backup pod and the user it runs as.
+pub struct BackupRun {
+    /// Writes one backup under [`TARGET_MOUNT`] and reports it ([`RunReport`]).
+    pub container: Container,
+    /// `runAsUser` of the pod.
+    pub run_as_user: i64,
+}
+
+/// A server store's run: a shell script in the server's own image, with its client tools.
+fn server_run(
     ctx: &StoreContext<'_>,
     store: &PlannedStore,
     engine: ServerEngine,
     backup: &Backup,
     images: &StoreImages,
-    pod_labels: BTreeMap<String, String>,
-) -> JobSpec {
+) -> BackupRun {
     let secret = &store.object_name;
     let host = store.object_name.clone();
     let database = database_name(ctx.name);
@@ -245,6 +272,98 @@ echo "backed up to $KEA_BACKUP_LOCATION$name ($size bytes)"
 "#,
         object = store.object_name,
     );
+    BackupRun {
+        container: Container {
+            name: BACKUP_COMPONENT.to_owned(),
+            image: Some(image),
+            command: Some(vec!["bash".to_owned(), "-c".to_owned(), script]),
+            env: Some(env),
+            ..backup_container()
+        },
+        run_as_user: STORE_RUN_AS_USER,
+    }
+}
+
+/// An embedded store's run: `kea-operator store-backup` fetches the service's copy of its
+/// file with the Microservice's admin token.
+fn embedded_run(
+    ctx: &StoreContext<'_>,
+    store: &PlannedStore,
+    engine: EmbeddedEngine,
+    backup: &Backup,
+    images: &StoreImages,
+    service_port: i32,
+) -> BackupRun {
+    let url = format!(
+        "{}{}/{}",
+        crate::children::meta::service_url(ctx.name, ctx.namespace, service_port),
+        kea_contract::paths::BACKUP,
+        store.role.as_str()
+    );
+    let args = [
+        "store-backup",
+        "--url",
+        &url,
+        "--dir",
+        &format!("{TARGET_MOUNT}/{}", store.object_name),
+        "--suffix",
+        embedded_suffix(engine),
+        "--keep",
+        &backup.keep.to_string(),
+        "--location",
+        &target_location(backup, store),
+    ];
+    BackupRun {
+        container: Container {
+            name: BACKUP_COMPONENT.to_owned(),
+            image: Some(images.tools.clone()),
+            // The image's entrypoint is `kea-operator`.
+            args: Some(args.iter().map(|arg| (*arg).to_owned()).collect()),
+            env: Some(vec![secret_env(
+                kea_contract::env::ADMIN_TOKEN,
+                &admin_secret_name(ctx.name),
+                secret_keys::TOKEN,
+            )]),
+            ..backup_container()
+        },
+        run_as_user: TOOLS_RUN_AS_USER,
+    }
+}
+
+/// The file suffix of an embedded engine's backups.
+pub fn embedded_suffix(engine: EmbeddedEngine) -> &'static str {
+    match engine {
+        EmbeddedEngine::Sqlite => ".sqlite",
+        EmbeddedEngine::Redb => ".redb",
+    }
+}
+
+/// What every backup container shares: limits, security, the target's mount.
+fn backup_container() -> Container {
+    Container {
+        resources: Some(ResourceRequirements {
+            requests: Some(BTreeMap::from([
+                ("cpu".to_owned(), Quantity("50m".to_owned())),
+                ("memory".to_owned(), Quantity("64Mi".to_owned())),
+            ])),
+            limits: Some(BTreeMap::from([(
+                "memory".to_owned(),
+                Quantity("512Mi".to_owned()),
+            )])),
+            ..Default::default()
+        }),
+        security_context: Some(restricted_container_security()),
+        termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
+        volume_mounts: Some(vec![VolumeMount {
+            name: "target".to_owned(),
+            mount_path: TARGET_MOUNT.to_owned(),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    }
+}
+
+fn job_spec(backup: &Backup, run: BackupRun, pod_labels: BTreeMap<String, String>) -> JobSpec {
     JobSpec {
         backoff_limit: Some(1),
         active_deadline_seconds: Some(RUN_DEADLINE_SECONDS),
@@ -257,32 +376,8 @@ echo "backed up to $KEA_BACKUP_LOCATION$name ($size bytes)"
                 restart_policy: Some("Never".to_owned()),
                 automount_service_account_token: Some(false),
                 enable_service_links: Some(false),
-                security_context: Some(restricted_pod_security(STORE_RUN_AS_USER)),
-                containers: vec![Container {
-                    name: BACKUP_COMPONENT.to_owned(),
-                    image: Some(image),
-                    command: Some(vec!["bash".to_owned(), "-c".to_owned(), script]),
-                    env: Some(env),
-                    resources: Some(ResourceRequirements {
-                        requests: Some(BTreeMap::from([
-                            ("cpu".to_owned(), Quantity("50m".to_owned())),
-                            ("memory".to_owned(), Quantity("64Mi".to_owned())),
-                        ])),
-                        limits: Some(BTreeMap::from([(
-                            "memory".to_owned(),
-                            Quantity("512Mi".to_owned()),
-                        )])),
-                        ..Default::default()
-                    }),
-                    security_context: Some(restricted_container_security()),
-                    termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
-                    volume_mounts: Some(vec![VolumeMount {
-                        name: "target".to_owned(),
-                        mount_path: TARGET_MOUNT.to_owned(),
-                        ..Default::default()
-                    }]),
-                    ..Default::default()
-                }],
+                security_context: Some(restricted_pod_security(run.run_as_user)),
+                containers: vec![run.container],
                 volumes: Some(vec![Volume {
                     name: "target".to_owned(),
                     persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
@@ -446,9 +541,196 @@ echo "restoring ${{file#{TARGET_MOUNT}/}} ($(stat -c %s "$file") bytes) from Per
     }
 }
 
+/// Adds to the service's pod the restore of each embedded store with `restoreFrom`: an init
+/// container of the operator's image that puts the newest backup (or the named file) in
+/// place as the store's file, unless the volume already holds one.
+pub fn attach_embedded_restores(
+    wiring: &mut ServiceWiring,
+    stores: &[PlannedStore],
+    images: &StoreImages,
+) {
+    for store in stores {
+        let (Engine::Embedded(engine), Some(from)) = (store.engine, &store.restore_from) else {
+            continue;
+        };
+        let claim = &from.persistent_volume_claim.claim_name;
+        let path = from
+            .path
+            .clone()
+            .unwrap_or_else(|| format!("{}/", store.object_name));
+        let mount_path = embedded_mount_path(store.role);
+        let file = match engine {
+            EmbeddedEngine::Sqlite => kea_contract::files::SQLITE,
+            EmbeddedEngine::Redb => kea_contract::files::REDB,
+        };
+        // One volume per claim: the kubelet never finishes mounting a pod that names the same
+        // claim in two volumes.
+        let source_volume = match wiring.volumes.iter().find(|volume| {
+            volume.name.starts_with(RESTORE_SOURCE_VOLUME)
+                && volume
+                    .persistent_volume_claim
+                    .as_ref()
+                    .is_some_and(|source| &source.claim_name == claim)
+        }) {
+            Some(volume) => volume.name.clone(),
+            None => {
+                let name = format!("{RESTORE_SOURCE_VOLUME}-{}", store.role.as_str());
+                wiring.volumes.push(Volume {
+                    name: name.clone(),
+                    persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                        claim_name: claim.clone(),
+                        read_only: Some(true),
+                    }),
+                    ..Default::default()
+                });
+                name
+            }
+        };
+        let args = [
+            "store-restore",
+            "--from",
+            &format!("{TARGET_MOUNT}/{path}"),
+            "--suffix",
+            embedded_suffix(engine),
+            "--to",
+            &format!("{mount_path}/{file}"),
+            "--claim",
+            claim,
+        ];
+        wiring.init_containers.push(Container {
+            name: format!("restore-{}", store.role.as_str()),
+            image: Some(images.tools.clone()),
+            // The image's entrypoint is `kea-operator`.
+            args: Some(args.iter().map(|arg| (*arg).to_owned()).collect()),
+            resources: Some(ResourceRequirements {
+                requests: Some(BTreeMap::from([
+                    ("cpu".to_owned(), Quantity("10m".to_owned())),
+                    ("memory".to_owned(), Quantity("16Mi".to_owned())),
+                ])),
+                limits: Some(BTreeMap::from([(
+                    "memory".to_owned(),
+                    Quantity("128Mi".to_owned()),
+                )])),
+                ..Default::default()
+            }),
+            security_context: Some(restricted_container_security()),
+            termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
+            volume_mounts: Some(vec![
+                VolumeMount {
+                    name: embedded_volume_name(engine),
+                    mount_path: mount_path.to_owned(),
+                    ..Default::default()
+                },
+                VolumeMount {
+                    name: source_volume.clone(),
+                    mount_path: TARGET_MOUNT.to_owned(),
+                    read_only: Some(true),
+                    ..Default::default()
+                },
+            ]),
+            ..Default::default()
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `users` with both embedded stores backed up to and restored from the claim `b`.
+    fn embedded_children() -> crate::children::Children {
+        let spec: crate::api::MicroserviceSpec = serde_json::from_value(serde_json::json!({
+            "image": "img:1",
+            "stores": {
+                "sql": {"engine": "sqlite", "backup": {"schedule": "@daily",
+                    "target": {"persistentVolumeClaim": {"claimName": "b"}}},
+                    "restoreFrom": {"persistentVolumeClaim": {"claimName": "b"}}},
+                "nosql": {"engine": "redb", "backup": {"schedule": "@daily",
+                    "target": {"persistentVolumeClaim": {"claimName": "b"}}},
+                    "restoreFrom": {"persistentVolumeClaim": {"claimName": "b"}}},
+            },
+        }))
+        .expect("spec");
+        let mut ms = crate::Microservice::new("users", spec);
+        ms.metadata.namespace = Some("shop".into());
+        let settings = crate::children::Settings::default();
+        crate::children::build_children(&ms, &Default::default(), &settings).expect("children")
+    }
+
+    #[test]
+    fn embedded_backups_fetch_the_service_copy_with_the_admin_token() {
+        let children = embedded_children();
+        let cron_job = children.stores[0].backup.as_ref().expect("a CronJob");
+        let pod = serde_json::to_value(
+            &cron_job
+                .spec
+                .as_ref()
+                .expect("spec")
+                .job_template
+                .spec
+                .as_ref()
+                .expect("job")
+                .template,
+        )
+        .expect("json");
+        let container = &pod["spec"]["containers"][0];
+        assert_eq!(container["image"], StoreImages::default().tools);
+        assert_eq!(
+            container["command"],
+            serde_json::Value::Null,
+            "the entrypoint is kea-operator"
+        );
+        let args: Vec<&str> = container["args"]
+            .as_array()
+            .expect("args")
+            .iter()
+            .filter_map(|a| a.as_str())
+            .collect();
+        assert_eq!(args[0], "store-backup");
+        assert!(args.contains(&"http://users.shop.svc.cluster.local:8080/admin/backup/sql"));
+        assert!(args.contains(&"/backup/users-sqlite"));
+        assert_eq!(
+            container["env"][0]["valueFrom"]["secretKeyRef"],
+            serde_json::json!({"name": "users-backup", "key": "token", "optional": false})
+        );
+        assert_eq!(pod["spec"]["securityContext"]["runAsNonRoot"], true);
+
+        // The service has the token, and admits the backup pods of both stores.
+        let deployment = serde_json::to_value(&children.deployment).expect("json");
+        let pod_spec = &deployment["spec"]["template"]["spec"];
+        let env = pod_spec["containers"][0]["env"].as_array().expect("env");
+        assert!(
+            env.iter()
+                .any(|e| e["name"] == kea_contract::env::ADMIN_TOKEN
+                    && e["valueFrom"]["secretKeyRef"]["name"] == "users-backup")
+        );
+        let policy = serde_json::to_value(&children.network_policies[0]).expect("json");
+        let from = policy["spec"]["ingress"][0]["from"].to_string();
+        assert!(
+            from.contains("sqlite-backup") && from.contains("redb-backup"),
+            "{from}"
+        );
+
+        // Each store is restored before the service starts; the claim both restore from is
+        // one volume of the pod.
+        let claims = pod_spec["volumes"]
+            .as_array()
+            .expect("volumes")
+            .iter()
+            .filter(|volume| volume["persistentVolumeClaim"]["claimName"] == "b")
+            .count();
+        assert_eq!(claims, 1, "the claim b in one volume");
+        let init = pod_spec["initContainers"]
+            .as_array()
+            .expect("init containers");
+        assert_eq!(init.len(), 2);
+        assert_eq!(init[0]["args"][0], "store-restore");
+        let args = init[0]["args"].to_string();
+        assert!(
+            args.contains("/backup/users-sqlite/") && args.contains("/data/sql/relational.sqlite"),
+            "{args}"
+        );
+    }
 
     #[test]
     fn on_demand_job_names_fit_a_label_and_differ_by_request() {

@@ -76,7 +76,8 @@ pub fn build_children(
     let ctx = BuildContext::new(ms)?;
     let control = workload::replica_control(&ms.spec);
     let planned = stores::plan(&ctx.name, ms.spec.stores.as_ref());
-    let wiring = stores::service_wiring(&planned);
+    let mut wiring = stores::service_wiring(&ctx.name, &planned);
+    backup::attach_embedded_restores(&mut wiring, &planned, &settings.store_images);
     let store_ctx = StoreContext::of(&ctx);
     let network_policies = if settings.network_policies {
         let mut policies = vec![network::service_policy(
@@ -98,7 +99,12 @@ pub fn build_children(
         Vec::new()
     };
     let mut stores = stores::build_stores(&store_ctx, &planned, &settings.store_images);
-    backup::attach(&store_ctx, &mut stores, &settings.store_images);
+    backup::attach(
+        &store_ctx,
+        &mut stores,
+        &settings.store_images,
+        ms.spec.port,
+    );
     Ok(Children {
         deployment: workload::build_deployment(&ctx, ms, control, dependency_ports, &wiring),
         service: service::build_service(&ctx, ms),

@@ -104,6 +104,13 @@ pub fn service_policy(
         "true".to_owned(),
     )]))];
     from.extend(network.allow_from.iter().cloned());
+    // The backup Jobs of its embedded stores fetch their copies from the service itself.
+    from.extend(
+        stores
+            .iter()
+            .filter(|store| matches!(store.engine, Engine::Embedded(_)) && store.backup.is_some())
+            .map(|store| pods(backup::selector_labels(store))),
+    );
     let mut ingress = vec![NetworkPolicyIngressRule {
         from: Some(from),
         ports: Some(vec![tcp_port(ms.spec.port)]),

@@ -41,6 +41,8 @@ use crate::children::meta::{
 pub const DEFAULT_MARIADB_IMAGE: &str = "docker.io/library/mariadb:11.4";
 /// Default image of the Redis servers: the official image, for clusters with a registry.
 pub const DEFAULT_REDIS_IMAGE: &str = "docker.io/library/redis:7.4";
+/// Default image of the embedded stores' backups and restores: the operator's own.
+pub const DEFAULT_TOOLS_IMAGE: &str = concat!("kea.dev/kea-operator:", env!("CARGO_PKG_VERSION"));
 /// UID and GID of the store servers: the `mysql` and `redis` users of the official images.
 pub const STORE_RUN_AS_USER: i64 = 999;
 /// Label naming the Microservice that owns a store object, also on retained objects that
@@ -54,6 +56,8 @@ pub const CLAIM_TEMPLATE: &str = "data";
 pub const SQL_MOUNT_PATH: &str = kea_contract::mounts::SQL_DATA;
 /// Where the embedded stores' volumes are mounted in the service's container.
 pub const NOSQL_MOUNT_PATH: &str = kea_contract::mounts::NOSQL_DATA;
+/// UID of the backup and restore containers of the operator's image (its `nonroot` user).
+pub const TOOLS_RUN_AS_USER: i64 = 65532;
 /// Length of generated passwords (alphanumeric: about 190 bits).
 pub const PASSWORD_LEN: usize = 32;
 
@@ -65,6 +69,9 @@ pub struct StoreImages {
     pub mariadb: String,
     /// Redis server image with `sh`, `redis-server` and `redis-cli` on the PATH.
     pub redis: String,
+    /// The operator's own image, whose `kea-operator store-backup` and `store-restore` back
+    /// up and restore the embedded stores.
+    pub tools: String,
 }
 
 impl Default for StoreImages {
@@ -72,6 +79,7 @@ impl Default for StoreImages {
         Self {
             mariadb: DEFAULT_MARIADB_IMAGE.to_owned(),
             redis: DEFAULT_REDIS_IMAGE.to_owned(),
+            tools: DEFAULT_TOOLS_IMAGE.to_owned(),
         }
     }
 }
@@ -186,9 +194,9 @@ pub struct PlannedStore {
     pub object_name: String,
     /// Name of the PersistentVolumeClaim that holds the data.
     pub claim_name: String,
-    /// Its backups, when declared (server engines only).
+    /// Its backups, when declared.
     pub backup: Option<Backup>,
-    /// The backup a new volume is filled from (server engines only).
+    /// The backup a new volume is filled from.
     pub restore_from: Option<RestoreFrom>,
 }
 
@@ -443,8 +451,34 @@ pub mod secret_keys {
     pub const URL: &str = "url";
     /// The service's password.
     pub const PASSWORD: &str = "password";
+    /// The admin token of a Microservice's backup Secret ([`super::admin_secret_name`]).
+    pub const TOKEN: &str = "token";
     /// MariaDB's root password.
     pub const ROOT_PASSWORD: &str = "root-password";
+}
+
+/// The Secret with the token that opens the service's `/admin/backup/...` to the backup Jobs
+/// of its embedded stores: `NAME-backup`.
+pub fn admin_secret_name(name: &str) -> String {
+    format!("{name}-backup")
+}
+
+/// The Secret of a Microservice's admin token ([`admin_secret_name`]): created once with
+/// `token`, never rewritten; owned like the data of `store`.
+pub fn build_admin_secret(ctx: &StoreContext<'_>, store: &PlannedStore, token: &str) -> Secret {
+    let name = admin_secret_name(ctx.name);
+    let mut metadata = ctx.metadata(store, &name, false);
+    let owners = ctx.data_owner_references(store);
+    metadata.owner_references = (!owners.is_empty()).then_some(owners);
+    Secret {
+        metadata,
+        type_: Some("Opaque".to_owned()),
+        string_data: Some(BTreeMap::from([(
+            secret_keys::TOKEN.to_owned(),
+            token.to_owned(),
+        )])),
+        ..Default::default()
+    }
 }
 
 /// The Secret of a server store: created once with `credentials`, never rewritten.
@@ -811,11 +845,37 @@ pub struct ServiceWiring {
     pub mounts: Vec<VolumeMount>,
     /// Whether a store lives in the pod's volume: then at most one pod may run at a time.
     pub embedded: bool,
+    /// Containers that run before the service's (restores of embedded stores).
+    pub init_containers: Vec<Container>,
 }
 
-/// How the service's container is wired to its stores.
-pub fn service_wiring(stores: &[PlannedStore]) -> ServiceWiring {
+/// Where an embedded store's volume is mounted in the service's pod.
+pub fn embedded_mount_path(role: Role) -> &'static str {
+    match role {
+        Role::Sql => SQL_MOUNT_PATH,
+        Role::Nosql => NOSQL_MOUNT_PATH,
+    }
+}
+
+/// The name of an embedded store's volume in the service's pod.
+pub fn embedded_volume_name(engine: EmbeddedEngine) -> String {
+    format!("store-{}", engine.as_str())
+}
+
+/// How the service's container of the Microservice `name` is wired to its stores.
+pub fn service_wiring(name: &str, stores: &[PlannedStore]) -> ServiceWiring {
     let mut wiring = ServiceWiring::default();
+    // The backup Jobs of embedded stores fetch their copies with this token.
+    if stores
+        .iter()
+        .any(|store| matches!(store.engine, Engine::Embedded(_)) && store.backup.is_some())
+    {
+        wiring.env.push(secret_env(
+            kea_contract::env::ADMIN_TOKEN,
+            &admin_secret_name(name),
+            secret_keys::TOKEN,
+        ));
+    }
     for store in stores {
         match store.engine {
             Engine::Server(engine) => wiring.env.push(secret_env(
@@ -824,11 +884,12 @@ pub fn service_wiring(stores: &[PlannedStore]) -> ServiceWiring {
                 secret_keys::URL,
             )),
             Engine::Embedded(engine) => {
-                let (variable, path) = match store.role {
-                    Role::Sql => (kea_contract::env::SQL_DATA_DIR, SQL_MOUNT_PATH),
-                    Role::Nosql => (kea_contract::env::NOSQL_DATA_DIR, NOSQL_MOUNT_PATH),
+                let variable = match store.role {
+                    Role::Sql => kea_contract::env::SQL_DATA_DIR,
+                    Role::Nosql => kea_contract::env::NOSQL_DATA_DIR,
                 };
-                let volume = format!("store-{}", engine.as_str());
+                let path = embedded_mount_path(store.role);
+                let volume = embedded_volume_name(engine);
                 wiring.env.push(plain_env(variable, path));
                 wiring.volumes.push(Volume {
                     name: volume.clone(),
@@ -985,7 +1046,7 @@ mod tests {
     fn embedded_stores_mount_their_claims_and_need_one_pod() {
         let planned = plan("users", Some(&stores(SqlEngine::Sqlite, NosqlEngine::Redb)));
         assert_eq!(planned[0].claim_name, "users-sqlite");
-        let wiring = service_wiring(&planned);
+        let wiring = service_wiring("orders", &planned);
         assert!(wiring.embedded);
         assert_eq!(wiring.volumes.len(), 2);
         assert_eq!(wiring.mounts[1].mount_path, NOSQL_MOUNT_PATH);
@@ -998,7 +1059,7 @@ mod tests {
             "orders",
             Some(&stores(SqlEngine::Mariadb, NosqlEngine::Redis)),
         );
-        let wiring = service_wiring(&planned);
+        let wiring = service_wiring("orders", &planned);
         assert!(!wiring.embedded);
         for env in &wiring.env {
             assert!(env.value.is_none(), "{} carries a literal value", env.name);

@@ -244,6 +244,8 @@ fn build_pod_spec(
     ];
     volumes.extend(wiring.volumes.iter().cloned());
     PodSpec {
+        init_containers: (!wiring.init_containers.is_empty())
+            .then(|| wiring.init_containers.clone()),
         containers: vec![build_container(ctx, spec, dependency_ports, wiring)],
         // The service talks to no Kubernetes API: no token in the pod.
         automount_service_account_token: Some(false),

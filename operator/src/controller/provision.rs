@@ -194,6 +194,9 @@ async fn reconcile_store(
                     observation.claim = claims.get_opt(&store.claim_name).await?;
                 }
             }
+            if store.backup.is_some() && observation.conflict.is_none() {
+                ensure_admin_secret(place, &store, &mut observation, changes).await?;
+            }
         }
     }
     if observation.conflict.is_none() {
@@ -218,6 +221,36 @@ async fn reconcile_store(
             last_event(place.client, place.namespace, &store.claim_name).await?;
     }
     Ok(observation)
+}
+
+/// The Secret with the token the backup Jobs of embedded stores fetch their copies with
+/// (shared by both stores of the Microservice; created once).
+async fn ensure_admin_secret(
+    place: &Place<'_>,
+    store: &stores::PlannedStore,
+    observation: &mut StoreObservation,
+    changes: &mut Changes,
+) -> Result<()> {
+    let owners = children::with_store_context(place.ms, |ctx| ctx.data_owner_references(store))?;
+    let name = stores::admin_secret_name(&place.ms.name_any());
+    let secret = ensure_data_object(
+        &place.api::<Secret>(),
+        &name,
+        &place.ms.name_any(),
+        owners,
+        || {
+            let token = stores::random_password()?;
+            children::with_store_context(place.ms, |ctx| {
+                stores::build_admin_secret(ctx, store, &token)
+            })
+        },
+    )
+    .await?;
+    match secret.conflict() {
+        Some(conflict) => observation.conflict = Some(conflict),
+        None => changes.applied.extend(secret.written("Secret", &name)),
+    }
+    Ok(())
 }
 
 /// A store server: its Secret (created once), its StatefulSet and Service (applied), and

@@ -1,6 +1,7 @@
 //! The HTTP surface: every route, the shared state, and the edge in front of
 //! them that protects the service (limits, timeout, load shedding, metrics).
 
+pub mod admin;
 pub mod data;
 mod edge;
 pub mod faults;
@@ -49,6 +50,8 @@ pub struct ServiceState {
     pub flags: Arc<Flags>,
     /// The errors `GET /` answers on purpose (none unless configured).
     pub root_faults: seed::RootFaults,
+    /// The token of the admin routes; none are served without it.
+    pub admin_token: Option<String>,
 }
 
 /// Limits applied to every request.
@@ -69,9 +72,9 @@ pub struct Limits {
         data::list_relational, data::create_relational, data::list_nosql, data::create_nosql,
         ops::healthz, ops::readyz, ops::enable_readiness, ops::disable_readiness,
         ops::metrics, ops::version, ops::dependencies, ops::openapi,
-        faults::status, faults::delay,
+        faults::status, faults::delay, admin::backup,
     ),
-    modifiers(&CommonResponses, &NamePattern),
+    modifiers(&CommonResponses, &NamePattern, &AdminToken),
     tags(
         (name = "seed", description = "The seed demo's routes"),
         (name = "data", description = "The service's own stores"),
@@ -119,6 +122,22 @@ impl utoipa::Modify for CommonResponses {
                 });
             }
         }
+    }
+}
+
+/// Declares the bearer token of the admin routes.
+struct AdminToken;
+
+impl utoipa::Modify for AdminToken {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme(
+                "admin_token",
+                SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+            );
     }
 }
 
@@ -171,9 +190,10 @@ pub mod paths {
     pub const DEPENDENCIES: &str = "/api/dependencies";
     pub const STATUS: &str = "/status/{code}";
     pub const DELAY: &str = "/delay/{ms}";
+    pub const BACKUP: &str = "/admin/backup/{store}";
 
     /// All of the above.
-    pub const ALL: [&str; 14] = [
+    pub const ALL: [&str; 15] = [
         ROOT,
         OSCHECK,
         MYSQLDATA,
@@ -188,6 +208,7 @@ pub mod paths {
         DEPENDENCIES,
         STATUS,
         DELAY,
+        BACKUP,
     ];
 
     /// Where in [`ALL`] the template that `path` matches is (a `{parameter}`
@@ -240,6 +261,7 @@ pub fn app(state: AppState, limits: Limits) -> App {
         .route(paths::DEPENDENCIES, get(ops::dependencies))
         .route(paths::STATUS, get(faults::status))
         .route(paths::DELAY, get(faults::delay))
+        .route(paths::BACKUP, get(admin::backup))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state);

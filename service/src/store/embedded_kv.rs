@@ -2,7 +2,7 @@
 //! a redb key-value file in the data directory (ACID, crash-safe), with items
 //! as JSON values keyed by id.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use chrono::Utc;
@@ -18,6 +18,8 @@ const ITEMS: TableDefinition<u64, &str> = TableDefinition::new("items");
 /// ([`group_commit`]), each commit durable (`Durability::Immediate`).
 pub struct RedbStore {
     database: Arc<Database>,
+    /// The database file.
+    path: PathBuf,
     /// `None` only while dropping.
     writer: Option<group_commit::Writer>,
     writer_thread: Option<std::thread::JoinHandle<()>>,
@@ -42,6 +44,8 @@ impl RedbStore {
 
     /// Opens (or creates) the file, its table and the seed item.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        super::remove_stale_snapshots(path);
+        let file = path.to_owned();
         let path = path.to_owned();
         let database = tokio::task::spawn_blocking(move || -> Result<Database, StoreError> {
             let database = Database::create(&path).map_err(|e| {
@@ -83,6 +87,7 @@ impl RedbStore {
             .map_err(store_error)?;
         Ok(Self {
             database,
+            path: file,
             writer: Some(writer),
             writer_thread: Some(writer_thread),
         })
@@ -114,6 +119,24 @@ impl RedbStore {
         }
         transaction.commit().map_err(store_error)?;
         Ok(items)
+    }
+
+    /// Copies every item as one read transaction sees them into a new database at `target`.
+    fn copy_to(database: &Database, target: &Path) -> Result<(), StoreError> {
+        let read = database.begin_read().map_err(store_error)?;
+        let source = read.open_table(ITEMS).map_err(store_error)?;
+        let copy = Database::create(target).map_err(store_error)?;
+        let write = copy.begin_write().map_err(store_error)?;
+        {
+            let mut table = write.open_table(ITEMS).map_err(store_error)?;
+            for entry in source.iter().map_err(store_error)? {
+                let (key, value) = entry.map_err(store_error)?;
+                table
+                    .insert(key.value(), value.value())
+                    .map_err(store_error)?;
+            }
+        }
+        write.commit().map_err(store_error)
     }
 
     /// The writer, unless the store is closing.
@@ -179,6 +202,19 @@ impl ItemStore for RedbStore {
             })
             .await
         })
+    }
+
+    /// A new database holding what one read transaction sees: redb locks its file to one
+    /// process and writes pages in place, so a copy of the file itself could be torn.
+    fn snapshot(&self) -> StoreFuture<'_, Option<std::fs::File>> {
+        let target = super::snapshot_path(&self.path);
+        Box::pin(self.blocking(move |database| {
+            if let Err(e) = Self::copy_to(database, &target) {
+                let _ = std::fs::remove_file(&target);
+                return Err(e);
+            }
+            super::open_snapshot(Self::BACKEND.name, &target).map(Some)
+        }))
     }
 }
 

@@ -16,9 +16,10 @@ pub mod redis;
 pub mod sql;
 
 use std::future::Future;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
@@ -59,6 +60,12 @@ pub trait ItemStore: Send + Sync {
     fn create(&self, item: NewItem) -> StoreFuture<'_, Item>;
     /// Checks that the store answers (and its schema exists).
     fn ping(&self) -> StoreFuture<'_, ()>;
+    /// A consistent copy of an embedded store as an open file, already gone from its
+    /// directory (closing it frees the space; nothing is left behind). `None` for a server
+    /// store: that is backed up from its server.
+    fn snapshot(&self) -> StoreFuture<'_, Option<std::fs::File>> {
+        Box::pin(async { Ok(None) })
+    }
 }
 
 /// A store failure. The message names the backend and the cause but never a
@@ -101,7 +108,7 @@ impl Stores {
             None => {
                 let dir = config.sql_data_dir.as_ref().unwrap_or(&config.data_dir);
                 ensure_dir(dir, "--sql-data-dir")?;
-                Arc::new(sql::SqliteStore::open(&dir.join("relational.sqlite")).await?)
+                Arc::new(sql::SqliteStore::open(&dir.join(kea_contract::files::SQLITE)).await?)
             }
         };
         let nosql: Arc<dyn ItemStore> = match &config.redis_url {
@@ -113,7 +120,7 @@ impl Stores {
             None => {
                 let dir = config.nosql_data_dir.as_ref().unwrap_or(&config.data_dir);
                 ensure_dir(dir, "--nosql-data-dir")?;
-                Arc::new(embedded_kv::RedbStore::open(&dir.join("nosql.redb")).await?)
+                Arc::new(embedded_kv::RedbStore::open(&dir.join(kea_contract::files::REDB)).await?)
             }
         };
         Ok(Self { relational, nosql })
@@ -131,6 +138,48 @@ fn ensure_dir(dir: &Path, flag: &str) -> Result<(), StoreError> {
             ),
         )
     })
+}
+
+/// Where the snapshot of the database file `database` is written: a hidden file beside it
+/// (on the same volume), named so that [`remove_stale_snapshots`] finds it.
+pub(crate) fn snapshot_path(database: &Path) -> PathBuf {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let name = database
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    database.with_file_name(format!(
+        ".{name}.snapshot-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ))
+}
+
+/// Opens a finished snapshot and removes its name, so the file lives only as long as the
+/// reader; on failure the file is removed too.
+pub(crate) fn open_snapshot(
+    backend: &'static str,
+    path: &Path,
+) -> Result<std::fs::File, StoreError> {
+    let opened = std::fs::File::open(path);
+    let _ = std::fs::remove_file(path);
+    opened.map_err(|e| StoreError::new(backend, format!("cannot read the snapshot: {e}")))
+}
+
+/// Removes the snapshots a killed process left beside `database`.
+pub(crate) fn remove_stale_snapshots(database: &Path) {
+    let (Some(dir), Some(name)) = (database.parent(), database.file_name()) else {
+        return;
+    };
+    let prefix = format!(".{}.snapshot-", name.to_string_lossy());
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// Runs a store operation with a deadline, so a hung server becomes a 503

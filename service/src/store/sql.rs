@@ -2,7 +2,7 @@
 //! an embedded SQLite file otherwise. Timestamps are stored as Unix
 //! milliseconds so both dialects share one row shape.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -147,6 +147,8 @@ impl ItemStore for MySqlStore {
 /// ([`group_commit`]), each commit durable (WAL, `synchronous = FULL`).
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// The database file.
+    path: PathBuf,
     writer: group_commit::Writer,
     /// The task committing the writes (it ends by itself once the store is
     /// dropped), for tests that stop it as a panic would.
@@ -162,6 +164,7 @@ impl SqliteStore {
 
     /// Opens (or creates) the database file and its schema.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        super::remove_stale_snapshots(path);
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -203,6 +206,7 @@ impl SqliteStore {
         drop(write_loop);
         Ok(Self {
             pool,
+            path: path.to_owned(),
             writer,
             #[cfg(test)]
             write_loop: write_loop.abort_handle(),
@@ -281,6 +285,23 @@ impl ItemStore for SqliteStore {
                 .await
                 .map_err(|e| StoreError::new(Self::BACKEND.name, e))?;
             Ok(())
+        })
+    }
+
+    /// `VACUUM INTO` a new file: one read transaction, so the copy is the database as of
+    /// one commit, while writes go on.
+    fn snapshot(&self) -> StoreFuture<'_, Option<std::fs::File>> {
+        Box::pin(async move {
+            let target = super::snapshot_path(&self.path);
+            let written = sqlx::query("VACUUM INTO ?")
+                .bind(target.to_string_lossy().into_owned())
+                .execute(&self.pool)
+                .await;
+            if let Err(e) = written {
+                let _ = std::fs::remove_file(&target);
+                return Err(StoreError::new(Self::BACKEND.name, e));
+            }
+            super::open_snapshot(Self::BACKEND.name, &target).map(Some)
         })
     }
 }
