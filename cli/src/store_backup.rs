@@ -200,6 +200,15 @@ pub fn restore(args: &RestoreArgs) -> Result<()> {
     let partial = dir.join(".restore.partial");
     let size = std::fs::copy(&source, &partial)?;
     std::fs::File::open(&partial)?.sync_all()?;
+    // A journal left by an earlier database of that name would be replayed into the restored
+    // one by SQLite, and corrupt it.
+    let name = args.to.to_string_lossy();
+    for journal in ["-wal", "-shm", "-journal"] {
+        match std::fs::remove_file(format!("{name}{journal}")) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+            _ => {}
+        }
+    }
     std::fs::rename(&partial, &args.to)?;
     std::fs::File::open(dir)?.sync_all()?;
     println!(
@@ -239,6 +248,7 @@ mod tests {
             std::fs::write(backups.path().join(name), content).unwrap();
         }
         let to = data.path().join("relational.sqlite");
+        std::fs::write(data.path().join("relational.sqlite-wal"), "stale journal").unwrap();
         let args = RestoreArgs {
             from: backups.path().to_owned(),
             suffix: ".sqlite".into(),
@@ -247,6 +257,10 @@ mod tests {
         };
         restore(&args).unwrap();
         assert_eq!(std::fs::read_to_string(&to).unwrap(), "new");
+        assert!(
+            !data.path().join("relational.sqlite-wal").exists(),
+            "a stale journal would be replayed into the restored database"
+        );
         std::fs::write(&to, "live data").unwrap();
         restore(&args).unwrap();
         assert_eq!(std::fs::read_to_string(&to).unwrap(), "live data");

@@ -711,6 +711,71 @@ async fn users_embedded_stores_are_backed_up_and_restored_into_a_new_microservic
             "{route} after the pod was replaced"
         );
     }
+
+    // A target claim that never binds (its class does not exist): the run's pod cannot be
+    // scheduled, and the status says so while the Job waits.
+    let mut stuck = PersistentVolumeClaim {
+        metadata: ObjectMeta {
+            name: Some("unbound-backups".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    stuck.spec = Some(PersistentVolumeClaimSpec {
+        access_modes: Some(vec!["ReadWriteOnce".into()]),
+        storage_class_name: Some("no-such-class".into()),
+        resources: Some(VolumeResourceRequirements {
+            requests: Some(BTreeMap::from([(
+                "storage".to_owned(),
+                Quantity("16Mi".into()),
+            )])),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    claims.create(&PostParams::default(), &stuck).await.unwrap();
+    let patch = serde_json::json!({
+        "metadata": {"annotations": {"kea.dev/backup-requested": "unbound"}},
+        "spec": {"stores": {"sql": {"backup": {"target": {
+            "persistentVolumeClaim": {"claimName": "unbound-backups"}}}}}}
+    });
+    microservices
+        .patch("users", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let condition = eventually(
+        "BackedUp=False BackupCannotRun",
+        Duration::from_secs(60),
+        || {
+            let microservices = microservices.clone();
+            async move {
+                let ms = microservices.get("users").await?;
+                let condition = kea_operator::status::find_condition(
+                    &ms.status
+                        .as_ref()
+                        .map(|s| s.conditions.clone())
+                        .unwrap_or_default(),
+                    conditions::BACKED_UP,
+                )
+                .cloned();
+                Ok(condition
+                    .filter(|c| c.status == "False" && c.reason == reasons::BACKUP_CANNOT_RUN))
+            }
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        condition.message.contains("Unschedulable"),
+        "{}",
+        condition.message
+    );
+    eprintln!(
+        "e2e: a run that cannot be scheduled on the status {:.1}s after the request: {}",
+        started.elapsed().as_secs_f64(),
+        condition.message
+    );
 }
 
 /// The CronJob runs on its schedule (every minute here), and after three runs exactly `keep`

@@ -984,8 +984,8 @@ pub struct StoreStatus {
 pub struct BackupStatus {
     /// Where the backups go, e.g. `pvc://backups/orders-mariadb/`.
     pub target: String,
-    /// `BackupSucceeded` (the last run succeeded), `BackupFailed`, `BackupTargetNotFound`, or
-    /// `NoBackupYet`.
+    /// `BackupSucceeded` (the last run succeeded), `BackupFailed`, `BackupTargetNotFound`,
+    /// `BackupCannotRun` (a run's pod waits for something it cannot get), or `NoBackupYet`.
     pub reason: String,
     /// Details of the reason.
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -1133,6 +1133,9 @@ pub mod conditions {
         pub const BACKUP_FAILED: &str = "BackupFailed";
         /// A store's backup target (its PersistentVolumeClaim) does not exist.
         pub const BACKUP_TARGET_NOT_FOUND: &str = "BackupTargetNotFound";
+        /// A backup run's pod cannot run (its image, a missing Secret, no node); the
+        /// message names the Job and says why.
+        pub const BACKUP_CANNOT_RUN: &str = "BackupCannotRun";
         /// A store with `backup` has not been backed up yet.
         pub const NO_BACKUP_YET: &str = "NoBackupYet";
         /// The spec cannot be turned into children (it passed the schema but not the

@@ -465,11 +465,17 @@ async fn reconcile_children(ms: &Arc<Microservice>, ctx: &Arc<Context>) -> Resul
         // stable revision.
         return Ok(Action::requeue(Duration::from_millis(500)));
     }
+    // A backup run in progress is looked at again soon: how it ends, or why it cannot run.
+    let backup_running = observed
+        .stores
+        .iter()
+        .any(|store| store.backup.as_ref().is_some_and(|b| b.running))
+        .then_some(ctx.config.requeue_stores_pending);
     Ok(next_reconcile(
         ctx,
         ms,
         &new_status,
-        [progress_wait, probes_due],
+        [progress_wait, probes_due, backup_running],
     ))
 }
 
@@ -587,7 +593,7 @@ fn next_reconcile(
     ctx: &Context,
     ms: &Microservice,
     new_status: &MicroserviceStatus,
-    waits: [Option<Duration>; 2],
+    waits: [Option<Duration>; 3],
 ) -> Action {
     let is_true = |type_: &str| {
         find_condition(&new_status.conditions, type_).is_some_and(|c| c.status == "True")

@@ -487,6 +487,29 @@ async fn reconcile_backup(
         }
         seen.last_failure = Some((time, why));
     }
+    // A run not finished yet: its pod may wait for what it cannot get (an image, a Secret, a
+    // node), which the Job itself never tells.
+    for job in runs
+        .iter()
+        .filter(|job| finished(job, "Complete").is_none() && finished(job, "Failed").is_none())
+    {
+        seen.running = true;
+        let pods = place
+            .api::<Pod>()
+            .list(
+                &ListParams::default()
+                    .labels(&format!("batch.kubernetes.io/job-name={}", job.name_any())),
+            )
+            .await?;
+        if let Some(problem) = pods::problem(&pods.items, &[]) {
+            seen.cannot_run = Some(format!(
+                "Job {}: {}: {}",
+                job.name_any(),
+                problem.reason,
+                problem.message
+            ));
+        }
+    }
     observation.backup = Some(seen);
     Ok(())
 }

@@ -106,6 +106,10 @@ pub struct BackupObservation {
     pub last_failure: Option<(Time, String)>,
     /// The value of `kea.dev/backup-requested` a Job exists for.
     pub request: Option<String>,
+    /// A run has not finished yet: the reconcile comes back soon to see how it ends.
+    pub running: bool,
+    /// Why a run's pod cannot run (the Job and the pod problem), while it waits.
+    pub cannot_run: Option<String>,
 }
 
 /// A store whose size was raised on a StorageClass that cannot expand volumes.
@@ -408,6 +412,8 @@ pub fn backup_status(previous: Option<&BackupStatus>, seen: &BackupObservation) 
                 "PersistentVolumeClaim {claim} (backup.target.persistentVolumeClaim.claimName) does not exist: create it, or name an existing claim; runs wait for it"
             ),
         )
+    } else if let Some(why) = &seen.cannot_run {
+        (reasons::BACKUP_CANNOT_RUN.to_owned(), truncate(why.clone()))
     } else if failed_last {
         (
             reasons::BACKUP_FAILED.to_owned(),
@@ -446,7 +452,7 @@ fn backed_up_condition(stores: &[StoreStatus]) -> Option<(bool, String, String)>
     }
     let severity = |reason: &str| match reason {
         reasons::BACKUP_TARGET_NOT_FOUND => 0,
-        reasons::BACKUP_FAILED => 1,
+        reasons::BACKUP_FAILED | reasons::BACKUP_CANNOT_RUN => 1,
         reasons::NO_BACKUP_YET => 2,
         _ => 3,
     };
@@ -1052,6 +1058,25 @@ mod tests {
             },
         );
         assert_eq!(jobs_gone, failed);
+
+        // A run whose pod cannot run says so while it waits, over the last failure; once it
+        // ends, its Job's end is what counts.
+        let stuck = backup_status(
+            Some(&failed),
+            &BackupObservation {
+                target: target.clone(),
+                running: true,
+                cannot_run: Some("Job x-1: Unschedulable: 0/3 nodes are available".to_owned()),
+                ..Default::default()
+            },
+        );
+        assert_eq!(stuck.reason, reasons::BACKUP_CANNOT_RUN);
+        assert!(
+            stuck.message.contains("Job x-1: Unschedulable"),
+            "{}",
+            stuck.message
+        );
+        assert_eq!(stuck.last_failure_time, failed.last_failure_time);
 
         // A missing target is said first, whatever the runs did.
         let missing = backup_status(
