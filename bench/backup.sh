@@ -53,7 +53,7 @@ start_service() {
     "$SERVICE_BIN" >"$dir.log" 2>&1 &
   echo $!
 }
-wait_up() { retry 20 curl -fsS "http://127.0.0.1:$1/healthz" -o /dev/null; }
+wait_up() { retry 20 curl -fs "http://127.0.0.1:$1/healthz" -o /dev/null; }
 
 # fill PORT ROUTE COUNT: POSTs COUNT items over 8 keep-alive connections.
 fill() {

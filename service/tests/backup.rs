@@ -10,33 +10,13 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::Service;
+use common::{Service, all_items};
 
 const TOKEN: &str = "s3cret-token-for-the-test";
 const ROUTES: [(&str, &str, &str); 2] = [
     ("sql", "/mysqldata", kea_contract::files::SQLITE),
     ("nosql", "/nosqldata", kea_contract::files::REDB),
 ];
-
-/// Every item of a route, by id.
-async fn all_items(client: &reqwest::Client, base: &str, route: &str) -> BTreeMap<u64, String> {
-    let mut items = BTreeMap::new();
-    let mut uri = format!("{base}{route}?limit=1000");
-    for _ in 0..1000 {
-        let page: serde_json::Value = client.get(&uri).send().await.unwrap().json().await.unwrap();
-        for item in page["items"].as_array().unwrap() {
-            items.insert(
-                item["id"].as_u64().unwrap(),
-                item["name"].as_str().unwrap().to_owned(),
-            );
-        }
-        match page["next_before"].as_u64() {
-            Some(before) => uri = format!("{base}{route}?limit=1000&before={before}"),
-            None => return items,
-        }
-    }
-    panic!("more than 1000 pages");
-}
 
 async fn write(client: &reqwest::Client, base: &str, route: &str, name: &str) {
     let answer = client

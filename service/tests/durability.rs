@@ -11,31 +11,10 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::Service;
-
-/// Every item of a route, walking the pages.
-async fn all_items(client: &reqwest::Client, base: &str, route: &str) -> HashMap<u64, String> {
-    let mut items = HashMap::new();
-    let mut uri = format!("{base}{route}?limit=1000");
-    for _ in 0..1000 {
-        let page: serde_json::Value = client.get(&uri).send().await.unwrap().json().await.unwrap();
-        for item in page["items"].as_array().unwrap() {
-            items.insert(
-                item["id"].as_u64().unwrap(),
-                item["name"].as_str().unwrap().to_owned(),
-            );
-        }
-        match page["next_before"].as_u64() {
-            Some(before) => uri = format!("{base}{route}?limit=1000&before={before}"),
-            None => return items,
-        }
-    }
-    panic!("more than 1000 pages");
-}
 
 #[tokio::test]
 async fn sigkill_under_concurrent_writes_loses_no_acknowledged_write() {
@@ -101,7 +80,7 @@ async fn sigkill_under_concurrent_writes_loses_no_acknowledged_write() {
             std::process::Stdio::null(),
         )
         .await;
-        let stored = all_items(&client, &restarted.base, route).await;
+        let stored = common::all_items(&client, &restarted.base, route).await;
         let lost: Vec<_> = acknowledged
             .iter()
             .filter(|(id, name)| stored.get(id) != Some(name))

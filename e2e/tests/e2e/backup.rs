@@ -66,7 +66,8 @@ fn backed_up(claim: &str, restore: bool) -> Stores {
     }
 }
 
-async fn create_claim(ns: &TestNamespace, name: &str) {
+/// Creates the claim `name` of 256Mi, of the StorageClass `class` (the default when None).
+async fn create_claim(ns: &TestNamespace, name: &str, class: Option<&str>) {
     let claim = PersistentVolumeClaim {
         metadata: ObjectMeta {
             name: Some(name.into()),
@@ -74,6 +75,7 @@ async fn create_claim(ns: &TestNamespace, name: &str) {
         },
         spec: Some(PersistentVolumeClaimSpec {
             access_modes: Some(vec!["ReadWriteOnce".into()]),
+            storage_class_name: class.map(str::to_owned),
             resources: Some(VolumeResourceRequirements {
                 requests: Some(BTreeMap::from([(
                     "storage".to_owned(),
@@ -319,13 +321,115 @@ done"#
     );
 }
 
+/// Creates `ms` (a re-created Microservice with `restoreFrom`) and waits until it is Ready.
+async fn create_restored(ns: &TestNamespace, ms: &Microservice) {
+    let microservices = ns.api::<Microservice>();
+    let name = ms.metadata.name.clone().unwrap_or_default();
+    let started = Instant::now();
+    microservices
+        .create(&PostParams::default(), ms)
+        .await
+        .unwrap();
+    kea_e2e::wait_ready(&microservices, &name, STORE_TIMEOUT)
+        .await
+        .unwrap();
+    eprintln!(
+        "e2e: {name} re-created with restoreFrom Ready {:.1}s after the create",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// POSTs the item `item-99999` to each of `routes` of the Microservice `name`.
+async fn post_one_more(caller: &ClusterClient, name: &str, routes: &[&str]) {
+    for route in routes {
+        let answer = caller
+            .http(&service_url(name, route), Some(r#"{"name":"item-99999"}"#))
+            .await
+            .unwrap();
+        assert_eq!(answer.status, 201, "POST {route}: {}", answer.body);
+    }
+}
+
+/// Deletes the serving pods of the Microservice `name`; returns their names.
+async fn delete_serving_pods(ns: &TestNamespace, name: &str) -> Vec<String> {
+    let pods = ns.api::<Pod>();
+    let serving: Vec<String> = kea_e2e::pods_of(&pods, name)
+        .await
+        .unwrap()
+        .iter()
+        .map(|p| p.metadata.name.clone().unwrap_or_default())
+        .collect();
+    for pod in &serving {
+        pods.delete(pod, &DeleteParams::default()).await.unwrap();
+    }
+    serving
+}
+
+/// Waits until the Microservice `name` is Ready on one pod that is none of `gone`.
+async fn wait_ready_on_a_new_pod(ns: &TestNamespace, name: &str, gone: Vec<String>) {
+    let (pods, microservices) = (ns.api::<Pod>(), ns.api::<Microservice>());
+    eventually(&format!("{name} Ready on a new pod"), STORE_TIMEOUT, || {
+        let (pods, microservices, gone) = (pods.clone(), microservices.clone(), gone.clone());
+        async move {
+            let ms = microservices.get(name).await?;
+            let fresh = kea_e2e::pods_of(&pods, name)
+                .await?
+                .iter()
+                .filter(|p| {
+                    kea_e2e::pod_ready(p)
+                        && !gone.contains(&p.metadata.name.clone().unwrap_or_default())
+                })
+                .count();
+            Ok((kea_e2e::is_ready(&ms) && fresh == 1).then_some(()))
+        }
+    })
+    .await
+    .unwrap();
+}
+
+/// Waits (at most `within`) until the `BackedUp` condition of `name` is `False` with
+/// `reason`; returns its message.
+async fn wait_not_backed_up(
+    ns: &TestNamespace,
+    name: &str,
+    reason: &str,
+    within: Duration,
+) -> String {
+    let microservices = ns.api::<Microservice>();
+    let started = Instant::now();
+    let message = eventually(&format!("BackedUp=False {reason}"), within, || {
+        let microservices = microservices.clone();
+        async move {
+            let ms = microservices.get(name).await?;
+            let condition = kea_operator::status::find_condition(
+                &ms.status
+                    .as_ref()
+                    .map(|s| s.conditions.clone())
+                    .unwrap_or_default(),
+                conditions::BACKED_UP,
+            )
+            .cloned();
+            Ok(condition
+                .filter(|c| c.status == "False" && c.reason == reason)
+                .map(|c| c.message))
+        }
+    })
+    .await
+    .unwrap();
+    eprintln!(
+        "e2e: {name}: BackedUp=False {reason} {:.1}s after the change: {message}",
+        started.elapsed().as_secs_f64()
+    );
+    message
+}
+
 #[tokio::test]
 #[ignore = "needs kind with kea installed: hack/e2e.sh"]
 async fn orders_stores_are_backed_up_on_demand_and_the_newest_are_kept() {
     let ns = namespace("backup").await.unwrap();
     let client = ns.client();
     let microservices = ns.api::<Microservice>();
-    create_claim(&ns, "backups").await;
+    create_claim(&ns, "backups", None).await;
     let mut orders = kea_e2e::microservice("orders", 1);
     orders.spec.stores = Some(backed_up("backups", false));
     microservices
@@ -446,18 +550,7 @@ done | grep -o '"item-[0-9]*"' | sort -u | wc -l"#,
     );
     let mut restored = kea_e2e::microservice("orders", 1);
     restored.spec.stores = Some(backed_up("backups", true));
-    let started = Instant::now();
-    microservices
-        .create(&PostParams::default(), &restored)
-        .await
-        .unwrap();
-    kea_e2e::wait_ready(&microservices, "orders", STORE_TIMEOUT)
-        .await
-        .unwrap();
-    eprintln!(
-        "e2e: orders re-created with restoreFrom Ready {:.1}s after the create",
-        started.elapsed().as_secs_f64()
-    );
+    create_restored(&ns, &restored).await;
     for route in ["/mysqldata", "/nosqldata"] {
         assert_eq!(
             item_count(&caller, "orders", route).await,
@@ -468,26 +561,9 @@ done | grep -o '"item-[0-9]*"' | sort -u | wc -l"#,
 
     // Never over data: a new item, then the MariaDB server's pod and the service's deleted;
     // the server's restore finds data on the volume and leaves it, the new item included.
-    for route in ["/mysqldata"] {
-        let answer = caller
-            .http(
-                &service_url("orders", route),
-                Some(r#"{"name":"item-99999"}"#),
-            )
-            .await
-            .unwrap();
-        assert_eq!(answer.status, 201, "POST {route}: {}", answer.body);
-    }
+    post_one_more(&caller, "orders", &["/mysqldata"]).await;
+    let serving = delete_serving_pods(&ns, "orders").await;
     let pods = ns.api::<Pod>();
-    let serving: Vec<String> = kea_e2e::pods_of(&pods, "orders")
-        .await
-        .unwrap()
-        .iter()
-        .map(|p| p.metadata.name.clone().unwrap_or_default())
-        .collect();
-    for pod in &serving {
-        pods.delete(pod, &DeleteParams::default()).await.unwrap();
-    }
     for pod in ["orders-mariadb-0"] {
         let uid = pods.get(pod).await.unwrap().metadata.uid;
         pods.delete(pod, &DeleteParams::default()).await.unwrap();
@@ -503,23 +579,7 @@ done | grep -o '"item-[0-9]*"' | sort -u | wc -l"#,
         .await
         .unwrap();
     }
-    eventually("orders Ready on new pods", STORE_TIMEOUT, || {
-        let (pods, microservices, serving) = (pods.clone(), microservices.clone(), serving.clone());
-        async move {
-            let ms = microservices.get("orders").await?;
-            let fresh = kea_e2e::pods_of(&pods, "orders")
-                .await?
-                .iter()
-                .filter(|p| {
-                    kea_e2e::pod_ready(p)
-                        && !serving.contains(&p.metadata.name.clone().unwrap_or_default())
-                })
-                .count();
-            Ok((kea_e2e::is_ready(&ms) && fresh == 1).then_some(()))
-        }
-    })
-    .await
-    .unwrap();
+    wait_ready_on_a_new_pod(&ns, "orders", serving).await;
     for route in ["/mysqldata"] {
         assert_eq!(
             item_count(&caller, "orders", route).await,
@@ -535,36 +595,14 @@ done | grep -o '"item-[0-9]*"' | sort -u | wc -l"#,
         .patch("orders", &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .unwrap();
-    let started = Instant::now();
-    eventually(
-        "BackedUp=False BackupTargetNotFound",
+    let message = wait_not_backed_up(
+        &ns,
+        "orders",
+        reasons::BACKUP_TARGET_NOT_FOUND,
         Duration::from_secs(30),
-        || {
-            let microservices = microservices.clone();
-            async move {
-                let ms = microservices.get("orders").await?;
-                let condition = kea_operator::status::find_condition(
-                    &ms.status
-                        .as_ref()
-                        .map(|s| s.conditions.clone())
-                        .unwrap_or_default(),
-                    conditions::BACKED_UP,
-                )
-                .cloned();
-                Ok(condition.filter(|c| {
-                    c.status == "False"
-                        && c.reason == reasons::BACKUP_TARGET_NOT_FOUND
-                        && c.message.contains("no-such-claim")
-                }))
-            }
-        },
     )
-    .await
-    .unwrap();
-    eprintln!(
-        "e2e: a missing backup target on the status {:.1}s after the edit",
-        started.elapsed().as_secs_f64()
-    );
+    .await;
+    assert!(message.contains("no-such-claim"), "{message}");
 }
 
 fn embedded(claim: &str, restore: bool) -> Stores {
@@ -583,7 +621,7 @@ async fn users_embedded_stores_are_backed_up_and_restored_into_a_new_microservic
     let ns = namespace("backup-embedded").await.unwrap();
     let client = ns.client();
     let microservices = ns.api::<Microservice>();
-    create_claim(&ns, "backups").await;
+    create_claim(&ns, "backups", None).await;
     let mut users = kea_e2e::microservice("users", 1);
     users.spec.stores = Some(embedded("backups", false));
     microservices
@@ -645,18 +683,7 @@ async fn users_embedded_stores_are_backed_up_and_restored_into_a_new_microservic
     }
     let mut restored = kea_e2e::microservice("users", 1);
     restored.spec.stores = Some(embedded("backups", true));
-    let started = Instant::now();
-    microservices
-        .create(&PostParams::default(), &restored)
-        .await
-        .unwrap();
-    kea_e2e::wait_ready(&microservices, "users", STORE_TIMEOUT)
-        .await
-        .unwrap();
-    eprintln!(
-        "e2e: users re-created with restoreFrom Ready {:.1}s after the create",
-        started.elapsed().as_secs_f64()
-    );
+    create_restored(&ns, &restored).await;
     for route in ["/mysqldata", "/nosqldata"] {
         assert_eq!(
             item_count(&caller, "users", route).await,
@@ -667,43 +694,9 @@ async fn users_embedded_stores_are_backed_up_and_restored_into_a_new_microservic
 
     // Never over data: a new item in each store, then the pod replaced; the restore finds
     // the store's files and leaves them, the new items included.
-    for route in ["/mysqldata", "/nosqldata"] {
-        let answer = caller
-            .http(
-                &service_url("users", route),
-                Some(r#"{"name":"item-99999"}"#),
-            )
-            .await
-            .unwrap();
-        assert_eq!(answer.status, 201, "POST {route}: {}", answer.body);
-    }
-    let pods = ns.api::<Pod>();
-    let serving: Vec<String> = kea_e2e::pods_of(&pods, "users")
-        .await
-        .unwrap()
-        .iter()
-        .map(|p| p.metadata.name.clone().unwrap_or_default())
-        .collect();
-    for pod in &serving {
-        pods.delete(pod, &DeleteParams::default()).await.unwrap();
-    }
-    eventually("users Ready on a new pod", STORE_TIMEOUT, || {
-        let (pods, microservices, serving) = (pods.clone(), microservices.clone(), serving.clone());
-        async move {
-            let ms = microservices.get("users").await?;
-            let fresh = kea_e2e::pods_of(&pods, "users")
-                .await?
-                .iter()
-                .filter(|p| {
-                    kea_e2e::pod_ready(p)
-                        && !serving.contains(&p.metadata.name.clone().unwrap_or_default())
-                })
-                .count();
-            Ok((kea_e2e::is_ready(&ms) && fresh == 1).then_some(()))
-        }
-    })
-    .await
-    .unwrap();
+    post_one_more(&caller, "users", &["/mysqldata", "/nosqldata"]).await;
+    let serving = delete_serving_pods(&ns, "users").await;
+    wait_ready_on_a_new_pod(&ns, "users", serving).await;
     for route in ["/mysqldata", "/nosqldata"] {
         assert_eq!(
             item_count(&caller, "users", route).await,
@@ -714,26 +707,7 @@ async fn users_embedded_stores_are_backed_up_and_restored_into_a_new_microservic
 
     // A target claim that never binds (its class does not exist): the run's pod cannot be
     // scheduled, and the status says so while the Job waits.
-    let mut stuck = PersistentVolumeClaim {
-        metadata: ObjectMeta {
-            name: Some("unbound-backups".into()),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    stuck.spec = Some(PersistentVolumeClaimSpec {
-        access_modes: Some(vec!["ReadWriteOnce".into()]),
-        storage_class_name: Some("no-such-class".into()),
-        resources: Some(VolumeResourceRequirements {
-            requests: Some(BTreeMap::from([(
-                "storage".to_owned(),
-                Quantity("16Mi".into()),
-            )])),
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
-    claims.create(&PostParams::default(), &stuck).await.unwrap();
+    create_claim(&ns, "unbound-backups", Some("no-such-class")).await;
     let patch = serde_json::json!({
         "metadata": {"annotations": {"kea.dev/backup-requested": "unbound"}},
         "spec": {"stores": {"sql": {"backup": {"target": {
@@ -743,114 +717,12 @@ async fn users_embedded_stores_are_backed_up_and_restored_into_a_new_microservic
         .patch("users", &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .unwrap();
-    let started = Instant::now();
-    let condition = eventually(
-        "BackedUp=False BackupCannotRun",
-        Duration::from_secs(60),
-        || {
-            let microservices = microservices.clone();
-            async move {
-                let ms = microservices.get("users").await?;
-                let condition = kea_operator::status::find_condition(
-                    &ms.status
-                        .as_ref()
-                        .map(|s| s.conditions.clone())
-                        .unwrap_or_default(),
-                    conditions::BACKED_UP,
-                )
-                .cloned();
-                Ok(condition
-                    .filter(|c| c.status == "False" && c.reason == reasons::BACKUP_CANNOT_RUN))
-            }
-        },
-    )
-    .await
-    .unwrap();
-    assert!(
-        condition.message.contains("Unschedulable"),
-        "{}",
-        condition.message
-    );
-    eprintln!(
-        "e2e: a run that cannot be scheduled on the status {:.1}s after the request: {}",
-        started.elapsed().as_secs_f64(),
-        condition.message
-    );
-}
-
-/// The CronJob runs on its schedule (every minute here), and after three runs exactly `keep`
-/// backups are on the target, the newest among them.
-#[tokio::test]
-#[ignore = "needs kind with kea installed: hack/e2e.sh"]
-async fn scheduled_backups_run_on_their_schedule_and_keep_exactly_keep() {
-    let ns = namespace("backup-scheduled").await.unwrap();
-    let microservices = ns.api::<Microservice>();
-    create_claim(&ns, "backups").await;
-    let mut store = backed_up_store(SqlEngine::Sqlite, "backups", false);
-    if let Some(backup) = store.backup.as_mut() {
-        backup.schedule = "* * * * *".into();
-    }
-    let mut users = kea_e2e::microservice("users", 1);
-    users.spec.stores = Some(Stores {
-        sql: Some(store),
-        nosql: None,
-    });
-    microservices
-        .create(&PostParams::default(), &users)
-        .await
-        .unwrap();
-    kea_e2e::wait_ready(&microservices, "users", STORE_TIMEOUT)
-        .await
-        .unwrap();
-    let started = Instant::now();
-    let runs = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let last = eventually("three scheduled backups", Duration::from_secs(300), || {
-        let (microservices, runs) = (microservices.clone(), runs.clone());
-        async move {
-            let ms = microservices.get("users").await?;
-            let Some(backup) = backup_of(&ms, "sql") else {
-                return Ok(None);
-            };
-            assert_ne!(backup.reason, reasons::BACKUP_FAILED, "{}", backup.message);
-            let mut seen = runs.lock().unwrap();
-            if let Some(location) = &backup.last_location
-                && !seen.contains(location)
-            {
-                seen.push(location.clone());
-                eprintln!(
-                    "e2e: scheduled backup {} at {:.0}s: {location}",
-                    seen.len(),
-                    started.elapsed().as_secs_f64()
-                );
-            }
-            Ok((seen.len() >= 3).then(|| backup.clone()))
-        }
-    })
-    .await
-    .unwrap();
-    assert!(
-        last.last_request.is_none(),
-        "no on-demand run was asked for: {last:?}"
-    );
-    let listing = read_claim(
+    let message = wait_not_backed_up(
         &ns,
-        "backups",
-        "list-backups",
-        MARIADB_IMAGE,
-        "ls -1A /backup/users-sqlite",
+        "users",
+        reasons::BACKUP_CANNOT_RUN,
+        Duration::from_secs(60),
     )
     .await;
-    let files: Vec<&str> = listing.lines().filter(|l| !l.is_empty()).collect();
-    assert_eq!(files.len(), KEEP as usize, "files kept: {listing}");
-    let newest = last
-        .last_location
-        .as_deref()
-        .unwrap()
-        .rsplit('/')
-        .next()
-        .unwrap();
-    assert!(
-        files.contains(&newest),
-        "the newest {newest} kept: {listing}"
-    );
+    assert!(message.contains("Unschedulable"), "{message}");
 }

@@ -24,10 +24,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, Job, JobSpec, JobTemplateSpec};
 use k8s_openapi::api::core::v1::{
-    Container, PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec, ResourceRequirements,
-    Volume, VolumeMount,
+    Container, PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec, Volume, VolumeMount,
 };
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Deserialize;
 
@@ -39,7 +37,7 @@ use crate::children::stores::{
     EmbeddedEngine, Engine, MICROSERVICE_LABEL, PlannedStore, STORE_RUN_AS_USER, ServerEngine,
     ServiceWiring, StoreChildren, StoreContext, StoreImages, StoreObjects, TOOLS_RUN_AS_USER,
     admin_secret_name, database_name, embedded_mount_path, embedded_volume_name, plain_env,
-    secret_env, secret_keys,
+    resources, secret_env, secret_keys,
 };
 
 /// Value of `app.kubernetes.io/component` on backup CronJobs, Jobs and pods.
@@ -341,17 +339,7 @@ pub fn embedded_suffix(engine: EmbeddedEngine) -> &'static str {
 /// What every backup container shares: limits, security, the target's mount.
 fn backup_container() -> Container {
     Container {
-        resources: Some(ResourceRequirements {
-            requests: Some(BTreeMap::from([
-                ("cpu".to_owned(), Quantity("50m".to_owned())),
-                ("memory".to_owned(), Quantity("64Mi".to_owned())),
-            ])),
-            limits: Some(BTreeMap::from([(
-                "memory".to_owned(),
-                Quantity("512Mi".to_owned()),
-            )])),
-            ..Default::default()
-        }),
+        resources: Some(resources("50m", "64Mi", "512Mi")),
         security_context: Some(restricted_container_security()),
         termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
         volume_mounts: Some(vec![VolumeMount {
@@ -520,17 +508,7 @@ echo "restoring ${{file#{TARGET_MOUNT}/}} ($(stat -c %s "$file") bytes) from Per
                 plain_env("KEA_RESTORE_PATH", &path),
                 plain_env("KEA_RESTORE_CLAIM", claim),
             ]),
-            resources: Some(ResourceRequirements {
-                requests: Some(BTreeMap::from([
-                    ("cpu".to_owned(), Quantity("10m".to_owned())),
-                    ("memory".to_owned(), Quantity("16Mi".to_owned())),
-                ])),
-                limits: Some(BTreeMap::from([(
-                    "memory".to_owned(),
-                    Quantity("128Mi".to_owned()),
-                )])),
-                ..Default::default()
-            }),
+            resources: Some(resources("10m", "16Mi", "128Mi")),
             security_context: Some(restricted_container_security()),
             termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
             volume_mounts: Some(mounts),
@@ -602,17 +580,7 @@ pub fn attach_embedded_restores(
             image: Some(images.tools.clone()),
             // The image's entrypoint is `kea-operator`.
             args: Some(args.iter().map(|arg| (*arg).to_owned()).collect()),
-            resources: Some(ResourceRequirements {
-                requests: Some(BTreeMap::from([
-                    ("cpu".to_owned(), Quantity("10m".to_owned())),
-                    ("memory".to_owned(), Quantity("16Mi".to_owned())),
-                ])),
-                limits: Some(BTreeMap::from([(
-                    "memory".to_owned(),
-                    Quantity("128Mi".to_owned()),
-                )])),
-                ..Default::default()
-            }),
+            resources: Some(resources("10m", "16Mi", "128Mi")),
             security_context: Some(restricted_container_security()),
             termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
             volume_mounts: Some(vec![

@@ -724,7 +724,8 @@ fn mount(name: &str, path: &str) -> VolumeMount {
     }
 }
 
-fn resources(cpu: &str, memory: &str, memory_limit: &str) -> ResourceRequirements {
+/// Requests of `cpu` and `memory`, and a limit of `memory_limit`.
+pub(crate) fn resources(cpu: &str, memory: &str, memory_limit: &str) -> ResourceRequirements {
     ResourceRequirements {
         requests: Some(BTreeMap::from([
             ("cpu".to_owned(), Quantity(cpu.to_owned())),

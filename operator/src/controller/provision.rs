@@ -494,14 +494,7 @@ async fn reconcile_backup(
         .filter(|job| finished(job, "Complete").is_none() && finished(job, "Failed").is_none())
     {
         seen.running = true;
-        let pods = place
-            .api::<Pod>()
-            .list(
-                &ListParams::default()
-                    .labels(&format!("batch.kubernetes.io/job-name={}", job.name_any())),
-            )
-            .await?;
-        if let Some(problem) = pods::problem(&pods.items, &[]) {
+        if let Some(problem) = pods::problem(&job_pods(place, job).await?, &[]) {
             seen.cannot_run = Some(format!(
                 "Job {}: {}: {}",
                 job.name_any(),
@@ -533,17 +526,20 @@ fn finished(job: &Job, wanted: &str) -> Option<(Time, String)> {
     Some((time, why))
 }
 
-/// The termination message of the last pod of `job` (its report, or the end of its log).
-async fn run_message(place: &Place<'_>, job: &Job) -> Result<Option<String>> {
+/// The pods of `job`.
+async fn job_pods(place: &Place<'_>, job: &Job) -> Result<Vec<Pod>> {
+    let selector = format!("batch.kubernetes.io/job-name={}", job.name_any());
     let pods = place
         .api::<Pod>()
-        .list(
-            &ListParams::default()
-                .labels(&format!("batch.kubernetes.io/job-name={}", job.name_any())),
-        )
+        .list(&ListParams::default().labels(&selector))
         .await?;
-    let message = pods
-        .items
+    Ok(pods.items)
+}
+
+/// The termination message of the last pod of `job` (its report, or the end of its log).
+async fn run_message(place: &Place<'_>, job: &Job) -> Result<Option<String>> {
+    let message = job_pods(place, job)
+        .await?
         .iter()
         .filter_map(|pod| {
             let status = pod.status.as_ref()?.container_statuses.as_ref()?.first()?;

@@ -84,6 +84,30 @@ pub async fn embedded_app() -> (App, tempfile::TempDir) {
     (app, dir)
 }
 
+/// Every item of a route of the service at `base`, by id, walking the pages.
+pub async fn all_items(
+    client: &reqwest::Client,
+    base: &str,
+    route: &str,
+) -> std::collections::BTreeMap<u64, String> {
+    let mut items = std::collections::BTreeMap::new();
+    let mut uri = format!("{base}{route}?limit=1000");
+    for _ in 0..1000 {
+        let page: serde_json::Value = client.get(&uri).send().await.unwrap().json().await.unwrap();
+        for item in page["items"].as_array().unwrap() {
+            items.insert(
+                item["id"].as_u64().unwrap(),
+                item["name"].as_str().unwrap().to_owned(),
+            );
+        }
+        match page["next_before"].as_u64() {
+            Some(before) => uri = format!("{base}{route}?limit=1000&before={before}"),
+            None => return items,
+        }
+    }
+    panic!("more than 1000 pages");
+}
+
 /// A real backing server's URL from the environment (set by `hack/backing-services.sh env`).
 /// The tests that call it are `#[ignore]`d: one that runs (`cargo test -- --ignored`, as in
 /// `hack/test.sh`) fails without the server.
