@@ -726,3 +726,80 @@ async fn users_embedded_stores_are_backed_up_and_restored_into_a_new_microservic
     .await;
     assert!(message.contains("Unschedulable"), "{message}");
 }
+
+/// The CronJob runs on its schedule (every minute here), and after three runs exactly `keep`
+/// backups are on the target, the newest among them.
+#[tokio::test]
+#[ignore = "needs kind with kea installed: hack/e2e.sh"]
+async fn scheduled_backups_run_on_their_schedule_and_keep_exactly_keep() {
+    let ns = namespace("backup-scheduled").await.unwrap();
+    let microservices = ns.api::<Microservice>();
+    create_claim(&ns, "backups", None).await;
+    let mut store = backed_up_store(SqlEngine::Sqlite, "backups", false);
+    if let Some(backup) = store.backup.as_mut() {
+        backup.schedule = "* * * * *".into();
+    }
+    let mut users = kea_e2e::microservice("users", 1);
+    users.spec.stores = Some(Stores {
+        sql: Some(store),
+        nosql: None,
+    });
+    microservices
+        .create(&PostParams::default(), &users)
+        .await
+        .unwrap();
+    kea_e2e::wait_ready(&microservices, "users", STORE_TIMEOUT)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let runs = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let last = eventually("three scheduled backups", Duration::from_secs(300), || {
+        let (microservices, runs) = (microservices.clone(), runs.clone());
+        async move {
+            let ms = microservices.get("users").await?;
+            let Some(backup) = backup_of(&ms, "sql") else {
+                return Ok(None);
+            };
+            assert_ne!(backup.reason, reasons::BACKUP_FAILED, "{}", backup.message);
+            let mut seen = runs.lock().unwrap();
+            if let Some(location) = &backup.last_location
+                && !seen.contains(location)
+            {
+                seen.push(location.clone());
+                eprintln!(
+                    "e2e: scheduled backup {} at {:.0}s: {location}",
+                    seen.len(),
+                    started.elapsed().as_secs_f64()
+                );
+            }
+            Ok((seen.len() >= 3).then(|| backup.clone()))
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        last.last_request.is_none(),
+        "no on-demand run was asked for: {last:?}"
+    );
+    let listing = read_claim(
+        &ns,
+        "backups",
+        "list-backups",
+        MARIADB_IMAGE,
+        "ls -1A /backup/users-sqlite",
+    )
+    .await;
+    let files: Vec<&str> = listing.lines().filter(|l| !l.is_empty()).collect();
+    assert_eq!(files.len(), KEEP as usize, "files kept: {listing}");
+    let newest = last
+        .last_location
+        .as_deref()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap();
+    assert!(
+        files.contains(&newest),
+        "the newest {newest} kept: {listing}"
+    );
+}
