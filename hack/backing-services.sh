@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Real MariaDB and Redis servers for the service's store tests, on loopback,
-# with private data directories: nothing is shared with a system install.
+# Real MariaDB and Redis servers for the service's store tests, and an S3-compatible
+# server (versitygw, built by hack/toolchain.sh s3) with one bucket for the backup tests,
+# on loopback, with private data directories: nothing is shared with a system install.
 #
-#   hack/backing-services.sh start   # installs (Debian) and starts both; idempotent
-#   hack/backing-services.sh env     # prints the KEA_TEST_*_URL exports for the tests
-#   hack/backing-services.sh status  # whether both run
-#   hack/backing-services.sh stop    # stops both and removes their data
+#   hack/backing-services.sh start   # installs (Debian), builds and starts them; idempotent
+#   hack/backing-services.sh env     # prints the KEA_TEST_* exports for the tests
+#   hack/backing-services.sh status  # whether they run
+#   hack/backing-services.sh stop    # stops them and removes their data
 # shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -14,6 +15,11 @@ MYSQL_PORT=${KEA_TEST_MYSQL_PORT:-33306}
 REDIS_PORT=${KEA_TEST_REDIS_PORT:-36379}
 MYSQL_URL="mysql://kea:kea@127.0.0.1:$MYSQL_PORT/kea_test"
 REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
+S3_PORT=${KEA_TEST_S3_PORT:-37070}
+S3_ENDPOINT="http://127.0.0.1:$S3_PORT"
+S3_BUCKET=kea-test
+S3_ACCESS_KEY=kea-test
+S3_SECRET_KEY=kea-test-secret-key
 
 start_mariadb() {
   local dir="$STATE_DIR/mariadb"
@@ -48,6 +54,30 @@ start_redis() {
   log "Redis ready on 127.0.0.1:$REDIS_PORT"
 }
 
+# s3_request METHOD PATH [CURL ARGS...]: a signed request to the S3 server; prints the status.
+s3_request() {
+  curl -s -o /dev/null -w '%{http_code}' -X "$1" --aws-sigv4 "aws:amz:us-east-1:s3" \
+    --user "$S3_ACCESS_KEY:$S3_SECRET_KEY" -H 'x-amz-content-sha256: UNSIGNED-PAYLOAD' \
+    "${@:3}" "$S3_ENDPOINT/$2"
+}
+
+start_s3() {
+  local dir="$STATE_DIR/s3"
+  if pid_in_file "$dir/versitygw.pid" >/dev/null; then log "S3 server already running on :$S3_PORT"; return 0; fi
+  "$HACK_DIR/toolchain.sh" s3
+  mkdir -p "$dir/root" "$dir/meta"
+  # Objects are files under root/BUCKET/; metadata in a side folder, not in extended attributes.
+  ROOT_ACCESS_KEY="$S3_ACCESS_KEY" ROOT_SECRET_KEY="$S3_SECRET_KEY" \
+    setsid "$(tool_bin versitygw)" --port "127.0.0.1:$S3_PORT" --quiet \
+    posix --sidecar "$dir/meta" "$dir/root" </dev/null >"$dir/versitygw.log" 2>&1 &
+  echo $! >"$dir/versitygw.pid"
+  retry 20 curl -s -o /dev/null "$S3_ENDPOINT/" || die "the S3 server did not start: see $dir/versitygw.log"
+  local status
+  status=$(s3_request PUT "$S3_BUCKET")
+  [ "$status" = 200 ] || [ "$status" = 409 ] || die "could not create bucket $S3_BUCKET (HTTP $status)"
+  log "S3 server ready on $S3_ENDPOINT (bucket $S3_BUCKET)"
+}
+
 # status_of NAME PIDFILE: whether NAME runs, said and returned.
 status_of() {
   local pid
@@ -55,19 +85,23 @@ status_of() {
 }
 
 case "${1:-}" in
-  start) apt_install mariadb-server mariadb-client redis-server redis-tools; start_mariadb; start_redis ;;
+  start) apt_install mariadb-server mariadb-client redis-server redis-tools curl; start_mariadb; start_redis; start_s3 ;;
   stop)
     # shellcheck disable=SC2046 # the pids of those running
-    stop_processes 15 $(pid_in_file "$STATE_DIR/mariadb/mariadbd.pid"; pid_in_file "$STATE_DIR/redis/redis.pid")
+    stop_processes 15 $(pid_in_file "$STATE_DIR/mariadb/mariadbd.pid"; pid_in_file "$STATE_DIR/redis/redis.pid"
+      pid_in_file "$STATE_DIR/s3/versitygw.pid")
     rm -rf "$STATE_DIR"
-    log "MariaDB and Redis stopped" ;;
+    log "MariaDB, Redis and the S3 server stopped" ;;
   status)
     rc=0
     status_of "MariaDB on :$MYSQL_PORT" "$STATE_DIR/mariadb/mariadbd.pid" || rc=1
     status_of "Redis on :$REDIS_PORT" "$STATE_DIR/redis/redis.pid" || rc=1
+    status_of "S3 server on :$S3_PORT" "$STATE_DIR/s3/versitygw.pid" || rc=1
     exit $rc ;;
   env)
     echo "export KEA_TEST_MYSQL_URL=$MYSQL_URL"
-    echo "export KEA_TEST_REDIS_URL=$REDIS_URL" ;;
+    echo "export KEA_TEST_REDIS_URL=$REDIS_URL"
+    echo "export KEA_TEST_S3_ENDPOINT=$S3_ENDPOINT KEA_TEST_S3_BUCKET=$S3_BUCKET"
+    echo "export KEA_TEST_S3_ACCESS_KEY=$S3_ACCESS_KEY KEA_TEST_S3_SECRET_KEY=$S3_SECRET_KEY" ;;
   *) die "usage: $0 start|stop|status|env" ;;
 esac

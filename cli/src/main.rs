@@ -63,6 +63,12 @@ enum Command {
     /// Put the newest backup in place as an embedded store's file, unless the file exists:
     /// what the restore init container of the service's pod runs.
     StoreRestore(kea_cli::store_backup::RestoreArgs),
+    /// Upload the newest backup of a folder to a bucket and keep the newest there: what the
+    /// backup Job of a server store with an S3 target runs after the dump.
+    StoreUpload(kea_cli::store_backup::UploadArgs),
+    /// Download a backup from a bucket, unless the store's volume holds data: what runs
+    /// before the restore of a store with `restoreFrom.s3`.
+    StoreFetch(kea_cli::store_backup::FetchArgs),
 }
 
 #[tokio::main]
@@ -92,6 +98,8 @@ async fn main() -> ExitCode {
         }) => probe(&url, Duration::from_secs(timeout_seconds)).await,
         Some(Command::StoreBackup(args)) => kea_cli::store_backup::backup(&args).await,
         Some(Command::StoreRestore(args)) => kea_cli::store_backup::restore(&args),
+        Some(Command::StoreUpload(args)) => kea_cli::store_backup::upload_newest(&args).await,
+        Some(Command::StoreFetch(args)) => kea_cli::store_backup::fetch_for_restore(&args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -7,12 +7,19 @@
 //! `--keep` and reports the file in the termination message, as the server stores' runs do.
 //! A restore copies the newest backup to the store's file, and only when there is none yet:
 //! never over data.
+//!
+//! With a bucket (`--s3-bucket`), the folder is a scratch volume: the backup is uploaded
+//! from it ([`crate::s3`]), and `store-upload` does the same for the dump of a server store.
+//! `store-fetch` downloads a backup from a bucket for a restore, before the restore's own
+//! init container runs.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use kea_operator::{Error, Result};
+
+use crate::s3::{Bucket, S3Args};
 
 /// Flags of `kea-operator store-backup`.
 #[derive(clap::Args, Debug, Clone)]
@@ -42,6 +49,52 @@ pub struct BackupArgs {
     /// Where the report goes (the kubelet reads it into the Job's status).
     #[arg(long, default_value = "/dev/termination-log")]
     pub report: PathBuf,
+    /// The bucket to upload to, when the target is one (then `--dir` is a scratch folder).
+    #[command(flatten)]
+    pub s3: S3Args,
+}
+
+/// Flags of `kea-operator store-upload`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct UploadArgs {
+    /// The folder of the finished backup (the newest there is uploaded).
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// What ends the backup's file name, e.g. `.sql.gz`.
+    #[arg(long)]
+    pub suffix: String,
+    /// How many backups to keep in the bucket.
+    #[arg(long, default_value_t = 7)]
+    pub keep: usize,
+    /// How the status names the folder, e.g. s3://backups/kea/orders-mariadb/.
+    #[arg(long)]
+    pub location: String,
+    /// Where the report goes (the kubelet reads it into the Job's status).
+    #[arg(long, default_value = "/dev/termination-log")]
+    pub report: PathBuf,
+    /// The bucket; `--s3-prefix` is the store's folder in it.
+    #[command(flatten)]
+    pub s3: S3Args,
+}
+
+/// Flags of `kea-operator store-fetch`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct FetchArgs {
+    /// `FOLDER/` (its newest backup is taken) or `FOLDER/FILE`, under `--s3-prefix`.
+    #[arg(long)]
+    pub path: String,
+    /// What ends a backup's file name, e.g. `.rdb`.
+    #[arg(long)]
+    pub suffix: String,
+    /// The folder to download to, as `TO/FOLDER/FILE`.
+    #[arg(long)]
+    pub to: PathBuf,
+    /// Nothing is downloaded when this exists (the store's volume holds data).
+    #[arg(long)]
+    pub unless_exists: Vec<PathBuf>,
+    /// The bucket; `--s3-prefix` is the target's prefix.
+    #[command(flatten)]
+    pub s3: S3Args,
 }
 
 /// Flags of `kea-operator store-restore`.
@@ -56,9 +109,9 @@ pub struct RestoreArgs {
     /// The store's file; left alone when it exists.
     #[arg(long)]
     pub to: PathBuf,
-    /// The claim the backups are on, to name it in messages.
+    /// Where the backups are, to name it in messages, e.g. `PersistentVolumeClaim backups`.
     #[arg(long)]
-    pub claim: String,
+    pub source: String,
 }
 
 fn failed(message: String) -> Error {
@@ -93,6 +146,7 @@ fn backups_in(dir: &Path, suffix: &str) -> Result<Vec<String>> {
 
 /// Takes one backup; see the module's description.
 pub async fn backup(args: &BackupArgs) -> Result<()> {
+    let bucket = Bucket::open(&args.s3)?;
     std::fs::create_dir_all(&args.dir)?;
     let name = format!(
         "{}{}",
@@ -107,14 +161,89 @@ pub async fn backup(args: &BackupArgs) -> Result<()> {
     let size = result?;
     std::fs::rename(&partial, args.dir.join(&name))?;
     std::fs::File::open(&args.dir)?.sync_all()?;
-    let backups = backups_in(&args.dir, &args.suffix)?;
-    for old in backups.iter().rev().skip(args.keep.max(1)) {
-        std::fs::remove_file(args.dir.join(old))?;
+    let size = match &bucket {
+        Some(bucket) => upload(bucket, &args.dir, &name, &args.suffix, args.keep).await?,
+        None => {
+            let backups = backups_in(&args.dir, &args.suffix)?;
+            for old in backups.iter().rev().skip(args.keep.max(1)) {
+                std::fs::remove_file(args.dir.join(old))?;
+            }
+            size
+        }
+    };
+    report(&args.report, &args.location, &name, size)
+}
+
+/// Uploads the newest backup of a folder to a bucket: what a server store's backup runs after
+/// its dump; see the module's description.
+pub async fn upload_newest(args: &UploadArgs) -> Result<()> {
+    let bucket = Bucket::open(&args.s3)?
+        .ok_or_else(|| failed("store-upload needs --s3-bucket".to_owned()))?;
+    let name = backups_in(&args.dir, &args.suffix)?.pop().ok_or_else(|| {
+        failed(format!(
+            "no backup ending in {} in {}: the dump wrote nothing",
+            args.suffix,
+            args.dir.display()
+        ))
+    })?;
+    let size = upload(&bucket, &args.dir, &name, &args.suffix, args.keep).await?;
+    report(&args.report, &args.location, &name, size)
+}
+
+/// Uploads `dir/name` to the bucket, then deletes the oldest there beyond `keep`.
+async fn upload(bucket: &Bucket, dir: &Path, name: &str, suffix: &str, keep: usize) -> Result<u64> {
+    let size = bucket.upload(&dir.join(name), name).await?;
+    let backups = backups_in_bucket(bucket, "", suffix).await?;
+    for old in backups.iter().rev().skip(keep.max(1)) {
+        bucket.delete(old).await?;
     }
-    let location = format!("{}{name}", args.location);
-    let report = serde_json::json!({ "location": location, "size": size });
-    std::fs::write(&args.report, report.to_string())?;
+    Ok(size)
+}
+
+/// The complete backups in `folder` of a bucket, oldest first (their names sort by time).
+async fn backups_in_bucket(bucket: &Bucket, folder: &str, suffix: &str) -> Result<Vec<String>> {
+    let mut names = bucket.names(folder).await?;
+    names.retain(|name| is_backup_name(name, suffix));
+    Ok(names)
+}
+
+/// Says where the backup went, in the termination message the reconciler reads.
+fn report(report: &Path, location: &str, name: &str, size: u64) -> Result<()> {
+    let location = format!("{location}{name}");
+    let message = serde_json::json!({ "location": location, "size": size });
+    std::fs::write(report, message.to_string())?;
     println!("backed up to {location} ({size} bytes)");
+    Ok(())
+}
+
+/// Downloads a backup from a bucket for a restore; see the module's description.
+pub async fn fetch_for_restore(args: &FetchArgs) -> Result<()> {
+    if let Some(found) = args.unless_exists.iter().find(|path| path.exists()) {
+        println!(
+            "{} exists: the volume holds data, nothing downloaded",
+            found.display()
+        );
+        return Ok(());
+    }
+    let bucket = Bucket::open(&args.s3)?
+        .ok_or_else(|| failed("store-fetch needs --s3-bucket".to_owned()))?;
+    let relative = if args.path.ends_with('/') || args.path.is_empty() {
+        let newest = backups_in_bucket(&bucket, &args.path, &args.suffix)
+            .await?
+            .pop()
+            .ok_or_else(|| {
+                failed(format!(
+                    "no backup ending in {} in {} (restoreFrom)",
+                    args.suffix,
+                    bucket.url(&args.path)
+                ))
+            })?;
+        format!("{}{newest}", args.path)
+    } else {
+        args.path.clone()
+    };
+    let size = bucket.download(&relative, &args.to.join(&relative)).await?;
+    println!("downloaded {} ({size} bytes)", bucket.url(&relative));
     Ok(())
 }
 
@@ -175,11 +304,11 @@ pub fn restore(args: &RestoreArgs) -> Result<()> {
         );
         return Ok(());
     }
-    let claim = &args.claim;
+    let from = &args.source;
     let source = if args.from.is_dir() {
         let newest = backups_in(&args.from, &args.suffix)?.pop().ok_or_else(|| {
             failed(format!(
-                "no backup ending in {} in {} on PersistentVolumeClaim {claim} (restoreFrom)",
+                "no backup ending in {} in {} on {from} (restoreFrom)",
                 args.suffix,
                 args.from.display()
             ))
@@ -189,7 +318,7 @@ pub fn restore(args: &RestoreArgs) -> Result<()> {
         args.from.clone()
     } else {
         return Err(failed(format!(
-            "{} is not on PersistentVolumeClaim {claim} (restoreFrom.path)",
+            "{} is not on {from} (restoreFrom.path)",
             args.from.display()
         )));
     };
@@ -212,7 +341,7 @@ pub fn restore(args: &RestoreArgs) -> Result<()> {
     std::fs::rename(&partial, &args.to)?;
     std::fs::File::open(dir)?.sync_all()?;
     println!(
-        "restored {} ({size} bytes) from PersistentVolumeClaim {claim} to {}",
+        "restored {} ({size} bytes) from {from} to {}",
         source.display(),
         args.to.display()
     );
@@ -253,7 +382,7 @@ mod tests {
             from: backups.path().to_owned(),
             suffix: ".sqlite".into(),
             to: to.clone(),
-            claim: "backups".into(),
+            source: "PersistentVolumeClaim backups".into(),
         };
         restore(&args).unwrap();
         assert_eq!(std::fs::read_to_string(&to).unwrap(), "new");

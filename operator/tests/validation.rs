@@ -169,6 +169,54 @@ fn bad_specs() -> Vec<(&'static str, serde_json::Value, &'static str)> {
             "claimName must be the name of a PersistentVolumeClaim",
         ),
         (
+            "backup-two-targets",
+            json!({"image": "x", "stores": {"nosql": {"engine": "redis", "backup": {
+                "schedule": "@daily", "target": {"persistentVolumeClaim": {"claimName": "b"}, "s3": {
+                    "bucket": "backups",
+                    "accessKeyIdSecretKeyRef": {"name": "s3", "key": "id"},
+                    "secretAccessKeySecretKeyRef": {"name": "s3", "key": "secret"}}}}}}}),
+            "backup.target must name exactly one of persistentVolumeClaim or s3",
+        ),
+        (
+            "backup-empty-target",
+            json!({"image": "x", "stores": {"nosql": {"engine": "redis", "backup": {
+                "schedule": "@daily", "target": {}}}}}),
+            "backup.target must name exactly one of persistentVolumeClaim or s3",
+        ),
+        (
+            "backup-bucket-name",
+            json!({"image": "x", "stores": {"sql": {"engine": "sqlite", "backup": {
+                "schedule": "@daily", "target": {"s3": {
+                    "bucket": "My_Backups",
+                    "accessKeyIdSecretKeyRef": {"name": "s3", "key": "id"},
+                    "secretAccessKeySecretKeyRef": {"name": "s3", "key": "secret"}}}}}}}),
+            "bucket must be an S3 bucket name",
+        ),
+        (
+            "backup-bucket-endpoint",
+            json!({"image": "x", "stores": {"sql": {"engine": "sqlite", "backup": {
+                "schedule": "@daily", "target": {"s3": {
+                    "bucket": "backups", "endpoint": "minio.storage:9000",
+                    "accessKeyIdSecretKeyRef": {"name": "s3", "key": "id"},
+                    "secretAccessKeySecretKeyRef": {"name": "s3", "key": "secret"}}}}}}}),
+            "endpoint must be an http:// or https:// URL with a host and no path",
+        ),
+        (
+            "backup-bucket-no-credentials",
+            json!({"image": "x", "stores": {"sql": {"engine": "sqlite", "backup": {
+                "schedule": "@daily", "target": {"s3": {"bucket": "backups"}}}}}}),
+            "accessKeyIdSecretKeyRef: Required value",
+        ),
+        (
+            "restore-two-sources",
+            json!({"image": "x", "stores": {"sql": {"engine": "mariadb", "restoreFrom": {
+                "persistentVolumeClaim": {"claimName": "b"}, "s3": {
+                    "bucket": "backups",
+                    "accessKeyIdSecretKeyRef": {"name": "s3", "key": "id"},
+                    "secretAccessKeySecretKeyRef": {"name": "s3", "key": "secret"}}}}}}),
+            "restoreFrom must name exactly one of persistentVolumeClaim or s3",
+        ),
+        (
             "a-microservice-named-too-long-for-its-backups",
             json!({"image": "x", "stores": {"sql": {"engine": "mariadb", "backup": {
                 "schedule": "0 3 * * *", "target": {"persistentVolumeClaim": {"claimName": "b"}}}}}}),

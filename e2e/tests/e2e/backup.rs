@@ -44,16 +44,18 @@ fn backed_up_store<E>(engine: E, claim: &str, restore: bool) -> Store<E> {
             keep: KEEP,
             suspend: false,
             target: BackupTarget {
-                persistent_volume_claim: ClaimTarget {
+                persistent_volume_claim: Some(ClaimTarget {
                     claim_name: claim.into(),
-                },
+                }),
+                s3: None,
             },
         }),
         // This store's own folder, the newest backup in it.
         restore_from: restore.then(|| RestoreFrom {
-            persistent_volume_claim: ClaimTarget {
+            persistent_volume_claim: Some(ClaimTarget {
                 claim_name: claim.into(),
-            },
+            }),
+            s3: None,
             path: None,
         }),
     }

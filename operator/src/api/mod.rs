@@ -483,22 +483,37 @@ pub struct Store<E> {
     pub restore_from: Option<RestoreFrom>,
 }
 
-/// A backup to restore a new store from.
+/// A backup to restore a new store from: on a volume claim or in an S3-compatible bucket.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.persistentVolumeClaim) != has(self.s3)",
+    "message": "restoreFrom must name exactly one of persistentVolumeClaim or s3"
+}]))]
 pub struct RestoreFrom {
     /// The claim the backups are on (a `backup.target`).
-    pub persistent_volume_claim: ClaimTarget,
-    /// A backup file on it, e.g. `orders-mariadb/20261206T030000.000Z.sql.gz`, or a folder
-    /// whose newest backup is taken (e.g. `orders-mariadb/`). Defaults to this store's own
-    /// folder, `NAME-ENGINE/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistent_volume_claim: Option<ClaimTarget>,
+    /// The bucket the backups are in (a `backup.target`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Target>,
+    /// A backup file on the claim or under the bucket's prefix, e.g.
+    /// `orders-mariadb/20261206T030000.000Z.sql.gz`, or a folder whose newest backup is taken
+    /// (e.g. `orders-mariadb/`). Defaults to this store's own folder, `NAME-ENGINE/`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     #[schemars(extend("x-kubernetes-validations" = [{
         "rule": "self.matches('^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]*)?$') && !self.contains('..')",
-        "message": "path must be FOLDER/ or FOLDER/FILE on the claim, such as orders-mariadb/ or orders-mariadb/20261206T030000.000Z.sql.gz (letters, digits, '.', '_', '-'; no '..')"
+        "message": "path must be FOLDER/ or FOLDER/FILE, such as orders-mariadb/ or orders-mariadb/20261206T030000.000Z.sql.gz (letters, digits, '.', '_', '-'; no '..')"
     }]))]
     pub path: Option<String>,
+}
+
+impl RestoreFrom {
+    /// Where the backup is; `None` when the spec names no place (the CRD refuses that).
+    pub fn location(&self) -> Option<BackupLocation<'_>> {
+        BackupLocation::of(self.persistent_volume_claim.as_ref(), self.s3.as_ref())
+    }
 }
 
 /// When and where a store is backed up.
@@ -530,14 +545,141 @@ pub fn default_backup_keep() -> i32 {
     7
 }
 
-/// Where a store's backups are written.
+/// Where a store's backups are written: a volume claim or an S3-compatible bucket.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.persistentVolumeClaim) != has(self.s3)",
+    "message": "backup.target must name exactly one of persistentVolumeClaim or s3"
+}]))]
 pub struct BackupTarget {
     /// An existing PersistentVolumeClaim in the Microservice's namespace. Backups go under
     /// `NAME-ENGINE/` on it (e.g. `orders-mariadb/20261206T030000.000Z.sql.gz`), so one claim
     /// can hold the backups of several stores. It is never deleted with the Microservice.
-    pub persistent_volume_claim: ClaimTarget,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistent_volume_claim: Option<ClaimTarget>,
+    /// An existing bucket of an S3-compatible object store. Backups go under
+    /// `PREFIX/NAME-ENGINE/`; the run writes each one on a scratch volume of the node first,
+    /// then uploads it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Target>,
+}
+
+impl BackupTarget {
+    /// Where the backups go; `None` when the spec names no place (the CRD refuses that).
+    pub fn location(&self) -> Option<BackupLocation<'_>> {
+        BackupLocation::of(self.persistent_volume_claim.as_ref(), self.s3.as_ref())
+    }
+}
+
+/// The one place a `backup.target` or a `restoreFrom` names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackupLocation<'a> {
+    /// A folder tree on a volume claim.
+    Claim(&'a ClaimTarget),
+    /// Objects in a bucket.
+    S3(&'a S3Target),
+}
+
+impl<'a> BackupLocation<'a> {
+    fn of(claim: Option<&'a ClaimTarget>, s3: Option<&'a S3Target>) -> Option<Self> {
+        match (claim, s3) {
+            (Some(claim), None) => Some(Self::Claim(claim)),
+            (None, Some(s3)) => Some(Self::S3(s3)),
+            _ => None,
+        }
+    }
+}
+
+/// A bucket of an S3-compatible object store (AWS S3, MinIO, Ceph RGW, versitygw, ...),
+/// addressed path-style (`ENDPOINT/BUCKET/KEY`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct S3Target {
+    /// The bucket's name; it must exist.
+    #[schemars(length(min = 3, max = 63))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self.matches('^[a-z0-9][a-z0-9.-]*[a-z0-9]$')",
+        "message": "bucket must be an S3 bucket name: lowercase letters, digits, '.' and '-', 3 to 63 characters"
+    }]))]
+    pub bucket: String,
+    /// The object store's URL, e.g. `http://minio.storage.svc:9000`. Defaults to AWS S3 in
+    /// `region`. The backup pods must be allowed to reach it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 8, max = 2048))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self.matches('^https?://[^/?#\\\\s]+/?$')",
+        "message": "endpoint must be an http:// or https:// URL with a host and no path, such as http://minio.storage.svc:9000"
+    }]))]
+    pub endpoint: Option<String>,
+    /// The bucket's region. Defaults to `us-east-1`, which most S3-compatible servers accept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
+    pub region: Option<String>,
+    /// A folder of the bucket to put the backups under, e.g. `kea/backups`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self.matches('^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*/?$') && !self.contains('..')",
+        "message": "prefix must be folder names joined by '/', such as kea/backups (letters, digits, '.', '_', '-'; no '..')"
+    }]))]
+    pub prefix: Option<String>,
+    /// The Secret key holding the access key id.
+    pub access_key_id_secret_key_ref: SecretKeyRef,
+    /// The Secret key holding the secret access key.
+    pub secret_access_key_secret_key_ref: SecretKeyRef,
+}
+
+impl S3Target {
+    /// The object key prefix of the backups (`PREFIX/`, or empty).
+    pub fn key_prefix(&self) -> String {
+        match self.prefix.as_deref().map(|p| p.trim_end_matches('/')) {
+            Some(prefix) if !prefix.is_empty() => format!("{prefix}/"),
+            _ => String::new(),
+        }
+    }
+
+    /// The TCP port of the endpoint (443 for AWS S3 and any `https://` one without a port).
+    pub fn port(&self) -> u16 {
+        let Some(endpoint) = &self.endpoint else {
+            return 443;
+        };
+        let (default, rest) = match endpoint.strip_prefix("http://") {
+            Some(rest) => (80, rest),
+            None => (443, endpoint.trim_start_matches("https://")),
+        };
+        let host = rest.split('/').next().unwrap_or_default();
+        // The port follows the last ':' unless that is inside an IPv6 address's brackets.
+        match host.rsplit_once(':') {
+            Some((_, port)) if !port.contains(']') => port.parse().unwrap_or(default),
+            _ => default,
+        }
+    }
+
+    /// `s3://BUCKET/PREFIX/`, how statuses and messages name the place.
+    pub fn url(&self) -> String {
+        format!("s3://{}/{}", self.bucket, self.key_prefix())
+    }
+}
+
+/// A key of a Secret in the Microservice's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// The Secret's name.
+    #[schemars(length(min = 1, max = 253))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self.matches('^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$')",
+        "message": "name must be the name of a Secret: lowercase letters, digits, '-' and '.'"
+    }]))]
+    pub name: String,
+    /// The key in the Secret's data.
+    #[schemars(length(min = 1, max = 253))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self.matches('^[-._a-zA-Z0-9]+$')",
+        "message": "key must be a Secret data key: letters, digits, '-', '_' and '.'"
+    }]))]
+    pub key: String,
 }
 
 /// A PersistentVolumeClaim named as a backup target.

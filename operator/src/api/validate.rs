@@ -47,6 +47,39 @@ pub fn spec_problems(spec: &MicroserviceSpec) -> Vec<String> {
             );
         }
     }
+    if let Some(stores) = &spec.stores {
+        let places = [
+            (
+                "sql",
+                stores.sql.as_ref().map(|s| (&s.backup, &s.restore_from)),
+            ),
+            (
+                "nosql",
+                stores.nosql.as_ref().map(|s| (&s.backup, &s.restore_from)),
+            ),
+        ];
+        for (role, store) in places {
+            let Some((backup, restore_from)) = store else {
+                continue;
+            };
+            if backup
+                .as_ref()
+                .is_some_and(|b| b.target.location().is_none())
+            {
+                problems.push(format!(
+                    "spec.stores.{role}.backup.target must name exactly one of persistentVolumeClaim or s3"
+                ));
+            }
+            if restore_from
+                .as_ref()
+                .is_some_and(|r| r.location().is_none())
+            {
+                problems.push(format!(
+                    "spec.stores.{role}.restoreFrom must name exactly one of persistentVolumeClaim or s3"
+                ));
+            }
+        }
+    }
     let mut seen = std::collections::BTreeSet::new();
     for dependency in &spec.depends_on {
         if !seen.insert(dependency.name.as_str()) {

@@ -19,17 +19,26 @@
 //! oldest complete ones beyond `keep` are deleted (names sort by time). The pod reports the
 //! location and size of what it wrote in its termination message, which the reconciler
 //! copies to the store's status.
+//!
+//! With an S3 target the same file is written to a scratch volume of the pod (`emptyDir`,
+//! at most the store's size), then uploaded to `PREFIX/OBJECT-NAME/FILE` in the bucket by
+//! `kea-operator` (`store-upload` after a server's dump, `store-backup --s3-bucket` for an
+//! embedded store), which also deletes the oldest objects beyond `keep`. A restore from S3
+//! downloads the backup to a scratch volume first (`kea-operator store-fetch`, an init
+//! container before the restore's own), and only when the store's volume is still empty.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, Job, JobSpec, JobTemplateSpec};
 use k8s_openapi::api::core::v1::{
-    Container, PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec, Volume, VolumeMount,
+    Container, EmptyDirVolumeSource, EnvVar, PersistentVolumeClaimVolumeSource, PodSpec,
+    PodTemplateSpec, SecurityContext, Volume, VolumeMount,
 };
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Deserialize;
 
-use crate::api::{Backup, RestoreFrom};
+use crate::api::{Backup, BackupLocation, RestoreFrom, S3Target};
 use crate::children::meta::{
     MANAGER, labels, restricted_container_security, restricted_pod_security,
 };
@@ -78,10 +87,62 @@ fn all_labels(ctx: &StoreContext<'_>, store: &PlannedStore) -> BTreeMap<String, 
 
 /// Where a store's backups go, as the status and the termination message name it.
 pub fn target_location(backup: &Backup, store: &PlannedStore) -> String {
-    format!(
-        "pvc://{}/{}/",
-        backup.target.persistent_volume_claim.claim_name, store.object_name
-    )
+    match backup.target.location() {
+        Some(BackupLocation::Claim(claim)) => {
+            format!("pvc://{}/{}/", claim.claim_name, store.object_name)
+        }
+        Some(BackupLocation::S3(s3)) => format!("{}{}/", s3.url(), store.object_name),
+        None => String::new(),
+    }
+}
+
+/// The flags of `kea-operator` that name a bucket and a key prefix in it.
+fn s3_flags(s3: &S3Target, key_prefix: &str) -> Vec<String> {
+    let mut flags = vec![
+        "--s3-bucket".to_owned(),
+        s3.bucket.clone(),
+        "--s3-region".to_owned(),
+        s3.region.clone().unwrap_or_else(|| "us-east-1".to_owned()),
+        "--s3-prefix".to_owned(),
+        key_prefix.to_owned(),
+    ];
+    if let Some(endpoint) = &s3.endpoint {
+        flags.extend(["--s3-endpoint".to_owned(), endpoint.clone()]);
+    }
+    flags
+}
+
+/// The bucket's credentials, by `secretKeyRef` (the variables the AWS tools read too).
+fn s3_env(s3: &S3Target) -> Vec<EnvVar> {
+    vec![
+        secret_env(
+            "AWS_ACCESS_KEY_ID",
+            &s3.access_key_id_secret_key_ref.name,
+            &s3.access_key_id_secret_key_ref.key,
+        ),
+        secret_env(
+            "AWS_SECRET_ACCESS_KEY",
+            &s3.secret_access_key_secret_key_ref.name,
+            &s3.secret_access_key_secret_key_ref.key,
+        ),
+    ]
+}
+
+/// A container of the operator's image: runs as its `nonroot` user whatever the pod's user.
+fn tools_container(name: &str, images: &StoreImages, args: Vec<String>) -> Container {
+    Container {
+        name: name.to_owned(),
+        image: Some(images.tools.clone()),
+        // The image's entrypoint is `kea-operator`.
+        args: Some(args),
+        resources: Some(resources("10m", "32Mi", "256Mi")),
+        security_context: Some(SecurityContext {
+            run_as_user: Some(TOOLS_RUN_AS_USER),
+            ..restricted_container_security()
+        }),
+        termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
+        ..Default::default()
+    }
 }
 
 /// Adds to each store what its `backup` and `restoreFrom` ask for: the CronJob, and for a
@@ -120,7 +181,7 @@ pub fn attach(
             continue;
         };
         let image = pod.containers[0].image.clone().unwrap_or_default();
-        let restore = restore(store, engine, from, &image, engine.data_path());
+        let restore = restore(store, engine, from, images, &image, engine.data_path());
         pod.volumes.get_or_insert_default().extend(restore.volumes);
         if let Some(mount) = restore.server_mount {
             pod.containers[0]
@@ -128,7 +189,7 @@ pub fn attach(
                 .get_or_insert_default()
                 .push(mount);
         }
-        pod.init_containers = Some(vec![restore.init_container]);
+        pod.init_containers = Some(restore.init_containers);
     }
 }
 
@@ -159,7 +220,7 @@ pub fn build_cron_job(
                     labels: Some(all.clone()),
                     ..Default::default()
                 }),
-                spec: Some(job_spec(backup, run, all)),
+                spec: Some(job_spec(store, backup, run, all)),
             },
         }),
         status: None,
@@ -202,9 +263,11 @@ pub fn on_demand_job_name(cron_job: &str, request: &str) -> String {
     format!("{cron_job}-{:010x}", hash & 0xff_ffff_ffff)
 }
 
-/// The container of a backup pod and the user it runs as.
+/// The containers of a backup pod and the user it runs as.
 pub struct BackupRun {
-    /// Writes one backup under [`TARGET_MOUNT`] and reports it ([`RunReport`]).
+    /// Run first: a server's dump, when an S3 upload follows.
+    pub init_containers: Vec<Container>,
+    /// Writes (or uploads) one backup and reports it ([`RunReport`]).
     pub container: Container,
     /// `runAsUser` of the pod.
     pub run_as_user: i64,
@@ -270,16 +333,52 @@ echo "backed up to $KEA_BACKUP_LOCATION$name ($size bytes)"
 "#,
         object = store.object_name,
     );
+    let dump = Container {
+        name: BACKUP_COMPONENT.to_owned(),
+        image: Some(image),
+        command: Some(vec!["bash".to_owned(), "-c".to_owned(), script]),
+        env: Some(env),
+        ..backup_container()
+    };
+    let Some(BackupLocation::S3(s3)) = backup.target.location() else {
+        return BackupRun {
+            init_containers: Vec::new(),
+            container: dump,
+            run_as_user: STORE_RUN_AS_USER,
+        };
+    };
+    // The dump lands on the scratch volume; the upload reports the object instead.
+    let mut args: Vec<String> = [
+        "store-upload",
+        "--dir",
+        &format!("{TARGET_MOUNT}/{}", store.object_name),
+        "--suffix",
+        suffix,
+        "--keep",
+        &backup.keep.to_string(),
+        "--location",
+        &target_location(backup, store),
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    args.extend(s3_flags(s3, &store_key_prefix(s3, store)));
     BackupRun {
+        init_containers: vec![Container {
+            name: "dump".to_owned(),
+            ..dump
+        }],
         container: Container {
-            name: BACKUP_COMPONENT.to_owned(),
-            image: Some(image),
-            command: Some(vec!["bash".to_owned(), "-c".to_owned(), script]),
-            env: Some(env),
-            ..backup_container()
+            env: Some(s3_env(s3)),
+            volume_mounts: backup_container().volume_mounts,
+            ..tools_container(BACKUP_COMPONENT, images, args)
         },
         run_as_user: STORE_RUN_AS_USER,
     }
+}
+
+/// The key prefix of a store's backups in a bucket: `PREFIX/OBJECT-NAME/`.
+fn store_key_prefix(s3: &S3Target, store: &PlannedStore) -> String {
+    format!("{}{}/", s3.key_prefix(), store.object_name)
 }
 
 /// An embedded store's run: `kea-operator store-backup` fetches the service's copy of its
@@ -298,7 +397,7 @@ fn embedded_run(
         kea_contract::paths::BACKUP,
         store.role.as_str()
     );
-    let args = [
+    let mut args: Vec<String> = [
         "store-backup",
         "--url",
         &url,
@@ -310,18 +409,26 @@ fn embedded_run(
         &backup.keep.to_string(),
         "--location",
         &target_location(backup, store),
-    ];
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let mut env = vec![secret_env(
+        kea_contract::env::ADMIN_TOKEN,
+        &admin_secret_name(ctx.name),
+        secret_keys::TOKEN,
+    )];
+    if let Some(BackupLocation::S3(s3)) = backup.target.location() {
+        args.extend(s3_flags(s3, &store_key_prefix(s3, store)));
+        env.extend(s3_env(s3));
+    }
     BackupRun {
+        init_containers: Vec::new(),
         container: Container {
             name: BACKUP_COMPONENT.to_owned(),
             image: Some(images.tools.clone()),
             // The image's entrypoint is `kea-operator`.
-            args: Some(args.iter().map(|arg| (*arg).to_owned()).collect()),
-            env: Some(vec![secret_env(
-                kea_contract::env::ADMIN_TOKEN,
-                &admin_secret_name(ctx.name),
-                secret_keys::TOKEN,
-            )]),
+            args: Some(args),
+            env: Some(env),
             ..backup_container()
         },
         run_as_user: TOOLS_RUN_AS_USER,
@@ -351,7 +458,36 @@ fn backup_container() -> Container {
     }
 }
 
-fn job_spec(backup: &Backup, run: BackupRun, pod_labels: BTreeMap<String, String>) -> JobSpec {
+/// The volume a run writes to: the target claim, or a scratch volume as large as the store
+/// for an upload.
+fn target_volume(store: &PlannedStore, backup: &Backup) -> Volume {
+    let mut volume = Volume {
+        name: "target".to_owned(),
+        ..Default::default()
+    };
+    match backup.target.location() {
+        Some(BackupLocation::Claim(claim)) => {
+            volume.persistent_volume_claim = Some(PersistentVolumeClaimVolumeSource {
+                claim_name: claim.claim_name.clone(),
+                read_only: Some(false),
+            });
+        }
+        _ => {
+            volume.empty_dir = Some(EmptyDirVolumeSource {
+                size_limit: Some(Quantity(store.size.clone())),
+                ..Default::default()
+            });
+        }
+    }
+    volume
+}
+
+fn job_spec(
+    store: &PlannedStore,
+    backup: &Backup,
+    run: BackupRun,
+    pod_labels: BTreeMap<String, String>,
+) -> JobSpec {
     JobSpec {
         backoff_limit: Some(1),
         active_deadline_seconds: Some(RUN_DEADLINE_SECONDS),
@@ -365,15 +501,9 @@ fn job_spec(backup: &Backup, run: BackupRun, pod_labels: BTreeMap<String, String
                 automount_service_account_token: Some(false),
                 enable_service_links: Some(false),
                 security_context: Some(restricted_pod_security(run.run_as_user)),
+                init_containers: (!run.init_containers.is_empty()).then_some(run.init_containers),
                 containers: vec![run.container],
-                volumes: Some(vec![Volume {
-                    name: "target".to_owned(),
-                    persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-                        claim_name: backup.target.persistent_volume_claim.claim_name.clone(),
-                        read_only: Some(false),
-                    }),
-                    ..Default::default()
-                }]),
+                volumes: Some(vec![target_volume(store, backup)]),
                 ..Default::default()
             }),
         },
@@ -404,16 +534,115 @@ pub const RESTORE_SOURCE_VOLUME: &str = "restore-source";
 /// The folder the server imports from (MariaDB).
 pub const INITDB_VOLUME: &str = "initdb";
 
-/// What a server's pod gets to fill a new volume from a backup: an init container, and the
-/// volumes it needs (the backup claim, read-only; for MariaDB the import folder, which the
-/// server's container must mount at [`INITDB_MOUNT`] too).
+/// What a server's pod gets to fill a new volume from a backup: init containers, and the
+/// volumes they need (the backup claim, read-only, or a scratch volume the backup is
+/// downloaded to; for MariaDB the import folder, which the server's container must mount at
+/// [`INITDB_MOUNT`] too).
 pub struct Restore {
-    /// Copies the backup into place when the data volume is empty; does nothing otherwise.
-    pub init_container: Container,
+    /// Download from S3 when the source is a bucket, then put the backup in place when the
+    /// data volume is empty; both do nothing otherwise.
+    pub init_containers: Vec<Container>,
     /// The volumes to add to the pod.
     pub volumes: Vec<Volume>,
     /// The mount the server's container needs (MariaDB's import folder).
     pub server_mount: Option<VolumeMount>,
+}
+
+/// Where a restore reads its backup from: a volume of the pod, how messages name it, and
+/// for a bucket the init container that downloads the backup to that volume first.
+struct RestoreSource {
+    volume: Volume,
+    description: String,
+    fetch: Option<Container>,
+}
+
+/// `PATH`, the backup file or folder `from` names: the store's own folder by default.
+fn restore_path(from: &RestoreFrom, store: &PlannedStore) -> String {
+    from.path
+        .clone()
+        .unwrap_or_else(|| format!("{}/", store.object_name))
+}
+
+/// The source of `from` as the pod volume `volume_name`. `data_mount` is the store's data
+/// volume and `has_data` what on it means "not empty": then nothing is downloaded.
+fn restore_source(
+    from: &RestoreFrom,
+    store: &PlannedStore,
+    images: &StoreImages,
+    volume_name: &str,
+    data_mount: VolumeMount,
+    has_data: &[String],
+) -> RestoreSource {
+    let mut volume = Volume {
+        name: volume_name.to_owned(),
+        ..Default::default()
+    };
+    let s3 = match from.location() {
+        Some(BackupLocation::S3(s3)) => s3,
+        claim => {
+            let claim = match claim {
+                Some(BackupLocation::Claim(claim)) => claim.claim_name.clone(),
+                _ => String::new(),
+            };
+            volume.persistent_volume_claim = Some(PersistentVolumeClaimVolumeSource {
+                claim_name: claim.clone(),
+                read_only: Some(true),
+            });
+            return RestoreSource {
+                volume,
+                description: format!("PersistentVolumeClaim {claim}"),
+                fetch: None,
+            };
+        }
+    };
+    volume.empty_dir = Some(EmptyDirVolumeSource {
+        size_limit: Some(Quantity(store.size.clone())),
+        ..Default::default()
+    });
+    let mut args: Vec<String> = [
+        "store-fetch",
+        "--path",
+        &restore_path(from, store),
+        "--suffix",
+        restore_suffix(store),
+        "--to",
+        TARGET_MOUNT,
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    for path in has_data {
+        args.extend(["--unless-exists".to_owned(), path.clone()]);
+    }
+    args.extend(s3_flags(s3, &s3.key_prefix()));
+    let fetch = Container {
+        env: Some(s3_env(s3)),
+        volume_mounts: Some(vec![
+            VolumeMount {
+                read_only: Some(true),
+                ..data_mount
+            },
+            VolumeMount {
+                name: volume_name.to_owned(),
+                mount_path: TARGET_MOUNT.to_owned(),
+                ..Default::default()
+            },
+        ]),
+        ..tools_container(&format!("fetch-{}", store.role.as_str()), images, args)
+    };
+    RestoreSource {
+        volume,
+        description: s3.url(),
+        fetch: Some(fetch),
+    }
+}
+
+/// What ends the name of a store's backups.
+fn restore_suffix(store: &PlannedStore) -> &'static str {
+    match store.engine {
+        Engine::Server(ServerEngine::Mariadb) => ".sql.gz",
+        Engine::Server(ServerEngine::Redis) => ".rdb",
+        Engine::Embedded(engine) => embedded_suffix(engine),
+    }
 }
 
 /// The restore of `store` from `from` into the volume mounted at `data_path`.
@@ -421,18 +650,16 @@ pub fn restore(
     store: &PlannedStore,
     engine: ServerEngine,
     from: &RestoreFrom,
+    images: &StoreImages,
     image: &str,
     data_path: &str,
 ) -> Restore {
-    let claim = &from.persistent_volume_claim.claim_name;
-    let path = from
-        .path
-        .clone()
-        .unwrap_or_else(|| format!("{}/", store.object_name));
-    let (suffix, has_data, place) = match engine {
+    let path = restore_path(from, store);
+    let (suffix, has_data, data_files, place) = match engine {
         ServerEngine::Mariadb => (
             r"\.sql\.gz",
             format!("[ -d {data_path}/mysql ]"),
+            vec![format!("{data_path}/mysql")],
             format!(r#"cp "$file" {INITDB_MOUNT}/restore.sql.gz"#),
         ),
         // With append-only persistence, Redis starts from appendonlydir/, not dump.rdb: the
@@ -440,6 +667,10 @@ pub fn restore(
         ServerEngine::Redis => (
             r"\.rdb",
             format!("[ -e {data_path}/appendonlydir ] || [ -e {data_path}/dump.rdb ]"),
+            vec![
+                format!("{data_path}/appendonlydir"),
+                format!("{data_path}/dump.rdb"),
+            ],
             format!(
                 r#"rm -rf {data_path}/.restore && mkdir {data_path}/.restore
 cp "$file" {data_path}/.restore/appendonly.aof.1.base.rdb
@@ -454,23 +685,32 @@ if {has_data}; then echo "the volume holds data: nothing restored"; exit 0; fi
 source="{TARGET_MOUNT}/$KEA_RESTORE_PATH"
 if [ -d "$source" ]; then
   newest=$(ls -1 "$source" | {{ grep -E '^[0-9]{{8}}T[0-9]{{6}}\.[0-9]{{3}}Z{suffix}$' || true; }} | sort | tail -n 1)
-  if [ -z "$newest" ]; then echo "no backup in $KEA_RESTORE_PATH on PersistentVolumeClaim $KEA_RESTORE_CLAIM (restoreFrom)" >&2; exit 1; fi
+  if [ -z "$newest" ]; then echo "no backup in $KEA_RESTORE_PATH on $KEA_RESTORE_SOURCE (restoreFrom)" >&2; exit 1; fi
   file="${{source%/}}/$newest"
 elif [ -f "$source" ]; then
   file=$source
 else
-  echo "$KEA_RESTORE_PATH is not on PersistentVolumeClaim $KEA_RESTORE_CLAIM (restoreFrom.path)" >&2; exit 1
+  echo "$KEA_RESTORE_PATH is not on $KEA_RESTORE_SOURCE (restoreFrom.path)" >&2; exit 1
 fi
 {place}
-echo "restoring ${{file#{TARGET_MOUNT}/}} ($(stat -c %s "$file") bytes) from PersistentVolumeClaim $KEA_RESTORE_CLAIM"
+echo "restoring ${{file#{TARGET_MOUNT}/}} ($(stat -c %s "$file") bytes) from $KEA_RESTORE_SOURCE"
 "#
     );
+    let data_mount = VolumeMount {
+        name: crate::children::stores::CLAIM_TEMPLATE.to_owned(),
+        mount_path: data_path.to_owned(),
+        ..Default::default()
+    };
+    let source = restore_source(
+        from,
+        store,
+        images,
+        RESTORE_SOURCE_VOLUME,
+        data_mount.clone(),
+        &data_files,
+    );
     let mut mounts = vec![
-        VolumeMount {
-            name: crate::children::stores::CLAIM_TEMPLATE.to_owned(),
-            mount_path: data_path.to_owned(),
-            ..Default::default()
-        },
+        data_mount,
         VolumeMount {
             name: RESTORE_SOURCE_VOLUME.to_owned(),
             mount_path: TARGET_MOUNT.to_owned(),
@@ -478,14 +718,7 @@ echo "restoring ${{file#{TARGET_MOUNT}/}} ($(stat -c %s "$file") bytes) from Per
             ..Default::default()
         },
     ];
-    let mut volumes = vec![Volume {
-        name: RESTORE_SOURCE_VOLUME.to_owned(),
-        persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-            claim_name: claim.clone(),
-            read_only: Some(true),
-        }),
-        ..Default::default()
-    }];
+    let mut volumes = vec![source.volume];
     let server_mount = (engine == ServerEngine::Mariadb).then(|| VolumeMount {
         name: INITDB_VOLUME.to_owned(),
         mount_path: INITDB_MOUNT.to_owned(),
@@ -499,21 +732,22 @@ echo "restoring ${{file#{TARGET_MOUNT}/}} ($(stat -c %s "$file") bytes) from Per
             ..Default::default()
         });
     }
+    let restore = Container {
+        name: "restore".to_owned(),
+        image: Some(image.to_owned()),
+        command: Some(vec!["bash".to_owned(), "-c".to_owned(), script]),
+        env: Some(vec![
+            plain_env("KEA_RESTORE_PATH", &path),
+            plain_env("KEA_RESTORE_SOURCE", &source.description),
+        ]),
+        resources: Some(resources("10m", "16Mi", "128Mi")),
+        security_context: Some(restricted_container_security()),
+        termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
+        volume_mounts: Some(mounts),
+        ..Default::default()
+    };
     Restore {
-        init_container: Container {
-            name: "restore".to_owned(),
-            image: Some(image.to_owned()),
-            command: Some(vec!["bash".to_owned(), "-c".to_owned(), script]),
-            env: Some(vec![
-                plain_env("KEA_RESTORE_PATH", &path),
-                plain_env("KEA_RESTORE_CLAIM", claim),
-            ]),
-            resources: Some(resources("10m", "16Mi", "128Mi")),
-            security_context: Some(restricted_container_security()),
-            termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
-            volume_mounts: Some(mounts),
-            ..Default::default()
-        },
+        init_containers: source.fetch.into_iter().chain([restore]).collect(),
         volumes,
         server_mount,
     }
@@ -531,39 +765,40 @@ pub fn attach_embedded_restores(
         let (Engine::Embedded(engine), Some(from)) = (store.engine, &store.restore_from) else {
             continue;
         };
-        let claim = &from.persistent_volume_claim.claim_name;
-        let path = from
-            .path
-            .clone()
-            .unwrap_or_else(|| format!("{}/", store.object_name));
+        let path = restore_path(from, store);
         let mount_path = embedded_mount_path(store.role);
         let file = match engine {
             EmbeddedEngine::Sqlite => kea_contract::files::SQLITE,
             EmbeddedEngine::Redb => kea_contract::files::REDB,
         };
+        let data_mount = VolumeMount {
+            name: embedded_volume_name(engine),
+            mount_path: mount_path.to_owned(),
+            ..Default::default()
+        };
+        let source = restore_source(
+            from,
+            store,
+            images,
+            &format!("{RESTORE_SOURCE_VOLUME}-{}", store.role.as_str()),
+            data_mount.clone(),
+            &[format!("{mount_path}/{file}")],
+        );
         // One volume per claim: the kubelet never finishes mounting a pod that names the same
         // claim in two volumes.
-        let source_volume = match wiring.volumes.iter().find(|volume| {
+        let same_claim = |volume: &Volume| {
             volume.name.starts_with(RESTORE_SOURCE_VOLUME)
-                && volume
-                    .persistent_volume_claim
-                    .as_ref()
-                    .is_some_and(|source| &source.claim_name == claim)
-        }) {
+                && volume.persistent_volume_claim.is_some()
+                && volume.persistent_volume_claim == source.volume.persistent_volume_claim
+        };
+        let source_volume = match wiring.volumes.iter().find(|volume| same_claim(volume)) {
             Some(volume) => volume.name.clone(),
             None => {
-                let name = format!("{RESTORE_SOURCE_VOLUME}-{}", store.role.as_str());
-                wiring.volumes.push(Volume {
-                    name: name.clone(),
-                    persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-                        claim_name: claim.clone(),
-                        read_only: Some(true),
-                    }),
-                    ..Default::default()
-                });
-                name
+                wiring.volumes.push(source.volume.clone());
+                source.volume.name.clone()
             }
         };
+        wiring.init_containers.extend(source.fetch);
         let args = [
             "store-restore",
             "--from",
@@ -572,8 +807,8 @@ pub fn attach_embedded_restores(
             embedded_suffix(engine),
             "--to",
             &format!("{mount_path}/{file}"),
-            "--claim",
-            claim,
+            "--source",
+            &source.description,
         ];
         wiring.init_containers.push(Container {
             name: format!("restore-{}", store.role.as_str()),
@@ -584,11 +819,7 @@ pub fn attach_embedded_restores(
             security_context: Some(restricted_container_security()),
             termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
             volume_mounts: Some(vec![
-                VolumeMount {
-                    name: embedded_volume_name(engine),
-                    mount_path: mount_path.to_owned(),
-                    ..Default::default()
-                },
+                data_mount,
                 VolumeMount {
                     name: source_volume.clone(),
                     mount_path: TARGET_MOUNT.to_owned(),
@@ -698,6 +929,156 @@ mod tests {
             args.contains("/backup/users-sqlite/") && args.contains("/data/sql/relational.sqlite"),
             "{args}"
         );
+    }
+
+    /// The pod of a store's backup runs.
+    fn run_pod(children: &crate::children::Children, store: usize) -> serde_json::Value {
+        let cron_job = children.stores[store].backup.as_ref().expect("a CronJob");
+        serde_json::to_value(&cron_job.spec.as_ref().expect("spec").job_template)
+            .expect("json")["spec"]["template"]["spec"]
+            .clone()
+    }
+
+    #[test]
+    fn s3_targets_upload_from_a_scratch_volume_and_restores_download_first() {
+        let s3 = serde_json::json!({"bucket": "backups", "endpoint": "http://s3.storage:7070",
+            "prefix": "kea", "accessKeyIdSecretKeyRef": {"name": "s3", "key": "id"},
+            "secretAccessKeySecretKeyRef": {"name": "s3", "key": "secret"}});
+        let spec: crate::api::MicroserviceSpec = serde_json::from_value(serde_json::json!({
+            "image": "img:1",
+            "network": {"restrictEgress": true},
+            "stores": {
+                "sql": {"engine": "mariadb", "size": "2Gi", "backup": {"schedule": "@daily",
+                    "keep": 3, "target": {"s3": s3}}, "restoreFrom": {"s3": s3}},
+                "nosql": {"engine": "redb", "backup": {"schedule": "@daily",
+                    "target": {"s3": s3}}, "restoreFrom": {"s3": s3}},
+            },
+        }))
+        .expect("spec");
+        let mut ms = crate::Microservice::new("orders", spec);
+        ms.metadata.namespace = Some("shop".into());
+        let settings = crate::children::Settings::default();
+        let children =
+            crate::children::build_children(&ms, &Default::default(), &settings).expect("children");
+        let has_credentials = |container: &serde_json::Value| {
+            let env = container["env"].to_string();
+            env.contains(r#""name":"AWS_ACCESS_KEY_ID""#)
+                && env.contains(r#""key":"id","name":"s3""#)
+                && env.contains(r#""name":"AWS_SECRET_ACCESS_KEY""#)
+        };
+
+        // MariaDB: the dump (the server's image) on a scratch volume, then the upload.
+        let pod = run_pod(&children, 0);
+        assert_eq!(pod["volumes"][0]["emptyDir"]["sizeLimit"], "2Gi");
+        assert_eq!(pod["initContainers"][0]["name"], "dump");
+        assert!(
+            pod["initContainers"][0]["command"][2]
+                .as_str()
+                .expect("script")
+                .contains("mariadb-dump")
+        );
+        let upload = &pod["containers"][0];
+        assert_eq!(upload["args"][0], "store-upload");
+        let args = upload["args"].to_string();
+        for wanted in [
+            r#""--s3-bucket","backups""#,
+            r#""--s3-prefix","kea/orders-mariadb/""#,
+            r#""--s3-endpoint","http://s3.storage:7070""#,
+            r#""--keep","3""#,
+            r#""--location","s3://backups/kea/orders-mariadb/""#,
+        ] {
+            assert!(args.contains(wanted), "{wanted} in {args}");
+        }
+        assert!(has_credentials(upload), "{upload}");
+        assert_eq!(upload["securityContext"]["runAsUser"], TOOLS_RUN_AS_USER);
+        assert_eq!(upload["securityContext"]["readOnlyRootFilesystem"], true);
+
+        // redb: the service's copy fetched and uploaded by one container, with both secrets.
+        let pod = run_pod(&children, 1);
+        assert!(pod["initContainers"].is_null());
+        let backup = &pod["containers"][0];
+        assert_eq!(backup["args"][0], "store-backup");
+        assert!(
+            backup["args"]
+                .to_string()
+                .contains(r#""--s3-prefix","kea/orders-redb/""#)
+        );
+        assert!(has_credentials(backup) && backup["env"].to_string().contains("orders-backup"));
+
+        // The server downloads before its restore, and only to an empty volume.
+        let StoreObjects::Server(_, server) = &children.stores[0].objects else {
+            panic!("a server");
+        };
+        let server_pod =
+            serde_json::to_value(&server.stateful_set).expect("json")["spec"]["template"]["spec"]
+                .clone();
+        let init = server_pod["initContainers"]
+            .as_array()
+            .expect("init containers");
+        assert_eq!(init.len(), 2);
+        assert_eq!(init[0]["args"][0], "store-fetch");
+        let args = init[0]["args"].to_string();
+        assert!(
+            args.contains(r#""--path","orders-mariadb/""#)
+                && args.contains(r#""--unless-exists","/var/lib/mysql/mysql""#)
+                && args.contains(r#""--s3-prefix","kea/""#),
+            "{args}"
+        );
+        assert!(has_credentials(&init[0]));
+        assert!(init[1]["env"].to_string().contains("s3://backups/kea/"));
+        let source = server_pod["volumes"]
+            .as_array()
+            .expect("volumes")
+            .iter()
+            .find(|v| v["name"] == RESTORE_SOURCE_VOLUME)
+            .expect("the restore's source");
+        assert_eq!(source["emptyDir"]["sizeLimit"], "2Gi");
+
+        // The service's pod: download, then restore; its egress admits the bucket's port.
+        let deployment = serde_json::to_value(&children.deployment).expect("json");
+        let init = deployment["spec"]["template"]["spec"]["initContainers"]
+            .as_array()
+            .expect("init containers");
+        let names: Vec<&str> = init.iter().filter_map(|c| c["name"].as_str()).collect();
+        assert_eq!(names, ["fetch-nosql", "restore-nosql"]);
+        assert!(
+            init[1]["args"]
+                .to_string()
+                .contains(r#""--source","s3://backups/kea/""#)
+        );
+        let policy = serde_json::to_value(&children.network_policies[0]).expect("json");
+        let egress = policy["spec"]["egress"].as_array().expect("egress");
+        assert!(
+            egress
+                .iter()
+                .any(|rule| rule["to"].is_null() && rule["ports"][0]["port"] == 7070),
+            "{egress:?}"
+        );
+    }
+
+    #[test]
+    fn s3_endpoint_ports() {
+        let target = |endpoint: Option<&str>| crate::api::S3Target {
+            bucket: "b".into(),
+            endpoint: endpoint.map(str::to_owned),
+            region: None,
+            prefix: None,
+            access_key_id_secret_key_ref: crate::api::SecretKeyRef {
+                name: "s".into(),
+                key: "k".into(),
+            },
+            secret_access_key_secret_key_ref: crate::api::SecretKeyRef {
+                name: "s".into(),
+                key: "k".into(),
+            },
+        };
+        assert_eq!(target(None).port(), 443);
+        assert_eq!(target(Some("http://minio:9000")).port(), 9000);
+        assert_eq!(target(Some("http://minio")).port(), 80);
+        assert_eq!(target(Some("https://s3.example.com/")).port(), 443);
+        assert_eq!(target(Some("http://[fd00::1]:7070")).port(), 7070);
+        assert_eq!(target(Some("https://[fd00::1]")).port(), 443);
+        assert_eq!(target(None).url(), "s3://b/");
     }
 
     #[test]

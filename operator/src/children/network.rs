@@ -20,7 +20,7 @@ use k8s_openapi::api::networking::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use crate::api::{Microservice, default_port};
+use crate::api::{BackupLocation, Microservice, default_port};
 use crate::children::backup;
 use crate::children::meta::{DependencyPorts, selector_labels};
 use crate::children::stores::{Engine, PlannedStore, selector_labels as store_selector_labels};
@@ -183,6 +183,16 @@ fn egress_rules(
             rules.push(NetworkPolicyEgressRule {
                 to: Some(vec![pods(store_selector_labels(store))]),
                 ports: Some(vec![tcp_port(engine.port())]),
+            });
+        }
+        // An embedded store's restore downloads from its bucket in the service's pod. A
+        // policy cannot name a host: the bucket's port is open to any address.
+        if let (Engine::Embedded(_), Some(from)) = (store.engine, &store.restore_from)
+            && let Some(BackupLocation::S3(s3)) = from.location()
+        {
+            rules.push(NetworkPolicyEgressRule {
+                to: None,
+                ports: Some(vec![tcp_port(i32::from(s3.port()))]),
             });
         }
     }

@@ -16,7 +16,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::api::Microservice;
+use crate::api::{BackupLocation, BackupTarget, Microservice};
 use crate::children;
 use crate::children::backup::{self, RunReport};
 use crate::children::meta::{self, MANAGER, labels};
@@ -253,6 +253,62 @@ async fn ensure_admin_secret(
     Ok(())
 }
 
+/// What of a backup target does not exist, as a sentence that says what to do: the claim,
+/// or a Secret (or its key) holding the bucket's credentials. `None` when all exist.
+async fn missing_target(place: &Place<'_>, target: &BackupTarget) -> Result<Option<String>> {
+    match target.location() {
+        Some(BackupLocation::Claim(claim)) => {
+            let exists = place
+                .api::<PersistentVolumeClaim>()
+                .get_opt(&claim.claim_name)
+                .await?
+                .is_some();
+            Ok((!exists).then(|| {
+                format!(
+                    "PersistentVolumeClaim {} (backup.target.persistentVolumeClaim.claimName) does not exist: create it, or name an existing claim; runs wait for it",
+                    claim.claim_name
+                )
+            }))
+        }
+        Some(BackupLocation::S3(s3)) => {
+            let refs = [
+                ("accessKeyIdSecretKeyRef", &s3.access_key_id_secret_key_ref),
+                (
+                    "secretAccessKeySecretKeyRef",
+                    &s3.secret_access_key_secret_key_ref,
+                ),
+            ];
+            for (field, key_ref) in refs {
+                let secret = place.api::<Secret>().get_opt(&key_ref.name).await?;
+                let has_key = secret.as_ref().is_some_and(|secret| {
+                    secret
+                        .data
+                        .as_ref()
+                        .is_some_and(|d| d.contains_key(&key_ref.key))
+                        || secret
+                            .string_data
+                            .as_ref()
+                            .is_some_and(|d| d.contains_key(&key_ref.key))
+                });
+                if !has_key {
+                    let what = if secret.is_some() {
+                        format!("Secret {} has no key {}", key_ref.name, key_ref.key)
+                    } else {
+                        format!("Secret {} does not exist", key_ref.name)
+                    };
+                    return Ok(Some(format!(
+                        "{what} (backup.target.s3.{field}): create it with the bucket's credentials; runs wait for it"
+                    )));
+                }
+            }
+            Ok(None)
+        }
+        None => Ok(Some(
+            "backup.target names no place: set persistentVolumeClaim or s3".to_owned(),
+        )),
+    }
+}
+
 /// A store server: its Secret (created once), its StatefulSet and Service (applied), and
 /// whether it is ready (else its pod and claim, to tell why). A conflict stops it, on the
 /// observation.
@@ -408,15 +464,7 @@ async fn reconcile_backup(
         target: backup::target_location(declared, &store),
         ..Default::default()
     };
-    let claim = &declared.target.persistent_volume_claim.claim_name;
-    if place
-        .api::<PersistentVolumeClaim>()
-        .get_opt(claim)
-        .await?
-        .is_none()
-    {
-        seen.missing_target = Some(claim.clone());
-    }
+    seen.missing_target = missing_target(place, &declared.target).await?;
     let previous = status::previous_backup(place.ms, store.role.as_str())
         .cloned()
         .unwrap_or_default();

@@ -97,7 +97,8 @@ pub struct StoreObservation {
 pub struct BackupObservation {
     /// Where they go (`pvc://CLAIM/OBJECT-NAME/`).
     pub target: String,
-    /// The target claim, when it does not exist.
+    /// What of the target does not exist (its claim, its bucket's credentials), said so
+    /// that it tells what to do.
     pub missing_target: Option<String>,
     /// The newest run that succeeded: when it finished, and what it wrote (when its pod
     /// still tells).
@@ -405,13 +406,8 @@ pub fn backup_status(previous: Option<&BackupStatus>, seen: &BackupObservation) 
         (Some(_), None) => true,
         _ => false,
     };
-    (status.reason, status.message) = if let Some(claim) = &seen.missing_target {
-        (
-            reasons::BACKUP_TARGET_NOT_FOUND.to_owned(),
-            format!(
-                "PersistentVolumeClaim {claim} (backup.target.persistentVolumeClaim.claimName) does not exist: create it, or name an existing claim; runs wait for it"
-            ),
-        )
+    (status.reason, status.message) = if let Some(missing) = &seen.missing_target {
+        (reasons::BACKUP_TARGET_NOT_FOUND.to_owned(), missing.clone())
     } else if let Some(why) = &seen.cannot_run {
         (reasons::BACKUP_CANNOT_RUN.to_owned(), truncate(why.clone()))
     } else if failed_last {
@@ -1083,7 +1079,7 @@ mod tests {
             Some(&failed),
             &BackupObservation {
                 target,
-                missing_target: Some("backups".to_owned()),
+                missing_target: Some("PersistentVolumeClaim backups does not exist".to_owned()),
                 ..Default::default()
             },
         );
