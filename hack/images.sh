@@ -3,6 +3,7 @@
 #   kea.dev/kea-service:$TAG and kea.dev/kea-operator:$TAG   (TAG defaults to "dev")
 #   kea.dev/kea-mariadb:$TAG and kea.dev/kea-redis:$TAG      (hack/store-images.sh)
 #   kea.dev/kea-pyweb:$TAG, the e2e tests' image from elsewhere (hack/store-images.sh)
+#   kea.dev/kea-s3:$TAG, the e2e tests' S3-compatible server (hack/store-images.sh)
 #
 # The binaries are compiled on the host (release profile) and copied onto a
 # base image that holds only the C runtime (what distroless/cc is). With a

@@ -28,9 +28,9 @@ CLUSTER=${KEA_KIND_CLUSTER:-kea}
 CONFIG="$HACK_DIR/kind/cluster.yaml"
 export KUBECONFIG=${KEA_KIND_KUBECONFIG:-$(kind_kubeconfig "$CLUSTER")}
 # kea-operator's own images, those of the data stores it runs per Microservice, and the
-# end-to-end tests' image from elsewhere (kea-pyweb).
+# end-to-end tests' image from elsewhere (kea-pyweb) and S3-compatible server (kea-s3).
 KEA_IMAGES=()
-for name in kea-service kea-operator kea-mariadb kea-redis kea-pyweb; do KEA_IMAGES+=("kea.dev/$name:${KEA_IMAGE_TAG:-dev}"); done
+for name in kea-service kea-operator kea-mariadb kea-redis kea-pyweb kea-s3; do KEA_IMAGES+=("kea.dev/$name:${KEA_IMAGE_TAG:-dev}"); done
 WAIT=${KEA_KIND_WAIT:-300s}
 METRICS_MANIFEST="$HACK_DIR/kind/metrics-server.yaml"
 

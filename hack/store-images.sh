@@ -7,6 +7,8 @@
 # And, for the end-to-end tests of images from elsewhere:
 #   kea.dev/kea-pyweb:$TAG     images/pyweb/app.py on Python 3.11: port 80, no health
 #                              routes, root by default, as a tutorial's image would be.
+#   kea.dev/kea-s3:$TAG        versitygw (hack/toolchain.sh s3), the S3-compatible server of
+#                              the bucket backups' tests: its static binary alone, uid 65532.
 #
 #   hack/store-images.sh [TAG]
 #
@@ -209,3 +211,22 @@ fi
 build_image mariadb "${MARIADB_PACKAGES[*]}" "${MARIADB_IMPORT[@]}"
 build_image redis "${REDIS_PACKAGES[*]}" "${REDIS_IMPORT[@]}"
 build_image pyweb python3 "${PYWEB_IMPORT[@]}"
+
+# build_s3_image: versitygw's static binary on an empty filesystem, keyed by its version.
+build_s3_image() {
+  local image="kea.dev/kea-s3:$TAG" key root
+  "$HACK_DIR/toolchain.sh" s3
+  key=$(echo "versitygw $VERSITYGW_VERSION" | cache_key)
+  if [ "$(image_inputs "$image")" = "$key" ]; then
+    log "$image up to date ($(image_size "$image"))"
+    return 0
+  fi
+  root=$(mktemp -d)
+  mkdir -p "$root/usr/local/bin" "$root/tmp" && chmod 1777 "$root/tmp"
+  cp "$(tool_bin versitygw)" "$root/usr/local/bin/versitygw"
+  tar -C "$root" -c . | docker import -c 'USER 65532:65532' \
+    -c 'ENTRYPOINT ["/usr/local/bin/versitygw"]' -c "LABEL dev.kea.inputs=$key" - "$image" >/dev/null
+  rm -rf "$root"
+  log "built $image ($(image_size "$image"))"
+}
+build_s3_image

@@ -23,13 +23,13 @@ use kea_operator::api::{
 use kube::api::{DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams};
 
 /// MariaDB initialises its data directory on first start: allow for it.
-const STORE_TIMEOUT: Duration = Duration::from_secs(300);
+pub(super) const STORE_TIMEOUT: Duration = Duration::from_secs(300);
 /// A run: a pod scheduled, the dump, the Job's status.
 const RUN_TIMEOUT: Duration = Duration::from_secs(180);
 /// The image the test reads the claim with: it has bash, ls, zcat and redis-check-rdb.
 const MARIADB_IMAGE: &str = "kea.dev/kea-mariadb:dev";
 const REDIS_IMAGE: &str = "kea.dev/kea-redis:dev";
-const ITEMS: usize = 1000;
+pub(super) const ITEMS: usize = 1000;
 const KEEP: i32 = 2;
 
 fn backed_up_store<E>(engine: E, claim: &str, restore: bool) -> Store<E> {
@@ -95,7 +95,7 @@ async fn create_claim(ns: &TestNamespace, name: &str, class: Option<&str>) {
         .unwrap();
 }
 
-fn backup_of<'a>(ms: &'a Microservice, store: &str) -> Option<&'a BackupStatus> {
+pub(super) fn backup_of<'a>(ms: &'a Microservice, store: &str) -> Option<&'a BackupStatus> {
     ms.status
         .as_ref()?
         .stores
@@ -107,7 +107,11 @@ fn backup_of<'a>(ms: &'a Microservice, store: &str) -> Option<&'a BackupStatus> 
 
 /// Asks for a backup with the annotation value `request` and waits until both stores report
 /// a successful run for it; returns their statuses.
-async fn request_backup(ns: &TestNamespace, name: &str, request: &str) -> Vec<BackupStatus> {
+pub(super) async fn request_backup(
+    ns: &TestNamespace,
+    name: &str,
+    request: &str,
+) -> Vec<BackupStatus> {
     let microservices = ns.api::<Microservice>();
     let before = microservices.get(name).await.unwrap();
     let previous: Vec<Option<String>> = ["sql", "nosql"]
@@ -267,7 +271,7 @@ async fn read_claim(
 }
 
 /// How many distinct items named `item-N` the route lists, page by page.
-async fn item_count(caller: &ClusterClient, name: &str, route: &str) -> usize {
+pub(super) async fn item_count(caller: &ClusterClient, name: &str, route: &str) -> usize {
     let mut names = std::collections::BTreeSet::new();
     let mut before: Option<u64> = None;
     // At most 100 pages of 1000: far more than the test writes.
@@ -302,7 +306,7 @@ async fn item_count(caller: &ClusterClient, name: &str, route: &str) -> usize {
 
 /// POSTs `count` items `item-00000`... to `route` of the Microservice `name` from the
 /// caller's pod, in one loop there (one exec instead of one per item).
-async fn post_items(caller: &ClusterClient, name: &str, route: &str, count: usize) {
+pub(super) async fn post_items(caller: &ClusterClient, name: &str, route: &str, count: usize) {
     let url = service_url(name, route);
     let script = format!(
         r#"i=0; while [ $i -lt {count} ]; do
@@ -324,7 +328,7 @@ done"#
 }
 
 /// Creates `ms` (a re-created Microservice with `restoreFrom`) and waits until it is Ready.
-async fn create_restored(ns: &TestNamespace, ms: &Microservice) {
+pub(super) async fn create_restored(ns: &TestNamespace, ms: &Microservice) {
     let microservices = ns.api::<Microservice>();
     let name = ms.metadata.name.clone().unwrap_or_default();
     let started = Instant::now();
@@ -391,7 +395,7 @@ async fn wait_ready_on_a_new_pod(ns: &TestNamespace, name: &str, gone: Vec<Strin
 
 /// Waits (at most `within`) until the `BackedUp` condition of `name` is `False` with
 /// `reason`; returns its message.
-async fn wait_not_backed_up(
+pub(super) async fn wait_not_backed_up(
     ns: &TestNamespace,
     name: &str,
     reason: &str,

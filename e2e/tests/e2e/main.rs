@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod backup;
+mod backup_s3;
 mod disruption;
 mod examples;
 mod lifecycle;
