@@ -21,6 +21,32 @@ use kea_operator::{Error, Result};
 
 use crate::s3::{Bucket, S3Args};
 
+/// Where a run puts its backup and how it reports it: the flags `store-backup` and
+/// `store-upload` share.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Destination {
+    /// The folder of this store's backups: on the target claim, or a scratch folder when
+    /// they go to a bucket.
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// What ends the backup's file name: `.sqlite`, `.redb`, `.sql.gz`, `.rdb`.
+    #[arg(long)]
+    pub suffix: String,
+    /// How many backups to keep.
+    #[arg(long, default_value_t = 7)]
+    pub keep: usize,
+    /// How the status names the folder, e.g. pvc://backups/users-sqlite/ or
+    /// s3://backups/kea/orders-mariadb/.
+    #[arg(long)]
+    pub location: String,
+    /// Where the report goes (the kubelet reads it into the Job's status).
+    #[arg(long, default_value = "/dev/termination-log")]
+    pub report: PathBuf,
+    /// The bucket, when the target is one (`--s3-prefix` is the store's folder in it).
+    #[command(flatten)]
+    pub s3: S3Args,
+}
+
 /// Flags of `kea-operator store-backup`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct BackupArgs {
@@ -30,51 +56,21 @@ pub struct BackupArgs {
     /// The token of the service's admin routes.
     #[arg(long, env = kea_contract::env::ADMIN_TOKEN, hide_env_values = true)]
     pub token: String,
-    /// The folder of this store's backups on the target.
-    #[arg(long)]
-    pub dir: PathBuf,
-    /// What ends the backup's file name: `.sqlite` or `.redb`.
-    #[arg(long)]
-    pub suffix: String,
-    /// How many backups to keep.
-    #[arg(long, default_value_t = 7)]
-    pub keep: usize,
-    /// How the status names the folder, e.g. pvc://backups/users-sqlite/.
-    #[arg(long)]
-    pub location: String,
     /// How long to retry while the service cannot be reached (a new pod's address reaches
     /// the NetworkPolicy engine a moment after it starts).
     #[arg(long, default_value_t = 60)]
     pub connect_seconds: u64,
-    /// Where the report goes (the kubelet reads it into the Job's status).
-    #[arg(long, default_value = "/dev/termination-log")]
-    pub report: PathBuf,
-    /// The bucket to upload to, when the target is one (then `--dir` is a scratch folder).
+    /// Where the backup goes.
     #[command(flatten)]
-    pub s3: S3Args,
+    pub to: Destination,
 }
 
-/// Flags of `kea-operator store-upload`.
+/// Flags of `kea-operator store-upload`: the newest backup of `--dir` goes to the bucket.
 #[derive(clap::Args, Debug, Clone)]
 pub struct UploadArgs {
-    /// The folder of the finished backup (the newest there is uploaded).
-    #[arg(long)]
-    pub dir: PathBuf,
-    /// What ends the backup's file name, e.g. `.sql.gz`.
-    #[arg(long)]
-    pub suffix: String,
-    /// How many backups to keep in the bucket.
-    #[arg(long, default_value_t = 7)]
-    pub keep: usize,
-    /// How the status names the folder, e.g. s3://backups/kea/orders-mariadb/.
-    #[arg(long)]
-    pub location: String,
-    /// Where the report goes (the kubelet reads it into the Job's status).
-    #[arg(long, default_value = "/dev/termination-log")]
-    pub report: PathBuf,
-    /// The bucket; `--s3-prefix` is the store's folder in it.
+    /// Where the backup is, and the bucket it goes to.
     #[command(flatten)]
-    pub s3: S3Args,
+    pub to: Destination,
 }
 
 /// Flags of `kea-operator store-fetch`.
@@ -146,55 +142,58 @@ fn backups_in(dir: &Path, suffix: &str) -> Result<Vec<String>> {
 
 /// Takes one backup; see the module's description.
 pub async fn backup(args: &BackupArgs) -> Result<()> {
-    let bucket = Bucket::open(&args.s3)?;
-    std::fs::create_dir_all(&args.dir)?;
+    let to = &args.to;
+    let bucket = Bucket::open(&to.s3)?;
+    std::fs::create_dir_all(&to.dir)?;
     let name = format!(
         "{}{}",
         chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ"),
-        args.suffix
+        to.suffix
     );
-    let partial = args.dir.join(format!(".{name}.partial"));
+    let partial = to.dir.join(format!(".{name}.partial"));
     let result = fetch(args, &partial).await;
     if result.is_err() {
         let _ = std::fs::remove_file(&partial);
     }
     let size = result?;
-    std::fs::rename(&partial, args.dir.join(&name))?;
-    std::fs::File::open(&args.dir)?.sync_all()?;
+    std::fs::rename(&partial, to.dir.join(&name))?;
+    std::fs::File::open(&to.dir)?.sync_all()?;
     let size = match &bucket {
-        Some(bucket) => upload(bucket, &args.dir, &name, &args.suffix, args.keep).await?,
+        Some(bucket) => upload(bucket, to, &name).await?,
         None => {
-            let backups = backups_in(&args.dir, &args.suffix)?;
-            for old in backups.iter().rev().skip(args.keep.max(1)) {
-                std::fs::remove_file(args.dir.join(old))?;
+            let backups = backups_in(&to.dir, &to.suffix)?;
+            for old in backups.iter().rev().skip(to.keep.max(1)) {
+                std::fs::remove_file(to.dir.join(old))?;
             }
             size
         }
     };
-    report(&args.report, &args.location, &name, size)
+    report(to, &name, size)
 }
 
 /// Uploads the newest backup of a folder to a bucket: what a server store's backup runs after
 /// its dump; see the module's description.
 pub async fn upload_newest(args: &UploadArgs) -> Result<()> {
-    let bucket = Bucket::open(&args.s3)?
-        .ok_or_else(|| failed("store-upload needs --s3-bucket".to_owned()))?;
-    let name = backups_in(&args.dir, &args.suffix)?.pop().ok_or_else(|| {
+    let to = &args.to;
+    let bucket =
+        Bucket::open(&to.s3)?.ok_or_else(|| failed("store-upload needs --s3-bucket".to_owned()))?;
+    let name = backups_in(&to.dir, &to.suffix)?.pop().ok_or_else(|| {
         failed(format!(
             "no backup ending in {} in {}: the dump wrote nothing",
-            args.suffix,
-            args.dir.display()
+            to.suffix,
+            to.dir.display()
         ))
     })?;
-    let size = upload(&bucket, &args.dir, &name, &args.suffix, args.keep).await?;
-    report(&args.report, &args.location, &name, size)
+    let size = upload(&bucket, to, &name).await?;
+    report(to, &name, size)
 }
 
-/// Uploads `dir/name` to the bucket, then deletes the oldest there beyond `keep`.
-async fn upload(bucket: &Bucket, dir: &Path, name: &str, suffix: &str, keep: usize) -> Result<u64> {
-    let size = bucket.upload(&dir.join(name), name).await?;
-    let backups = backups_in_bucket(bucket, "", suffix).await?;
-    for old in backups.iter().rev().skip(keep.max(1)) {
+/// Uploads `name` of the destination's folder to the bucket, then deletes the oldest there
+/// beyond `keep`.
+async fn upload(bucket: &Bucket, to: &Destination, name: &str) -> Result<u64> {
+    let size = bucket.upload(&to.dir.join(name), name).await?;
+    let backups = backups_in_bucket(bucket, "", &to.suffix).await?;
+    for old in backups.iter().rev().skip(to.keep.max(1)) {
         bucket.delete(old).await?;
     }
     Ok(size)
@@ -208,10 +207,10 @@ async fn backups_in_bucket(bucket: &Bucket, folder: &str, suffix: &str) -> Resul
 }
 
 /// Says where the backup went, in the termination message the reconciler reads.
-fn report(report: &Path, location: &str, name: &str, size: u64) -> Result<()> {
-    let location = format!("{location}{name}");
+fn report(to: &Destination, name: &str, size: u64) -> Result<()> {
+    let location = format!("{}{name}", to.location);
     let message = serde_json::json!({ "location": location, "size": size });
-    std::fs::write(report, message.to_string())?;
+    std::fs::write(&to.report, message.to_string())?;
     println!("backed up to {location} ({size} bytes)");
     Ok(())
 }

@@ -348,20 +348,8 @@ echo "backed up to $KEA_BACKUP_LOCATION$name ($size bytes)"
         };
     };
     // The dump lands on the scratch volume; the upload reports the object instead.
-    let mut args: Vec<String> = [
-        "store-upload",
-        "--dir",
-        &format!("{TARGET_MOUNT}/{}", store.object_name),
-        "--suffix",
-        suffix,
-        "--keep",
-        &backup.keep.to_string(),
-        "--location",
-        &target_location(backup, store),
-    ]
-    .map(str::to_owned)
-    .to_vec();
-    args.extend(s3_flags(s3, &store_key_prefix(s3, store)));
+    let mut args = vec!["store-upload".to_owned()];
+    args.extend(destination_flags(store, backup, suffix));
     BackupRun {
         init_containers: vec![Container {
             name: "dump".to_owned(),
@@ -376,9 +364,28 @@ echo "backed up to $KEA_BACKUP_LOCATION$name ($size bytes)"
     }
 }
 
-/// The key prefix of a store's backups in a bucket: `PREFIX/OBJECT-NAME/`.
-fn store_key_prefix(s3: &S3Target, store: &PlannedStore) -> String {
-    format!("{}{}/", s3.key_prefix(), store.object_name)
+/// The flags of `kea-operator store-backup` and `store-upload` that say where a store's
+/// backup goes: its folder under [`TARGET_MOUNT`], what ends its name, how many to keep,
+/// how the status names the place, and the bucket when the target is one.
+fn destination_flags(store: &PlannedStore, backup: &Backup, suffix: &str) -> Vec<String> {
+    let mut flags: Vec<String> = [
+        "--dir",
+        &format!("{TARGET_MOUNT}/{}", store.object_name),
+        "--suffix",
+        suffix,
+        "--keep",
+        &backup.keep.to_string(),
+        "--location",
+        &target_location(backup, store),
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    if let Some(BackupLocation::S3(s3)) = backup.target.location() {
+        // The store's own folder in the bucket: `PREFIX/OBJECT-NAME/`.
+        let key_prefix = format!("{}{}/", s3.key_prefix(), store.object_name);
+        flags.extend(s3_flags(s3, &key_prefix));
+    }
+    flags
 }
 
 /// An embedded store's run: `kea-operator store-backup` fetches the service's copy of its
@@ -397,28 +404,14 @@ fn embedded_run(
         kea_contract::paths::BACKUP,
         store.role.as_str()
     );
-    let mut args: Vec<String> = [
-        "store-backup",
-        "--url",
-        &url,
-        "--dir",
-        &format!("{TARGET_MOUNT}/{}", store.object_name),
-        "--suffix",
-        embedded_suffix(engine),
-        "--keep",
-        &backup.keep.to_string(),
-        "--location",
-        &target_location(backup, store),
-    ]
-    .map(str::to_owned)
-    .to_vec();
+    let mut args = vec!["store-backup".to_owned(), "--url".to_owned(), url];
+    args.extend(destination_flags(store, backup, embedded_suffix(engine)));
     let mut env = vec![secret_env(
         kea_contract::env::ADMIN_TOKEN,
         &admin_secret_name(ctx.name),
         secret_keys::TOKEN,
     )];
     if let Some(BackupLocation::S3(s3)) = backup.target.location() {
-        args.extend(s3_flags(s3, &store_key_prefix(s3, store)));
         env.extend(s3_env(s3));
     }
     BackupRun {
@@ -627,6 +620,8 @@ fn restore_source(
                 ..Default::default()
             },
         ]),
+        // The pod's own user: it can tell whether the store's volume holds data.
+        security_context: Some(restricted_container_security()),
         ..tools_container(&format!("fetch-{}", store.role.as_str()), images, args)
     };
     RestoreSource {
