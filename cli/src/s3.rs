@@ -65,9 +65,8 @@ impl Bucket {
         let Some(name) = args.s3_bucket.clone() else {
             return Ok(None);
         };
-        // rustls is built with two crypto providers here (kube's ring, reqwest's aws-lc-rs):
-        // HTTPS clients that take the process's default need it named. An error only says
-        // one is set already.
+        // HTTPS to the bucket takes the process's crypto provider: ring, as kube's client. An
+        // error only says one is set already.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let endpoint = args
             .s3_endpoint
