@@ -24,7 +24,7 @@ pub struct S3Args {
     /// The bucket of an S3-compatible object store.
     #[arg(long)]
     pub s3_bucket: Option<String>,
-    /// The object store's URL, e.g. http://minio.storage.svc:9000 (default: AWS S3).
+    /// The object store's URL, e.g. http://minio.storage.svc:9000 (http:// only).
     #[arg(long, requires = "s3_bucket")]
     pub s3_endpoint: Option<String>,
     /// The bucket's region.
@@ -51,6 +51,19 @@ fn failed(message: String) -> Error {
     Error::Io(std::io::Error::other(message))
 }
 
+/// A reqwest client builder, with the process's TLS crypto provider (ring, as kube's) set up
+/// first: reqwest's TLS comes in with the S3 client, and a client built before a provider is
+/// set panics.
+pub fn http_client_builder() -> reqwest::ClientBuilder {
+    install_crypto_provider();
+    reqwest::Client::builder()
+}
+
+fn install_crypto_provider() {
+    // An error only says a provider is set already.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// A bucket and the key prefix the objects go under.
 pub struct Bucket {
     store: Arc<AmazonS3>,
@@ -65,13 +78,17 @@ impl Bucket {
         let Some(name) = args.s3_bucket.clone() else {
             return Ok(None);
         };
-        // HTTPS to the bucket takes the process's crypto provider: ring, as kube's client. An
-        // error only says one is set already.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let endpoint = args
-            .s3_endpoint
-            .clone()
-            .unwrap_or_else(|| format!("https://s3.{}.amazonaws.com", args.s3_region));
+        install_crypto_provider();
+        let Some(endpoint) = args.s3_endpoint.clone() else {
+            return Err(failed(format!(
+                "bucket {name} has no endpoint: set an http:// one (HTTPS endpoints are not supported yet)"
+            )));
+        };
+        if !endpoint.starts_with("http://") {
+            return Err(failed(format!(
+                "{endpoint}: HTTPS endpoints are not supported yet; use an http:// endpoint of the S3-compatible server, e.g. inside the cluster"
+            )));
+        }
         let (Some(key_id), Some(secret)) = (&args.s3_access_key_id, &args.s3_secret_access_key)
         else {
             return Err(failed(format!(
@@ -87,7 +104,7 @@ impl Bucket {
             .with_secret_access_key(secret)
             .with_client_options(
                 ClientOptions::new()
-                    .with_allow_http(endpoint.starts_with("http://"))
+                    .with_allow_http(true)
                     .with_connect_timeout(Duration::from_secs(5))
                     .with_timeout(Duration::from_secs(120)),
             )

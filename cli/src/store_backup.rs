@@ -248,7 +248,7 @@ pub async fn fetch_for_restore(args: &FetchArgs) -> Result<()> {
 
 /// Streams the service's copy into `partial`, flushed; returns its size.
 async fn fetch(args: &BackupArgs, partial: &Path) -> Result<u64> {
-    let client = reqwest::Client::builder()
+    let client = crate::s3::http_client_builder()
         .connect_timeout(Duration::from_secs(5))
         .build()
         .map_err(|e| failed(format!("cannot make an HTTP client: {e}")))?;

@@ -276,7 +276,27 @@ fn a_broken_target_fails_the_run_with_what_to_fix() {
 
     let output = Command::new(env!("CARGO_BIN_EXE_kea-operator"))
         .args(args("report.json"))
-        .args(["--s3-bucket", &server.bucket])
+        .args([
+            "--s3-bucket",
+            &server.bucket,
+            "--s3-endpoint",
+            "https://s3.example",
+        ])
+        .output()
+        .expect("kea-operator runs");
+    assert!(
+        stderr(&output).contains("HTTPS endpoints are not supported yet"),
+        "{}",
+        stderr(&output)
+    );
+    let output = Command::new(env!("CARGO_BIN_EXE_kea-operator"))
+        .args(args("report.json"))
+        .args([
+            "--s3-bucket",
+            &server.bucket,
+            "--s3-endpoint",
+            &server.endpoint,
+        ])
         .env_remove("AWS_ACCESS_KEY_ID")
         .env_remove("AWS_SECRET_ACCESS_KEY")
         .output()

@@ -172,7 +172,7 @@ fn bad_specs() -> Vec<(&'static str, serde_json::Value, &'static str)> {
             "backup-two-targets",
             json!({"image": "x", "stores": {"nosql": {"engine": "redis", "backup": {
                 "schedule": "@daily", "target": {"persistentVolumeClaim": {"claimName": "b"}, "s3": {
-                    "bucket": "backups",
+                    "bucket": "backups", "endpoint": "http://minio.storage:9000",
                     "accessKeyIdSecretKeyRef": {"name": "s3", "key": "id"},
                     "secretAccessKeySecretKeyRef": {"name": "s3", "key": "secret"}}}}}}}),
             "backup.target must name exactly one of persistentVolumeClaim or s3",
@@ -187,7 +187,7 @@ fn bad_specs() -> Vec<(&'static str, serde_json::Value, &'static str)> {
             "backup-bucket-name",
             json!({"image": "x", "stores": {"sql": {"engine": "sqlite", "backup": {
                 "schedule": "@daily", "target": {"s3": {
-                    "bucket": "My_Backups",
+                    "bucket": "My_Backups", "endpoint": "http://minio.storage:9000",
                     "accessKeyIdSecretKeyRef": {"name": "s3", "key": "id"},
                     "secretAccessKeySecretKeyRef": {"name": "s3", "key": "secret"}}}}}}}),
             "bucket must be an S3 bucket name",
@@ -196,22 +196,22 @@ fn bad_specs() -> Vec<(&'static str, serde_json::Value, &'static str)> {
             "backup-bucket-endpoint",
             json!({"image": "x", "stores": {"sql": {"engine": "sqlite", "backup": {
                 "schedule": "@daily", "target": {"s3": {
-                    "bucket": "backups", "endpoint": "minio.storage:9000",
+                    "bucket": "backups", "endpoint": "https://s3.amazonaws.com",
                     "accessKeyIdSecretKeyRef": {"name": "s3", "key": "id"},
                     "secretAccessKeySecretKeyRef": {"name": "s3", "key": "secret"}}}}}}}),
-            "endpoint must be an http:// or https:// URL with a host and no path",
+            "endpoint must be an http:// URL with a host and no path",
         ),
         (
             "backup-bucket-no-credentials",
             json!({"image": "x", "stores": {"sql": {"engine": "sqlite", "backup": {
-                "schedule": "@daily", "target": {"s3": {"bucket": "backups"}}}}}}),
+                "schedule": "@daily", "target": {"s3": {"bucket": "backups", "endpoint": "http://minio.storage:9000"}}}}}}),
             "accessKeyIdSecretKeyRef: Required value",
         ),
         (
             "restore-two-sources",
             json!({"image": "x", "stores": {"sql": {"engine": "mariadb", "restoreFrom": {
                 "persistentVolumeClaim": {"claimName": "b"}, "s3": {
-                    "bucket": "backups",
+                    "bucket": "backups", "endpoint": "http://minio.storage:9000",
                     "accessKeyIdSecretKeyRef": {"name": "s3", "key": "id"},
                     "secretAccessKeySecretKeyRef": {"name": "s3", "key": "secret"}}}}}}),
             "restoreFrom must name exactly one of persistentVolumeClaim or s3",

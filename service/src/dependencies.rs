@@ -122,6 +122,15 @@ pub struct Dependency {
 }
 
 /// Every dependency of the service and the HTTP client that calls them.
+/// A reqwest client builder, with the process's TLS crypto provider set up first: a build
+/// with reqwest's TLS (the operator's S3 client brings it in) panics on a client built before
+/// one is set. Every HTTP client of the service and its tests starts here.
+pub fn http_client_builder() -> reqwest::ClientBuilder {
+    // An error only says a provider is set already.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+}
+
 #[derive(Debug)]
 pub struct Dependencies {
     client: reqwest::Client,
@@ -132,7 +141,7 @@ impl Dependencies {
     /// Prepares the calls; `timeout` bounds each attempt, and a circuit that opens stays
     /// open for `open_for`.
     pub fn new(targets: Vec<DependencyTarget>, timeout: Duration, open_for: Duration) -> Self {
-        let client = reqwest::Client::builder()
+        let client = http_client_builder()
             .timeout(timeout)
             .connect_timeout(timeout)
             .build()

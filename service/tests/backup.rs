@@ -40,7 +40,9 @@ fn snapshot_files(dir: &std::path::Path) -> Vec<String> {
 #[tokio::test]
 async fn a_backup_taken_under_writes_is_one_commit_of_the_store_and_serves_again() {
     let service = Service::start(&[("KEA_ADMIN_TOKEN", TOKEN)]).await;
-    let client = reqwest::Client::new();
+    let client = kea_service::dependencies::http_client_builder()
+        .build()
+        .unwrap();
     let base = service.base.clone();
     for (store, route, file) in ROUTES {
         for i in 0..300 {
@@ -109,7 +111,9 @@ async fn a_backup_taken_under_writes_is_one_commit_of_the_store_and_serves_again
 
 #[tokio::test]
 async fn the_backup_route_needs_the_token_and_a_known_store() {
-    let client = reqwest::Client::new();
+    let client = kea_service::dependencies::http_client_builder()
+        .build()
+        .unwrap();
     let closed = Service::start(&[]).await;
     let answer = client
         .get(format!("{}/admin/backup/sql", closed.base))
@@ -159,7 +163,9 @@ async fn the_backup_route_needs_the_token_and_a_known_store() {
 #[tokio::test]
 async fn a_client_that_hangs_up_mid_copy_leaves_no_file_behind() {
     let service = Service::start(&[("KEA_ADMIN_TOKEN", TOKEN)]).await;
-    let client = reqwest::Client::new();
+    let client = kea_service::dependencies::http_client_builder()
+        .build()
+        .unwrap();
     // Enough items for a copy of several chunks.
     let name = "x".repeat(190);
     for _ in 0..2000 {

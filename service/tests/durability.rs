@@ -28,7 +28,9 @@ async fn sigkill_under_concurrent_writes_loses_no_acknowledged_write() {
             std::process::Stdio::null(),
         )
         .await;
-        let client = reqwest::Client::new();
+        let client = kea_service::dependencies::http_client_builder()
+            .build()
+            .unwrap();
         let acknowledged = Arc::new(Mutex::new(Vec::new()));
         let writers: Vec<_> = (0..16)
             .map(|writer| {
@@ -111,7 +113,9 @@ async fn each_acknowledged_write_waited_for_the_disk() {
             &trace,
         )
         .await;
-        let client = reqwest::Client::new();
+        let client = kea_service::dependencies::http_client_builder()
+            .build()
+            .unwrap();
         let flushes = || {
             std::fs::read_to_string(&trace)
                 .unwrap_or_default()

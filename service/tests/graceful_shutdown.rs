@@ -47,10 +47,12 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
         .spawn()
         .unwrap();
     let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
+    let client = kea_service::dependencies::http_client_builder()
+        .build()
+        .unwrap();
     // Probes open a connection each, as a kubelet's do: an idle pooled one would keep the
     // drain waiting until its deadline.
-    let prober = reqwest::Client::builder()
+    let prober = kea_service::dependencies::http_client_builder()
         .pool_max_idle_per_host(0)
         .build()
         .unwrap();

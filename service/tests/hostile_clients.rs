@@ -58,7 +58,11 @@ async fn slow_and_idle_clients_are_disconnected_and_healthz_keeps_answering() {
         closed.iter().filter(|c| !**c).count(),
         started.elapsed()
     );
-    let health = reqwest::get(format!("{}/healthz", service.base))
+    let health = kea_service::dependencies::http_client_builder()
+        .build()
+        .unwrap()
+        .get(format!("{}/healthz", service.base))
+        .send()
         .await
         .unwrap();
     assert_eq!(health.status(), reqwest::StatusCode::OK);
@@ -140,7 +144,7 @@ async fn keep_alive_clients_are_told_to_close_and_answered_during_shutdown() {
     }
 
     service.terminate();
-    let client = reqwest::Client::builder()
+    let client = kea_service::dependencies::http_client_builder()
         .pool_max_idle_per_host(0)
         .build()
         .unwrap();
@@ -229,7 +233,9 @@ async fn shed_requests_are_logged_in_aggregate() {
     let log_path = dir.path().join("service.log");
     let log = std::fs::File::create(&log_path).unwrap();
     let service = Service::start_in(dir, &[("KEA_MAX_CONCURRENCY", "1")], log).await;
-    let client = reqwest::Client::new();
+    let client = kea_service::dependencies::http_client_builder()
+        .build()
+        .unwrap();
     let slow = hold_the_only_slot(&client, &service.base).await;
     let mut shed = 0;
     let started = Instant::now();

@@ -67,7 +67,14 @@ fn environment(
 
 async fn get(port: i32, path: &str) -> Option<reqwest::StatusCode> {
     let url = format!("http://127.0.0.1:{port}{path}");
-    reqwest::get(url).await.ok().map(|r| r.status())
+    kea_service::dependencies::http_client_builder()
+        .build()
+        .unwrap()
+        .get(url)
+        .send()
+        .await
+        .ok()
+        .map(|r| r.status())
 }
 
 #[tokio::test]
@@ -145,12 +152,20 @@ async fn the_rendered_container_starts_the_service_that_its_probes_and_service_r
     // The Service sends its traffic to the port the service listens on.
     let service_port = &children.service.spec.unwrap().ports.unwrap()[0];
     let target = resolve(&container, service_port.target_port.as_ref().unwrap());
-    let answer = reqwest::get(format!("http://127.0.0.1:{target}/"))
+    let answer = kea_service::dependencies::http_client_builder()
+        .build()
+        .unwrap()
+        .get(format!("http://127.0.0.1:{target}/"))
+        .send()
         .await
         .unwrap();
     assert_eq!(answer.text().await.unwrap(), "Hello KEA!");
     // The stores are the embedded ones, with their files in the volumes the operator mounts.
-    let metrics = reqwest::get(format!("http://127.0.0.1:{target}/metrics"))
+    let metrics = kea_service::dependencies::http_client_builder()
+        .build()
+        .unwrap()
+        .get(format!("http://127.0.0.1:{target}/metrics"))
+        .send()
         .await
         .unwrap()
         .text()

@@ -234,7 +234,7 @@ fn bucket_target(ns: &TestNamespace) -> S3Target {
     };
     S3Target {
         bucket: BUCKET.into(),
-        endpoint: Some(format!("http://s3.{}.svc:7070", ns.name())),
+        endpoint: format!("http://s3.{}.svc:7070", ns.name()),
         region: None,
         prefix: Some("e2e".into()),
         access_key_id_secret_key_ref: key("id"),

@@ -603,15 +603,15 @@ pub struct S3Target {
         "message": "bucket must be an S3 bucket name: lowercase letters, digits, '.' and '-', 3 to 63 characters"
     }]))]
     pub bucket: String,
-    /// The object store's URL, e.g. `http://minio.storage.svc:9000`. Defaults to AWS S3 in
-    /// `region`. The backup pods must be allowed to reach it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The object store's URL, e.g. `http://minio.storage.svc:9000`: plain HTTP, such as a
+    /// server inside the cluster (HTTPS endpoints are not supported yet). The backup pods
+    /// must be allowed to reach it.
     #[schemars(length(min = 8, max = 2048))]
     #[schemars(extend("x-kubernetes-validations" = [{
-        "rule": "self.matches('^https?://[^/?#\\\\s]+/?$')",
-        "message": "endpoint must be an http:// or https:// URL with a host and no path, such as http://minio.storage.svc:9000"
+        "rule": "self.matches('^http://[^/?#\\\\s]+/?$')",
+        "message": "endpoint must be an http:// URL with a host and no path, such as http://minio.storage.svc:9000 (HTTPS endpoints are not supported yet)"
     }]))]
-    pub endpoint: Option<String>,
+    pub endpoint: String,
     /// The bucket's region. Defaults to `us-east-1`, which most S3-compatible servers accept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 64))]
@@ -639,11 +639,9 @@ impl S3Target {
         }
     }
 
-    /// The TCP port of the endpoint (443 for AWS S3 and any `https://` one without a port).
+    /// The TCP port of the endpoint (80 for an `http://` one without a port).
     pub fn port(&self) -> u16 {
-        let Some(endpoint) = &self.endpoint else {
-            return 443;
-        };
+        let endpoint = &self.endpoint;
         let (default, rest) = match endpoint.strip_prefix("http://") {
             Some(rest) => (80, rest),
             None => (443, endpoint.trim_start_matches("https://")),

@@ -98,18 +98,16 @@ pub fn target_location(backup: &Backup, store: &PlannedStore) -> String {
 
 /// The flags of `kea-operator` that name a bucket and a key prefix in it.
 fn s3_flags(s3: &S3Target, key_prefix: &str) -> Vec<String> {
-    let mut flags = vec![
+    vec![
         "--s3-bucket".to_owned(),
         s3.bucket.clone(),
         "--s3-region".to_owned(),
         s3.region.clone().unwrap_or_else(|| "us-east-1".to_owned()),
         "--s3-prefix".to_owned(),
         key_prefix.to_owned(),
-    ];
-    if let Some(endpoint) = &s3.endpoint {
-        flags.extend(["--s3-endpoint".to_owned(), endpoint.clone()]);
-    }
-    flags
+        "--s3-endpoint".to_owned(),
+        s3.endpoint.clone(),
+    ]
 }
 
 /// The bucket's credentials, by `secretKeyRef` (the variables the AWS tools read too).
@@ -1053,9 +1051,9 @@ mod tests {
 
     #[test]
     fn s3_endpoint_ports() {
-        let target = |endpoint: Option<&str>| crate::api::S3Target {
+        let target = |endpoint: &str| crate::api::S3Target {
             bucket: "b".into(),
-            endpoint: endpoint.map(str::to_owned),
+            endpoint: endpoint.to_owned(),
             region: None,
             prefix: None,
             access_key_id_secret_key_ref: crate::api::SecretKeyRef {
@@ -1067,13 +1065,12 @@ mod tests {
                 key: "k".into(),
             },
         };
-        assert_eq!(target(None).port(), 443);
-        assert_eq!(target(Some("http://minio:9000")).port(), 9000);
-        assert_eq!(target(Some("http://minio")).port(), 80);
-        assert_eq!(target(Some("https://s3.example.com/")).port(), 443);
-        assert_eq!(target(Some("http://[fd00::1]:7070")).port(), 7070);
-        assert_eq!(target(Some("https://[fd00::1]")).port(), 443);
-        assert_eq!(target(None).url(), "s3://b/");
+        assert_eq!(target("http://minio:9000").port(), 9000);
+        assert_eq!(target("http://minio").port(), 80);
+        assert_eq!(target("http://minio.storage/").port(), 80);
+        assert_eq!(target("http://[fd00::1]:7070").port(), 7070);
+        assert_eq!(target("http://[fd00::1]").port(), 80);
+        assert_eq!(target("http://minio").url(), "s3://b/");
     }
 
     #[test]

@@ -202,7 +202,9 @@ impl Service {
             base: format!("http://{address}"),
             dir,
         };
-        let client = reqwest::Client::new();
+        let client = kea_service::dependencies::http_client_builder()
+            .build()
+            .unwrap();
         let started = std::time::Instant::now();
         loop {
             let answer = client.get(format!("{}/healthz", service.base)).send().await;
