@@ -648,10 +648,10 @@ pub fn restore(
     data_path: &str,
 ) -> Restore {
     let path = restore_path(from, store);
-    let (suffix, has_data, data_files, place) = match engine {
+    // What on the volume means it holds data: then neither download nor restore happens.
+    let (suffix, data_files, place) = match engine {
         ServerEngine::Mariadb => (
             r"\.sql\.gz",
-            format!("[ -d {data_path}/mysql ]"),
             vec![format!("{data_path}/mysql")],
             format!(r#"cp "$file" {INITDB_MOUNT}/restore.sql.gz"#),
         ),
@@ -659,7 +659,6 @@ pub fn restore(
         // snapshot becomes the base of a new append-only log, put in place by one rename.
         ServerEngine::Redis => (
             r"\.rdb",
-            format!("[ -e {data_path}/appendonlydir ] || [ -e {data_path}/dump.rdb ]"),
             vec![
                 format!("{data_path}/appendonlydir"),
                 format!("{data_path}/dump.rdb"),
@@ -672,6 +671,11 @@ mv {data_path}/.restore {data_path}/appendonlydir"#
             ),
         ),
     };
+    let has_data = data_files
+        .iter()
+        .map(|file| format!("[ -e {file} ]"))
+        .collect::<Vec<_>>()
+        .join(" || ");
     let script = format!(
         r#"set -euo pipefail
 if {has_data}; then echo "the volume holds data: nothing restored"; exit 0; fi
