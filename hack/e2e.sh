@@ -7,7 +7,12 @@
 #                         # helm test, the network tests again with
 #                         # networkPolicies.enabled=false, and the operator confined to one
 #                         # namespace (operator.watchNamespace, e2e/tests/e2e/namespaced.rs)
-#   hack/e2e.sh all       # both modes in turn on one cluster (the rollouts and the drain
+#   hack/e2e.sh release   # the release from a registry (hack/registry.sh, hack/release.sh):
+#                         # the previous commit's release installed with helm from the
+#                         # registry, upgraded to this one under load; cosign verify; this
+#                         # release by `helm install oci://...` and by `kubectl apply -f
+#                         # kea.yaml`, every kea image pulled through the nodes' mirror
+#   hack/e2e.sh all       # the three modes in turn on one cluster (the rollouts and the drain
 #                         # under load in the first only), then hack/kind.sh down
 #
 # The cluster (kea-e2e, not the demo's kea; KEA_KIND_CLUSTER names another) is created
@@ -35,6 +40,7 @@ RELEASE=kea-operator
 
 require_cmd kubectl "build it with hack/toolchain.sh kind"
 require_cmd helm "build it with hack/toolchain.sh helm"
+require_cmd cosign "build it with hack/toolchain.sh release"
 require_cmd cargo "install Rust"
 
 cluster_up() {
@@ -54,8 +60,9 @@ install_operator() {
     helm)
       # The namespace with its Pod Security labels, as deploy/ has it.
       kubectl apply -f "$REPO_ROOT/deploy/01-namespace.yaml" >/dev/null
-      # No registry: the store servers are the images hack/images.sh builds.
+      # This tree's chart on this tree's images (hack/images.sh), loaded onto the nodes.
       helm install "$RELEASE" "$REPO_ROOT/charts/kea-operator" -n "$OPERATOR_NS" --wait \
+        --set image.repository=kea.dev/kea-operator --set image.tag=dev \
         --set stores.images.mariadb=kea.dev/kea-mariadb:dev --set stores.images.redis=kea.dev/kea-redis:dev \
         --timeout "$WAIT" >/dev/null
       wait_operator "$OPERATOR_NS" "$WAIT"
@@ -72,7 +79,7 @@ suite() {
 
 run_suite() {
   # shellcheck disable=SC2086 # KEA_E2E_TEST_ARGS is a list of words
-  suite --test-threads=2 --skip disruption:: --skip rollout:: --skip namespaced:: ${KEA_E2E_TEST_ARGS:-}
+  suite --test-threads=2 --skip disruption:: --skip rollout:: --skip namespaced:: --skip release:: ${KEA_E2E_TEST_ARGS:-}
 }
 
 # A node drain evicts every pod of the node, and the tests that count every dropped request
@@ -129,6 +136,161 @@ uninstall() {
   esac
 }
 
+# --- release: the user's paths from a registry --------------------------------------
+# hack/release.sh publishes to the local registry (hack/registry.sh), which the nodes reach as
+# the chart's own registry host (ghcr.io) through a containerd mirror: every kea image is
+# pulled (the kubelet's events say so), none is preloaded.
+RELEASE_WORK="$KEA_CACHE_DIR/e2e-release"
+# What the images are built from (hack/images.sh and hack/store-images.sh read no more).
+IMAGE_INPUTS="Cargo.toml Cargo.lock contract service operator cli images hack/images.sh hack/store-images.sh hack/lib.sh"
+VERSION=$(workspace_version)
+
+release_env() {
+  eval "$("$HACK_DIR/registry.sh" env)" # KEA_REGISTRY: the registry's address on this host
+  REGISTRY_PATH=$(awk '/^  repository:/ {print $2; exit}' "$REPO_ROOT/charts/kea-operator/values.yaml")
+  REGISTRY_PATH=${REGISTRY_PATH%/*} # ghcr.io/kea-dev
+  CHART_REF="oci://$KEA_REGISTRY/${REGISTRY_PATH#*/}/charts/kea-operator"
+  export KEA_RELEASE_REGISTRY=$REGISTRY_PATH KEA_RELEASE_PUSH_TO=$KEA_REGISTRY/${REGISTRY_PATH#*/}
+  export KEA_RELEASE_PLAIN_HTTP=1 COSIGN_PASSWORD="" COSIGN_KEY="$RELEASE_WORK/key/cosign.key"
+  COSIGN_PUB="$RELEASE_WORK/key/cosign.pub"
+}
+
+# The registry, the nodes' mirror of the release's host, and a signing key of the tests.
+release_registry() {
+  "$HACK_DIR/registry.sh" start
+  "$HACK_DIR/registry.sh" mirror "${REGISTRY_PATH%%/*}"
+  if [ ! -f "$COSIGN_KEY" ]; then
+    mkdir -p "$(dirname "$COSIGN_KEY")"
+    (cd "$(dirname "$COSIGN_KEY")" && cosign generate-key-pair >/dev/null 2>&1) || die "cosign generate-key-pair failed"
+  fi
+}
+
+# The previous commit, released by this tree's hack/release.sh in one go, installed as a user
+# would.
+install_previous() {
+  local source="$RELEASE_WORK/previous-source" previous
+  git -C "$REPO_ROOT" worktree remove --force "$source" >/dev/null 2>&1 || rm -rf "$source"
+  git -C "$REPO_ROOT" worktree prune
+  # A shallow clone (a CI checkout) has no HEAD~1 yet: one commit more from its origin.
+  git -C "$REPO_ROOT" rev-parse -q --verify 'HEAD~1^{commit}' >/dev/null ||
+    git -C "$REPO_ROOT" fetch -q --deepen=1 origin >/dev/null 2>&1 || true
+  git -C "$REPO_ROOT" worktree add --detach "$source" HEAD~1 >/dev/null 2>&1 ||
+    die "no previous commit to upgrade from (git worktree add HEAD~1; a shallow clone needs a depth of 2)"
+  previous=$(workspace_version "$source")
+  # The images of the same inputs are the same images: built once, by this tree.
+  local images_from=$source
+  # shellcheck disable=SC2086 # a list of paths
+  if git -C "$REPO_ROOT" diff --quiet HEAD~1 -- $IMAGE_INPUTS; then
+    images_from=$REPO_ROOT
+    log "the previous commit's image inputs are this one's: its images are built from this tree"
+  fi
+  KEA_RELEASE_SOURCE=$source KEA_RELEASE_IMAGES_FROM=$images_from KEA_RELEASE_OUT="$RELEASE_WORK/previous" \
+    "$HACK_DIR/release.sh" "$previous"
+  log "installing the previous release $previous (HEAD~1) from $CHART_REF"
+  helm install "$RELEASE" "$CHART_REF" --version "$previous" -n "$OPERATOR_NS" --create-namespace \
+    --plain-http --wait --timeout "$WAIT" >/dev/null
+  wait_operator "$OPERATOR_NS" "$WAIT"
+  deploy_examples "$WAIT" "$RELEASE_WORK/previous/kea-examples.yaml"
+  git -C "$REPO_ROOT" worktree remove --force "$source"
+}
+
+# helm upgrade to this release while requests flow (e2e/tests/e2e/release.rs).
+upgrade_under_load() {
+  # In the two stages of the release workflow (one platform here): an index per image.
+  rm -rf "$REPO_ROOT/dist/$VERSION"
+  KEA_RELEASE_STAGE=images "$HACK_DIR/release.sh" "$VERSION"
+  KEA_RELEASE_STAGE=publish KEA_RELEASE_PLATFORMS=$(docker version -f '{{.Server.Arch}}') \
+    "$HACK_DIR/release.sh" "$VERSION"
+  local operator_digest
+  operator_digest=$(sed -n 's/^KEA_OPERATOR_DIGEST=//p' "$REPO_ROOT/dist/$VERSION/digests.env")
+  KEA_E2E_UPGRADE="helm upgrade $RELEASE $CHART_REF --version $VERSION -n $OPERATOR_NS --plain-http --wait --timeout $WAIT" \
+    KEA_E2E_RELEASE_CRD="$REPO_ROOT/deploy/00-crd.yaml" \
+    KEA_E2E_RELEASE_OPERATOR_IMAGE="$REGISTRY_PATH/kea-operator:$VERSION@$operator_digest" \
+    suite --test-threads=1 release::
+}
+
+# Everything of a release installation, and the released images on the nodes: the next
+# installation pulls them again.
+uninstall_release() {
+  local node
+  kubectl delete namespace kea-demo --ignore-not-found --wait=true --timeout="$WAIT" >/dev/null
+  helm uninstall "$RELEASE" -n "$OPERATOR_NS" --wait --timeout "$WAIT" >/dev/null 2>&1 || true
+  kubectl delete -f "$REPO_ROOT/dist/$VERSION/kea.yaml" --ignore-not-found --wait=true --timeout="$WAIT" >/dev/null 2>&1 || true
+  kubectl delete crd microservices.kea.dev --ignore-not-found --wait=true --timeout="$WAIT" >/dev/null
+  kubectl delete namespace "$OPERATOR_NS" --ignore-not-found --wait=true --timeout="$WAIT" >/dev/null
+  for node in $(kind get nodes --name "$KEA_KIND_CLUSTER"); do
+    docker exec "$node" sh -c "crictl images | grep '^$REGISTRY_PATH/' | awk '{print \$3}' | sort -u | xargs -r crictl rmi" >/dev/null
+  done
+}
+
+# cosign verify passes for the released images and chart, with their SBOM attestations, and
+# fails for an image re-tagged in their place (same content, another digest).
+check_signatures() {
+  local name verify=(cosign verify --key "$COSIGN_PUB" --insecure-ignore-tlog=true --allow-http-registry)
+  for name in kea-operator kea-service kea-mariadb kea-redis charts/kea-operator; do
+    "${verify[@]}" "$KEA_RELEASE_PUSH_TO/$name:$VERSION" >/dev/null 2>&1 ||
+      die "cosign verify $KEA_RELEASE_PUSH_TO/$name:$VERSION failed"
+  done
+  for name in kea-operator kea-service kea-mariadb kea-redis; do
+    cosign verify-attestation --key "$COSIGN_PUB" --insecure-ignore-tlog=true --allow-http-registry \
+      --type spdxjson "$KEA_RELEASE_PUSH_TO/$name:$VERSION" >/dev/null 2>&1 ||
+      die "cosign verify-attestation (SBOM) of $name failed"
+  done
+  local tampered="$KEA_RELEASE_PUSH_TO/kea-operator:$VERSION-tampered"
+  printf 'FROM kea.dev/kea-operator:%s\nLABEL tampered=true\n' "$VERSION" |
+    DOCKER_BUILDKIT=0 docker build -q -t "$tampered" - >/dev/null
+  docker push -q "$tampered" >/dev/null
+  if "${verify[@]}" "$tampered" >/dev/null 2>&1; then die "cosign verify accepted $tampered, which nobody signed"; fi
+  log "signatures: images, SBOM attestations and chart verified; the re-tagged image refused"
+}
+
+# pulled NAME...: each released image was pulled by a kubelet since the namespaces were made.
+pulled() {
+  local name events
+  events=$(kubectl get events -A --field-selector reason=Pulled -o jsonpath='{range .items[*]}{.message}{"\n"}{end}')
+  for name in "$@"; do
+    grep -q "Successfully pulled image \"$REGISTRY_PATH/$name:$VERSION@sha256:" <<<"$events" ||
+      die "no kubelet pulled $REGISTRY_PATH/$name:$VERSION (events: $(grep -c . <<<"$events") Pulled)"
+  done
+  grep "Successfully pulled image \"$REGISTRY_PATH/" <<<"$events" | sed 's/^/  /' >&2
+}
+
+# The README's two paths, word for word but for the registry's address and --plain-http.
+fresh_helm() {
+  helm install "$RELEASE" "$CHART_REF" --version "$VERSION" -n "$OPERATOR_NS" --create-namespace \
+    --plain-http --wait --timeout "$WAIT" >/dev/null
+  wait_operator "$OPERATOR_NS" "$WAIT"
+  deploy_examples "$WAIT" "$REPO_ROOT/dist/$VERSION/kea-examples.yaml"
+  pulled kea-operator kea-service kea-mariadb kea-redis
+}
+fresh_kubectl() {
+  kubectl apply -f "$REPO_ROOT/dist/$VERSION/kea.yaml" >/dev/null
+  wait_operator "$OPERATOR_NS" "$WAIT"
+  deploy_examples "$WAIT" "$REPO_ROOT/dist/$VERSION/kea-examples.yaml"
+  pulled kea-operator kea-service kea-mariadb kea-redis
+}
+
+release_mode() {
+  local rc=0
+  release_env
+  timed "[release] registry, ghcr.io mirrored on the nodes" release_registry || return 1
+  timed "[release] previous commit released, helm install from the registry" install_previous || rc=$?
+  [ $rc = 0 ] && { timed "[release] release $VERSION, helm upgrade under load" upgrade_under_load || rc=$?; }
+  timed "[release] uninstall" uninstall_release || rc=$?
+  [ $rc = 0 ] && { timed "[release] cosign verify" check_signatures || rc=$?; }
+  [ $rc = 0 ] && { timed "[release] helm install $VERSION, all Ready (pulled)" fresh_helm || rc=$?; }
+  timed "[release] uninstall" uninstall_release || rc=$?
+  [ $rc = 0 ] && { timed "[release] kubectl apply kea.yaml, all Ready (pulled)" fresh_kubectl || rc=$?; }
+  if [ "${KEA_E2E_KEEP:-0}" = 1 ]; then
+    log "KEA_E2E_KEEP=1: leaving the release installation and the registry in place"
+  else
+    timed "[release] uninstall" uninstall_release || rc=$?
+    "$HACK_DIR/registry.sh" unmirror "${REGISTRY_PATH%%/*}" || true
+    "$HACK_DIR/registry.sh" stop || true
+  fi
+  return $rc
+}
+
 # The mode whose run_alone passed in this run, if any.
 RAN_ALONE=
 
@@ -165,6 +327,10 @@ main() {
       timed "cluster up" cluster_up || { timed_summary; exit 1; }
       mode "$what" || rc=$?
       ;;
+    release)
+      timed "cluster up" cluster_up || { timed_summary; exit 1; }
+      release_mode || rc=$?
+      ;;
     all)
       # A cluster of this run's own: the leftover of an interrupted earlier run may be half
       # broken (restarted nodes, a stale metrics API), so it goes first, and this run's
@@ -174,9 +340,10 @@ main() {
       timed "cluster up" cluster_up || { timed_summary; exit 1; }
       mode kubectl || rc=$?
       mode helm || rc=$?
+      release_mode || rc=$?
       timed "cluster down" "$HACK_DIR/kind.sh" down || true
       ;;
-    *) die "usage: $0 [kubectl|helm|all]" ;;
+    *) die "usage: $0 [kubectl|helm|release|all]" ;;
   esac
   TIMED_LINES+=("$(printf '%-50s %s' total "$(seconds_since "$start")")")
   timed_summary

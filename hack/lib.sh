@@ -266,6 +266,13 @@ kind_kubeconfig() {
   if [ "$1" = kea ]; then echo "$KEA_CACHE_DIR/kind/kubeconfig"; else echo "$KEA_CACHE_DIR/kind/kubeconfig-$1"; fi
 }
 
+# workspace_version [TREE]: the version of the workspace's crates ([workspace.package] of
+# TREE/Cargo.toml, this tree's by default), which the chart and the images carry too.
+workspace_version() {
+  awk -F'"' '/^\[/ {section = $0} section == "[workspace.package]" && /^version *=/ {print $2; exit}' \
+    "${1:-$REPO_ROOT}/Cargo.toml"
+}
+
 # Every example Microservice of deploy/examples/.
 EXAMPLE_MICROSERVICES=(users orders frontend)
 
@@ -286,12 +293,12 @@ deploy_operator() {
   wait_operator kea-system "$1"
 }
 
-# deploy_examples TIMEOUT: applies deploy/examples/ and waits until each example is Ready
-# and its Deployment rolled out.
+# deploy_examples TIMEOUT [MANIFESTS]: applies deploy/examples/ (or MANIFESTS) and waits until
+# each example is Ready and its Deployment rolled out.
 deploy_examples() {
-  local ms
-  log "applying the example system (deploy/examples/)"
-  kubectl apply -f "$REPO_ROOT/deploy/examples/" >/dev/null || die "kubectl apply -f deploy/examples/ failed"
+  local ms manifests=${2:-$REPO_ROOT/deploy/examples/}
+  log "applying the example system ($manifests)"
+  kubectl apply -f "$manifests" >/dev/null || die "kubectl apply -f $manifests failed"
   for ms in "${EXAMPLE_MICROSERVICES[@]}"; do
     kubectl -n kea-demo wait --for=jsonpath='{.status.conditions[?(@.type=="Ready")].status}'=True \
       "microservice/$ms" --timeout="$1" >/dev/null ||

@@ -14,8 +14,8 @@
 #   cargo       cargo test --workspace -- --include-ignored: the control-plane toolchain,
 #               the control plane and the backing services (MariaDB, Redis) first
 #   contract    kea-service's HTTP API against its OpenAPI document (hack/api-contract.sh)
-#   e2e         the kind tier (hack/e2e.sh all): Docker, the kind toolchain and the images
-#               first; fails at once when a cold cache would not fit the time budget
+#   e2e         the kind tier (hack/e2e.sh all: kubectl apply, helm install, and the release
+#               pulled from a local registry): Docker, the kind toolchain and the images first; fails at once when a cold cache would not fit the time budget
 #               (KEA_TEST_BUDGET_MINUTES, default 80); KEA_E2E=0 leaves it out
 #
 # The first run builds the toolchain from the Go module proxy (tens of minutes on 2 cores,
@@ -93,11 +93,11 @@ phase_contract() {
 export KEA_KIND_CLUSTER=${KEA_KIND_CLUSTER:-kea-e2e}
 phase_e2e() {
   e2e_fits_budget || return 0
-  timed "end-to-end on kind (kubectl apply and helm install)" e2e_on_kind
+  timed "end-to-end on kind (kubectl apply, helm install, the release from a registry)" e2e_on_kind
 }
 e2e_on_kind() {
   start_unless_running "Docker engine" docker.sh start "kind.sh down" "docker.sh stop"
-  "$HACK_DIR/toolchain.sh" kind
+  "$HACK_DIR/toolchain.sh" kind helm release
   "$HACK_DIR/images.sh"
   "$HACK_DIR/e2e.sh" all
 }
@@ -114,7 +114,7 @@ e2e_fits_budget() {
   fi
   local budget=${KEA_TEST_BUDGET_MINUTES:-80} used=$((SECONDS / 60)) needed
   # the tier itself, the tools not built yet, the node rootfs
-  needed=$((10 + $("$HACK_DIR/toolchain.sh" missing kind | awk '{m += $3} END {print m + 0}')))
+  needed=$((10 + $("$HACK_DIR/toolchain.sh" missing kind helm release | awk '{m += $3} END {print m + 0}')))
   compgen -G "$KEA_CACHE_DIR/kind/rootfs-*.tar" >/dev/null || needed=$((needed + 5))
   if [ $((used + needed)) -gt "$budget" ]; then
     log "*** FAILED: the kind end-to-end tier needs about $needed min (cold cache) and $used of"

@@ -18,6 +18,8 @@
 #                   NetworkPolicy, resource metrics)
 #   helm            helm
 #   s3              versitygw (an S3-compatible server: the backup tests' bucket)
+#   release         registry (distribution: an OCI registry for the release tier), cosign
+#                   (signs and verifies the released images and chart)
 #   all             all of the above
 # shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -30,6 +32,7 @@ declare -A TARGETS=(
   [addons]="${ADDONS[*]}"
   [helm]=helm
   [s3]=versitygw
+  [release]="registry cosign"
 )
 # About how long a cold build of each tool takes on 2 cores busy with other builds: the
 # control-plane set 27 min, the kind set on top of it 45 min, each add-on 10 min.
@@ -37,6 +40,7 @@ declare -A MINUTES=(
   [etcd]=3 [kube-apiserver]=12 [kube-controller-manager]=5 [kube-scheduler]=2 [kubectl]=2 [kwok]=3
   [kubelet]=15 [kube-proxy]=8 [kubeadm]=8 [kind]=3 [crictl]=4 [coredns]=7
   [local-path-provisioner]=3 [kube-router]=10 [metrics-server]=10 [helm]=6 [versitygw]=6
+  [registry]=4 [cosign]=15
 )
 # go_install's package and -X flags for the tools built as published.
 declare -A PACKAGES=(
@@ -51,6 +55,9 @@ declare -A PACKAGES=(
     -X k8s.io/client-go/pkg/version.gitVersion=$METRICS_SERVER_VERSION"
   [helm]="helm.sh/helm/v3/cmd/helm -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
   [versitygw]="github.com/versity/versitygw/cmd/versitygw -X main.Version=$VERSITYGW_VERSION"
+  [registry]="github.com/distribution/distribution/v3/cmd/registry
+    -X github.com/distribution/distribution/v3/version.version=$REGISTRY_VERSION"
+  [cosign]="github.com/sigstore/cosign/v3/cmd/cosign -X sigs.k8s.io/release-utils/version.gitVersion=$COSIGN_VERSION"
 )
 
 # tools TARGET...: the tools of the targets, each once.
@@ -58,7 +65,7 @@ tools() {
   local target
   for target in "$@"; do
     # shellcheck disable=SC2086 # a list of words
-    if [ "$target" = all ]; then tools control-plane helm kind s3; else printf '%s\n' ${TARGETS[$target]}; fi
+    if [ "$target" = all ]; then tools control-plane helm kind s3 release; else printf '%s\n' ${TARGETS[$target]}; fi
   done | awk '!seen[$0]++'
 }
 

@@ -20,8 +20,13 @@ const RELEASE: &str = "kea-operator";
 const NAMESPACE: &str = "kea-system";
 /// A namespace for rendering the chart's roles of an operator confined to one namespace.
 const WATCHED: &str = "kea-watched";
-/// deploy/ runs without a registry: the store servers are the images hack/images.sh builds.
-const OFFLINE_VALUES: [&str; 4] = [
+/// deploy/ installs what this tree builds, without a registry: the images of hack/images.sh
+/// (the chart's defaults are the released ones, see hack/release.sh).
+const OFFLINE_VALUES: [&str; 8] = [
+    "--set",
+    "image.repository=kea.dev/kea-operator",
+    "--set",
+    "image.tag=dev",
     "--set",
     "stores.images.mariadb=kea.dev/kea-mariadb:dev",
     "--set",
@@ -41,12 +46,19 @@ pub fn generate(root: &Path, generated: &mut Generated) -> anyhow::Result<bool> 
         generated.add(path, crd.clone());
     }
     generated.add(CHART_RULES, rules.clone());
+    // One version everywhere: the chart's version and appVersion are the workspace's.
+    let chart_yaml = with_version(
+        &fs::read_to_string(root.join(CHART).join("Chart.yaml"))?,
+        env!("CARGO_PKG_VERSION"),
+    )?;
+    generated.add(format!("{CHART}/Chart.yaml"), chart_yaml.clone());
 
     // Render the chart as it will be once the generated files are in place.
     let chart = tempfile::tempdir()?;
     copy_dir(&root.join(CHART), chart.path())?;
     fs::write(chart.path().join("files/microservices.kea.dev.yaml"), &crd)?;
     fs::write(chart.path().join("files/rbac-rules.yaml"), &rules)?;
+    fs::write(chart.path().join("Chart.yaml"), &chart_yaml)?;
     let helm = Helm::find(root)?;
 
     let rbac = helm.render(chart.path(), &["serviceaccount.yaml", "rbac.yaml"], &[])?;
@@ -77,6 +89,30 @@ pub fn generate(root: &Path, generated: &mut Generated) -> anyhow::Result<bool> 
         "the chart with operator.watchNamespace",
     )?;
     Ok(all_namespaces && confined)
+}
+
+/// Chart.yaml with its `version` and `appVersion` set to `version`; an error when either line
+/// is missing.
+fn with_version(chart_yaml: &str, version: &str) -> anyhow::Result<String> {
+    let mut found = (false, false);
+    let lines: Vec<String> = chart_yaml
+        .lines()
+        .map(|line| {
+            if line.starts_with("version:") {
+                found.0 = true;
+                format!("version: {version}")
+            } else if line.starts_with("appVersion:") {
+                found.1 = true;
+                format!("appVersion: \"{version}\"")
+            } else {
+                line.to_owned()
+            }
+        })
+        .collect();
+    if found != (true, true) {
+        bail!("{CHART}/Chart.yaml needs top-level `version:` and `appVersion:` lines");
+    }
+    Ok(lines.join("\n") + "\n")
 }
 
 /// Whether the ClusterRole and Role rules of `rendered` are those of `wanted`, reporting each
@@ -200,6 +236,16 @@ fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_chart_takes_the_workspace_version() {
+        let chart = "apiVersion: v2\nversion: 0.0.1\n# note\nappVersion: \"0.0.1\"\nkeywords: []\n";
+        assert_eq!(
+            with_version(chart, "1.2.3").unwrap(),
+            "apiVersion: v2\nversion: 1.2.3\n# note\nappVersion: \"1.2.3\"\nkeywords: []\n"
+        );
+        assert!(with_version("apiVersion: v2\nversion: 1.0.0\n", "1.2.3").is_err());
+    }
 
     #[test]
     fn only_helms_own_lines_are_dropped() {

@@ -37,8 +37,16 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- .Values.image.tag | default .Chart.AppVersion }}
 {{- end }}
 
+{{/* The operator's image: repository:tag, and @digest when one is set. */}}
 {{- define "kea-operator.image" -}}
 {{- printf "%s:%s" .Values.image.repository (include "kea-operator.imageTag" .) }}
+{{- with .Values.image.digest }}@{{ . }}{{ end }}
+{{- end }}
+
+{{/* A store server's image (dict "root" . "name" "kea-mariadb" "image" VALUE): the value, or
+kea's own image of the chart's appVersion in the operator image's registry path. */}}
+{{- define "kea-operator.storeImage" -}}
+{{- .image | default (printf "%s/%s:%s" (dir .root.Values.image.repository) .name .root.Chart.AppVersion) }}
 {{- end }}
 
 {{- define "kea-operator.serviceAccountName" -}}

@@ -13,6 +13,7 @@ mod namespaced;
 mod network;
 mod operator_restart;
 mod other_images;
+mod release;
 mod rollout;
 mod security;
 mod stores;
