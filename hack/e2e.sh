@@ -165,6 +165,26 @@ release_registry() {
   fi
 }
 
+# hack/release.sh refuses a version that is not the tree's, and one without a CHANGELOG entry,
+# before it builds or pushes anything.
+release_refusals() {
+  local tree
+  tree=$(mktemp -d)
+  # shellcheck disable=SC2064 # expand now
+  trap "rm -rf '$tree'" RETURN
+  printf '[workspace.package]\nversion = "9.9.9"\n' >"$tree/Cargo.toml"
+  printf '# Changelog\n\n## [9.9.8] - 2026-01-01\n- An older one.\n' >"$tree/CHANGELOG.md"
+  if KEA_RELEASE_SOURCE=$tree KEA_RELEASE_OUT="$tree/out" "$HACK_DIR/release.sh" 9.9.9 2>"$tree/log"; then
+    die "hack/release.sh released 9.9.9 without a CHANGELOG entry"
+  fi
+  grep -q "CHANGELOG.md has no entry for 9.9.9" "$tree/log" || die "unexpected refusal: $(cat "$tree/log")"
+  if KEA_RELEASE_SOURCE=$tree KEA_RELEASE_OUT="$tree/out" "$HACK_DIR/release.sh" 9.9.8 2>"$tree/log"; then
+    die "hack/release.sh released 9.9.8 from a tree of version 9.9.9"
+  fi
+  grep -q "is version 9.9.9 .*, not 9.9.8" "$tree/log" || die "unexpected refusal: $(cat "$tree/log")"
+  [ ! -e "$tree/out/kea.yaml" ] || die "a refused release wrote kea.yaml"
+}
+
 # The previous commit, released by this tree's hack/release.sh in one go, installed as a user
 # would.
 install_previous() {
@@ -274,7 +294,8 @@ release_mode() {
   local rc=0
   release_env
   timed "[release] registry, ghcr.io mirrored on the nodes" release_registry || return 1
-  timed "[release] previous commit released, helm install from the registry" install_previous || rc=$?
+  timed "[release] refusals (wrong version, no CHANGELOG entry)" release_refusals || rc=$?
+  [ $rc = 0 ] && { timed "[release] previous commit released, helm install from the registry" install_previous || rc=$?; }
   [ $rc = 0 ] && { timed "[release] release $VERSION, helm upgrade under load" upgrade_under_load || rc=$?; }
   timed "[release] uninstall" uninstall_release || rc=$?
   [ $rc = 0 ] && { timed "[release] cosign verify" check_signatures || rc=$?; }
