@@ -144,6 +144,11 @@ sign() {
 images() {
   local suffix=$1 name
   timed "images $VERSION ($ARCH)" "$IMAGES_FROM/hack/images.sh" "$VERSION"
+  # The binaries say the version they are released as.
+  for name in kea-operator kea-service; do
+    [ "$(docker run --rm "kea.dev/$name:$VERSION" --version)" = "$name $VERSION" ] ||
+      die "kea.dev/$name:$VERSION says '$(docker run --rm "kea.dev/$name:$VERSION" --version)', not '$name $VERSION'"
+  done
   for name in "${IMAGES[@]}"; do
     timed "push $name" push "$name" "$VERSION$suffix"
     timed "SBOM of $name" sbom "$name" "$OUT/$name$suffix.spdx.json"
