@@ -157,8 +157,9 @@ release_env() {
 
 # The registry, the nodes' mirror of the release's host, and a signing key of the tests.
 release_registry() {
-  "$HACK_DIR/registry.sh" start
-  "$HACK_DIR/registry.sh" mirror "${REGISTRY_PATH%%/*}"
+  # Each step's failure ends the step: errexit does not hold inside `timed ... || rc=$?`.
+  "$HACK_DIR/registry.sh" start || return 1
+  "$HACK_DIR/registry.sh" mirror "${REGISTRY_PATH%%/*}" || return 1
   if [ ! -f "$COSIGN_KEY" ]; then
     mkdir -p "$(dirname "$COSIGN_KEY")"
     (cd "$(dirname "$COSIGN_KEY")" && cosign generate-key-pair >/dev/null 2>&1) || die "cosign generate-key-pair failed"
@@ -205,22 +206,22 @@ install_previous() {
     log "the previous commit's image inputs are this one's: its images are built from this tree"
   fi
   KEA_RELEASE_SOURCE=$source KEA_RELEASE_IMAGES_FROM=$images_from KEA_RELEASE_OUT="$RELEASE_WORK/previous" \
-    "$HACK_DIR/release.sh" "$previous"
+    "$HACK_DIR/release.sh" "$previous" || return 1
+  git -C "$REPO_ROOT" worktree remove --force "$source"
   log "installing the previous release $previous (HEAD~1) from $CHART_REF"
   helm install "$RELEASE" "$CHART_REF" --version "$previous" -n "$OPERATOR_NS" --create-namespace \
-    --plain-http --wait --timeout "$WAIT" >/dev/null
+    --plain-http --wait --timeout "$WAIT" >/dev/null || return 1
   wait_operator "$OPERATOR_NS" "$WAIT"
   deploy_examples "$WAIT" "$RELEASE_WORK/previous/kea-examples.yaml"
-  git -C "$REPO_ROOT" worktree remove --force "$source"
 }
 
 # helm upgrade to this release while requests flow (e2e/tests/e2e/release.rs).
 upgrade_under_load() {
   # In the two stages of the release workflow (one platform here): an index per image.
   rm -rf "$REPO_ROOT/dist/$VERSION"
-  KEA_RELEASE_STAGE=images "$HACK_DIR/release.sh" "$VERSION"
+  KEA_RELEASE_STAGE=images "$HACK_DIR/release.sh" "$VERSION" || return 1
   KEA_RELEASE_STAGE=publish KEA_RELEASE_PLATFORMS=$(docker version -f '{{.Server.Arch}}') \
-    "$HACK_DIR/release.sh" "$VERSION"
+    "$HACK_DIR/release.sh" "$VERSION" || return 1
   local operator_digest
   operator_digest=$(sed -n 's/^KEA_OPERATOR_DIGEST=//p' "$REPO_ROOT/dist/$VERSION/digests.env")
   KEA_E2E_UPGRADE="helm upgrade $RELEASE $CHART_REF --version $VERSION -n $OPERATOR_NS --plain-http --wait --timeout $WAIT" \
@@ -233,13 +234,14 @@ upgrade_under_load() {
 # installation pulls them again.
 uninstall_release() {
   local node
-  kubectl delete namespace kea-demo --ignore-not-found --wait=true --timeout="$WAIT" >/dev/null
+  kubectl delete namespace kea-demo --ignore-not-found --wait=true --timeout="$WAIT" >/dev/null || return 1
   helm uninstall "$RELEASE" -n "$OPERATOR_NS" --wait --timeout "$WAIT" >/dev/null 2>&1 || true
   kubectl delete -f "$REPO_ROOT/dist/$VERSION/kea.yaml" --ignore-not-found --wait=true --timeout="$WAIT" >/dev/null 2>&1 || true
-  kubectl delete crd microservices.kea.dev --ignore-not-found --wait=true --timeout="$WAIT" >/dev/null
-  kubectl delete namespace "$OPERATOR_NS" --ignore-not-found --wait=true --timeout="$WAIT" >/dev/null
+  kubectl delete crd microservices.kea.dev --ignore-not-found --wait=true --timeout="$WAIT" >/dev/null || return 1
+  kubectl delete namespace "$OPERATOR_NS" --ignore-not-found --wait=true --timeout="$WAIT" >/dev/null || return 1
   for node in $(kind get nodes --name "$KEA_KIND_CLUSTER"); do
-    docker exec "$node" sh -c "crictl images | grep '^$REGISTRY_PATH/' | awk '{print \$3}' | sort -u | xargs -r crictl rmi" >/dev/null
+    docker exec "$node" sh -c "crictl images | grep '^$REGISTRY_PATH/' | awk '{print \$3}' | sort -u | xargs -r crictl rmi" >/dev/null ||
+      return 1
   done
 }
 
@@ -258,8 +260,8 @@ check_signatures() {
   done
   local tampered="$KEA_RELEASE_PUSH_TO/kea-operator:$VERSION-tampered"
   printf 'FROM kea.dev/kea-operator:%s\nLABEL tampered=true\n' "$VERSION" |
-    DOCKER_BUILDKIT=0 docker build -q -t "$tampered" - >/dev/null
-  docker push -q "$tampered" >/dev/null
+    DOCKER_BUILDKIT=0 docker build -q -t "$tampered" - >/dev/null || return 1
+  docker push -q "$tampered" >/dev/null || return 1
   if "${verify[@]}" "$tampered" >/dev/null 2>&1; then die "cosign verify accepted $tampered, which nobody signed"; fi
   log "signatures: images, SBOM attestations and chart verified; the re-tagged image refused"
 }
@@ -278,13 +280,13 @@ pulled() {
 # The README's two paths, word for word but for the registry's address and --plain-http.
 fresh_helm() {
   helm install "$RELEASE" "$CHART_REF" --version "$VERSION" -n "$OPERATOR_NS" --create-namespace \
-    --plain-http --wait --timeout "$WAIT" >/dev/null
+    --plain-http --wait --timeout "$WAIT" >/dev/null || return 1
   wait_operator "$OPERATOR_NS" "$WAIT"
   deploy_examples "$WAIT" "$REPO_ROOT/dist/$VERSION/kea-examples.yaml"
   pulled kea-operator kea-service kea-mariadb kea-redis
 }
 fresh_kubectl() {
-  kubectl apply -f "$REPO_ROOT/dist/$VERSION/kea.yaml" >/dev/null
+  kubectl apply -f "$REPO_ROOT/dist/$VERSION/kea.yaml" >/dev/null || return 1
   wait_operator "$OPERATOR_NS" "$WAIT"
   deploy_examples "$WAIT" "$REPO_ROOT/dist/$VERSION/kea-examples.yaml"
   pulled kea-operator kea-service kea-mariadb kea-redis
