@@ -296,6 +296,8 @@ release_mode() {
   local rc=0
   release_env
   timed "[release] registry, ghcr.io mirrored on the nodes" release_registry || return 1
+  # Nothing of an earlier release run: every kea image must be pulled afresh.
+  timed "[release] clean slate" uninstall_release || rc=$?
   timed "[release] refusals (wrong version, no CHANGELOG entry)" release_refusals || rc=$?
   [ $rc = 0 ] && { timed "[release] previous commit released, helm install from the registry" install_previous || rc=$?; }
   [ $rc = 0 ] && { timed "[release] release $VERSION, helm upgrade under load" upgrade_under_load || rc=$?; }
