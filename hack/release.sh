@@ -121,7 +121,7 @@ sbom() {
       args+=(--dpkg-status "$OUT/$name.dpkg-status")
       ;;
   esac
-  xtask sbom "${args[@]}" >"$file" 2>"$OUT/sbom.log" || { cat "$OUT/sbom.log" >&2; die "SBOM of $name failed"; }
+  xtask sbom "${args[@]}" --created-at "$SBOM_CREATED" >"$file" 2>"$OUT/sbom.log" || { cat "$OUT/sbom.log" >&2; die "SBOM of $name failed"; }
   log "$(cat "$OUT/sbom.log") (Cargo.lock: $(grep -c '^\[\[package\]\]' "$SOURCE/Cargo.lock") crates)"
   rm -f "$OUT/$name.dpkg-status" "$OUT/sbom.log"
 }
@@ -228,8 +228,9 @@ main() {
   mkdir -p "$OUT"
   check_version
   # The SBOMs' creation time: the released commit's, so that a rebuild gives the same ones.
-  SOURCE_DATE_EPOCH=$(git -C "$SOURCE" log -1 --format=%ct 2>/dev/null || date +%s)
-  export SOURCE_DATE_EPOCH
+  # (Not as SOURCE_DATE_EPOCH: the cc crate's build scripts rerun when it changes, and with
+  # them most of the workspace would be compiled again.)
+  SBOM_CREATED=$(git -C "$SOURCE" log -1 --format=%ct 2>/dev/null || date +%s)
   case "$STAGE" in
     all) images "" ;;
     images)

@@ -15,7 +15,12 @@ use tracing::error;
 
 /// The kea operator: reconciles Microservice custom resources (kea.dev/v1alpha1).
 #[derive(Parser, Debug)]
-#[command(name = "kea-operator", version, about, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "kea-operator",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,

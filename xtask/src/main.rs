@@ -74,6 +74,10 @@ enum Command {
         /// The platform the binaries are built for.
         #[arg(long, default_value = "x86_64-unknown-linux-gnu")]
         target: String,
+        /// The document's creation time, in seconds since the epoch (the released commit's,
+        /// so that a rebuild gives the same document); now by default.
+        #[arg(long)]
+        created_at: Option<i64>,
     },
 }
 
@@ -90,13 +94,14 @@ fn main() -> ExitCode {
             package,
             dpkg_status,
             target,
+            created_at,
         } => sbom(
             &root,
             &release::Subject {
                 name: &image,
                 version: &version,
                 digest: digest.as_deref(),
-                created: &created(),
+                created: &created(created_at),
             },
             package.as_deref(),
             dpkg_status.as_deref(),
@@ -147,12 +152,8 @@ fn sbom(
     Ok(true)
 }
 
-/// The SBOM's creation time: SOURCE_DATE_EPOCH (the release commit's time, so that the same
-/// commit gives the same document), else now.
-fn created() -> String {
-    let seconds = std::env::var("SOURCE_DATE_EPOCH")
-        .ok()
-        .and_then(|value| value.parse().ok());
+/// The SBOM's creation time (RFC 3339): `seconds` since the epoch, else now.
+fn created(seconds: Option<i64>) -> String {
     let time = seconds
         .and_then(|seconds| chrono::DateTime::from_timestamp(seconds, 0))
         .unwrap_or_else(chrono::Utc::now);

@@ -183,7 +183,7 @@ pub struct Subject<'a> {
     pub version: &'a str,
     /// The image's manifest digest ("sha256:..."), when it was pushed already.
     pub digest: Option<&'a str>,
-    /// RFC 3339 creation time (the release's SOURCE_DATE_EPOCH, so that a rebuild matches).
+    /// RFC 3339 creation time (the released commit's, so that a rebuild matches).
     pub created: &'a str,
 }
 
