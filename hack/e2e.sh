@@ -240,7 +240,9 @@ uninstall_release() {
   kubectl delete crd microservices.kea.dev --ignore-not-found --wait=true --timeout="$WAIT" >/dev/null || return 1
   kubectl delete namespace "$OPERATOR_NS" --ignore-not-found --wait=true --timeout="$WAIT" >/dev/null || return 1
   for node in $(kind get nodes --name "$KEA_KIND_CLUSTER"); do
-    docker exec "$node" sh -c "crictl images | grep '^$REGISTRY_PATH/' | awk '{print \$3}' | sort -u | xargs -r crictl rmi" >/dev/null ||
+    # By name (ctr), not by image ID (crictl rmi): an image of the same content under another
+    # name (kea.dev/kea-service:dev) shares the ID, and crictl lists one name per ID.
+    docker exec "$node" sh -c "ctr -n k8s.io images ls -q | grep '^$REGISTRY_PATH/' | xargs -r ctr -n k8s.io images rm" >/dev/null ||
       return 1
   done
 }
