@@ -95,16 +95,23 @@ check_version() {
     die "no release without its CHANGELOG.md entry"
 }
 
+# pushed_digest LOG: the digest a push (docker, docker manifest, helm) printed last into LOG.
+pushed_digest() {
+  local digest
+  digest=$(grep -o 'sha256:[0-9a-f]\{64\}' "$1" | tail -n1)
+  [ -n "$digest" ] || die "no digest in $1"
+  echo "$digest"
+}
+
 # push NAME TAG: REGISTRY/NAME:TAG pushed (to PUSH_TO); its digest in DIGESTS[NAME].
 declare -A DIGESTS
 push() {
-  local name=$1 ref="$PUSH_TO/$1:$2" output digest
+  local name=$1 ref="$PUSH_TO/$1:$2"
   docker tag "kea.dev/$name:$VERSION" "$ref"
-  output=$(docker push "$ref" 2>&1) || { echo "$output" >&2; die "docker push $ref failed"; }
-  digest=$(grep -o 'digest: sha256:[0-9a-f]\{64\}' <<<"$output" | tail -n1 | cut -d' ' -f2)
-  [ -n "$digest" ] || die "no digest in the output of docker push $ref"
-  DIGESTS[$name]=$digest
-  log "pushed $REGISTRY/$name:$2@$digest ($(image_size "$ref"))"
+  run_logged "$OUT/push.log" docker push "$ref"
+  DIGESTS[$name]=$(pushed_digest "$OUT/push.log")
+  rm -f "$OUT/push.log"
+  log "pushed $REGISTRY/$name:$2@${DIGESTS[$name]} ($(image_size "$ref"))"
 }
 
 # sbom NAME FILE: its SPDX document in FILE.
@@ -130,11 +137,10 @@ sbom() {
 sign() {
   local ref=$1 sbom
   shift
-  cosign sign "${SIGN_FLAGS[@]}" "${COSIGN_FLAGS[@]}" --yes "$ref" >/dev/null 2>"$OUT/cosign.log" ||
-    { cat "$OUT/cosign.log" >&2; die "cosign sign $ref failed"; }
+  run_logged "$OUT/cosign.log" cosign sign "${SIGN_FLAGS[@]}" "${COSIGN_FLAGS[@]}" --yes "$ref"
   for sbom in "$@"; do
-    cosign attest "${SIGN_FLAGS[@]}" "${COSIGN_FLAGS[@]}" --yes --type spdxjson --predicate "$sbom" "$ref" \
-      >/dev/null 2>"$OUT/cosign.log" || { cat "$OUT/cosign.log" >&2; die "cosign attest $ref failed"; }
+    run_logged "$OUT/cosign.log" cosign attest "${SIGN_FLAGS[@]}" "${COSIGN_FLAGS[@]}" --yes \
+      --type spdxjson --predicate "$sbom" "$ref"
   done
   rm -f "$OUT/cosign.log"
 }
@@ -145,9 +151,10 @@ images() {
   local suffix=$1 name
   timed "images $VERSION ($ARCH)" "$IMAGES_FROM/hack/images.sh" "$VERSION"
   # The binaries say the version they are released as.
+  local says
   for name in kea-operator kea-service; do
-    [ "$(docker run --rm "kea.dev/$name:$VERSION" --version)" = "$name $VERSION" ] ||
-      die "kea.dev/$name:$VERSION says '$(docker run --rm "kea.dev/$name:$VERSION" --version)', not '$name $VERSION'"
+    says=$(docker run --rm "kea.dev/$name:$VERSION" --version)
+    [ "$says" = "$name $VERSION" ] || die "kea.dev/$name:$VERSION says '$says', not '$name $VERSION'"
   done
   for name in "${IMAGES[@]}"; do
     timed "push $name" push "$name" "$VERSION$suffix"
@@ -159,7 +166,7 @@ images() {
 # indexes: each NAME:VERSION an index of the platforms' NAME:VERSION-ARCH, signed, with their
 # SBOMs attested; its digest in DIGESTS[NAME].
 indexes() {
-  local name arch sources output sboms
+  local name arch sources sboms
   for name in "${IMAGES[@]}"; do
     sources=() sboms=()
     for arch in $PLATFORMS; do
@@ -170,10 +177,9 @@ indexes() {
     docker manifest rm "$PUSH_TO/$name:$VERSION" >/dev/null 2>&1 || true
     docker manifest create "${MANIFEST_FLAGS[@]}" "$PUSH_TO/$name:$VERSION" "${sources[@]}" >/dev/null ||
       die "docker manifest create $PUSH_TO/$name:$VERSION failed (are ${sources[*]} pushed?)"
-    output=$(docker manifest push "${MANIFEST_FLAGS[@]}" --purge "$PUSH_TO/$name:$VERSION") ||
-      die "docker manifest push $PUSH_TO/$name:$VERSION failed"
-    DIGESTS[$name]=$(grep -o 'sha256:[0-9a-f]\{64\}' <<<"$output" | tail -n1)
-    [ -n "${DIGESTS[$name]}" ] || die "no digest in the output of docker manifest push"
+    run_logged "$OUT/push.log" docker manifest push "${MANIFEST_FLAGS[@]}" --purge "$PUSH_TO/$name:$VERSION"
+    DIGESTS[$name]=$(pushed_digest "$OUT/push.log")
+    rm -f "$OUT/push.log"
     log "pushed the index $REGISTRY/$name:$VERSION@${DIGESTS[$name]} ($PLATFORMS)"
     timed "sign the index of $name" sign "$PUSH_TO/$name@${DIGESTS[$name]}" "${sboms[@]}"
   done
@@ -181,7 +187,7 @@ indexes() {
 
 # The chart of the release: its images pinned by digest, packaged and pushed.
 chart() {
-  local work output
+  local work
   work=$(mktemp -d)
   cp -r "$SOURCE/charts/kea-operator" "$work/"
   # The digests become the defaults; values.yaml keeps its comments.
@@ -195,10 +201,9 @@ chart() {
     die "the chart's appVersion is not $VERSION: run cargo xtask generate"
   helm package "$work/kea-operator" --version "$VERSION" --app-version "$VERSION" -d "$OUT" >/dev/null
   rm -rf "$work"
-  output=$(helm push "$OUT/kea-operator-$VERSION.tgz" "oci://$PUSH_TO/charts" "${HELM_FLAGS[@]}" 2>&1) ||
-    { echo "$output" >&2; die "helm push failed"; }
-  DIGESTS[chart]=$(grep -o 'sha256:[0-9a-f]\{64\}' <<<"$output" | head -n1)
-  [ -n "${DIGESTS[chart]}" ] || die "no digest in the output of helm push"
+  run_logged "$OUT/push.log" helm push "$OUT/kea-operator-$VERSION.tgz" "oci://$PUSH_TO/charts" "${HELM_FLAGS[@]}"
+  DIGESTS[chart]=$(pushed_digest "$OUT/push.log")
+  rm -f "$OUT/push.log"
   log "pushed oci://$REGISTRY/charts/kea-operator:$VERSION@${DIGESTS[chart]}"
 }
 
