@@ -2,6 +2,8 @@
 # Real MariaDB and Redis servers for the service's store tests, and an S3-compatible
 # server (versitygw, built by hack/toolchain.sh s3) with one bucket for the backup tests,
 # on loopback, with private data directories: nothing is shared with a system install.
+# The S3 server answers on two ports: plain HTTP, and HTTPS with a certificate of a test
+# authority made here (its certificate is KEA_TEST_S3_CA_FILE), as a private CA would be.
 #
 #   hack/backing-services.sh start   # installs (Debian), builds and starts them; idempotent
 #   hack/backing-services.sh env     # prints the KEA_TEST_* exports for the tests
@@ -20,6 +22,9 @@ S3_ENDPOINT="http://127.0.0.1:$S3_PORT"
 S3_BUCKET=kea-test
 S3_ACCESS_KEY=kea-test
 S3_SECRET_KEY=kea-test-secret-key
+S3_TLS_PORT=${KEA_TEST_S3_TLS_PORT:-37443}
+S3_TLS_ENDPOINT="https://127.0.0.1:$S3_TLS_PORT"
+S3_CA_FILE="$STATE_DIR/s3/tls/ca.crt"
 
 start_mariadb() {
   local dir="$STATE_DIR/mariadb"
@@ -76,6 +81,29 @@ start_s3() {
   status=$(s3_request PUT "$S3_BUCKET")
   [ "$status" = 200 ] || [ "$status" = 409 ] || die "could not create bucket $S3_BUCKET (HTTP $status)"
   log "S3 server ready on $S3_ENDPOINT (bucket $S3_BUCKET)"
+  start_s3_tls
+}
+
+# The same server's folders over HTTPS: a test authority signs a certificate for 127.0.0.1.
+start_s3_tls() {
+  local dir="$STATE_DIR/s3" tls="$STATE_DIR/s3/tls"
+  if pid_in_file "$dir/versitygw-tls.pid" >/dev/null; then return 0; fi
+  mkdir -p "$tls"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
+    -subj "/CN=kea test authority" -keyout "$tls/ca.key" -out "$tls/ca.crt" 2>/dev/null
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=127.0.0.1" \
+    -keyout "$tls/server.key" -out "$tls/server.csr" 2>/dev/null
+  openssl x509 -req -in "$tls/server.csr" -CA "$tls/ca.crt" -CAkey "$tls/ca.key" -days 30 \
+    -extfile <(printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n') \
+    -out "$tls/server.crt" 2>/dev/null || die "could not make the test server's certificate"
+  ROOT_ACCESS_KEY="$S3_ACCESS_KEY" ROOT_SECRET_KEY="$S3_SECRET_KEY" \
+    setsid "$(tool_bin versitygw)" --port "127.0.0.1:$S3_TLS_PORT" --quiet \
+    --cert "$tls/server.crt" --key "$tls/server.key" \
+    posix --sidecar "$dir/meta" "$dir/root" </dev/null >"$dir/versitygw-tls.log" 2>&1 &
+  echo $! >"$dir/versitygw-tls.pid"
+  retry 20 curl -s -o /dev/null --cacert "$S3_CA_FILE" "$S3_TLS_ENDPOINT/" ||
+    die "the S3 server did not start on HTTPS: see $dir/versitygw-tls.log"
+  log "S3 server ready on $S3_TLS_ENDPOINT (authority $S3_CA_FILE)"
 }
 
 # status_of NAME PIDFILE: whether NAME runs, said and returned.
@@ -85,11 +113,11 @@ status_of() {
 }
 
 case "${1:-}" in
-  start) apt_install mariadb-server mariadb-client redis-server redis-tools curl; start_mariadb; start_redis; start_s3 ;;
+  start) apt_install mariadb-server mariadb-client redis-server redis-tools curl openssl; start_mariadb; start_redis; start_s3 ;;
   stop)
     # shellcheck disable=SC2046 # the pids of those running
     stop_processes 15 $(pid_in_file "$STATE_DIR/mariadb/mariadbd.pid"; pid_in_file "$STATE_DIR/redis/redis.pid"
-      pid_in_file "$STATE_DIR/s3/versitygw.pid")
+      pid_in_file "$STATE_DIR/s3/versitygw.pid"; pid_in_file "$STATE_DIR/s3/versitygw-tls.pid")
     rm -rf "$STATE_DIR"
     log "MariaDB, Redis and the S3 server stopped" ;;
   status)
@@ -97,11 +125,13 @@ case "${1:-}" in
     status_of "MariaDB on :$MYSQL_PORT" "$STATE_DIR/mariadb/mariadbd.pid" || rc=1
     status_of "Redis on :$REDIS_PORT" "$STATE_DIR/redis/redis.pid" || rc=1
     status_of "S3 server on :$S3_PORT" "$STATE_DIR/s3/versitygw.pid" || rc=1
+    status_of "S3 server on :$S3_TLS_PORT (HTTPS)" "$STATE_DIR/s3/versitygw-tls.pid" || rc=1
     exit $rc ;;
   env)
     echo "export KEA_TEST_MYSQL_URL=$MYSQL_URL"
     echo "export KEA_TEST_REDIS_URL=$REDIS_URL"
     echo "export KEA_TEST_S3_ENDPOINT=$S3_ENDPOINT KEA_TEST_S3_BUCKET=$S3_BUCKET"
-    echo "export KEA_TEST_S3_ACCESS_KEY=$S3_ACCESS_KEY KEA_TEST_S3_SECRET_KEY=$S3_SECRET_KEY" ;;
+    echo "export KEA_TEST_S3_ACCESS_KEY=$S3_ACCESS_KEY KEA_TEST_S3_SECRET_KEY=$S3_SECRET_KEY"
+    echo "export KEA_TEST_S3_TLS_ENDPOINT=$S3_TLS_ENDPOINT KEA_TEST_S3_CA_FILE=$S3_CA_FILE" ;;
   *) die "usage: $0 start|stop|status|env" ;;
 esac

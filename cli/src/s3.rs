@@ -1,19 +1,23 @@
 //! The bucket side of the stores' backups (`backup.target.s3`, `restoreFrom.s3`): uploads a
 //! finished backup file, deletes the oldest beyond `keep`, and downloads the newest for a
-//! restore. Any S3-compatible server, addressed path-style (`ENDPOINT/BUCKET/KEY`).
+//! restore. Any S3-compatible server, addressed path-style (`ENDPOINT/BUCKET/KEY`), over HTTP
+//! or HTTPS. An HTTPS endpoint's certificate is checked against the system's authorities
+//! (the image's CA bundle) and the ones of `--s3-ca-file`.
 //!
 //! An object appears in the bucket only once its upload is complete (one PUT, or a multipart
 //! upload of 8 MiB parts that is completed last), so a run killed half-way leaves nothing that
 //! looks like a backup, as on a claim.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path as Key;
-use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, RetryConfig, WriteMultipart};
+use object_store::{
+    Certificate, ClientOptions, ObjectStore, ObjectStoreExt, RetryConfig, WriteMultipart,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use kea_operator::{Error, Result};
@@ -24,9 +28,14 @@ pub struct S3Args {
     /// The bucket of an S3-compatible object store.
     #[arg(long)]
     pub s3_bucket: Option<String>,
-    /// The object store's URL, e.g. http://minio.storage.svc:9000 (http:// only).
+    /// The object store's URL, e.g. https://s3.eu-west-1.amazonaws.com or
+    /// http://minio.storage.svc:9000.
     #[arg(long, requires = "s3_bucket")]
     pub s3_endpoint: Option<String>,
+    /// PEM certificate(s) of the authority that signs an https:// endpoint's certificate,
+    /// trusted beside the system's.
+    #[arg(long, requires = "s3_bucket")]
+    pub s3_ca_file: Option<PathBuf>,
     /// The bucket's region.
     #[arg(long, default_value = "us-east-1")]
     pub s3_region: String,
@@ -64,6 +73,26 @@ fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+/// The certificates of a PEM file, with an error that names the file when it holds none.
+fn certificate_authorities(file: &Path) -> Result<Vec<Certificate>> {
+    let pem = std::fs::read(file)
+        .map_err(|e| failed(format!("cannot read the CA file {}: {e}", file.display())))?;
+    let unusable = |why: String| {
+        failed(format!(
+            "{} holds no usable PEM certificate ({why}): give the authority's certificate, from -----BEGIN CERTIFICATE----- to -----END CERTIFICATE-----",
+            file.display()
+        ))
+    };
+    if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+        return Err(unusable("no BEGIN CERTIFICATE line".to_owned()));
+    }
+    let certificates = Certificate::from_pem_bundle(&pem).map_err(|e| unusable(e.to_string()))?;
+    if certificates.is_empty() {
+        return Err(unusable("empty".to_owned()));
+    }
+    Ok(certificates)
+}
+
 /// A bucket and the key prefix the objects go under.
 pub struct Bucket {
     store: Arc<AmazonS3>,
@@ -81,13 +110,23 @@ impl Bucket {
         install_crypto_provider();
         let Some(endpoint) = args.s3_endpoint.clone() else {
             return Err(failed(format!(
-                "bucket {name} has no endpoint: set an http:// one (HTTPS endpoints are not supported yet)"
+                "bucket {name} has no endpoint: set one, e.g. https://s3.eu-west-1.amazonaws.com"
             )));
         };
-        if !endpoint.starts_with("http://") {
+        let plain_http = endpoint.starts_with("http://");
+        if !plain_http && !endpoint.starts_with("https://") {
             return Err(failed(format!(
-                "{endpoint}: HTTPS endpoints are not supported yet; use an http:// endpoint of the S3-compatible server, e.g. inside the cluster"
+                "{endpoint}: the endpoint must be an http:// or https:// URL, e.g. https://s3.eu-west-1.amazonaws.com"
             )));
+        }
+        let mut options = ClientOptions::new()
+            .with_allow_http(plain_http)
+            .with_connect_timeout(Duration::from_secs(5))
+            .with_timeout(Duration::from_secs(120));
+        if let Some(file) = &args.s3_ca_file {
+            for certificate in certificate_authorities(file)? {
+                options = options.with_root_certificate(certificate);
+            }
         }
         let (Some(key_id), Some(secret)) = (&args.s3_access_key_id, &args.s3_secret_access_key)
         else {
@@ -102,12 +141,7 @@ impl Bucket {
             .with_virtual_hosted_style_request(false)
             .with_access_key_id(key_id)
             .with_secret_access_key(secret)
-            .with_client_options(
-                ClientOptions::new()
-                    .with_allow_http(true)
-                    .with_connect_timeout(Duration::from_secs(5))
-                    .with_timeout(Duration::from_secs(120)),
-            )
+            .with_client_options(options)
             // A target that is down or refuses fails the run within a minute, so its status
             // says so within one period, rather than after retrying for minutes.
             .with_retry(RetryConfig {
@@ -170,6 +204,16 @@ impl Bucket {
             format!(
                 "{} refused the credentials for bucket {} (check the Secret's access key id and secret access key)",
                 self.endpoint, self.name
+            )
+        } else if text.contains("NotValidForName") {
+            format!(
+                "{}'s TLS certificate is not trusted: it is not issued for that host name (use the name the certificate names)",
+                self.endpoint
+            )
+        } else if text.contains("certificate") {
+            format!(
+                "{}'s TLS certificate is not trusted: no authority known here signs it (for a private authority, give its PEM certificate in caSecretKeyRef, or --s3-ca-file)",
+                self.endpoint
             )
         } else if text.contains("tcp connect error") || text.contains("dns error") {
             format!(

@@ -280,12 +280,12 @@ fn a_broken_target_fails_the_run_with_what_to_fix() {
             "--s3-bucket",
             &server.bucket,
             "--s3-endpoint",
-            "https://s3.example",
+            "ftp://s3.example",
         ])
         .output()
         .expect("kea-operator runs");
     assert!(
-        stderr(&output).contains("HTTPS endpoints are not supported yet"),
+        stderr(&output).contains("must be an http:// or https:// URL"),
         "{}",
         stderr(&output)
     );
@@ -305,5 +305,96 @@ fn a_broken_target_fails_the_run_with_what_to_fix() {
         stderr(&output).contains("set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"),
         "{}",
         stderr(&output)
+    );
+}
+
+/// The server's HTTPS port and the file of the test authority that signs its certificate.
+fn tls_server() -> (Server, String) {
+    let endpoint = std::env::var("KEA_TEST_S3_TLS_ENDPOINT")
+        .expect("KEA_TEST_S3_TLS_ENDPOINT is not set: `eval \"$(hack/backing-services.sh env)\"`");
+    let ca_file = std::env::var("KEA_TEST_S3_CA_FILE").expect("KEA_TEST_S3_CA_FILE is not set");
+    (
+        Server {
+            endpoint,
+            ..server()
+        },
+        ca_file,
+    )
+}
+
+#[test]
+#[ignore = "needs an S3 server: hack/backing-services.sh start, then cargo test -- --ignored"]
+fn an_https_endpoint_is_trusted_through_the_authority_of_the_ca_file() {
+    let (server, ca_file) = tls_server();
+    let root = unique_prefix("https");
+    let store = format!("{root}orders-redis/");
+    let dir = tempfile::tempdir().unwrap();
+    let name = "20261205T030000.000Z.rdb";
+    // More than one part: the multipart upload goes over TLS too.
+    let backup = content(7, 9 * 1024 * 1024 + 3);
+    std::fs::write(dir.path().join(name), &backup).unwrap();
+    let upload = |ca: Option<&str>| {
+        let mut args = vec![
+            "store-upload".to_owned(),
+            "--dir".to_owned(),
+            dir.path().to_str().unwrap().to_owned(),
+            "--suffix".to_owned(),
+            ".rdb".to_owned(),
+            "--location".to_owned(),
+            format!("s3://{}/{store}", server.bucket),
+            "--report".to_owned(),
+            dir.path().join("report.json").to_str().unwrap().to_owned(),
+        ];
+        if let Some(ca) = ca {
+            args.extend(["--s3-ca-file".to_owned(), ca.to_owned()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        kea(&server, &store, &args)
+    };
+
+    // The test authority is no public one: without it, the server is not trusted.
+    let output = upload(None);
+    assert!(!output.status.success(), "an untrusted server was used");
+    let message = stderr(&output);
+    assert!(
+        message.contains("TLS certificate is not trusted") && message.contains(&server.endpoint),
+        "{message}"
+    );
+    // A CA file that holds no certificate says so, and what to give instead.
+    let not_pem = dir.path().join("not-a-certificate.pem");
+    std::fs::write(&not_pem, "MIIB...\n").unwrap();
+    let output = upload(Some(not_pem.to_str().unwrap()));
+    assert!(!output.status.success());
+    let message = stderr(&output);
+    assert!(
+        message.contains("holds no usable PEM certificate")
+            && message.contains("not-a-certificate.pem"),
+        "{message}"
+    );
+    assert!(!dir.path().join("report.json").exists());
+
+    let output = upload(Some(&ca_file));
+    assert!(output.status.success(), "store-upload: {}", stderr(&output));
+    let restore = tempfile::tempdir().unwrap();
+    let output = kea(
+        &server,
+        &root,
+        &[
+            "store-fetch",
+            "--path",
+            "orders-redis/",
+            "--suffix",
+            ".rdb",
+            "--to",
+            restore.path().to_str().unwrap(),
+            "--s3-ca-file",
+            &ca_file,
+        ],
+    );
+    assert!(output.status.success(), "store-fetch: {}", stderr(&output));
+    assert_eq!(
+        std::fs::read(restore.path().join("orders-redis").join(name)).unwrap(),
+        backup,
+        "the backup round-trips over HTTPS byte for byte"
     );
 }

@@ -196,10 +196,29 @@ fn bad_specs() -> Vec<(&'static str, serde_json::Value, &'static str)> {
             "backup-bucket-endpoint",
             json!({"image": "x", "stores": {"sql": {"engine": "sqlite", "backup": {
                 "schedule": "@daily", "target": {"s3": {
-                    "bucket": "backups", "endpoint": "https://s3.amazonaws.com",
+                    "bucket": "backups", "endpoint": "s3://s3.amazonaws.com",
                     "accessKeyIdSecretKeyRef": {"name": "s3", "key": "id"},
                     "secretAccessKeySecretKeyRef": {"name": "s3", "key": "secret"}}}}}}}),
-            "endpoint must be an http:// URL with a host and no path",
+            "endpoint must be an http:// or https:// URL with a host and no path",
+        ),
+        (
+            "backup-bucket-endpoint-path",
+            json!({"image": "x", "stores": {"sql": {"engine": "sqlite", "backup": {
+                "schedule": "@daily", "target": {"s3": {
+                    "bucket": "backups", "endpoint": "https://s3.amazonaws.com/backups",
+                    "accessKeyIdSecretKeyRef": {"name": "s3", "key": "id"},
+                    "secretAccessKeySecretKeyRef": {"name": "s3", "key": "secret"}}}}}}}),
+            "endpoint must be an http:// or https:// URL with a host and no path",
+        ),
+        (
+            "backup-bucket-authority-name",
+            json!({"image": "x", "stores": {"sql": {"engine": "sqlite", "backup": {
+                "schedule": "@daily", "target": {"s3": {
+                    "bucket": "backups", "endpoint": "https://minio.example.com",
+                    "accessKeyIdSecretKeyRef": {"name": "s3", "key": "id"},
+                    "secretAccessKeySecretKeyRef": {"name": "s3", "key": "secret"},
+                    "caSecretKeyRef": {"name": "Private_CA", "key": "ca.crt"}}}}}}}),
+            "name must be the name of a Secret",
         ),
         (
             "backup-bucket-no-credentials",

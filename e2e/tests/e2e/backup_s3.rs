@@ -1,8 +1,9 @@
 //! Backups to an S3-compatible bucket (`backup.target.s3`, `restoreFrom.s3`): a server store
 //! (MariaDB) and an embedded one (redb) of `orders` backed up to a bucket of a real S3 server
-//! in the cluster (versitygw, image kea.dev/kea-s3), the Microservice deleted with its
-//! volumes and re-created from the bucket; missing credentials and a missing bucket on the
-//! status.
+//! in the cluster (versitygw, image kea.dev/kea-s3) over HTTPS, its certificate signed by a
+//! private authority made by the test (`caSecretKeyRef`); exactly `keep` objects left in the
+//! bucket; the Microservice deleted with its volumes and re-created from the bucket; missing
+//! credentials, a missing authority and a missing bucket on the status.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -13,6 +14,7 @@ use k8s_openapi::api::core::v1::{
     PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, Secret, SecretKeySelector,
     SecurityContext, Service, ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeMount,
 };
+use k8s_openapi::api::core::v1::{Pod, SecretVolumeSource};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kea_e2e::{ClusterClient, TestNamespace, eventually, namespace};
@@ -22,7 +24,8 @@ use kea_operator::api::{
     Backup, BackupTarget, DeletionPolicy, NosqlEngine, RestoreFrom, S3Target, SecretKeyRef,
     SqlEngine, Store, Stores,
 };
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{AttachParams, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use tokio::io::AsyncReadExt;
 
 use super::backup::{
     ITEMS, STORE_TIMEOUT, create_restored, item_count, post_items, request_backup,
@@ -30,10 +33,55 @@ use super::backup::{
 };
 
 const S3_IMAGE: &str = "kea.dev/kea-s3:dev";
-/// Has `mkdir`: makes the bucket's folder on the server's volume.
+/// Has `mkdir`, `ls` and `sleep`: makes the bucket's folder on the server's volume, and lists
+/// the objects there.
 const SHELL_IMAGE: &str = "kea.dev/kea-redis:dev";
 const BUCKET: &str = "kea-backups";
 const CREDENTIALS: &str = "s3-credentials";
+/// The server's certificate and key (`tls.crt`, `tls.key`).
+const SERVER_TLS: &str = "s3-tls";
+/// The certificate of the authority that signs the server's (`ca.crt`).
+const AUTHORITY: &str = "s3-authority";
+
+/// A private authority and a server certificate it signs for `host`: (authority's
+/// certificate, server's certificate, server's key), PEM.
+fn private_authority(host: &str) -> (String, String, String) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    };
+    let mut authority = CertificateParams::new(Vec::<String>::new()).unwrap();
+    authority.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    authority
+        .distinguished_name
+        .push(DnType::CommonName, "kea e2e authority");
+    let authority_key = KeyPair::generate().unwrap();
+    let authority_pem = authority.self_signed(&authority_key).unwrap().pem();
+    let issuer = Issuer::new(authority, authority_key);
+    let mut server = CertificateParams::new(vec![host.to_owned()]).unwrap();
+    server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let server_key = KeyPair::generate().unwrap();
+    let server_pem = server.signed_by(&server_key, &issuer).unwrap().pem();
+    (authority_pem, server_pem, server_key.serialize_pem())
+}
+
+async fn create_secret(ns: &TestNamespace, name: &str, data: &[(&str, &str)]) {
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        string_data: Some(
+            data.iter()
+                .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+                .collect(),
+        ),
+        ..Default::default()
+    };
+    ns.api::<Secret>()
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+}
 
 fn restricted_container() -> SecurityContext {
     SecurityContext {
@@ -62,25 +110,25 @@ fn secret_env(name: &str, key: &str) -> EnvVar {
     }
 }
 
-/// Starts the S3 server `s3` (port 7070) with the bucket [`BUCKET`] and the Secret
-/// [`CREDENTIALS`] (`id`, `secret`) that opens it; waits until it serves.
+/// Starts the S3 server `s3` (HTTPS on port 7070, with a certificate for `s3.NAMESPACE.svc`
+/// signed by the authority in the Secret [`AUTHORITY`]) with the bucket [`BUCKET`] and the
+/// Secret [`CREDENTIALS`] (`id`, `secret`) that opens it; waits until it serves.
 async fn start_s3_server(ns: &TestNamespace) {
     let labels = BTreeMap::from([("app".to_owned(), "s3".to_owned())]);
-    let secret = Secret {
-        metadata: ObjectMeta {
-            name: Some(CREDENTIALS.into()),
-            ..Default::default()
-        },
-        string_data: Some(BTreeMap::from([
-            ("id".to_owned(), "kea-e2e".to_owned()),
-            ("secret".to_owned(), "kea-e2e-secret-key".to_owned()),
-        ])),
-        ..Default::default()
-    };
-    ns.api::<Secret>()
-        .create(&PostParams::default(), &secret)
-        .await
-        .unwrap();
+    create_secret(
+        ns,
+        CREDENTIALS,
+        &[("id", "kea-e2e"), ("secret", "kea-e2e-secret-key")],
+    )
+    .await;
+    let (authority, certificate, key) = private_authority(&format!("s3.{}.svc", ns.name()));
+    create_secret(ns, AUTHORITY, &[("ca.crt", &authority)]).await;
+    create_secret(
+        ns,
+        SERVER_TLS,
+        &[("tls.crt", &certificate), ("tls.key", &key)],
+    )
+    .await;
     let data = |path: &str| VolumeMount {
         name: "data".into(),
         mount_path: path.into(),
@@ -126,48 +174,70 @@ async fn start_s3_server(ns: &TestNamespace) {
                         volume_mounts: Some(vec![data("/data")]),
                         ..Default::default()
                     }]),
-                    containers: vec![Container {
-                        name: "versitygw".into(),
-                        image: Some(S3_IMAGE.into()),
-                        args: Some(
-                            [
-                                "--port",
-                                ":7070",
-                                "--quiet",
-                                "posix",
-                                "--sidecar",
-                                "/data/meta",
-                                "/data/root",
-                            ]
-                            .map(str::to_owned)
-                            .to_vec(),
-                        ),
-                        env: Some(vec![
-                            secret_env("ROOT_ACCESS_KEY", "id"),
-                            secret_env("ROOT_SECRET_KEY", "secret"),
-                        ]),
-                        ports: Some(vec![ContainerPort {
-                            container_port: 7070,
-                            ..Default::default()
-                        }]),
-                        readiness_probe: Some(Probe {
-                            tcp_socket: Some(TCPSocketAction {
-                                port: IntOrString::Int(7070),
+                    containers: vec![
+                        Container {
+                            name: "versitygw".into(),
+                            image: Some(S3_IMAGE.into()),
+                            args: Some(
+                                [
+                                    "--port",
+                                    ":7070",
+                                    "--quiet",
+                                    "--cert",
+                                    "/tls/tls.crt",
+                                    "--key",
+                                    "/tls/tls.key",
+                                    "posix",
+                                    "--sidecar",
+                                    "/data/meta",
+                                    "/data/root",
+                                ]
+                                .map(str::to_owned)
+                                .to_vec(),
+                            ),
+                            env: Some(vec![
+                                secret_env("ROOT_ACCESS_KEY", "id"),
+                                secret_env("ROOT_SECRET_KEY", "secret"),
+                            ]),
+                            ports: Some(vec![ContainerPort {
+                                container_port: 7070,
+                                ..Default::default()
+                            }]),
+                            readiness_probe: Some(Probe {
+                                tcp_socket: Some(TCPSocketAction {
+                                    port: IntOrString::Int(7070),
+                                    ..Default::default()
+                                }),
+                                period_seconds: Some(2),
                                 ..Default::default()
                             }),
-                            period_seconds: Some(2),
+                            security_context: Some(restricted_container()),
+                            volume_mounts: Some(vec![
+                                data("/data"),
+                                VolumeMount {
+                                    name: "tmp".into(),
+                                    mount_path: "/tmp".into(),
+                                    ..Default::default()
+                                },
+                                VolumeMount {
+                                    name: "tls".into(),
+                                    mount_path: "/tls".into(),
+                                    read_only: Some(true),
+                                    ..Default::default()
+                                },
+                            ]),
                             ..Default::default()
-                        }),
-                        security_context: Some(restricted_container()),
-                        volume_mounts: Some(vec![data("/data"), {
-                            VolumeMount {
-                                name: "tmp".into(),
-                                mount_path: "/tmp".into(),
-                                ..Default::default()
-                            }
-                        }]),
-                        ..Default::default()
-                    }],
+                        },
+                        // Lists what the bucket holds (the server's image has no shell).
+                        Container {
+                            name: "files".into(),
+                            image: Some(SHELL_IMAGE.into()),
+                            command: Some(vec!["sleep".into(), "3600".into()]),
+                            security_context: Some(restricted_container()),
+                            volume_mounts: Some(vec![data("/data")]),
+                            ..Default::default()
+                        },
+                    ],
                     volumes: Some(vec![
                         Volume {
                             name: "data".into(),
@@ -177,6 +247,15 @@ async fn start_s3_server(ns: &TestNamespace) {
                         Volume {
                             name: "tmp".into(),
                             empty_dir: Some(Default::default()),
+                            ..Default::default()
+                        },
+                        Volume {
+                            name: "tls".into(),
+                            secret: Some(SecretVolumeSource {
+                                secret_name: Some(SERVER_TLS.into()),
+                                default_mode: Some(0o444),
+                                ..Default::default()
+                            }),
                             ..Default::default()
                         },
                     ]),
@@ -234,12 +313,48 @@ fn bucket_target(ns: &TestNamespace) -> S3Target {
     };
     S3Target {
         bucket: BUCKET.into(),
-        endpoint: format!("http://s3.{}.svc:7070", ns.name()),
+        endpoint: format!("https://s3.{}.svc:7070", ns.name()),
         region: None,
         prefix: Some("e2e".into()),
         access_key_id_secret_key_ref: key("id"),
         secret_access_key_secret_key_ref: key("secret"),
+        ca_secret_key_ref: Some(SecretKeyRef {
+            name: AUTHORITY.into(),
+            key: "ca.crt".into(),
+        }),
     }
+}
+
+/// The objects in the bucket's folder `folder` (`e2e/orders-mariadb`), as the server's
+/// files: one per object.
+async fn objects_in(ns: &TestNamespace, folder: &str) -> Vec<String> {
+    let pods = ns.api::<Pod>();
+    let pod = pods
+        .list(&ListParams::default().labels("app=s3"))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .find_map(|pod| pod.metadata.name)
+        .expect("the S3 server's pod");
+    let params = AttachParams::default()
+        .container("files")
+        .stdout(true)
+        .stderr(false);
+    let directory = format!("/data/root/{BUCKET}/{folder}");
+    let mut process = pods
+        .exec(&pod, ["ls", "-1", directory.as_str()], &params)
+        .await
+        .unwrap();
+    let mut listing = String::new();
+    process
+        .stdout()
+        .expect("stdout")
+        .read_to_string(&mut listing)
+        .await
+        .unwrap();
+    process.join().await.unwrap();
+    listing.lines().map(str::to_owned).collect()
 }
 
 fn to_bucket<E>(engine: E, target: &S3Target, restore: bool) -> Store<E> {
@@ -299,7 +414,8 @@ async fn stores_are_backed_up_to_a_bucket_and_restored_from_it() {
     }
 
     request_backup(&ns, "orders", "1").await;
-    let last = request_backup(&ns, "orders", "2").await;
+    let second = request_backup(&ns, "orders", "2").await;
+    let last = request_backup(&ns, "orders", "3").await;
     for (status, folder, suffix) in [
         (&last[0], "orders-mariadb", ".sql.gz"),
         (&last[1], "orders-redb", ".redb"),
@@ -311,6 +427,22 @@ async fn stores_are_backed_up_to_a_bucket_and_restored_from_it() {
             "{status:?}"
         );
         assert!(status.last_size_bytes.unwrap_or_default() > 0, "{status:?}");
+    }
+    // keep = 2: the bucket holds the last two runs' objects, and nothing else.
+    for (index, folder) in [(0, "orders-mariadb"), (1, "orders-redb")] {
+        let mut wanted: Vec<String> = [&second[index], &last[index]]
+            .iter()
+            .map(|status| {
+                let location = status.last_location.as_deref().unwrap_or_default();
+                location.rsplit('/').next().unwrap_or_default().to_owned()
+            })
+            .collect();
+        wanted.sort();
+        assert_eq!(
+            objects_in(&ns, &format!("e2e/{folder}")).await,
+            wanted,
+            "s3://{BUCKET}/e2e/{folder}/ after three backups with keep 2"
+        );
     }
 
     // Deleted with its volumes, then re-created from the bucket.
@@ -351,12 +483,33 @@ async fn stores_are_backed_up_to_a_bucket_and_restored_from_it() {
     .await;
     assert!(message.contains("no-such-secret"), "{message}");
 
+    // So is an authority's Secret without the key named.
+    let patch = serde_json::json!({"spec": {"stores": {"sql": {"backup": {"target": {"s3": {
+        "secretAccessKeySecretKeyRef": {"name": CREDENTIALS, "key": "secret"},
+        "caSecretKeyRef": {"name": AUTHORITY, "key": "no-such-key"}}}}}}}});
+    microservices
+        .patch("orders", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let message = wait_not_backed_up(
+        &ns,
+        "orders",
+        reasons::BACKUP_TARGET_NOT_FOUND,
+        Duration::from_secs(30),
+    )
+    .await;
+    assert!(
+        message.contains(&format!("Secret {AUTHORITY} has no key no-such-key"))
+            && message.contains("caSecretKeyRef"),
+        "{message}"
+    );
+
     // A bucket that does not exist fails the next run, and the status says which.
     let patch = serde_json::json!({
         "metadata": {"annotations": {"kea.dev/backup-requested": "to-a-missing-bucket"}},
         "spec": {"stores": {"sql": {"backup": {"target": {"s3": {
             "bucket": "no-such-bucket",
-            "secretAccessKeySecretKeyRef": {"name": CREDENTIALS, "key": "secret"}}}}}}}});
+            "caSecretKeyRef": {"name": AUTHORITY, "key": "ca.crt"}}}}}}}});
     microservices
         .patch("orders", &PatchParams::default(), &Patch::Merge(&patch))
         .await

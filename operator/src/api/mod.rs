@@ -592,7 +592,7 @@ impl<'a> BackupLocation<'a> {
 }
 
 /// A bucket of an S3-compatible object store (AWS S3, MinIO, Ceph RGW, versitygw, ...),
-/// addressed path-style (`ENDPOINT/BUCKET/KEY`).
+/// addressed path-style (`ENDPOINT/BUCKET/KEY`), over HTTP or HTTPS.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct S3Target {
@@ -603,13 +603,14 @@ pub struct S3Target {
         "message": "bucket must be an S3 bucket name: lowercase letters, digits, '.' and '-', 3 to 63 characters"
     }]))]
     pub bucket: String,
-    /// The object store's URL, e.g. `http://minio.storage.svc:9000`: plain HTTP, such as a
-    /// server inside the cluster (HTTPS endpoints are not supported yet). The backup pods
-    /// must be allowed to reach it.
+    /// The object store's URL: `https://s3.REGION.amazonaws.com` for AWS S3, or a server's
+    /// such as `http://minio.storage.svc:9000` or `https://minio.example.com`. An `https://`
+    /// endpoint's certificate must be signed by a public authority (the image's CA bundle)
+    /// or by the one in `caSecretKeyRef`. The backup pods must be allowed to reach it.
     #[schemars(length(min = 8, max = 2048))]
     #[schemars(extend("x-kubernetes-validations" = [{
-        "rule": "self.matches('^http://[^/?#\\\\s]+/?$')",
-        "message": "endpoint must be an http:// URL with a host and no path, such as http://minio.storage.svc:9000 (HTTPS endpoints are not supported yet)"
+        "rule": "self.matches('^https?://[^/?#\\\\s]+/?$')",
+        "message": "endpoint must be an http:// or https:// URL with a host and no path, such as https://s3.eu-west-1.amazonaws.com or http://minio.storage.svc:9000"
     }]))]
     pub endpoint: String,
     /// The bucket's region. Defaults to `us-east-1`, which most S3-compatible servers accept.
@@ -628,6 +629,11 @@ pub struct S3Target {
     pub access_key_id_secret_key_ref: SecretKeyRef,
     /// The Secret key holding the secret access key.
     pub secret_access_key_secret_key_ref: SecretKeyRef,
+    /// A Secret key holding the PEM certificate(s) of the authority that signs an
+    /// `https://` endpoint's certificate, for a server with a private CA; trusted beside the
+    /// public authorities.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_key_ref: Option<SecretKeyRef>,
 }
 
 impl S3Target {

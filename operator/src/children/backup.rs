@@ -31,8 +31,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, Job, JobSpec, JobTemplateSpec};
 use k8s_openapi::api::core::v1::{
-    Container, EmptyDirVolumeSource, EnvVar, PersistentVolumeClaimVolumeSource, PodSpec,
-    PodTemplateSpec, SecurityContext, Volume, VolumeMount,
+    Container, EmptyDirVolumeSource, EnvVar, KeyToPath, PersistentVolumeClaimVolumeSource, PodSpec,
+    PodTemplateSpec, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -96,9 +96,25 @@ pub fn target_location(backup: &Backup, store: &PlannedStore) -> String {
     }
 }
 
-/// The flags of `kea-operator` that name a bucket and a key prefix in it.
-fn s3_flags(s3: &S3Target, key_prefix: &str) -> Vec<String> {
-    vec![
+/// Where a container that talks to a bucket finds the certificate of `caSecretKeyRef`.
+pub const S3_CA_MOUNT: &str = "/etc/kea/s3-ca";
+/// The file of that certificate under [`S3_CA_MOUNT`].
+const S3_CA_FILE: &str = "ca.crt";
+
+/// What a `kea-operator` container needs to reach a bucket: its flags (the bucket, the key
+/// prefix, the endpoint, the CA file), the credentials by `secretKeyRef` (the variables the
+/// AWS tools read too), and the CA Secret's mount and pod volume when there is one.
+struct S3Access {
+    flags: Vec<String>,
+    env: Vec<EnvVar>,
+    mounts: Vec<VolumeMount>,
+    volumes: Vec<Volume>,
+}
+
+/// How a container of the store `role` (`sql`, `nosql`: a pod may hold both restores)
+/// reaches `s3` under `key_prefix`.
+fn s3_access(s3: &S3Target, key_prefix: &str, role: &str) -> S3Access {
+    let mut flags = vec![
         "--s3-bucket".to_owned(),
         s3.bucket.clone(),
         "--s3-region".to_owned(),
@@ -107,12 +123,8 @@ fn s3_flags(s3: &S3Target, key_prefix: &str) -> Vec<String> {
         key_prefix.to_owned(),
         "--s3-endpoint".to_owned(),
         s3.endpoint.clone(),
-    ]
-}
-
-/// The bucket's credentials, by `secretKeyRef` (the variables the AWS tools read too).
-fn s3_env(s3: &S3Target) -> Vec<EnvVar> {
-    vec![
+    ];
+    let env = vec![
         secret_env(
             "AWS_ACCESS_KEY_ID",
             &s3.access_key_id_secret_key_ref.name,
@@ -123,7 +135,45 @@ fn s3_env(s3: &S3Target) -> Vec<EnvVar> {
             &s3.secret_access_key_secret_key_ref.name,
             &s3.secret_access_key_secret_key_ref.key,
         ),
-    ]
+    ];
+    let Some(ca) = &s3.ca_secret_key_ref else {
+        return S3Access {
+            flags,
+            env,
+            mounts: Vec::new(),
+            volumes: Vec::new(),
+        };
+    };
+    let volume_name = format!("s3-ca-{role}");
+    flags.extend([
+        "--s3-ca-file".to_owned(),
+        format!("{S3_CA_MOUNT}/{S3_CA_FILE}"),
+    ]);
+    S3Access {
+        flags,
+        env,
+        mounts: vec![VolumeMount {
+            name: volume_name.clone(),
+            mount_path: S3_CA_MOUNT.to_owned(),
+            read_only: Some(true),
+            ..Default::default()
+        }],
+        volumes: vec![Volume {
+            name: volume_name,
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(ca.name.clone()),
+                items: Some(vec![KeyToPath {
+                    key: ca.key.clone(),
+                    path: S3_CA_FILE.to_owned(),
+                    ..Default::default()
+                }]),
+                // A certificate is public: readable by any user the container runs as.
+                default_mode: Some(0o444),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }],
+    }
 }
 
 /// A container of the operator's image: runs as its `nonroot` user whatever the pod's user.
@@ -269,6 +319,8 @@ pub struct BackupRun {
     pub container: Container,
     /// `runAsUser` of the pod.
     pub run_as_user: i64,
+    /// Volumes of the pod beside the target's (the bucket's CA).
+    pub volumes: Vec<Volume>,
 }
 
 /// A server store's run: a shell script in the server's own image, with its client tools.
@@ -343,30 +395,41 @@ echo "backed up to $KEA_BACKUP_LOCATION$name ($size bytes)"
             init_containers: Vec::new(),
             container: dump,
             run_as_user: STORE_RUN_AS_USER,
+            volumes: Vec::new(),
         };
     };
     // The dump lands on the scratch volume; the upload reports the object instead.
+    let access = s3_access(s3, &bucket_folder(s3, store), store.role.as_str());
     let mut args = vec!["store-upload".to_owned()];
     args.extend(destination_flags(store, backup, suffix));
+    args.extend(access.flags);
+    let mut mounts = backup_container().volume_mounts.unwrap_or_default();
+    mounts.extend(access.mounts);
     BackupRun {
         init_containers: vec![Container {
             name: "dump".to_owned(),
             ..dump
         }],
         container: Container {
-            env: Some(s3_env(s3)),
-            volume_mounts: backup_container().volume_mounts,
+            env: Some(access.env),
+            volume_mounts: Some(mounts),
             ..tools_container(BACKUP_COMPONENT, images, args)
         },
         run_as_user: STORE_RUN_AS_USER,
+        volumes: access.volumes,
     }
+}
+
+/// The store's own folder in the bucket: `PREFIX/OBJECT-NAME/`.
+fn bucket_folder(s3: &S3Target, store: &PlannedStore) -> String {
+    format!("{}{}/", s3.key_prefix(), store.object_name)
 }
 
 /// The flags of `kea-operator store-backup` and `store-upload` that say where a store's
 /// backup goes: its folder under [`TARGET_MOUNT`], what ends its name, how many to keep,
-/// how the status names the place, and the bucket when the target is one.
+/// how the status names the place (the bucket's flags come with [`s3_access`]).
 fn destination_flags(store: &PlannedStore, backup: &Backup, suffix: &str) -> Vec<String> {
-    let mut flags: Vec<String> = [
+    [
         "--dir",
         &format!("{TARGET_MOUNT}/{}", store.object_name),
         "--suffix",
@@ -377,13 +440,7 @@ fn destination_flags(store: &PlannedStore, backup: &Backup, suffix: &str) -> Vec
         &target_location(backup, store),
     ]
     .map(str::to_owned)
-    .to_vec();
-    if let Some(BackupLocation::S3(s3)) = backup.target.location() {
-        // The store's own folder in the bucket: `PREFIX/OBJECT-NAME/`.
-        let key_prefix = format!("{}{}/", s3.key_prefix(), store.object_name);
-        flags.extend(s3_flags(s3, &key_prefix));
-    }
-    flags
+    .to_vec()
 }
 
 /// An embedded store's run: `kea-operator store-backup` fetches the service's copy of its
@@ -409,8 +466,17 @@ fn embedded_run(
         &admin_secret_name(ctx.name),
         secret_keys::TOKEN,
     )];
+    let mut container = backup_container();
+    let mut volumes = Vec::new();
     if let Some(BackupLocation::S3(s3)) = backup.target.location() {
-        env.extend(s3_env(s3));
+        let access = s3_access(s3, &bucket_folder(s3, store), store.role.as_str());
+        args.extend(access.flags);
+        env.extend(access.env);
+        container
+            .volume_mounts
+            .get_or_insert_default()
+            .extend(access.mounts);
+        volumes = access.volumes;
     }
     BackupRun {
         init_containers: Vec::new(),
@@ -420,9 +486,10 @@ fn embedded_run(
             // The image's entrypoint is `kea-operator`.
             args: Some(args),
             env: Some(env),
-            ..backup_container()
+            ..container
         },
         run_as_user: TOOLS_RUN_AS_USER,
+        volumes,
     }
 }
 
@@ -494,7 +561,11 @@ fn job_spec(
                 security_context: Some(restricted_pod_security(run.run_as_user)),
                 init_containers: (!run.init_containers.is_empty()).then_some(run.init_containers),
                 containers: vec![run.container],
-                volumes: Some(vec![target_volume(store, backup)]),
+                volumes: Some(
+                    std::iter::once(target_volume(store, backup))
+                        .chain(run.volumes)
+                        .collect(),
+                ),
                 ..Default::default()
             }),
         },
@@ -545,6 +616,8 @@ struct RestoreSource {
     volume: Volume,
     description: String,
     fetch: Option<Container>,
+    /// Other volumes the fetch needs (the bucket's CA).
+    fetch_volumes: Vec<Volume>,
 }
 
 /// `PATH`, the backup file or folder `from` names: the store's own folder by default.
@@ -583,6 +656,7 @@ fn restore_source(
                 volume,
                 description: format!("PersistentVolumeClaim {claim}"),
                 fetch: None,
+                fetch_volumes: Vec::new(),
             };
         }
     };
@@ -604,20 +678,23 @@ fn restore_source(
     for path in has_data {
         args.extend(["--unless-exists".to_owned(), path.clone()]);
     }
-    args.extend(s3_flags(s3, &s3.key_prefix()));
+    let access = s3_access(s3, &s3.key_prefix(), store.role.as_str());
+    args.extend(access.flags);
+    let mut mounts = vec![
+        VolumeMount {
+            read_only: Some(true),
+            ..data_mount
+        },
+        VolumeMount {
+            name: volume_name.to_owned(),
+            mount_path: TARGET_MOUNT.to_owned(),
+            ..Default::default()
+        },
+    ];
+    mounts.extend(access.mounts);
     let fetch = Container {
-        env: Some(s3_env(s3)),
-        volume_mounts: Some(vec![
-            VolumeMount {
-                read_only: Some(true),
-                ..data_mount
-            },
-            VolumeMount {
-                name: volume_name.to_owned(),
-                mount_path: TARGET_MOUNT.to_owned(),
-                ..Default::default()
-            },
-        ]),
+        env: Some(access.env),
+        volume_mounts: Some(mounts),
         // The pod's own user: it can tell whether the store's volume holds data.
         security_context: Some(restricted_container_security()),
         ..tools_container(&format!("fetch-{}", store.role.as_str()), images, args)
@@ -626,6 +703,7 @@ fn restore_source(
         volume,
         description: s3.url(),
         fetch: Some(fetch),
+        fetch_volumes: access.volumes,
     }
 }
 
@@ -716,6 +794,7 @@ echo "restoring ${{file#{TARGET_MOUNT}/}} ($(stat -c %s "$file") bytes) from $KE
         },
     ];
     let mut volumes = vec![source.volume];
+    volumes.extend(source.fetch_volumes);
     let server_mount = (engine == ServerEngine::Mariadb).then(|| VolumeMount {
         name: INITDB_VOLUME.to_owned(),
         mount_path: INITDB_MOUNT.to_owned(),
@@ -796,6 +875,7 @@ pub fn attach_embedded_restores(
             }
         };
         wiring.init_containers.extend(source.fetch);
+        wiring.volumes.extend(source.fetch_volumes);
         let args = [
             "store-restore",
             "--from",
@@ -1054,6 +1134,82 @@ mod tests {
     }
 
     #[test]
+    fn a_bucket_with_a_private_authority_gets_its_certificate_in_every_pod_that_reaches_it() {
+        let s3 = serde_json::json!({"bucket": "backups", "endpoint": "https://s3.example.com",
+            "accessKeyIdSecretKeyRef": {"name": "s3", "key": "id"},
+            "secretAccessKeySecretKeyRef": {"name": "s3", "key": "secret"},
+            "caSecretKeyRef": {"name": "s3-authority", "key": "root.pem"}});
+        let spec: crate::api::MicroserviceSpec = serde_json::from_value(serde_json::json!({
+            "image": "img:1",
+            "network": {"restrictEgress": true},
+            "stores": {
+                "sql": {"engine": "mariadb", "backup": {"schedule": "@daily",
+                    "target": {"s3": s3}}, "restoreFrom": {"s3": s3}},
+                "nosql": {"engine": "redb", "backup": {"schedule": "@daily",
+                    "target": {"s3": s3}}, "restoreFrom": {"s3": s3}},
+            },
+        }))
+        .expect("spec");
+        let mut ms = crate::Microservice::new("orders", spec);
+        ms.metadata.namespace = Some("shop".into());
+        let children = crate::children::build_children(
+            &ms,
+            &Default::default(),
+            &crate::children::Settings::default(),
+        )
+        .expect("children");
+        // The pod has the Secret's key as a file; the container mounts it and names it.
+        let assert_trusts = |pod: &serde_json::Value, container: &serde_json::Value, role: &str| {
+            let volume = pod["volumes"]
+                .as_array()
+                .expect("volumes")
+                .iter()
+                .find(|v| v["name"] == format!("s3-ca-{role}"))
+                .unwrap_or_else(|| panic!("no s3-ca-{role} volume in {pod}"));
+            assert_eq!(volume["secret"]["secretName"], "s3-authority");
+            assert_eq!(volume["secret"]["items"][0]["key"], "root.pem");
+            assert_eq!(volume["secret"]["items"][0]["path"], S3_CA_FILE);
+            let mounts = container["volumeMounts"].to_string();
+            assert!(
+                mounts.contains(&format!(
+                    r#""mountPath":"{S3_CA_MOUNT}","name":"s3-ca-{role}","readOnly":true"#
+                )),
+                "{mounts}"
+            );
+            let args = container["args"].to_string();
+            assert!(
+                args.contains(&format!(r#""--s3-ca-file","{S3_CA_MOUNT}/{S3_CA_FILE}""#))
+                    && args.contains(r#""--s3-endpoint","https://s3.example.com""#),
+                "{args}"
+            );
+        };
+        for (index, role) in [(0, "sql"), (1, "nosql")] {
+            let pod = run_pod(&children, index);
+            assert_trusts(&pod, &pod["containers"][0], role);
+        }
+        let StoreObjects::Server(_, server) = &children.stores[0].objects else {
+            panic!("a server");
+        };
+        let server_pod =
+            serde_json::to_value(&server.stateful_set).expect("json")["spec"]["template"]["spec"]
+                .clone();
+        assert_trusts(&server_pod, &server_pod["initContainers"][0], "sql");
+        let deployment = serde_json::to_value(&children.deployment).expect("json");
+        let service_pod = &deployment["spec"]["template"]["spec"];
+        assert_eq!(service_pod["initContainers"][0]["name"], "fetch-nosql");
+        assert_trusts(service_pod, &service_pod["initContainers"][0], "nosql");
+        // An https:// endpoint without a port is reached on 443.
+        let policy = serde_json::to_value(&children.network_policies[0]).expect("json");
+        let egress = policy["spec"]["egress"].as_array().expect("egress");
+        assert!(
+            egress
+                .iter()
+                .any(|rule| rule["to"].is_null() && rule["ports"][0]["port"] == 443),
+            "{egress:?}"
+        );
+    }
+
+    #[test]
     fn s3_endpoint_ports() {
         let target = |endpoint: &str| crate::api::S3Target {
             bucket: "b".into(),
@@ -1068,6 +1224,7 @@ mod tests {
                 name: "s".into(),
                 key: "k".into(),
             },
+            ca_secret_key_ref: None,
         };
         assert_eq!(target("http://minio:9000").port(), 9000);
         assert_eq!(target("http://minio").port(), 80);

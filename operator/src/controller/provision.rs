@@ -271,14 +271,26 @@ async fn missing_target(place: &Place<'_>, target: &BackupTarget) -> Result<Opti
             }))
         }
         Some(BackupLocation::S3(s3)) => {
+            let credentials = "the bucket's credentials";
             let refs = [
-                ("accessKeyIdSecretKeyRef", &s3.access_key_id_secret_key_ref),
+                (
+                    "accessKeyIdSecretKeyRef",
+                    Some(&s3.access_key_id_secret_key_ref),
+                    credentials,
+                ),
                 (
                     "secretAccessKeySecretKeyRef",
-                    &s3.secret_access_key_secret_key_ref,
+                    Some(&s3.secret_access_key_secret_key_ref),
+                    credentials,
+                ),
+                (
+                    "caSecretKeyRef",
+                    s3.ca_secret_key_ref.as_ref(),
+                    "the PEM certificate of the authority that signs the endpoint's certificate",
                 ),
             ];
-            for (field, key_ref) in refs {
+            for (field, key_ref, content) in refs {
+                let Some(key_ref) = key_ref else { continue };
                 let secret = place.api::<Secret>().get_opt(&key_ref.name).await?;
                 let has_key = secret.as_ref().is_some_and(|secret| {
                     secret
@@ -297,7 +309,7 @@ async fn missing_target(place: &Place<'_>, target: &BackupTarget) -> Result<Opti
                         format!("Secret {} does not exist", key_ref.name)
                     };
                     return Ok(Some(format!(
-                        "{what} (backup.target.s3.{field}): create it with the bucket's credentials; runs wait for it"
+                        "{what} (backup.target.s3.{field}): create it with {content}; runs wait for it"
                     )));
                 }
             }
