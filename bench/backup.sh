@@ -9,7 +9,10 @@
 #   - mariadb: `mariadb-dump --single-transaction | gzip`; restored with `zcat | mariadb` into
 #     a new database;
 #   - redis: `redis-cli --rdb`; restored by a new redis-server loading the file.
-# MariaDB and Redis are those of hack/backing-services.sh (started here when not running).
+# Each backup file is then sent to a bucket and back as an S3 target's runs do
+# (`kea-operator store-upload`, `store-fetch`), over HTTPS: the upload and download times.
+# MariaDB, Redis and the S3 server (versitygw, HTTPS with a test authority) are those of
+# hack/backing-services.sh (started here when not running).
 #
 #   bench/backup.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../hack/lib.sh"
@@ -94,7 +97,40 @@ PY
 }
 
 ROWS=$WORK/rows
-row() { printf '%s\t%s\t%s\t%s\t%s\n' "$@" >>"$ROWS"; }
+# row ENGINE ITEMS BACKUP_S BYTES RESTORE_S BACKUP_FILE: one line of the table, with the
+# backup file's round trip through the bucket.
+row() {
+  local times
+  times=$(s3_round_trip "$6" "$1-$2")
+  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "${@:1:5}" "$times" >>"$ROWS"
+}
+
+# s3_round_trip FILE KEY: uploads FILE under bench/KEY/ of the test bucket over HTTPS and
+# downloads it again, as a run and a restore of an S3 target do; prints "UPLOAD_S\tDOWNLOAD_S".
+s3_round_trip() {
+  local file=$1 dir=$WORK/s3/$2 suffix name started upload_s download_s
+  case $file in
+    *.sql.gz) suffix=.sql.gz ;;
+    *) suffix=.${file##*.} ;;
+  esac
+  name=20261206T000000.000Z$suffix
+  mkdir -p "$dir/up" "$dir/down"
+  cp "$file" "$dir/up/$name"
+  local bucket=(--s3-bucket "$KEA_TEST_S3_BUCKET" --s3-endpoint "$KEA_TEST_S3_TLS_ENDPOINT"
+    --s3-ca-file "$KEA_TEST_S3_CA_FILE")
+  export AWS_ACCESS_KEY_ID=$KEA_TEST_S3_ACCESS_KEY AWS_SECRET_ACCESS_KEY=$KEA_TEST_S3_SECRET_KEY
+  started=$(now)
+  "$TOOLS_BIN" store-upload --dir "$dir/up" --suffix "$suffix" --keep 1 \
+    --location "s3://$KEA_TEST_S3_BUCKET/bench/$2/" --report "$dir/report" \
+    "${bucket[@]}" --s3-prefix "bench/$2/" >/dev/null
+  upload_s=$(elapsed "$started")
+  started=$(now)
+  "$TOOLS_BIN" store-fetch --path "$2/" --suffix "$suffix" --to "$dir/down" \
+    "${bucket[@]}" --s3-prefix bench/ >/dev/null
+  download_s=$(elapsed "$started")
+  cmp -s "$file" "$dir/down/$2/$name" || die "$2: the file downloaded differs from the one uploaded"
+  printf '%s\t%s' "$upload_s" "$download_s"
+}
 
 bench_embedded() {
   local items=$1 port=18291 restored_port=18292 dir=$WORK/embedded-$1 pid store route suffix file started backup_s report size restore_s
@@ -123,7 +159,8 @@ bench_embedded() {
     [ "$(count $restored_port $route)" = "$items" ] || die "$engine: the restore lacks items"
     restore_s=$(elapsed "$started")
     stop_processes 15 "$restored"
-    row "$engine" "$items" "$backup_s" "$size" "$restore_s"
+    row "$engine" "$items" "$backup_s" "$size" "$restore_s" \
+      "$(ls -1d "$WORK/backups/$engine-$items"/*"$suffix" | tail -n 1)"
   done
   stop_processes 15 "$pid"
 }
@@ -154,7 +191,7 @@ bench_servers() {
   restore_s=$(elapsed "$started")
   [ "$rows" = "$items" ] || die "mariadb: the restore has $rows items, not $items"
   mariadb --no-defaults --socket="$MARIADB_SOCKET" -uroot -e 'DROP DATABASE kea_bench_restore'
-  row mariadb "$items" "$backup_s" "$size" "$restore_s"
+  row mariadb "$items" "$backup_s" "$size" "$restore_s" "$WORK/dump.sql.gz"
 
   started=$(now)
   redis-cli -p "$REDIS_PORT" --rdb "$WORK/dump.rdb" >/dev/null 2>&1
@@ -171,7 +208,7 @@ bench_servers() {
   redis-cli -p 18294 shutdown nosave >/dev/null 2>&1 || true
   # The seed item counts too on the Redis side.
   [ "$rows" -ge "$items" ] || die "redis: the restore has $rows items, not $items"
-  row redis "$items" "$backup_s" "$size" "$restore_s"
+  row redis "$items" "$backup_s" "$size" "$restore_s" "$WORK/dump.rdb"
   stop_processes 15 "$pid"
 }
 
@@ -182,7 +219,10 @@ for items in $ITEMS; do
   bench_servers "$items"
 done
 
-printf '%-8s %8s %10s %12s %11s\n' engine items backup_s bytes restore_s
-while IFS=$'\t' read -r engine items backup_s size restore_s; do
-  printf '%-8s %8s %10s %12s %11s\n' "$engine" "$items" "$backup_s" "$size" "$restore_s"
+printf '%-8s %8s %10s %12s %11s %11s %13s\n' engine items backup_s bytes restore_s \
+  s3_put_s s3_get_s
+while IFS=$'\t' read -r engine items backup_s size restore_s put_s get_s; do
+  printf '%-8s %8s %10s %12s %11s %11s %13s\n' "$engine" "$items" "$backup_s" "$size" \
+    "$restore_s" "$put_s" "$get_s"
 done <"$ROWS"
+echo "s3_put_s, s3_get_s: the backup file to the bucket and back over HTTPS (versitygw on loopback)"

@@ -393,17 +393,25 @@ async fn wait_ready_on_a_new_pod(ns: &TestNamespace, name: &str, gone: Vec<Strin
     .unwrap();
 }
 
-/// Waits (at most `within`) until the `BackedUp` condition of `name` is `False` with
-/// `reason`; returns its message.
-pub(super) async fn wait_not_backed_up(
+/// Applies the merge `patch` to the Microservice `name`, then waits (at most `within`) until
+/// its `BackedUp` condition is `False` with `reason` and a message that says `saying`;
+/// returns the message.
+pub(super) async fn edit_until_not_backed_up(
     ns: &TestNamespace,
     name: &str,
+    patch: &serde_json::Value,
     reason: &str,
+    saying: &str,
     within: Duration,
 ) -> String {
     let microservices = ns.api::<Microservice>();
+    microservices
+        .patch(name, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .unwrap();
     let started = Instant::now();
-    let message = eventually(&format!("BackedUp=False {reason}"), within, || {
+    let what = format!("BackedUp=False {reason} saying {saying:?}");
+    let message = eventually(&what, within, || {
         let microservices = microservices.clone();
         async move {
             let ms = microservices.get(name).await?;
@@ -417,6 +425,7 @@ pub(super) async fn wait_not_backed_up(
             .cloned();
             Ok(condition
                 .filter(|c| c.status == "False" && c.reason == reason)
+                .filter(|c| c.message.contains(saying))
                 .map(|c| c.message))
         }
     })
@@ -597,18 +606,15 @@ done | grep -o '"item-[0-9]*"' | sort -u | wc -l"#,
     // A target that does not exist is on the status within seconds.
     let patch = serde_json::json!({"spec": {"stores": {"sql": {"backup": {"target": {
         "persistentVolumeClaim": {"claimName": "no-such-claim"}}}}}}});
-    microservices
-        .patch("orders", &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .unwrap();
-    let message = wait_not_backed_up(
+    edit_until_not_backed_up(
         &ns,
         "orders",
+        &patch,
         reasons::BACKUP_TARGET_NOT_FOUND,
+        "no-such-claim",
         Duration::from_secs(30),
     )
     .await;
-    assert!(message.contains("no-such-claim"), "{message}");
 }
 
 fn embedded(claim: &str, restore: bool) -> Stores {
@@ -719,18 +725,15 @@ async fn users_embedded_stores_are_backed_up_and_restored_into_a_new_microservic
         "spec": {"stores": {"sql": {"backup": {"target": {
             "persistentVolumeClaim": {"claimName": "unbound-backups"}}}}}}
     });
-    microservices
-        .patch("users", &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .unwrap();
-    let message = wait_not_backed_up(
+    edit_until_not_backed_up(
         &ns,
         "users",
+        &patch,
         reasons::BACKUP_CANNOT_RUN,
+        "Unschedulable",
         Duration::from_secs(60),
     )
     .await;
-    assert!(message.contains("Unschedulable"), "{message}");
 }
 
 /// The CronJob runs on its schedule (every minute here), and after three runs exactly `keep`
