@@ -152,7 +152,7 @@ bench_embedded() {
     started=$(now)
     mkdir -p "$WORK/restored-$engine-$items"
     "$TOOLS_BIN" store-restore --from "$WORK/backups/$engine-$items" --suffix $suffix \
-      --to "$WORK/restored-$engine-$items/$file" --claim bench >/dev/null
+      --to "$WORK/restored-$engine-$items/$file" --source bench >/dev/null
     local restored
     restored=$(start_service $restored_port "$WORK/restored-$engine-$items")
     wait_up $restored_port

@@ -26,6 +26,8 @@
 //! embedded store), which also deletes the oldest objects beyond `keep`. A restore from S3
 //! downloads the backup to a scratch volume first (`kea-operator store-fetch`, an init
 //! container before the restore's own), and only when the store's volume is still empty.
+//! The certificate of a private authority (`caSecretKeyRef`, for an `https://` endpoint) is
+//! a read-only Secret volume of each pod that reaches the bucket.
 
 use std::collections::BTreeMap;
 
