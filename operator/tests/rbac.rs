@@ -70,6 +70,7 @@ async fn a_missing_permission_shows_on_the_status() {
         .retain(|rule| rule.resources.as_ref().unwrap()[0] != "networkpolicies");
     let confined = confined_client(&namespace, "kea-operator", role).await;
     let operator = Operator::start_as(&namespace, confined, Settings::default());
+    let started = std::time::Instant::now();
     create(
         &microservices,
         "web",
@@ -86,11 +87,18 @@ async fn a_missing_permission_shows_on_the_status() {
                     .any(|c| c.type_ == "Reconciled" && c.reason == "Forbidden")
             })
         },
-        Duration::from_secs(20),
+        // The operator first waits up to CHILDREN_SYNC_LIMIT (10 s) for the caches of the
+        // children, and the one it may not list never fills: about 10.5 s when idle, more
+        // when the suite's other tests share the two cores.
+        Duration::from_secs(45),
     )
     .await
     .unwrap()
     .unwrap();
+    eprintln!(
+        "Reconciled=False Forbidden {:?} after the create",
+        started.elapsed()
+    );
     let ready = common::condition(&ms, "Ready");
     assert_eq!(
         (ready.status.as_str(), ready.reason.as_str()),
