@@ -32,6 +32,10 @@ MARIADB_SOCKET=$KEA_RUN_DIR/backing/mariadb/mysqld.sock
 REDIS_PORT=${KEA_TEST_REDIS_PORT:-36379}
 # The service's Redis items go to a database of their own, so the figures count only them.
 REDIS_DB=7
+# The test bucket over HTTPS, as a Job with an S3 target and caSecretKeyRef reaches it.
+S3_BUCKET_FLAGS=(--s3-bucket "$KEA_TEST_S3_BUCKET" --s3-endpoint "$KEA_TEST_S3_TLS_ENDPOINT"
+  --s3-ca-file "$KEA_TEST_S3_CA_FILE")
+export AWS_ACCESS_KEY_ID=$KEA_TEST_S3_ACCESS_KEY AWS_SECRET_ACCESS_KEY=$KEA_TEST_S3_SECRET_KEY
 
 WORK=$(mktemp -d)
 PIDS=()
@@ -97,38 +101,31 @@ PY
 }
 
 ROWS=$WORK/rows
-# row ENGINE ITEMS BACKUP_S BYTES RESTORE_S BACKUP_FILE: one line of the table, with the
-# backup file's round trip through the bucket.
+# row ENGINE ITEMS BACKUP_S BYTES RESTORE_S BACKUP_FILE SUFFIX: one line of the table, with
+# the backup file's round trip through the bucket.
 row() {
   local times
-  times=$(s3_round_trip "$6" "$1-$2")
+  times=$(s3_round_trip "$6" "$7" "$1-$2")
   printf '%s\t%s\t%s\t%s\t%s\t%s\n' "${@:1:5}" "$times" >>"$ROWS"
 }
 
-# s3_round_trip FILE KEY: uploads FILE under bench/KEY/ of the test bucket over HTTPS and
-# downloads it again, as a run and a restore of an S3 target do; prints "UPLOAD_S\tDOWNLOAD_S".
+# s3_round_trip FILE SUFFIX KEY: uploads FILE under bench/KEY/ of the test bucket over HTTPS
+# and downloads it again, as a run and a restore of an S3 target do; prints
+# "UPLOAD_S\tDOWNLOAD_S".
 s3_round_trip() {
-  local file=$1 dir=$WORK/s3/$2 suffix name started upload_s download_s
-  case $file in
-    *.sql.gz) suffix=.sql.gz ;;
-    *) suffix=.${file##*.} ;;
-  esac
-  name=20261206T000000.000Z$suffix
+  local file=$1 suffix=$2 key=$3 dir=$WORK/s3/$3 name=20261206T000000.000Z$2 started upload_s download_s
   mkdir -p "$dir/up" "$dir/down"
   cp "$file" "$dir/up/$name"
-  local bucket=(--s3-bucket "$KEA_TEST_S3_BUCKET" --s3-endpoint "$KEA_TEST_S3_TLS_ENDPOINT"
-    --s3-ca-file "$KEA_TEST_S3_CA_FILE")
-  export AWS_ACCESS_KEY_ID=$KEA_TEST_S3_ACCESS_KEY AWS_SECRET_ACCESS_KEY=$KEA_TEST_S3_SECRET_KEY
   started=$(now)
   "$TOOLS_BIN" store-upload --dir "$dir/up" --suffix "$suffix" --keep 1 \
-    --location "s3://$KEA_TEST_S3_BUCKET/bench/$2/" --report "$dir/report" \
-    "${bucket[@]}" --s3-prefix "bench/$2/" >/dev/null
+    --location "s3://$KEA_TEST_S3_BUCKET/bench/$key/" --report "$dir/report" \
+    "${S3_BUCKET_FLAGS[@]}" --s3-prefix "bench/$key/" >/dev/null
   upload_s=$(elapsed "$started")
   started=$(now)
-  "$TOOLS_BIN" store-fetch --path "$2/" --suffix "$suffix" --to "$dir/down" \
-    "${bucket[@]}" --s3-prefix bench/ >/dev/null
+  "$TOOLS_BIN" store-fetch --path "$key/" --suffix "$suffix" --to "$dir/down" \
+    "${S3_BUCKET_FLAGS[@]}" --s3-prefix bench/ >/dev/null
   download_s=$(elapsed "$started")
-  cmp -s "$file" "$dir/down/$2/$name" || die "$2: the file downloaded differs from the one uploaded"
+  cmp -s "$file" "$dir/down/$key/$name" || die "$key: the file downloaded differs from the one uploaded"
   printf '%s\t%s' "$upload_s" "$download_s"
 }
 
@@ -160,7 +157,7 @@ bench_embedded() {
     restore_s=$(elapsed "$started")
     stop_processes 15 "$restored"
     row "$engine" "$items" "$backup_s" "$size" "$restore_s" \
-      "$(ls -1d "$WORK/backups/$engine-$items"/*"$suffix" | tail -n 1)"
+      "$(ls -1d "$WORK/backups/$engine-$items"/*"$suffix" | tail -n 1)" "$suffix"
   done
   stop_processes 15 "$pid"
 }
@@ -191,7 +188,7 @@ bench_servers() {
   restore_s=$(elapsed "$started")
   [ "$rows" = "$items" ] || die "mariadb: the restore has $rows items, not $items"
   mariadb --no-defaults --socket="$MARIADB_SOCKET" -uroot -e 'DROP DATABASE kea_bench_restore'
-  row mariadb "$items" "$backup_s" "$size" "$restore_s" "$WORK/dump.sql.gz"
+  row mariadb "$items" "$backup_s" "$size" "$restore_s" "$WORK/dump.sql.gz" .sql.gz
 
   started=$(now)
   redis-cli -p "$REDIS_PORT" --rdb "$WORK/dump.rdb" >/dev/null 2>&1
@@ -208,7 +205,7 @@ bench_servers() {
   redis-cli -p 18294 shutdown nosave >/dev/null 2>&1 || true
   # The seed item counts too on the Redis side.
   [ "$rows" -ge "$items" ] || die "redis: the restore has $rows items, not $items"
-  row redis "$items" "$backup_s" "$size" "$restore_s" "$WORK/dump.rdb"
+  row redis "$items" "$backup_s" "$size" "$restore_s" "$WORK/dump.rdb" .rdb
   stop_processes 15 "$pid"
 }
 

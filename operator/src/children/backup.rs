@@ -99,7 +99,7 @@ pub fn target_location(backup: &Backup, store: &PlannedStore) -> String {
 }
 
 /// Where a container that talks to a bucket finds the certificate of `caSecretKeyRef`.
-pub const S3_CA_MOUNT: &str = "/etc/kea/s3-ca";
+const S3_CA_MOUNT: &str = "/etc/kea/s3-ca";
 /// The file of that certificate under [`S3_CA_MOUNT`].
 const S3_CA_FILE: &str = "ca.crt";
 
